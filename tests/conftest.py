@@ -1,0 +1,14 @@
+"""Shared test settings.
+
+Hypothesis profiles: `quick` (default, keeps `make test` fast) and `thorough`
+(HYPOTHESIS_PROFILE=thorough, used by `make test-slow`).
+"""
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("quick", max_examples=25, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("thorough", max_examples=400, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
