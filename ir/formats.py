@@ -39,7 +39,7 @@ _DTYPE_NAMES = {v: k for k, v in VALUE_DTYPES.items()}
 # numpy has no bfloat16: such buffers travel as their raw 16-bit patterns.
 _RAW16 = {torch.bfloat16: torch.int16}
 _INT_DTYPES = {"uint8": torch.uint8, "int8": torch.int8, "int16": torch.int16,
-               "int32": torch.int32, "int64": torch.int64}
+               "int32": torch.int32, "int64": torch.int64, "bool": torch.bool, "float64": torch.float64}
 _ALL_DTYPES = {**VALUE_DTYPES, **_INT_DTYPES}
 _ALL_NAMES = {v: k for k, v in _ALL_DTYPES.items()}
 
@@ -72,11 +72,15 @@ def matrix_dims(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[0], math.prod(shape[1:])
 
 
-def _as_tensor(dense, where: str) -> torch.Tensor:
+def _as_tensor(dense, where: str, any_tensor: bool = False) -> torch.Tensor:
     if isinstance(dense, np.ndarray):
         dense = torch.from_numpy(np.ascontiguousarray(dense))
     if not isinstance(dense, torch.Tensor):
         raise ParameterError(f"{where}: expected a torch.Tensor or numpy array, got {type(dense).__name__}")
+    if any_tensor:
+        if dense.dtype not in _ALL_NAMES:
+            raise ParameterError(f"{where}: dtype {dense.dtype} is not supported")
+        return dense.detach().to("cpu").contiguous()
     if dense.dtype not in _DTYPE_NAMES:
         raise ParameterError(f"{where}: dtype {dense.dtype} is not supported; "
                              f"use one of {', '.join(VALUE_DTYPES)}")
@@ -124,6 +128,10 @@ class SparseFormat:
     @property
     def numel(self) -> int:
         return math.prod(self.shape)
+
+    @property
+    def dtype_name(self) -> str:
+        return dtype_name(self.dtype)
 
     @property
     def dense_nbytes(self) -> int:
@@ -190,7 +198,7 @@ class SparseFormat:
             cls = FORMATS[header["format"]]
             if header.get("version") != FORMAT_VERSION:
                 raise SerializationError(f"format header: unsupported version {header.get('version')!r}")
-            dtype = VALUE_DTYPES[header["dtype"]]
+            dtype = (_ALL_DTYPES if cls is Dense else VALUE_DTYPES)[header["dtype"]]
             shape = tuple(int(s) for s in header["shape"])
             params = {p: _from_json(header["params"][p]) for p in cls.params}
             bufs = {}
@@ -257,7 +265,11 @@ def _from_json(v):
 # ---------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False, repr=False)
 class Dense(SparseFormat):
-    """The tensor as is. ``nbytes = numel * itemsize``."""
+    """The tensor as is. ``nbytes = numel * itemsize``.
+
+    Unlike the sparse formats, Dense holds any shape (0-d included) and any IR
+    dtype (integer and bool constants of a graph are Dense too).
+    """
 
     values: torch.Tensor = None
     name: ClassVar[str] = "dense"
@@ -265,7 +277,7 @@ class Dense(SparseFormat):
 
     @classmethod
     def from_dense(cls, dense) -> "Dense":
-        t = _as_tensor(dense, "Dense.from_dense")
+        t = _as_tensor(dense, "Dense.from_dense", any_tensor=True)
         return cls(tuple(t.shape), t.dtype, values=t.clone())
 
     @property
@@ -276,7 +288,8 @@ class Dense(SparseFormat):
         return self.values.clone()
 
     def validate(self) -> None:
-        self._check_common()
+        _check(isinstance(self.values, torch.Tensor) and self.dtype in _ALL_NAMES, self.name,
+               "values is a torch tensor of a supported dtype")
         _check(tuple(self.values.shape) == self.shape, self.name, f"values shape {tuple(self.values.shape)} == {self.shape}")
         _check(self.values.dtype == self.dtype, self.name, f"values dtype {self.values.dtype} == {self.dtype}")
 
