@@ -33,7 +33,7 @@ Progress = Callable[[int, int], None]
 
 def _lists(d: dict) -> tuple:
     return (d["instr"].tolist(), d["chain"].tolist(), d["dram"].tolist(),
-            d["banks"], d["remote"].tolist(), d["dma"].tolist())
+            d["banks"], d["remote"].tolist(), d["dma"].tolist(), d["reads"].tolist())
 
 
 def run_stage(stage: Stage, machine: Machine, t0: float, progress: Progress | None = None,
@@ -41,13 +41,13 @@ def run_stage(stage: Stage, machine: Machine, t0: float, progress: Progress | No
     """Time one stage starting at ``t0``; returns its end and thread statistics."""
     cores, tpc = machine.cores, machine.threads_per_core
     n = stage.core.size
-    instr, chain, dram, banks, remote, dma = _lists(stage.tasks)
+    instr, chain, dram, banks, remote, dma, reads = _lists(stage.tasks)
     task_core = stage.core
     queues = [np.flatnonzero(task_core == c).tolist() for c in range(cores)]
     grouped = stage.group is not None
     if grouped:
         group = stage.group.tolist()
-        r_instr, r_chain, r_dram, r_banks, r_remote, r_dma = _lists(stage.readout)
+        r_instr, r_chain, r_dram, r_banks, r_remote, r_dma, r_reads = _lists(stage.readout)
         last = np.ones(n, dtype=bool)
         for q in queues:                      # last task of its group in its queue
             g = stage.group[q]
@@ -74,7 +74,7 @@ def run_stage(stage: Stage, machine: Machine, t0: float, progress: Progress | No
             # every burst is issued at its own start time, in time order, so
             # reservations never jump ahead of bursts issued later
             end = execute(core, thread, now, r_instr[due], r_chain[due], r_dram[due],
-                          r_banks[due], r_remote[due], r_dma[due])
+                          r_banks[due], r_remote[due], r_dma[due], r_reads[due])
             group_end[due] = end
             spm_intervals.append((core, group_start[due], end, due))
             busy += end - now
@@ -86,7 +86,8 @@ def run_stage(stage: Stage, machine: Machine, t0: float, progress: Progress | No
             continue
         i = q[head[core]]
         head[core] += 1
-        end = execute(core, thread, now, instr[i], chain[i], dram[i], banks[i], remote[i], dma[i])
+        end = execute(core, thread, now, instr[i], chain[i], dram[i], banks[i], remote[i], dma[i],
+                      reads[i])
         busy += end - now
         done += 1
         if progress is not None and done % step == 0:

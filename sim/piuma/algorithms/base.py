@@ -145,7 +145,7 @@ class Costs:
     def demands(self) -> dict:
         return {"instr": self.instr, "chain": self.chain,
                 "dram": self.dram_read + self.dram_write, "banks": self.banks,
-                "remote": self.remote, "dma": self.dma}
+                "remote": self.remote, "dma": self.dma, "reads": self.dram_read > 0}
 
     def counters(self) -> dict:
         return {"dram_read_words": float(self.dram_read.sum()),

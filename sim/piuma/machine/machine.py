@@ -30,19 +30,23 @@ class Machine:
 
     def execute(self, core: int, thread: int, now: float, instr: float, chain: float,
                 dram_words: float = 0.0, bank_cycles: np.ndarray | None = None,
-                remote_cycles: float = 0.0, dma_words: float = 0.0) -> float:
+                remote_cycles: float = 0.0, dma_words: float = 0.0,
+                dram_reads: bool = True) -> float:
         """Time one burst issued by ``thread`` of ``core`` at ``now``; returns its end.
 
         ``chain`` is the burst's own latency-bound duration (issue plus the
         round trips it cannot overlap, computed by the algorithm); the burst
-        also ends no earlier than each shared resource it uses has served it.
+        also ends no earlier than each shared resource it uses has served it
+        (plus the round trip when it waits for a reply: ``dram_reads`` false means
+        all its DRAM accesses are posted stores).
         """
         end = now + chain
         end = max(end, self.pipes.issue(self.pipes.pipe_of(core, thread), now, instr))
         if dram_words:
             served = self.dram.serve(now, dram_words)
             carried = self.mesh.carry(core, now, dram_words)
-            end = max(end, max(served, carried) + self.dram_latency[core])
+            tail = self.dram_latency[core] if dram_reads else 0.0
+            end = max(end, max(served, carried) + tail)
         if bank_cycles is not None:
             end = max(end, self.spm.serve(core, now, bank_cycles))
         if remote_cycles:
