@@ -22,7 +22,7 @@ from sparsec.ir.graph import Graph
 
 # CompositeImplicit ops kept whole, so the IR sees linear/conv/layer_norm as one node
 # (sparse weights are found on linear and conv nodes).
-KEEP = ("linear", "conv2d", "layer_norm")
+KEEP = ("linear", "conv2d", "layer_norm", "silu", "baddbmm")
 
 
 @dataclass

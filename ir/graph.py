@@ -175,8 +175,6 @@ class GraphBuilder:
 
     def fresh(self, hint: str) -> str:
         base = "".join(ch if ch.isalnum() or ch in "_." else "_" for ch in hint) or "v"
-        if base[0].isdigit():
-            base = "v" + base
         name, i = base, 1
         while name in self._used:
             name, i = f"{base}_{i}", i + 1
