@@ -63,7 +63,7 @@ def load_mtx(path: str | Path) -> sp.csr_matrix:
                                  f"integers, got {lines[n]!r}")
     if fmt == "coordinate":
         rows, cols, nnz = dims
-        entries = [(k + 1, ln) for k, ln in enumerate(lines[n + 1:], start=n) if ln.strip()
+        entries = [(k + 1, ln) for k, ln in enumerate(lines[n + 1:], start=n + 1) if ln.strip()
                    and not ln.startswith("%")]
         if len(entries) != nnz:
             raise SerializationError(f"{path}: size line promises {nnz} entries, found {len(entries)}")
