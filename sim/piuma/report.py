@@ -89,6 +89,7 @@ def write_atomic(path: str | Path, text: str | bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     with os.fdopen(fd, mode) as fh:
         fh.write(text)
+    os.chmod(tmp, 0o644)            # mkstemp creates 0600; results are shared files
     os.replace(tmp, path)
 
 
