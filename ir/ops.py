@@ -28,7 +28,7 @@ from sparsec.ir.types import TensorType, dtype_of_torch, torch_dtype
 
 class Op(str, enum.Enum):
     # -- matmul class (the sparsifiable ops: the weight is operand 1) --
-    LINEAR = "linear"            # (x, w[, b]) y = x @ w.T + b, w is [out, in]
+    LINEAR = "linear"            # (x, w[, b]) y = act(x @ w.T + b), w is [out, in]; activation none|relu|gelu|silu
     MATMUL = "matmul"            # (a, b) torch.matmul broadcasting semantics
     MM = "mm"                    # (a, b) 2-D
     BMM = "bmm"                  # (a, b) 3-D batched
@@ -124,7 +124,17 @@ def _t(v):
 
 
 # matmul class
-_reg(Op.LINEAR, (2, 3), lambda i, a: Fn.linear(*i), sparsifiable=True)
+# A linear node may carry a fused epilogue activation (set by the fusion pass).
+EPILOGUES = {None: lambda y: y, "relu": torch.relu, "gelu": Fn.gelu, "silu": Fn.silu}
+
+
+def _linear_rule(i, a):
+    if a["activation"] not in EPILOGUES:
+        raise ModelError(f"linear: unknown epilogue activation {a['activation']!r}")
+    return EPILOGUES[a["activation"]](Fn.linear(*i))
+
+
+_reg(Op.LINEAR, (2, 3), _linear_rule, sparsifiable=True, activation=None)
 _reg(Op.MATMUL, 2, lambda i, a: torch.matmul(*i), sparsifiable=True)
 _reg(Op.MM, 2, lambda i, a: torch.mm(*i), sparsifiable=True)
 _reg(Op.BMM, 2, lambda i, a: torch.bmm(*i), sparsifiable=True)

@@ -18,6 +18,8 @@ from sparsec.errors import SparsecError
 COMMANDS = [
     "sparsec.commands.formats",
     "sparsec.commands.inspect",
+    "sparsec.commands.compile",
+    "sparsec.commands.run",
     "sparsec.commands.simulate",
 ]
 

@@ -1,0 +1,1 @@
+"""LLVM (CPU) backend: whole-graph compile, artifact, runtime."""

@@ -1,0 +1,277 @@
+"""Whole-graph compile for CPU (LLVM): IR graph -> one TVM library + an executor plan.
+
+Each node becomes one compiled function (identical functions are built once):
+
+- reshape-like nodes (reshape, flatten, squeeze, unsqueeze) are free views;
+- ``linear`` with a constant weight (any format, Dense included) runs the
+  weight format's kernel family (``sparsec.backends.kernels``), which works in
+  the feature-major layout: the activation is transposed in (``XT[K, T]``) and
+  out (``YT[O, T]``) around it, except at one token where both are views;
+- ``conv2d`` with a sparse constant weight runs im2col + the matmul family;
+- every other node runs its TE lowering (``sparsec.backends.te_ops``).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from sparsec.backends.runtime import Executor, plan_storages
+from sparsec.ir.errors import ModelError
+from sparsec.ir.formats import Dense, SparseFormat
+from sparsec.ir.graph import Graph, Node, make_node
+from sparsec.ir.ops import Op
+from sparsec.ir.types import TensorType
+
+VIEW_OPS = {Op.RESHAPE, Op.FLATTEN, Op.SQUEEZE, Op.UNSQUEEZE}
+
+
+@dataclass
+class CompiledGraph:
+    graph: Graph
+    target: object
+    module: object                       # the built tvm runtime module
+    plan: dict
+    consts: dict[str, torch.Tensor]      # "<weight>/<buffer>" or "<const>" -> tensor
+    functions: dict[str, str] = field(default_factory=dict)   # symbol -> what it computes
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def executor(self) -> Executor:
+        return Executor(self.module, self.plan, self.consts)
+
+
+class _Planner:
+    def __init__(self, g: Graph, target):
+        self.g = g
+        self.target = target
+        self.types: dict[str, TensorType] = g.types()
+        self.consts = g.constant_map()
+        self.funcs: dict[str, object] = {}
+        self.func_doc: dict[str, str] = {}
+        self._by_hash: dict[int, list[str]] = {}
+        self._plain: dict[str, object] = {}
+        self.steps: list[dict] = []
+        self.values: dict[str, dict] = {}
+        self.alias_of: dict[str, str] = {}
+        self.order: list[str] = []
+        self.defs: dict[str, int] = {}
+        self.uses: dict[str, list[int]] = {}
+        self.const_tensors: dict[str, torch.Tensor] = {}
+        self._n = 0
+
+    # -- values ------------------------------------------------------------------------
+    def define(self, name: str, t: TensorType, alias: str | None = None) -> str:
+        self.types[name] = t
+        self.values[name] = {"kind": "storage", "shape": list(t.shape), "dtype": t.dtype}
+        self.order.append(name)
+        self.defs[name] = len(self.steps)
+        if alias is not None:
+            self.alias_of[name] = alias
+        return name
+
+    def temp(self, hint: str, t: TensorType, alias: str | None = None) -> str:
+        self._n += 1
+        return self.define(f"{hint}#{self._n}", t, alias)
+
+    def const_value(self, key: str, t: torch.Tensor) -> str:
+        name = "const:" + key
+        if name not in self.values:
+            self.values[name] = {"kind": "const", "const": key, "shape": list(t.shape),
+                                 "dtype": str(t.dtype).replace("torch.", "")}
+            self.const_tensors[key] = t.contiguous()
+        return name
+
+    def arg(self, name: str) -> str:
+        """The value name to pass for IR value ``name`` (constants become const values)."""
+        if name in self.consts:
+            return self.const_value(name, self.consts[name].dense())
+        return name
+
+    def step(self, func: str, args: list[str], node: str) -> None:
+        i = len(self.steps)
+        for a in args:
+            self.uses.setdefault(a, []).append(i)
+        self.steps.append({"func": func, "args": args, "node": node})
+
+    def add_func(self, func, doc: str, hint: str) -> str:
+        import tvm_ffi
+
+        key = tvm_ffi.structural_hash(func)
+        for sym in self._by_hash.get(key, []):
+            if tvm_ffi.structural_equal(self._plain[sym], func):
+                return sym
+        sym = f"sc_{len(self.funcs)}_{hint}"
+        self._plain[sym] = func
+        self.funcs[sym] = func.with_attr("global_symbol", sym)
+        self.func_doc[sym] = doc
+        self._by_hash.setdefault(key, []).append(sym)
+        return sym
+
+    # -- lowering -------------------------------------------------------------------------
+    def te_node(self, node: Node, out: str) -> None:
+        from sparsec.backends import te_ops
+
+        ins, scalars, args = [], {}, []
+        for i in node.inputs:
+            c = self.consts.get(i)
+            if c is not None and len(c.value.shape) == 0:
+                scalars[i] = c.dense().item()
+            else:
+                args.append(self.arg(i))
+            ins.append(self.types[i] if c is None else c.type)
+        func = te_ops.build_node_func(node, ins, scalars)
+        func = te_ops.schedule_cpu(func, self.target)
+        sym = self.add_func(func, f"{node.op.value} {node.type}", node.op.value)
+        self.step(sym, args + [out], node.name)
+
+    def transpose2d(self, src: str, rows: int, cols: int, dtype: str, hint: str) -> str:
+        """A step writing src[rows, cols]ᵀ into a new temp [cols, rows]."""
+        from sparsec.backends import te_ops
+
+        dst = self.temp(hint, TensorType((cols, rows), dtype))
+        tnode = make_node("t", Op.TRANSPOSE, ["x"], {"dim0": 0, "dim1": 1},
+                          {"x": TensorType((rows, cols), dtype)})
+        func = te_ops.schedule_cpu(te_ops.build_node_func(tnode, [TensorType((rows, cols), dtype)], {}),
+                                   self.target)
+        sym = self.add_func(func, f"transpose {rows}x{cols}", "transpose")
+        self.step(sym, [src, dst], hint)
+        return dst
+
+    def linear(self, node: Node) -> None:
+        from sparsec.backends.kernels import matmul_primfunc
+
+        x, w = node.inputs[0], node.inputs[1]
+        bias = node.inputs[2] if len(node.inputs) > 2 else None
+        fmt: SparseFormat = self.consts[w].value
+        xt = self.types[x]
+        k = xt.shape[-1]
+        tokens = math.prod(xt.shape[:-1])
+        o = fmt.rows
+        dtype = xt.dtype
+        if fmt.dtype_name != dtype:
+            raise ModelError(f"{node.where()}: weight %{w} is {fmt.dtype_name}, activation is {dtype}")
+        func, args, knobs = matmul_primfunc(fmt, tokens, bias=bias is not None,
+                                            activation=node.attr["activation"], target=self.target)
+        sym = self.add_func(func, f"{fmt.name} matmul {o}x{k} T={tokens} knobs={knobs}", f"{fmt.name}_mm")
+        x2 = self.temp(node.name + ".x2", TensorType((tokens, k), dtype), alias=x)
+        if tokens == 1:
+            xT = self.temp(node.name + ".xT", TensorType((k, 1), dtype), alias=x2)
+        else:
+            xT = self.transpose2d(x2, tokens, k, dtype, node.name + ".xT")
+        buffers = [self.const_value(f"{w}/{b}", getattr(fmt, b)) for b in fmt.buffers]
+        yT = self.temp(node.name + ".yT", TensorType((o, tokens), dtype))
+        call = buffers + [xT] + ([self.arg(bias)] if bias is not None else []) + [yT]
+        if len(call) != len(args):
+            raise ModelError(f"{node.where()}: kernel expects {len(args)} arguments, planned {len(call)}")
+        self.step(sym, call, node.name)
+        if tokens == 1:
+            y2 = self.temp(node.name + ".y2", TensorType((1, o), dtype), alias=yT)
+        else:
+            y2 = self.transpose2d(yT, o, tokens, dtype, node.name + ".y2")
+        self.define(node.name, node.type, alias=y2)
+
+    def sparse_conv(self, node: Node) -> None:
+        from sparsec.backends.kernels import matmul_primfunc
+        from sparsec.backends.kernels.conv import ConvSpec, im2col_primfunc
+
+        x, w = node.inputs[0], node.inputs[1]
+        bias = node.inputs[2] if len(node.inputs) > 2 else None
+        fmt: SparseFormat = self.consts[w].value
+        n, c, h, wd = self.types[x].shape
+        o, _, kh, kw = fmt.shape
+        a = node.attr
+        spec = ConvSpec(n, c, h, wd, (kh, kw), tuple(a["stride"]), tuple(a["padding"]), tuple(a["dilation"]),
+                        self.types[x].dtype)
+        ho, wo = spec.out_hw
+        tokens = n * ho * wo
+        kdim = c * kh * kw
+        dtype = self.types[x].dtype
+        cols = self.temp(node.name + ".cols", TensorType((kdim, tokens), dtype))
+        f_col = im2col_primfunc(spec)
+        sym = self.add_func(f_col, f"im2col {spec}", "im2col")
+        self.step(sym, [x, cols], node.name)
+        func, args, knobs = matmul_primfunc(fmt, tokens, bias=bias is not None, activation=None,
+                                            target=self.target)
+        sym = self.add_func(func, f"{fmt.name} conv-matmul {o}x{kdim} T={tokens}", f"{fmt.name}_mm")
+        yT = self.temp(node.name + ".yT", TensorType((o, tokens), dtype))
+        buffers = [self.const_value(f"{w}/{b}", getattr(fmt, b)) for b in fmt.buffers]
+        self.step(sym, buffers + [cols] + ([self.arg(bias)] if bias is not None else []) + [yT], node.name)
+        if n == 1:
+            self.define(node.name, node.type, alias=yT)
+        else:   # [O, N, Ho*Wo] -> [N, O, Ho*Wo]
+            from sparsec.backends import te_ops
+
+            t3 = TensorType((o, n, ho * wo), dtype)
+            y3 = self.temp(node.name + ".y3", t3, alias=yT)
+            pnode = make_node("p", Op.PERMUTE, ["x"], {"dims": (1, 0, 2)}, {"x": t3})
+            func = te_ops.schedule_cpu(te_ops.build_node_func(pnode, [t3], {}), self.target)
+            sym = self.add_func(func, f"permute {t3}", "permute")
+            y4 = self.temp(node.name + ".y4", TensorType((n, o, ho * wo), dtype))
+            self.step(sym, [y3, y4], node.name)
+            self.define(node.name, node.type, alias=y4)
+
+    def lower(self, node: Node) -> None:
+        x0 = node.inputs[0] if node.inputs else None
+        if node.op in VIEW_OPS and x0 not in self.consts:
+            self.define(node.name, node.type, alias=x0)
+            return
+        w = node.inputs[1] if len(node.inputs) > 1 else None
+        if node.op == Op.LINEAR and w in self.consts and x0 not in self.consts:
+            self.linear(node)
+            return
+        if (node.op == Op.CONV2D and w in self.consts and not isinstance(self.consts[w].value, Dense)
+                and node.attr["groups"] == 1):
+            self.sparse_conv(node)
+            return
+        self.define(node.name, node.type)
+        self.te_node(node, node.name)
+
+
+def compile_graph(g: Graph, target=None, progress: Callable[[int, int, str], None] | None = None) -> CompiledGraph:
+    """Lower every node, build one library, plan the buffers."""
+    import tvm
+
+    from sparsec.backends.target import host_target
+
+    target = host_target() if target is None else (tvm.target.Target(target) if isinstance(target, (str, dict))
+                                                   else target)
+    t0 = time.perf_counter()
+    p = _Planner(g, target)
+    for v in g.inputs:
+        p.define(v.name, v.type)
+    for i, node in enumerate(g.nodes):
+        if progress:
+            progress(i, len(g.nodes), node.name)
+        try:
+            p.lower(node)
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"compile: {node.where()}: {type(exc).__name__}: {exc}") from exc
+    # outputs that are constants or inputs need a storage copy of their own: not supported as such
+    for o in g.outputs:
+        if o not in p.values or p.values[o]["kind"] == "const":
+            raise ModelError(f"output %{o} is a constant; sparsec compiles computed outputs only")
+    t1 = time.perf_counter()
+    mod = tvm.IRModule(p.funcs)
+    with target:
+        lib = tvm.build(mod, target=target)
+    t2 = time.perf_counter()
+    nbytes = {}
+    for v in p.order:
+        t = p.types[v]
+        nbytes[v] = math.prod(t.shape) * torch.empty((), dtype=getattr(torch, t.dtype)).element_size()
+    keep = {v.name for v in g.inputs} | set(g.outputs)
+    assign = plan_storages(p.order, p.defs, p.uses, p.alias_of, nbytes, keep)
+    for v in p.order:
+        p.values[v]["storage"] = assign[v]
+    for v in g.inputs:
+        p.values[v.name]["kind"] = "input"
+    plan = {"inputs": [{"name": v.name, "shape": list(v.type.shape), "dtype": v.type.dtype} for v in g.inputs],
+            "outputs": list(g.outputs), "storages": list(plan_storages.sizes), "values": p.values,
+            "steps": p.steps}
+    timings = {"lower_s": t1 - t0, "build_s": t2 - t1, "functions": len(p.funcs), "steps": len(p.steps)}
+    return CompiledGraph(g, target, lib, plan, p.const_tensors, p.func_doc, timings)

@@ -1,0 +1,99 @@
+"""The one-call Python API: `sparsec.compile`."""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from sparsec import __version__
+from sparsec.ir.errors import ParameterError
+from sparsec.ir.graph import Graph
+from sparsec.ir.printer import print_graph
+
+TARGETS = ("llvm",)
+
+
+@dataclass
+class Compiled:
+    graph: Graph
+    compiled: object                  # backends.llvm.compile.CompiledGraph
+    report: list[dict]
+    timings: dict
+    example_inputs: tuple | None = None
+    _exec: object = field(default=None, repr=False)
+
+    def __call__(self, *inputs):
+        if self._exec is None:
+            self._exec = self.compiled.executor()
+        return self._exec(*inputs)
+
+    def save(self, path: str) -> str:
+        from sparsec.backends.artifact import write_artifact
+
+        c = self.compiled
+        info = {"sparsec_version": __version__, "tvm_version": _tvm_version(), "torch_version": torch.__version__,
+                "target": str(c.target), "host": platform.machine(), "graph": print_graph(self.graph),
+                "formats": {r["weight"]: r["format"] for r in self.report}, "report": self.report,
+                "functions": c.functions, "timings": self.timings}
+        return write_artifact(path, c.module, c.plan, c.consts, info)
+
+
+def _tvm_version() -> str:
+    import tvm
+
+    return tvm.__version__
+
+
+def layer_report(g: Graph, choices) -> list[dict]:
+    users = {}
+    for node, const in g.weights():
+        users.setdefault(const.name, node)
+    out = []
+    for ch in choices:
+        c = g.constant(ch.weight)
+        node = users.get(ch.weight)
+        out.append({"weight": ch.weight, "node": node.name if node else None,
+                    "op": node.op.value if node else None, "shape": list(c.value.shape),
+                    "sparsity": 1.0 - ch.density, "format": c.format, "params": c.value.param_values(),
+                    "bytes": c.value.nbytes, "dense_bytes": c.value.dense_nbytes,
+                    "bytes_vs_dense": c.value.nbytes / max(c.value.dense_nbytes, 1), "reason": ch.reason})
+    return out
+
+
+def compile(model, example_inputs=None, *, target: str = "llvm", sparsity: float | None = None,
+            pattern: str | None = None, format: str = "auto",
+            progress: Callable[[int, int, str], None] | None = None) -> Compiled:
+    """Compile a model file path (or an nn.Module with ``example_inputs``) for ``target``.
+
+    No pruning unless ``pattern`` is given: weights already sparse in a pattern
+    are detected and kept exactly.
+    """
+    from sparsec.backends.llvm.compile import compile_graph
+    from sparsec.backends.llvm.pipeline import cpu_pipeline
+    from sparsec.frontends import import_model, import_module
+    from sparsec.passes.pipeline import run_passes
+
+    if target not in TARGETS:
+        raise ParameterError(f"unknown --target {target!r}; available: {', '.join(TARGETS)}")
+    if sparsity is not None and pattern is None:
+        pattern = "unstructured"
+    t0 = time.perf_counter()
+    if isinstance(model, (str, os.PathLike)):
+        g, loaded = import_model(model)
+        example_inputs = loaded.example_inputs
+    else:
+        if example_inputs is None:
+            raise ParameterError("compile(nn.Module) needs example_inputs")
+        g = import_module(model, tuple(example_inputs))
+    t1 = time.perf_counter()
+    choices = []
+    g = run_passes(g, cpu_pipeline(pattern, sparsity, format, choices))
+    t2 = time.perf_counter()
+    cg = compile_graph(g, progress=progress)
+    t3 = time.perf_counter()
+    timings = {"import_s": t1 - t0, "passes_s": t2 - t1, "codegen_s": t3 - t2, "total_s": t3 - t0, **cg.timings}
+    return Compiled(g, cg, layer_report(g, choices), timings, tuple(example_inputs))

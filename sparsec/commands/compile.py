@@ -1,0 +1,97 @@
+"""`sparsec compile model.py --target llvm`: prune (if asked), pick formats, build, write the artifact."""
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+from sparsec.ir.errors import ParameterError
+
+
+def print_report(report: list[dict]) -> None:
+    print(f"{'layer (weight)':<36}{'op':<8}{'shape':<16}{'sparsity':>9}  {'format':<22}{'bytes':>11}{'vs dense':>9}")
+    tot, dense = 0, 0
+    for r in report:
+        params = ",".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in r["params"].items())
+        fmt = r["format"] + (f"({params})" if params else "")
+        shape = "x".join(map(str, r["shape"]))
+        print(f"{r['weight']:<36}{r['op'] or '':<8}{shape:<16}{r['sparsity']:>9.1%}  {fmt:<22}{r['bytes']:>11,}"
+              f"{r['bytes_vs_dense']:>9.3f}")
+        tot += r["bytes"]
+        dense += r["dense_bytes"]
+    if report:
+        print(f"{'total':<69}{tot:>11,}{tot / max(dense, 1):>9.3f}")
+
+
+def check_against_reference(compiled, quiet: bool = False) -> float:
+    """Run the compiled model and the reference interpreter on the example inputs; max relative error."""
+    from sparsec.ir.interpret import interpret
+
+    x = compiled.example_inputs
+    ref = interpret(compiled.graph, *x)
+    got = compiled(*x)
+    err = 0.0
+    for r, o in zip(ref, got):
+        if r.dtype.is_floating_point:
+            err = max(err, float((o.float() - r.float()).abs().max() / r.float().abs().max().clamp_min(1e-6)))
+        elif not torch.equal(o, r):
+            err = float("inf")
+    return err
+
+
+def run(args) -> int:
+    from sparsec.api import compile as sc_compile
+    from sparsec.ir.errors import ModelError
+
+    if args.sparsity is not None and not (0.0 <= args.sparsity < 1.0):
+        raise ParameterError(f"--sparsity must be in [0, 1), got {args.sparsity}")
+    out = args.output or os.path.splitext(os.path.basename(args.model))[0] + ".sparsec"
+    progress = None
+    if not args.quiet and sys.stderr.isatty():
+        from rich.progress import Progress
+        bar = Progress(transient=True)
+        task = None
+
+        def progress(i, n, name):
+            nonlocal task
+            if task is None:
+                bar.start()
+                task = bar.add_task("lowering", total=n)
+            bar.update(task, completed=i + 1, description=f"lowering {name}")
+            if i + 1 == n:
+                bar.stop()
+    c = sc_compile(args.model, target=args.target, sparsity=args.sparsity, pattern=args.pattern,
+                   format=args.format, progress=progress)
+    print_report(c.report)
+    t = c.timings
+    print(f"compiled {t['steps']} steps ({t['functions']} distinct functions) for {c.compiled.target} "
+          f"in {t['total_s']:.1f}s (import {t['import_s']:.1f}s, passes {t['passes_s']:.1f}s, "
+          f"build {t['build_s']:.1f}s)")
+    if not args.no_check:
+        err = check_against_reference(c)
+        print(f"check: compiled vs reference interpreter on the example inputs: max relative error {err:.2e}")
+        if not err <= 1e-3:
+            raise ModelError(f"{args.model}: compiled model disagrees with the reference interpreter "
+                             f"(max relative error {err:.2e}); not writing {out}")
+    path = c.save(out)
+    print(f"wrote {path}")
+    return 0
+
+
+def register(sub) -> None:
+    from sparsec.passes.select import FORMAT_CHOICES
+
+    p = sub.add_parser("compile", help="compile a model file into a runnable artifact",
+                       description="Compile a model file (see `sparsec inspect`) for a target. Without --pattern/"
+                                   "--sparsity the model's function is unchanged: weights that are already sparse "
+                                   "in a pattern are detected and stored exactly.")
+    p.add_argument("model", help="model file (defines model/get_model and example_inputs/EXAMPLE_INPUTS)")
+    p.add_argument("--target", default="llvm", help="llvm (this CPU)")
+    p.add_argument("-o", "--output", help="artifact directory (default: <model>.sparsec)")
+    p.add_argument("--sparsity", type=float, help="prune to this fraction of zeros (default pattern unstructured)")
+    p.add_argument("--pattern", help="unstructured | N:M | block:RxC | group:G")
+    p.add_argument("--format", default="auto", choices=FORMAT_CHOICES, help="weight format (default auto)")
+    p.add_argument("--no-check", action="store_true", help="skip the check against the reference interpreter")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
