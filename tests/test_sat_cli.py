@@ -34,6 +34,7 @@ def test_model_file_json(model_file, capsys):
     # conv1: 2·8·8 rows × 27 × 16; conv2: 2·4·4 × 144 × 32; fc: 2 × 512 × 10
     assert sorted(m for _, m in shapes) == sorted([2 * 64 * 27 * 16, 2 * 16 * 144 * 32, 2 * 512 * 10])
     assert 1.0 < out["speedup"] <= out["bound"] == pytest.approx(1.5)
+    assert out["speedup"] <= out["work_bound"]
 
 
 def test_hook_route_gives_same_layers(model_file):

@@ -71,6 +71,7 @@ def main(args) -> int:
     if args.json:
         out = {"workload": name, "layers_from": route, "config": cfg.source, "pattern": sp.pattern,
                "opts": str(opts), "batch": batch, "speedup": res["speedup"], "bound": res["bound"],
+               "work_bound": res["work_bound"],
                "energy_ratio": res["energy_ratio"], "sparse": {"totals": sp.totals,
                                                              "rows": [r.as_dict() for r in sp.rows]},
                "dense": {"totals": de.totals, "rows": [r.as_dict() for r in de.rows]}}
@@ -88,7 +89,8 @@ def main(args) -> int:
     print(f"DRAM: sparse {st['dram_bytes'] / 1e9:.3f} GB, dense {dt['dram_bytes'] / 1e9:.3f} GB; energy: "
           f"sparse {st['energy_pj'] / 1e12:.4f} J, dense {dt['energy_pj'] / 1e12:.4f} J "
           f"({res['energy_ratio']:.2f}x)")
-    print(f"speedup vs dense training: {res['speedup']:.3f}x   (bound 3/(2N/M+1) = {res['bound']:.3f}x)")
+    print(f"speedup vs dense training: {res['speedup']:.3f}x   (bound 3/(2N/M+1) = {res['bound']:.3f}x; "
+          f"this workload's MAC ratio {res['work_bound']:.3f}x)")
     return 0
 
 
