@@ -249,3 +249,11 @@ def ceil_div(a: int, b: int) -> int:
 __all__ = ["X_LAYOUT", "Y_LAYOUT", "ACTIVATIONS", "KernelError", "Knob", "MatmulSpec", "WeightMeta", "Arg",
            "matmul_args", "epilogue", "drop_param", "check_meta", "MatmulFamily", "meta_of", "torch_dtype",
            "ceil_div", "loader", "storer", "token_tiles", "STRATEGY", "T_TILE", "PARALLEL"]
+
+
+def pow2_at_least(n: int) -> int:
+    p = 1
+    while p < n:
+        p *= 2
+    return p
+

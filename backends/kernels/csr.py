@@ -16,14 +16,18 @@ from __future__ import annotations
 from tvm.script import tirx as T
 
 from sparsec.backends.kernels.common import (
-    PARALLEL, STRATEGY, T_TILE, Knob, MatmulFamily, drop_param, epilogue, loader, storer, token_tiles,
+    PARALLEL, STRATEGY, T_TILE, Knob, MatmulFamily, drop_param, epilogue, loader, pow2_at_least, storer,
+    token_tiles,
 )
+from sparsec.backends.kernels.tir_util import tree_sum
 
 
 class CSRFamily(MatmulFamily):
     format = "csr"
     knobs = (STRATEGY, T_TILE,
              Knob("lanes", (4, 8, 16, 32), None, "gemv: non-zeros per vector step (default: SIMD width)"),
+             Knob("gather", (True, False), True,
+                  "gemv: vector gather of x (True) or `lanes` unrolled scalar chains (False)"),
              PARALLEL)
 
     def buffer_shapes(self, meta):
@@ -37,7 +41,10 @@ class CSRFamily(MatmulFamily):
         has_bias = spec.bias
 
         if plan["strategy"] == "gemv":
-            L = plan["lanes"]
+            L = pow2_at_least(plan["lanes"])
+            # gather: one vector FMA over L gathered activations; else L independent
+            # scalar FMA chains (no lane inserts: fewer uops per non-zero)
+            gvec = vec if plan["gather"] else unroll
 
             @T.prim_func
             def csr_gemv(a_indptr: T.handle, a_indices: T.handle, a_values: T.handle, xt: T.handle,
@@ -54,22 +61,25 @@ class CSRFamily(MatmulFamily):
                     start = indptr[o]
                     n = indptr[o + 1] - start
                     acc = T.alloc_buffer((L,), "float32", scope="local")
-                    s = T.alloc_buffer((1,), "float32", scope="local")
                     for l in vec(L):
                         acc[l] = T.float32(0)
                     for c in range(n // L):
-                        for l in vec(L):
+                        for l in gvec(L):
                             acc[l] = acc[l] + ld(values[start + c * L + l]) * ld(
                                 XT[indices[start + c * L + l], 0])
-                    s[0] = T.float32(0)
-                    for q in range(n % L):
-                        s[0] = s[0] + ld(values[start + n // L * L + q]) * ld(XT[indices[start + n // L * L + q], 0])
-                    for l in unroll(L):
-                        s[0] = s[0] + acc[l]
+                    if n % L > 0:
+                        # masked vector tail: lanes past the row read its last entry, weighted 0
+                        for l in gvec(L):
+                            acc[l] = acc[l] + T.if_then_else(
+                                n // L * L + l < n,
+                                ld(values[start + T.min(n // L * L + l, n - 1)]) * ld(
+                                    XT[indices[start + T.min(n // L * L + l, n - 1)], 0]),
+                                T.float32(0))
+                    tree_sum(acc, L)
                     if has_bias:
-                        YT[o, 0] = st(epi(s[0] + ld(bias[o])))
+                        YT[o, 0] = st(epi(acc[0] + ld(bias[o])))
                     else:
-                        YT[o, 0] = st(epi(s[0]))
+                        YT[o, 0] = st(epi(acc[0]))
 
             func = csr_gemv
         else:
