@@ -52,7 +52,9 @@ class Executor:
                 if tuple(t.shape) != shape or t.dtype != dt:
                     raise ModelError(f"constant {v['const']}: expected {v['dtype']}{list(shape)}, "
                                      f"got {t.dtype}{list(t.shape)}")
-                self.views[name] = t.contiguous()
+                t = t.contiguous()
+                # TVM requires 64-byte aligned data (torch's allocator gives that; np.load may not)
+                self.views[name] = t if t.data_ptr() % 64 == 0 else t.clone()
             else:
                 n = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dt).element_size()
                 raw = self._storages[v["storage"]][:n]

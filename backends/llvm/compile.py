@@ -53,6 +53,7 @@ class _Planner:
         self.func_doc: dict[str, str] = {}
         self._by_hash: dict[int, list[str]] = {}
         self._plain: dict[str, object] = {}
+        self._by_key: dict[tuple, str] = {}
         self.steps: list[dict] = []
         self.values: dict[str, dict] = {}
         self.alias_of: dict[str, str] = {}
@@ -122,9 +123,12 @@ class _Planner:
             else:
                 args.append(self.arg(i))
             ins.append(self.types[i] if c is None else c.type)
-        func = te_ops.build_node_func(node, ins, scalars)
-        func = te_ops.schedule_cpu(func, self.target)
-        sym = self.add_func(func, f"{node.op.value} {node.type}", node.op.value)
+        key = te_ops.func_key(node, ins, scalars)
+        sym = self._by_key.get(key)
+        if sym is None:
+            func = te_ops.build_node_func(node, ins, scalars, global_symbol="f")
+            func = te_ops.schedule_cpu(func, self.target)
+            sym = self._by_key[key] = self.add_func(func, f"{node.op.value} {node.type}", node.op.value)
         self.step(sym, args + [out], node.name)
 
     def transpose2d(self, src: str, rows: int, cols: int, dtype: str, hint: str) -> str:
@@ -134,9 +138,12 @@ class _Planner:
         dst = self.temp(hint, TensorType((cols, rows), dtype))
         tnode = make_node("t", Op.TRANSPOSE, ["x"], {"dim0": 0, "dim1": 1},
                           {"x": TensorType((rows, cols), dtype)})
-        func = te_ops.schedule_cpu(te_ops.build_node_func(tnode, [TensorType((rows, cols), dtype)], {}),
-                                   self.target)
-        sym = self.add_func(func, f"transpose {rows}x{cols}", "transpose")
+        key = ("transpose2d", rows, cols, dtype)
+        sym = self._by_key.get(key)
+        if sym is None:
+            func = te_ops.schedule_cpu(te_ops.build_node_func(tnode, [TensorType((rows, cols), dtype)], {},
+                                                              global_symbol="f"), self.target)
+            sym = self._by_key[key] = self.add_func(func, f"transpose {rows}x{cols}", "transpose")
         self.step(sym, [src, dst], hint)
         return dst
 
@@ -207,7 +214,7 @@ class _Planner:
             t3 = TensorType((o, n, ho * wo), dtype)
             y3 = self.temp(node.name + ".y3", t3, alias=yT)
             pnode = make_node("p", Op.PERMUTE, ["x"], {"dims": (1, 0, 2)}, {"x": t3})
-            func = te_ops.schedule_cpu(te_ops.build_node_func(pnode, [t3], {}), self.target)
+            func = te_ops.schedule_cpu(te_ops.build_node_func(pnode, [t3], {}, global_symbol="f"), self.target)
             sym = self.add_func(func, f"permute {t3}", "permute")
             y4 = self.temp(node.name + ".y4", TensorType((n, o, ho * wo), dtype))
             self.step(sym, [y3, y4], node.name)
@@ -258,7 +265,7 @@ def compile_graph(g: Graph, target=None, progress: Callable[[int, int, str], Non
     t1 = time.perf_counter()
     mod = tvm.IRModule(p.funcs)
     with target:
-        lib = tvm.build(mod, target=target)
+        lib = tvm.tirx.build(mod, target=target)
     t2 = time.perf_counter()
     nbytes = {}
     for v in p.order:
