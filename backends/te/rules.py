@@ -91,8 +91,14 @@ def _cast(e, dtype: str):
     src = _dt(e)
     if src == dtype:
         return e
+    if isinstance(e, (tirx.IntImm, tirx.FloatImm)):
+        # fold immediates with torch's conversion (300 -> int8 wraps to 44, 1e6 -> float16 is inf)
+        v = torch.tensor(e.value, dtype=torch_dtype(src)).to(torch_dtype(dtype)).item()
+        return _const(v, dtype)
     if dtype == "bool":
-        return tirx.Not(e == _const(0, src))
+        if _is_float(src):  # TVM folds Not(x == 0) into an ordered x != 0, which is False for NaN
+            return tirx.Or(e != _const(0, src), tirx.isnan(e))
+        return e != _const(0, src)
     if src == "bool":
         return tirx.Select(e, _const(1, dtype), _const(0, dtype))
     return e.astype(dtype)
@@ -157,9 +163,14 @@ def _binary(fn) -> Rule:
     def rule(node, ins, out, attrs):
         a, b = ins
         ct = _acc(out.dtype)
-        return _compute(out, lambda i: _cast(fn(_cast(_at(a, i, len(out.shape)), ct),
-                                                _cast(_at(b, i, len(out.shape)), ct), ct, attrs), out.dtype),
-                        node.op.value)
+        nd = len(out.shape)
+
+        def f(i):
+            # operands go to the result dtype first (a scalar is rounded/wrapped there), then compute
+            x, y = (_cast(_cast(_at(t, i, nd), out.dtype), ct) for t in (a, b))
+            return _cast(fn(x, y, ct, attrs), out.dtype)
+
+        return _compute(out, f, node.op.value)
 
     return rule
 
@@ -262,13 +273,19 @@ def _minimum(x, y, ct, attrs):
 def _compare(fn) -> Rule:
     def rule(node, ins, out, attrs):
         a, b = ins
-        ct = _acc(_result_type(a, b))
-        if ct == "bool":
-            ct = "int8"  # ordering on bools: False < True
+        rt = _result_type(a, b)
+        ct = "int8" if rt == "bool" else _acc(rt)  # ordering on bools: False < True
         nd = len(out.shape)
-        return _compute(out, lambda i: fn(_cast(_at(a, i, nd), ct), _cast(_at(b, i, nd), ct)), node.op.value)
+        return _compute(out, lambda i: fn(*(_cast(_cast(_at(t, i, nd), rt), ct) for t in (a, b))), node.op.value)
 
     return rule
+
+
+def _ne(x, y):
+    # LLVM's ordered != is False for NaN; torch's ne is True when either side is NaN
+    if _is_float(_dt(x)):
+        return tirx.Or(x != y, tirx.Or(tirx.isnan(x), tirx.isnan(y)))
+    return x != y
 
 
 def _logical(fn) -> Rule:
@@ -949,7 +966,7 @@ TE_RULES: dict[Op, Rule] = {
     Op.WHERE: _where,
     Op.MASKED_FILL: _masked_fill,
     Op.EQ: _compare(lambda x, y: x == y),
-    Op.NE: _compare(lambda x, y: tirx.Not(x == y)),  # NaN != NaN is True
+    Op.NE: _compare(_ne),
     Op.LT: _compare(lambda x, y: x < y),
     Op.LE: _compare(lambda x, y: x <= y),
     Op.GT: _compare(lambda x, y: x > y),
