@@ -69,10 +69,12 @@ def pack(w, spec):
     return spec["cls"].from_dense(w, **params)
 
 
-# Between two methods' samples: lets the other runtime's thread pool stop
-# spinning (TVM's pool and torch's OpenMP workers busy-wait for a few ms after
-# a parallel region; on 2 cores they would steal the next method's cores).
-SETTLE_S = 0.02
+# Before each sample, a method runs untimed for WARM_S so that its thread pool
+# is awake and the other runtime's pool has stopped spinning (TVM's pool and
+# torch's OpenMP workers busy-wait a while after a parallel region, then
+# sleep; a sleeping worker on a loaded 2-core box can wait a whole scheduler
+# slice, ~16 ms, to run again).
+WARM_S = 0.003
 
 
 def timer(fn, min_time=5e-4):
@@ -84,8 +86,9 @@ def timer(fn, min_time=5e-4):
     reps = max(1, int(min_time / one))
 
     def sample():
-        time.sleep(SETTLE_S)
-        fn()
+        t = time.perf_counter()
+        while time.perf_counter() - t < WARM_S:
+            fn()
         t = time.perf_counter()
         for _ in range(reps):
             fn()
@@ -139,7 +142,7 @@ def run(args):
     shapes = [(3072, 768)] if args.quick else SHAPES
     tokens_list = [1, 128] if args.quick else TOKENS
     sparsities = [0.5, 0.9] if args.quick else SPARSITY
-    machine = {"cpu": cpu_model(), "mcpu": str(target.attrs["mcpu"]), "cores_usable": len(os.sched_getaffinity(0)),
+    machine = {"loadavg_before": os.getloadavg(), "cpu": cpu_model(), "mcpu": str(target.attrs["mcpu"]), "cores_usable": len(os.sched_getaffinity(0)),
                "tvm_threads": int(os.environ["TVM_NUM_THREADS"]), "torch_threads": torch.get_num_threads(),
                "scipy_threads": 1, "python": platform.python_version(), "torch": torch.__version__}
     import tvm
@@ -191,8 +194,11 @@ def run(args):
     goals = check_goals(cells)
     for line in goals:
         print(line)
+    machine["loadavg_after"] = os.getloadavg()
+    print(f"load average before {machine['loadavg_before']}, after {machine['loadavg_after']} "
+          f"(other processes share these cores: ratios are noisy)")
     result = {"machine": machine, "rounds": args.rounds, "quick": args.quick, "cells": cells, "goals": goals}
-    write(args.out, result)
+    write(args.out, result, args.tag)
 
 
 def check_goals(cells) -> list[str]:
@@ -237,16 +243,17 @@ def check_goals(cells) -> list[str]:
     return lines
 
 
-def write(out_dir, result):
+def write(out_dir, result, tag=""):
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "spmm_cpu.json")
+    stem = "spmm_cpu" + (f"_{tag}" if tag else "")
+    path = os.path.join(out_dir, stem + ".json")
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".spmm_cpu.", suffix=".json")
     with os.fdopen(fd, "w") as f:
         json.dump(result, f, indent=1)
     os.replace(tmp, path)
     print(f"wrote {path}")
     try:
-        plot(result, os.path.join(out_dir, "spmm_cpu.png"))
+        plot(result, os.path.join(out_dir, stem + ".png"))
     except ImportError as exc:
         print(f"no plot: {exc}", file=sys.stderr)
 
@@ -289,6 +296,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="3072x768, T in {1, 128}, sparsity {50, 90}%%")
     ap.add_argument("--rounds", type=int, default=15, help="interleaved rounds per cell (median kept)")
+    ap.add_argument("--tag", default="", help="suffix of the result files (e.g. t1 for a 1-thread run)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     run(ap.parse_args(argv))
 
