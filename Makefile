@@ -5,11 +5,16 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow venv clean
+.PHONY: demo test test-slow venv clean sysdeps
 
 venv: $(STAMP)
 
 # torch is pinned exactly: a range would pull a multi-GB CUDA build.
+# System packages the tests need (cross compilers, qemu-user, llvm tools): scripts/sysdeps.sh
+# installs whatever is missing (apt-get, as root) and is a no-op when all is there.
+sysdeps:
+	bash scripts/sysdeps.sh
+
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
@@ -20,7 +25,7 @@ $(STAMP): pyproject.toml setup.py
 demo: $(STAMP)
 	$(BIN)/python -m sparsec.demo
 
-test: $(STAMP)
+test: $(STAMP) sysdeps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-slow: $(STAMP)

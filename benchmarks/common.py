@@ -1,0 +1,56 @@
+"""Helpers shared by the benchmarks: machine description, interleaved timing, output files."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from typing import Callable
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(threads: int) -> dict:
+    import torch
+    import tvm
+
+    return {"cpu": cpu_model(), "cores_visible": os.cpu_count(), "threads": threads,
+            "python": platform.python_version(), "torch": torch.__version__, "tvm": tvm.__version__,
+            "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeat: int = 10, warmup: int = 2) -> dict[str, float]:
+    """Median seconds per call of each function, runs interleaved so drift hits all alike."""
+    for _ in range(warmup):
+        for f in fns.values():
+            f()
+    ts = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            ts[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in ts.items()}
+
+
+def write_json(name: str, data: dict) -> str:
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, name)
+    fd, tmp = tempfile.mkstemp(dir=RESULTS, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+    return path
