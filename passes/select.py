@@ -1,19 +1,23 @@
-"""Choosing each weight's storage format (simple rule; the cost model replaces `auto`).
+"""Choosing each weight's storage format by predicted (or measured) time.
 
-``select_formats(g, format)`` packs every prunable weight: ``dense``, ``csr``,
-``bitmap``, ``nm``, ``bsr``, ``groupquant`` forced, or ``auto``:
+``select_formats(g, format, pattern, cost, measure)`` packs every prunable
+weight. ``--format dense|csr|bitmap|nm|bsr|groupquant`` forces a format;
+``auto`` (the default) takes, among the candidates that represent the weight
+*exactly* (dense, CSR, bitmap, BSR at several block shapes, N:M when the weight
+follows N:M; GroupQuant only when asked for, as it is lossy), the one with the
+least time predicted by the cost model (``sparsec.passes.cost``) for the
+layer's token count.
 
-1. detect the pattern the weight already follows, exactly (N:M for the common
-   ratios, filled blocks for the common block shapes);
-2. N:M with N/M <= 1/2 and at least 75% of the slots used -> ``nm``; blocks at least 80% full with block density
-   <= 40% -> ``bsr``; element density <= 35% -> ``csr``; otherwise ``dense``.
-
-Every lossless format represents the weight exactly; ``groupquant`` is lossy
-and only used when asked for (``--format groupquant`` or ``--pattern group:G``).
+No-regression guarantee: dense is always a candidate, so ``auto`` never picks a
+format predicted slower than dense; with ``measure`` the best predicted
+candidates and dense are timed on the real kernels and the fastest measured
+wins. Every decision, with every candidate's prediction, is recorded in a
+``Choice`` (the explain report).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -28,13 +32,15 @@ NM_CANDIDATES = ((1, 4), (2, 4), (1, 8), (2, 8), (4, 8), (4, 16), (8, 16))
 BLOCK_CANDIDATES = ((16, 16), (8, 8), (4, 4), (1, 16), (16, 1), (2, 2))
 
 
-@dataclass(frozen=True)
+@dataclass
 class Choice:
     weight: str
     format: str
     params: dict
     density: float
     reason: str
+    tokens: int = 0
+    candidates: list = field(default_factory=list)   # [{format, params, bytes, predicted_s, measured_s}]
 
 
 def detect_nm(w2: torch.Tensor) -> tuple[int, int] | None:
@@ -87,21 +93,7 @@ def choose(name: str, w: torch.Tensor, fmt: str, pattern: Pattern | None) -> Cho
     if fmt == "bsr":
         block = pattern.block if pattern is not None and pattern.kind == "block" else (4, 4)
         return Choice(name, "bsr", {"block": block}, density, "forced")
-    if fmt != "auto":
-        raise ParameterError(f"unknown --format {fmt!r}; expected one of {', '.join(FORMAT_CHOICES)}")
-    # auto: the simple rule of the module docstring
-    nm = detect_nm(w2)
-    # N:M only when the slots are mostly used (a 90%-sparse weight follows 4:8 by chance)
-    if nm is not None and nm[0] / nm[1] <= 0.5 and density >= 0.75 * nm[0] / nm[1]:
-        return Choice(name, "nm", {"n": nm[0], "m": nm[1]}, density, f"follows {nm[0]}:{nm[1]} exactly")
-    for r, c in BLOCK_CANDIDATES:
-        frac, fill = block_fill(w2, r, c)
-        if frac <= 0.4 and fill >= 0.8:
-            return Choice(name, "bsr", {"block": (r, c)}, density,
-                          f"{r}x{c} blocks, {frac:.0%} of blocks kept, {fill:.0%} full")
-    if density <= 0.35:
-        return Choice(name, "csr", {}, density, f"unstructured, density {density:.1%}")
-    return Choice(name, "dense", {}, density, f"density {density:.1%} too high to pay off")
+    raise ParameterError(f"unknown --format {fmt!r}; expected one of {', '.join(FORMAT_CHOICES)}")
 
 
 def pack_choice(w: torch.Tensor, ch: Choice) -> SparseFormat:
@@ -109,16 +101,110 @@ def pack_choice(w: torch.Tensor, ch: Choice) -> SparseFormat:
     return cls.from_dense(w, **ch.params)
 
 
-def select_formats(g: Graph, fmt: str = "auto", pattern: str | Pattern | None = None) -> tuple[Graph, list[Choice]]:
+AUTO_BLOCKS = ((4, 4), (8, 8), (16, 1), (1, 16))
+
+
+def auto_candidates(w2: torch.Tensor, pattern: Pattern | None, lossy_ok: bool) -> list[tuple[str, dict]]:
+    cands = [("dense", {}), ("csr", {}), ("bitmap", {"tile": (8, 8)})]
+    blocks = list(AUTO_BLOCKS)
+    if pattern is not None and pattern.kind == "block" and pattern.block not in blocks:
+        blocks.append(pattern.block)
+    cands += [("bsr", {"block": b}) for b in blocks]
+    nm = (pattern.n, pattern.m) if pattern is not None and pattern.kind == "nm" else detect_nm(w2)
+    if nm is not None and detect_nm_exact(w2, *nm):
+        cands.append(("nm", {"n": nm[0], "m": nm[1]}))
+    if lossy_ok:
+        g = pattern.group if pattern is not None and pattern.kind == "group" else 32
+        cands.append(("groupquant", {"group": g, "bits": 4}))
+    return cands
+
+
+def detect_nm_exact(w2: torch.Tensor, n: int, m: int) -> bool:
+    rows, k = w2.shape
+    g = -(-k // m)
+    p = torch.zeros(rows, g * m, dtype=torch.bool)
+    p[:, :k] = w2 != 0
+    counts = p.reshape(rows, g, m).sum(-1)
+    return counts.numel() == 0 or int(counts.max()) <= n
+
+
+def weight_tokens(g: Graph) -> dict[str, int]:
+    """Tokens (the non-reduction extent) each weight's matmul runs with, from the graph's shapes."""
+    types = g.types()
+    out = {}
+    for node, const in g.weights():
+        o = const.value.shape[0]
+        out[const.name] = max(out.get(const.name, 0), max(1, types[node.name].numel // max(o, 1)))
+    return out
+
+
+def select_formats(g: Graph, fmt: str = "auto", pattern: str | Pattern | None = None, cost=None,
+                   measure: Callable | None = None) -> tuple[Graph, list[Choice]]:
+    """Pack each prunable weight; see the module docstring. ``measure(fmt_obj, tokens) -> s``."""
+    from sparsec.passes.cost.model import Stats
+
+    if fmt not in FORMAT_CHOICES:
+        raise ParameterError(f"unknown --format {fmt!r}; expected one of {', '.join(FORMAT_CHOICES)}")
     pat = parse_pattern(pattern) if pattern is not None else None
+    lossy_ok = fmt == "groupquant" or (pat is not None and pat.kind == "group")
+    tokens = weight_tokens(g)
     choices = []
     for name in prunable_weights(g):
         c = g.constant(name)
         w = c.dense()
         if w.dtype not in (torch.float32, torch.float16, torch.bfloat16):
             continue
-        ch = choose(name, w, fmt, pat)
+        rows, k = matrix_dims(tuple(w.shape))
+        w2 = w.reshape(rows, k)
+        t = tokens.get(name, 1)
+        if fmt == "auto" and not (pat is not None and pat.kind == "group"):
+            ch = _auto(name, w2, t, pat, lossy_ok, cost, measure)
+        else:
+            ch = choose(name, w, fmt, pat)
+            ch.tokens = t
+            if cost is not None:
+                for cand_name, params in [(ch.format, ch.params), ("dense", {})]:
+                    st = Stats.estimate(w2, cand_name, params)
+                    ch.candidates.append({"format": cand_name, "params": _jsonable(params), "bytes": st.nbytes,
+                                          "predicted_s": cost.predict(st, t)})
         choices.append(ch)
         if ch.format != "dense" or not isinstance(c.value, Dense):
             g = g.with_constant(name, pack_choice(w, ch))
     return g, choices
+
+
+def _jsonable(params: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+
+
+def _auto(name, w2, t, pat, lossy_ok, cost, measure) -> Choice:
+    from sparsec.passes.cost.model import Stats
+
+    if cost is None:
+        raise ParameterError("select_formats(auto) needs a cost model")
+    density = float(torch.count_nonzero(w2)) / max(w2.numel(), 1)
+    cands = []
+    for cname, params in auto_candidates(w2, pat, lossy_ok):
+        st = Stats.estimate(w2, cname, params)
+        cands.append({"format": cname, "params": _jsonable(params), "bytes": st.nbytes,
+                      "predicted_s": cost.predict(st, t), "_params": params})
+    cands.sort(key=lambda c: c["predicted_s"])
+    dense = next(c for c in cands if c["format"] == "dense")
+    best = cands[0]
+    how = "predicted"
+    if measure is not None:
+        timed = cands[:2] + ([dense] if dense not in cands[:2] else [])
+        for c in timed:
+            c["measured_s"] = measure(pack_choice(w2, Choice(name, c["format"], c["_params"], density, "")), t)
+        best = min(timed, key=lambda c: c["measured_s"])
+        how = "measured"
+    key = "measured_s" if how == "measured" else "predicted_s"
+    if best is dense:
+        reason = f"dense is fastest ({how} {dense[key] * 1e6:.1f} us)"
+    else:
+        reason = (f"lowest {how} time: {best[key] * 1e6:.1f} us vs dense {dense[key] * 1e6:.1f} us "
+                  f"({dense[key] / best[key]:.2f}x)")
+    for c in cands:
+        c.pop("_params", None)
+    params = {k: tuple(v) if isinstance(v, list) else v for k, v in best["params"].items()}
+    return Choice(name, best["format"], params, density, reason, t, cands)

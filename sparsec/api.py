@@ -60,13 +60,14 @@ def layer_report(g: Graph, choices) -> list[dict]:
                     "op": node.op.value if node else None, "shape": list(c.value.shape),
                     "sparsity": 1.0 - ch.density, "format": c.format, "params": c.value.param_values(),
                     "bytes": c.value.nbytes, "dense_bytes": c.value.dense_nbytes,
-                    "bytes_vs_dense": c.value.nbytes / max(c.value.dense_nbytes, 1), "reason": ch.reason})
+                    "bytes_vs_dense": c.value.nbytes / max(c.value.dense_nbytes, 1), "reason": ch.reason,
+                    "tokens": ch.tokens, "candidates": ch.candidates})
     return out
 
 
 def compile(model, example_inputs=None, *, target: str = "llvm", sparsity: float | None = None,
-            pattern: str | None = None, format: str = "auto",
-            progress: Callable[[int, int, str], None] | None = None) -> Compiled:
+            pattern: str | None = None, format: str = "auto", measure: bool = False,
+            spec: str | None = None, progress: Callable[[int, int, str], None] | None = None) -> Compiled:
     """Compile a model file path (or an nn.Module with ``example_inputs``) for ``target``.
 
     No pruning unless ``pattern`` is given: weights already sparse in a pattern
@@ -91,7 +92,11 @@ def compile(model, example_inputs=None, *, target: str = "llvm", sparsity: float
         g = import_module(model, tuple(example_inputs))
     t1 = time.perf_counter()
     choices = []
-    g = run_passes(g, cpu_pipeline(pattern, sparsity, format, choices))
+    measure_fn = None
+    if measure:
+        from sparsec.backends.llvm.measure import measure_matmul
+        measure_fn = measure_matmul
+    g = run_passes(g, cpu_pipeline(pattern, sparsity, format, choices, measure=measure_fn, spec=spec))
     t2 = time.perf_counter()
     cg = compile_graph(g, progress=progress)
     t3 = time.perf_counter()

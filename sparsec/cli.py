@@ -20,6 +20,7 @@ COMMANDS = [
     "sparsec.commands.inspect",
     "sparsec.commands.compile",
     "sparsec.commands.run",
+    "sparsec.commands.calibrate",
     "sparsec.commands.simulate",
 ]
 

@@ -60,8 +60,10 @@ def test_hand_models_unpruned(name):
 def test_mlp_each_format(fmt, pattern, sparsity):
     m, x = zoo.hand_models()["mlp"]
     c = sc_compile(m, x, pattern=pattern, sparsity=sparsity, format=fmt)
-    want = {"auto": "csr"}.get(fmt, fmt)
-    assert {r["format"] for r in c.report} == {want}
+    if fmt == "auto":    # 95% unstructured: the cost model must pick some sparse format, exactly
+        assert all(r["format"] != "dense" and r["format"] != "groupquant" for r in c.report)
+    else:
+        assert {r["format"] for r in c.report} == {fmt}
     check_three_ways(c)
     # the pruned model run eagerly with the same weights agrees too (lossless formats)
     if fmt != "groupquant":

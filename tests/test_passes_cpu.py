@@ -14,6 +14,7 @@ from sparsec.passes.canonicalize import canonicalize_matmul
 from sparsec.passes.fuse import fuse_epilogues
 from sparsec.passes.pipeline import run_passes
 from sparsec.passes.prune import prune
+from sparsec.passes.cost import CostModel, host_desc
 from sparsec.passes.select import detect_nm, select_formats
 from sparsec.passes.sparsify import sparsify
 
@@ -112,27 +113,58 @@ def _mlp_text():
         """)
 
 
-def test_select_auto_detects_existing_patterns_exactly():
+ANALYTIC = CostModel.analytic(host_desc(2))
+
+
+def test_select_auto_is_exact_and_picks_the_least_predicted():
     g0 = torch.Generator().manual_seed(1)
     w1 = prune(torch.randn(32, 16, generator=g0), "2:8").weight
     w2 = prune(torch.randn(8, 32, generator=g0), "block:4x4", 0.75).weight
     g = parse_graph(_mlp_text(), {"w1": Dense.from_dense(w1), "w2": Dense.from_dense(w2)})
-    out, choices = select_formats(g, "auto")
+    out, choices = select_formats(g, "auto", cost=ANALYTIC)
     verify(out)
-    assert isinstance(out.constant("w1").value, NM) and (out.constant("w1").value.n, out.constant("w1").value.m) == (2, 8)
-    assert isinstance(out.constant("w2").value, BSR) and out.constant("w2").value.block == (4, 4)
     assert torch.equal(out.constant("w1").dense(), w1) and torch.equal(out.constant("w2").dense(), w2)
-    # dense weights stay dense: compile never changes the function without pruning
-    g = parse_graph(_mlp_text(), consts(w1=(32, 16), w2=(8, 32)))
-    out, choices = select_formats(g, "auto")
-    assert all(c.format == "dense" for c in choices)
+    for ch in choices:
+        best = min(ch.candidates, key=lambda c: c["predicted_s"])
+        assert ch.format == best["format"]
+        dense = next(c for c in ch.candidates if c["format"] == "dense")
+        assert best["predicted_s"] <= dense["predicted_s"]
+        assert ch.tokens == 3
+    # the 2:8 weight is offered as N:M, the block-pruned one is not (it follows no N:M)
+    assert any(c["format"] == "nm" for c in choices[0].candidates)
+
+
+def test_no_regression_when_sparse_is_predicted_slower():
+    """A cost model where every sparse family is slow: auto must keep dense."""
+    slow = CostModel.analytic(host_desc(2))
+    for f in ("csr", "bitmap", "bsr", "nm", "groupquant"):
+        for r in ("gemv", "tokens"):
+            slow.coef[f"{f}/{r}"] = [1.0, 0.0, 0.0, 0.0]     # one second per call
+    w1 = prune(torch.randn(32, 16), "unstructured", 0.99).weight
+    g = parse_graph(_mlp_text(), {"w1": Dense.from_dense(w1), "w2": Dense.from_dense(torch.randn(8, 32))})
+    out, choices = select_formats(g, "auto", cost=slow)
+    assert [c.format for c in choices] == ["dense", "dense"]
+    assert "dense is fastest" in choices[0].reason
+
+
+def test_measure_overrides_prediction():
+    calls = []
+
+    def fake_measure(fmt, tokens):
+        calls.append(fmt.name)
+        return 1.0 if fmt.name == "dense" else 2.0          # dense measured fastest
+    w1 = prune(torch.randn(32, 16), "unstructured", 0.95).weight
+    g = parse_graph(_mlp_text(), {"w1": Dense.from_dense(w1), "w2": Dense.from_dense(torch.randn(8, 32))})
+    out, choices = select_formats(g, "auto", cost=ANALYTIC, measure=fake_measure)
+    assert choices[0].format == "dense" and "dense" in calls and len(calls) >= 2
+    assert all("measured_s" in c for c in choices[0].candidates if c["format"] == "dense")
 
 
 def test_sparsify_then_select_keeps_function_of_pruned_model():
     g = parse_graph(_mlp_text(), consts(w1=(32, 16), w2=(8, 32)))
     choices = []
     pruned = run_passes(g, [("sparsify", lambda g: sparsify(g, "unstructured", 0.9)),
-                            ("select", lambda g: select_formats(g, "auto")[0])])
+                            ("select", lambda g: select_formats(g, "csr", cost=ANALYTIC)[0])])
     assert isinstance(pruned.constant("w1").value, CSR)
     assert pruned.constant("w1").value.density == pytest.approx(0.1, abs=0.01)
 
@@ -146,7 +178,7 @@ def test_detect_nm():
 def test_forced_nm_without_pattern_is_refused():
     g = parse_graph(_mlp_text(), consts(w1=(32, 16), w2=(8, 32)))
     with pytest.raises(ParameterError, match="w1: --format nm, but it follows no N:M pattern"):
-        select_formats(g, "nm")
+        select_formats(g, "nm", cost=ANALYTIC)
 
 
 def test_verifier_between_passes_names_the_pass():

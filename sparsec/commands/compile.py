@@ -24,6 +24,20 @@ def print_report(report: list[dict]) -> None:
         print(f"{'total':<69}{tot:>11,}{tot / max(dense, 1):>9.3f}")
 
 
+def print_explain(report: list[dict]) -> None:
+    """Per layer: every candidate with its predicted (and measured) time, the choice and why."""
+    for r in report:
+        shape = "x".join(map(str, r["shape"]))
+        print(f"{r['weight']}  [{r['op']} {shape}, T={r['tokens']}, sparsity {r['sparsity']:.1%}]")
+        for c in sorted(r["candidates"], key=lambda c: c.get("measured_s", c["predicted_s"])):
+            params = ",".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in c["params"].items())
+            name = c["format"] + (f"({params})" if params else "")
+            meas = f"  measured {c['measured_s'] * 1e6:9.1f} us" if "measured_s" in c else ""
+            mark = "->" if c["format"] == r["format"] and c["params"] == r["params"] else "  "
+            print(f"  {mark} {name:<26} predicted {c['predicted_s'] * 1e6:9.1f} us{meas}  {c['bytes']:>11,} B")
+        print(f"     choice: {r['format']}: {r['reason']}")
+
+
 def check_against_reference(compiled, quiet: bool = False) -> float:
     """Run the compiled model and the reference interpreter on the example inputs; max relative error."""
     from sparsec.ir.interpret import interpret
@@ -61,9 +75,18 @@ def run(args) -> int:
             bar.update(task, completed=i + 1, description=f"lowering {name}")
             if i + 1 == n:
                 bar.stop()
+    if args.spec and (args.pattern or args.sparsity is not None):
+        raise ParameterError("--spec and --pattern/--sparsity are exclusive: put the pattern in the spec's rules")
     c = sc_compile(args.model, target=args.target, sparsity=args.sparsity, pattern=args.pattern,
-                   format=args.format, progress=progress)
-    print_report(c.report)
+                   format=args.format, measure=args.measure, spec=args.spec, progress=progress)
+    if args.json:
+        import json
+        print(json.dumps({"report": c.report, "timings": c.timings}, indent=1))
+    else:
+        print_report(c.report)
+    if args.explain and not args.json:
+        print()
+        print_explain(c.report)
     t = c.timings
     print(f"compiled {t['steps']} steps ({t['functions']} distinct functions) for {c.compiled.target} "
           f"in {t['total_s']:.1f}s (import {t['import_s']:.1f}s, passes {t['passes_s']:.1f}s, "
@@ -92,6 +115,11 @@ def register(sub) -> None:
     p.add_argument("--sparsity", type=float, help="prune to this fraction of zeros (default pattern unstructured)")
     p.add_argument("--pattern", help="unstructured | N:M | block:RxC | group:G")
     p.add_argument("--format", default="auto", choices=FORMAT_CHOICES, help="weight format (default auto)")
+    p.add_argument("--spec", help="per-layer sparsity rules (TOML or JSON; see docs)")
+    p.add_argument("--measure", action="store_true",
+                   help="time the best predicted formats and dense on this CPU and keep the fastest")
+    p.add_argument("--explain", action="store_true", help="print every candidate format per layer and why")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-check", action="store_true", help="skip the check against the reference interpreter")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
