@@ -44,9 +44,11 @@ class CompiledGraph:
 
 
 class _Planner:
-    def __init__(self, g: Graph, target):
+    def __init__(self, g: Graph, target, knobs_for: Callable | None = None):
         self.g = g
         self.target = target
+        # (format object, tokens) -> kernel knobs dict or None (the tuning database's answer)
+        self.knobs_for = knobs_for or (lambda fmt, tokens: None)
         self.types: dict[str, TensorType] = g.types()
         self.consts = g.constant_map()
         self.funcs: dict[str, object] = {}
@@ -161,7 +163,8 @@ class _Planner:
         if fmt.dtype_name != dtype:
             raise ModelError(f"{node.where()}: weight %{w} is {fmt.dtype_name}, activation is {dtype}")
         func, args, knobs = matmul_primfunc(fmt, tokens, bias=bias is not None,
-                                            activation=node.attr["activation"], target=self.target)
+                                            activation=node.attr["activation"], target=self.target,
+                                            knobs=self.knobs_for(fmt, tokens))
         sym = self.add_func(func, f"{fmt.name} matmul {o}x{k} T={tokens} knobs={knobs}", f"{fmt.name}_mm")
         x2 = self.temp(node.name + ".x2", TensorType((tokens, k), dtype), alias=x)
         if tokens == 1:
@@ -201,7 +204,7 @@ class _Planner:
         sym = self.add_func(f_col, f"im2col {spec}", "im2col")
         self.step(sym, [x, cols], node.name)
         func, args, knobs = matmul_primfunc(fmt, tokens, bias=bias is not None, activation=None,
-                                            target=self.target)
+                                            target=self.target, knobs=self.knobs_for(fmt, tokens))
         sym = self.add_func(func, f"{fmt.name} conv-matmul {o}x{kdim} T={tokens}", f"{fmt.name}_mm")
         yT = self.temp(node.name + ".yT", TensorType((o, tokens), dtype))
         buffers = [self.const_value(f"{w}/{b}", getattr(fmt, b)) for b in fmt.buffers]
@@ -237,8 +240,12 @@ class _Planner:
         self.te_node(node, node.name)
 
 
-def compile_graph(g: Graph, target=None, progress: Callable[[int, int, str], None] | None = None) -> CompiledGraph:
-    """Lower every node, build one library, plan the buffers."""
+def compile_graph(g: Graph, target=None, progress: Callable[[int, int, str], None] | None = None,
+                  knobs_for: Callable | None = None) -> CompiledGraph:
+    """Lower every node, build one library, plan the buffers.
+
+    ``knobs_for(fmt, tokens)`` may return kernel knobs for a matmul (tuned values).
+    """
     import tvm
 
     from sparsec.backends.target import host_target
@@ -246,7 +253,7 @@ def compile_graph(g: Graph, target=None, progress: Callable[[int, int, str], Non
     target = host_target() if target is None else (tvm.target.Target(target) if isinstance(target, (str, dict))
                                                    else target)
     t0 = time.perf_counter()
-    p = _Planner(g, target)
+    p = _Planner(g, target, knobs_for)
     for v in g.inputs:
         p.define(v.name, v.type)
     for i, node in enumerate(g.nodes):
