@@ -13,13 +13,15 @@ from typing import Callable
 import torch
 
 from sparsec.ir.formats import BSR, CSR, NM, Bitmap, Dense, GroupQuant
-from sparsec.passes.cost.model import CostModel, features, fit, regime
+from sparsec.passes.cost.model import CostModel, Stats, features, fit, regime
 from sparsec.passes.cost.targets import TargetDesc, host_desc
 from sparsec.passes.prune import prune
 
 SHAPES = ((256, 512), (1024, 512), (512, 2048))
-TOKENS = (1, 8, 64, 256)
+TOKENS = (1, 16, 256)
 DENSITIES = (0.05, 0.2, 0.5)
+BLOCKS = ((4, 4), (8, 8), (16, 1), (1, 16))
+NMS = ((1, 4), (2, 4), (2, 8))
 
 
 def cache_dir() -> str:
@@ -47,14 +49,16 @@ def calibration_path(threads: int) -> str:
     return os.path.join(cache_dir(), host_key(threads) + ".json")
 
 
-def candidates_for(w: torch.Tensor, density: float):
-    """(format object) samples for one pruned weight: every family at its usual parameters."""
+def candidates_for(w: torch.Tensor, density: float, first: bool):
+    """Format samples for one weight: every family and every variant auto-selection may pick."""
     un = prune(w, "unstructured", 1 - density).weight
-    blk = prune(w, "block:4x4", 1 - density).weight
-    out = [Dense.from_dense(w), CSR.from_dense(un), Bitmap.from_dense(un, tile=(8, 8)), BSR.from_dense(blk, block=(4, 4)),
-           GroupQuant.from_dense(prune(w, "group:16", 1 - density).weight, group=16, bits=4)]
-    n, m = (1, 4) if density <= 0.25 else (2, 4)
-    out.append(NM.from_dense(prune(w, f"{n}:{m}").weight, n=n, m=m))
+    out = [CSR.from_dense(un), Bitmap.from_dense(un, tile=(8, 8))]
+    for b in BLOCKS:
+        out.append(BSR.from_dense(prune(w, f"block:{b[0]}x{b[1]}", 1 - density).weight, block=b))
+    out.append(GroupQuant.from_dense(prune(w, "group:32", 1 - density).weight, group=32, bits=4))
+    if first:   # density-independent formats once per shape
+        out.append(Dense.from_dense(w))
+        out += [NM.from_dense(prune(w, f"{n}:{m}").weight, n=n, m=m) for n, m in NMS]
     return out
 
 
@@ -66,10 +70,8 @@ def calibrate(measure: Callable, threads: int, progress: Callable[[int, int, str
     jobs = []
     for o, k in SHAPES:
         w = torch.randn(o, k, generator=g)
-        for d in DENSITIES:
-            for fmt in candidates_for(w, d):
-                if fmt.name == "dense" and d != DENSITIES[0]:
-                    continue
+        for i, d in enumerate(DENSITIES):
+            for fmt in candidates_for(w, d, i == 0):
                 for t in TOKENS:
                     jobs.append((fmt, t))
     samples: dict[str, list] = {}
@@ -77,7 +79,11 @@ def calibrate(measure: Callable, threads: int, progress: Callable[[int, int, str
         if progress:
             progress(i, len(jobs), f"{fmt.name} {fmt.rows}x{fmt.cols} T={t}")
         s = measure(fmt, t)
-        samples.setdefault(f"{fmt.name}/{regime(t)}", []).append((features(fmt, t), s))
+        st = Stats.of(fmt)
+        f = features(st, t)
+        samples.setdefault(f"{fmt.name}/{regime(t)}", []).append((f, s))
+        if st.variant:
+            samples.setdefault(f"{fmt.name}:{st.variant}/{regime(t)}", []).append((f, s))
     coef = {key: fit(v) for key, v in samples.items()}
     return CostModel(desc, coef, f"calibrated on {len(jobs)} kernels")
 

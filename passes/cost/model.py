@@ -59,6 +59,7 @@ class Stats:
     nnz: int           # stored non-zeros (csr/bitmap), slots (nm), block elements (bsr), group elements (gq)
     nbytes: int
     meta: int          # index / metadata decode operations per token tile
+    variant: str = ""  # the parameters that change the kernel's code (block shape, N:M, tile, group)
 
     @classmethod
     def of(cls, fmt: SparseFormat) -> "Stats":
@@ -83,7 +84,7 @@ class Stats:
             work, meta = ngk * fmt.group, ngk * (fmt.group + 2)
         else:
             raise ValueError(f"no cost features for format {name!r}")
-        return cls(name, rows, k, item, work, fmt.nbytes, meta)
+        return cls(name, rows, k, item, work, fmt.nbytes, meta, variant_of(name, fmt.param_values()))
 
     @classmethod
     def estimate(cls, w: torch.Tensor, name: str, params: dict) -> "Stats":
@@ -94,19 +95,21 @@ class Stats:
         nz = w2 != 0
         nnz = int(nz.sum())
         idx = 4 if max(k, nnz) < 2**31 else 8
+        var = variant_of(name, params)
         if name == "dense":
-            return cls(name, rows, k, item, rows * k, rows * k * item, 0)
+            return cls(name, rows, k, item, rows * k, rows * k * item, 0, var)
         if name == "csr":
-            return cls(name, rows, k, item, nnz, (rows + 1) * idx + nnz * (idx + item), nnz + rows)
+            return cls(name, rows, k, item, nnz, (rows + 1) * idx + nnz * (idx + item), nnz + rows, var)
         if name == "bitmap":
             tr, tc = params.get("tile", (8, 8))
             nt = math.ceil(rows / tr) * math.ceil(k / tc)
             return cls(name, rows, k, item, nnz, nt * math.ceil(tr * tc / 8) + (nt + 1) * idx + nnz * item,
-                       math.ceil(rows / tr) * math.ceil(k / tc) * tr * math.ceil(tc / 32) + nnz)
+                       math.ceil(rows / tr) * math.ceil(k / tc) * tr * math.ceil(tc / 32) + nnz, var)
         if name == "nm":
             n, m = params["n"], params["m"]
             slots = rows * math.ceil(k / m) * n
-            return cls(name, rows, k, item, slots, slots * (item + (1 if m <= 256 else 2 if m < 2**15 else 4)), slots)
+            return cls(name, rows, k, item, slots, slots * (item + (1 if m <= 256 else 2 if m < 2**15 else 4)), slots,
+                       var)
         if name in ("bsr", "groupquant"):
             r, c = params["block"] if name == "bsr" else (1, params["group"])
             nbr, nbc = math.ceil(rows / r), math.ceil(k / c)
@@ -115,11 +118,24 @@ class Stats:
             nblk = int(p.reshape(nbr, r, nbc, c).any(3).any(1).sum())
             if name == "bsr":
                 return cls(name, rows, k, item, nblk * r * c, (nbr + 1) * idx + nblk * (idx + r * c * item),
-                           nblk + nbr)
+                           nblk + nbr, var)
             g, bits = params["group"], params.get("bits", 4)
             return cls(name, rows, k, item, nblk * g,
-                       (rows + 1) * idx + nblk * (idx + math.ceil(g * bits / 8) + 5), nblk * (g + 2))
+                       (rows + 1) * idx + nblk * (idx + math.ceil(g * bits / 8) + 5), nblk * (g + 2), var)
         raise ValueError(f"no cost features for format {name!r}")
+
+
+def variant_of(name: str, params: dict) -> str:
+    p = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+    if name == "bsr":
+        return "%dx%d" % tuple(p["block"])
+    if name == "bitmap":
+        return "%dx%d" % tuple(p.get("tile", (8, 8)))
+    if name == "nm":
+        return f"{p['n']}:{p['m']}"
+    if name == "groupquant":
+        return f"g{p['group']}b{p.get('bits', 4)}"
+    return ""
 
 
 def features(fmt, tokens: int) -> Features:
@@ -150,13 +166,17 @@ class CostModel:
         return [t.launch_us * 1e-6, 2.0 / (t.peak_flops * EFFICIENCY.get(fmt, 0.2)), 1.0 / t.mem_bw(int(nbytes)),
                 1.0 / (t.cores * t.ghz * 1e9)]
 
-    def coefficients(self, fmt: str, tokens: int, nbytes: float) -> list[float]:
-        return self.coef.get(f"{fmt}/{regime(tokens)}") or self.default_coef(fmt, nbytes)
+    def coefficients(self, fmt: str, variant: str, tokens: int, nbytes: float) -> list[float]:
+        """The fit for this exact variant (e.g. ``bsr:4x4/tokens``), else the family's, else analytic."""
+        r = regime(tokens)
+        return (self.coef.get(f"{fmt}:{variant}/{r}") or self.coef.get(f"{fmt}/{r}")
+                or self.default_coef(fmt, nbytes))
 
     def predict(self, fmt, tokens: int) -> float:
         """Seconds for one call; ``fmt`` is a packed format or its ``Stats``."""
-        f = features(fmt, tokens)
-        c = self.coefficients(fmt.name, tokens, f.bytes)
+        st = fmt if isinstance(fmt, Stats) else Stats.of(fmt)
+        f = features(st, tokens)
+        c = self.coefficients(st.name, st.variant, tokens, f.bytes)
         return sum(ci * xi for ci, xi in zip(c, f.vector()))
 
     # -- persistence ------------------------------------------------------------------
