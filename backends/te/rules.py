@@ -21,7 +21,7 @@ from typing import Callable, Sequence, Union
 
 import torch
 import tvm
-from tvm import te, tirx
+from tvm import te, tirx, topi
 
 from sparsec.ir.errors import ModelError
 from sparsec.ir.graph import Node
@@ -335,12 +335,33 @@ def _gelu(x, approximate):
     return x * half * (one + tirx.erf(x * _const(1 / math.sqrt(2), ct)))
 
 
+def _erf_based(node, ins, out, attrs):
+    """erf and exact gelu: float32 erf through topi.fast_erf (vectorisable, ~4e-7 relative; TVM's
+    scalar erf is a libm call 100x slower), float64 through tirx.erf."""
+    (x,) = ins
+    ct = _acc(out.dtype)
+    if not _is_float(ct):
+        raise Unsupported(f"{node.op.value} on {out.dtype}")
+    gelu = node.op is Op.GELU
+    if gelu and attrs["approximate"] != "none":
+        return _unary(lambda v, a: _gelu(v, a["approximate"]), floats_only=True)(node, ins, out, attrs)
+    scale = _const(1 / math.sqrt(2), ct) if gelu else None
+    arg = _compute(out, lambda i: _cast(_at(x, i), ct) * scale if gelu else _cast(_at(x, i), ct), "erf_arg")
+    if ct == "float32":
+        erf = topi.fast_erf(arg)
+    else:
+        erf = te.compute(arg.shape, lambda *i: tirx.erf(arg[i]), name="erf")
+    if not gelu:
+        return _compute(out, lambda i: _cast(erf[tuple(i)], out.dtype), "erf_out")
+    half, one = _const(0.5, ct), _const(1, ct)
+    return _compute(out, lambda i: _cast(_cast(_at(x, i), ct) * half * (one + erf[tuple(i)]), out.dtype), "gelu")
+
+
 _UNARY_FLOAT = {
     Op.SQRT: tirx.sqrt,
     Op.RSQRT: lambda x: _const(1, _dt(x)) / tirx.sqrt(x),
     Op.EXP: tirx.exp,
     Op.LOG: tirx.log,
-    Op.ERF: tirx.erf,
     Op.RECIPROCAL: lambda x: _const(1, _dt(x)) / x,
     Op.TANH: _tanh,
     Op.SIGMOID: _sigmoid,
@@ -976,7 +997,8 @@ TE_RULES: dict[Op, Rule] = {
     Op.NEG: _unary(_neg),
     Op.ABS: _unary(_abs),
     Op.RELU: _unary(_relu),
-    Op.GELU: _unary(lambda x, a: _gelu(x, a["approximate"]), floats_only=True),
+    Op.GELU: _erf_based,
+    Op.ERF: _erf_based,
     Op.LOGICAL_NOT: _logical_not,
     Op.CAST: _cast_rule,
     Op.SOFTMAX: _softmax(False),
