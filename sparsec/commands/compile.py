@@ -77,28 +77,34 @@ def run(args) -> int:
                 bar.stop()
     if args.spec and (args.pattern or args.sparsity is not None):
         raise ParameterError("--spec and --pattern/--sparsity are exclusive: put the pattern in the spec's rules")
+    if args.target != "arm" and (args.cpu or args.emit):
+        raise ParameterError("--cpu and --emit apply to --target arm only")
     c = sc_compile(args.model, target=args.target, sparsity=args.sparsity, pattern=args.pattern,
-                   format=args.format, measure=args.measure, spec=args.spec, progress=progress)
-    if args.json:
-        import json
-        print(json.dumps({"report": c.report, "timings": c.timings}, indent=1))
-    else:
+                   format=args.format, measure=args.measure, spec=args.spec, cpu=args.cpu, emit=args.emit,
+                   progress=progress)
+    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    if not args.json:
         print_report(c.report)
-    if args.explain and not args.json:
-        print()
-        print_explain(c.report)
+        if args.explain:
+            print()
+            print_explain(c.report)
     t = c.timings
-    print(f"compiled {t['steps']} steps ({t['functions']} distinct functions) for {c.compiled.target} "
-          f"in {t['total_s']:.1f}s (import {t['import_s']:.1f}s, passes {t['passes_s']:.1f}s, "
-          f"build {t['build_s']:.1f}s)")
+    say(f"compiled {t['steps']} steps ({t['functions']} distinct functions) for {c.compiled.target} "
+        f"in {t['total_s']:.1f}s (import {t['import_s']:.1f}s, passes {t['passes_s']:.1f}s, "
+        f"build {t['build_s']:.1f}s)")
+    err = None
     if not args.no_check:
         err = check_against_reference(c)
-        print(f"check: compiled vs reference interpreter on the example inputs: max relative error {err:.2e}")
+        say(f"check: compiled vs reference interpreter on the example inputs: max relative error {err:.2e}")
         if not err <= 1e-3:
             raise ModelError(f"{args.model}: compiled model disagrees with the reference interpreter "
                              f"(max relative error {err:.2e}); not writing {out}")
     path = c.save(out)
-    print(f"wrote {path}")
+    say(f"wrote {path}")
+    if args.json:
+        import json
+        print(json.dumps({"artifact": path, "check_max_rel_error": err, "report": c.report, "timings": t},
+                         indent=1))
     return 0
 
 
@@ -110,7 +116,9 @@ def register(sub) -> None:
                                    "--sparsity the model's function is unchanged: weights that are already sparse "
                                    "in a pattern are detected and stored exactly.")
     p.add_argument("model", help="model file (defines model/get_model and example_inputs/EXAMPLE_INPUTS)")
-    p.add_argument("--target", default="llvm", help="llvm (this CPU)")
+    p.add_argument("--target", default="llvm", help="llvm (this CPU) | arm (aarch64 Linux, NEON)")
+    p.add_argument("--cpu", help="--target arm: the core (default neoverse-n1; cortex-a76, cortex-a55, ...)")
+    p.add_argument("--emit", help="--target arm: 'c' adds a standalone C driver (c/) beside lib.so")
     p.add_argument("-o", "--output", help="artifact directory (default: <model>.sparsec)")
     p.add_argument("--sparsity", type=float, help="prune to this fraction of zeros (default pattern unstructured)")
     p.add_argument("--pattern", help="unstructured | N:M | block:RxC | group:G")
