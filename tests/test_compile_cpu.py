@@ -198,3 +198,37 @@ def test_cli_compile_bad_flags(tmp_path):
     assert r.returncode == 1 and "--sparsity must be in [0, 1)" in r.stderr
     r = cli("compile", "examples/mlp.py", "--target", "riscv", "-o", str(tmp_path / "x"))
     assert r.returncode == 1 and "unknown --target 'riscv'" in r.stderr
+
+
+def test_cli_explain_json_and_spec(tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text('[[rule]]\nlayers = "0"\npattern = "2:4"\n\n[[rule]]\nlayers = "2"\npattern = "unstructured"\n'
+                    'sparsity = 0.9\n')
+    r = cli("compile", "examples/mlp.py", "--spec", str(spec), "--json", "-o", str(tmp_path / "a"))
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)["report"]
+    by = {x["weight"]: x for x in rep}
+    assert by["0.weight"]["sparsity"] == pytest.approx(0.5) and by["2.weight"]["sparsity"] == pytest.approx(0.9, abs=1e-3)
+    assert by["4.weight"]["sparsity"] == 0.0                      # the head is excluded by default
+    for x in rep:                                                 # every decision carries its candidates
+        assert any(c["format"] == "dense" for c in x["candidates"])
+    r = cli("compile", "examples/mlp.py", "--sparsity", "0.9", "--explain", "-o", str(tmp_path / "b"))
+    assert r.returncode == 0 and "choice:" in r.stdout and "predicted" in r.stdout
+    man = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert all(x["candidates"] for x in man["report"])            # the explain report is in the manifest
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[rule]]\nlayers = "nothing.*"\npattern = "2:4"\n')
+    r = cli("compile", "examples/mlp.py", "--spec", str(bad), "-o", str(tmp_path / "c"))
+    assert r.returncode == 1 and "rule 1 (layers = 'nothing.*') matches no layer" in r.stderr
+    assert not (tmp_path / "c").exists()
+
+
+def test_measure_flag_records_measurements():
+    m, x = zoo.hand_models()["mlp"]
+    c = sc_compile(m, x, pattern="unstructured", sparsity=0.9, measure=True)
+    for r in c.report:
+        measured = [cand for cand in r["candidates"] if "measured_s" in cand]
+        assert any(cand["format"] == "dense" for cand in measured) and len(measured) >= 2
+        chosen = [cand for cand in measured if cand["format"] == r["format"]]
+        assert chosen and chosen[0]["measured_s"] == min(cand["measured_s"] for cand in measured)
+    check_three_ways(c)
