@@ -11,8 +11,10 @@ from sparsec.ir.errors import ParameterError
 
 def register(sims) -> None:
     p = sims.add_parser("sat", help="SAT: N:M sparse training accelerator (BDWP dataflow)",
-                        description="Simulate one training step (FF, BP, WU of every conv/linear layer) on SAT "
-                                    "with BDWP N:M weights, against dense training on the same accelerator.")
+                        description="Simulate one training step (FF, BP, WU of every conv/linear layer, and the "
+                                    "non-GEMM work: norms, activations, pooling, attention matmuls, loss, weight "
+                                    "update) on SAT with BDWP N:M weights, against dense training on the same "
+                                    "accelerator.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--workload", help="built-in workload: resnet18, resnet50, vgg16, vit_b16, bert_base")
     src.add_argument("--model", help="model file (defines model/get_model() and example_inputs()/EXAMPLE_INPUTS)")
@@ -21,6 +23,10 @@ def register(sims) -> None:
                    help="batch size (default 32 for built-ins, the example inputs' batch for --model)")
     p.add_argument("--config", help="SAT config TOML (overrides default.toml section by section)")
     p.add_argument("--opts", default="all", help="dataflow optimisations: all | none | interleave,pregen,offline")
+    p.add_argument("--gemm-only", action="store_true",
+                   help="simulate only the conv/linear GEMMs (sets [step] gemm_only = true)")
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], default=None,
+                   help="weight update (default: the built-in's recipe, else [step] optimizer)")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.add_argument("--plot", help="write a PNG of per-layer cycles (dense vs sparse) and utilisation")
     p.add_argument("--top", type=int, default=0, help="print only the first TOP per-layer rows (0: all)")
@@ -42,15 +48,19 @@ def main(args) -> int:
     from sparsec.sim.sat import report
     from sparsec.sim.sat.config import load_config
     from sparsec.sim.sat.pipeline import Opts
-    from sparsec.sim.sat.simulator import compare
-    from sparsec.sim.sat.workloads import builtin
+    from sparsec.sim.sat.simulator import compare, gemm_only
+    from sparsec.sim.sat.workloads import OPTIMISER, builtin, canonical
 
     cfg = load_config(args.config)
+    if args.gemm_only:
+        cfg = gemm_only(cfg)
     opts = Opts.parse(args.opts)
     route = "built-in"
+    optimizer = args.optimizer
     if args.workload:
         layers, batch = builtin(args.workload), 32
         name = args.workload
+        optimizer = optimizer or OPTIMISER[canonical(name)]
     else:
         from sparsec.sim.sat.from_graph import load_layers
         layers, batch, route = load_layers(args.model)
@@ -59,9 +69,9 @@ def main(args) -> int:
         if args.batch < 1:
             raise ParameterError(f"--batch must be >= 1, got {args.batch}")
         batch = args.batch
-    prog, tick = _progress(2 * 3 * len(layers), args.quiet)
+    prog, tick = _progress(None, args.quiet)
     try:
-        res = compare(layers, cfg, args.pattern, batch, opts, tick)
+        res = compare(layers, cfg, args.pattern, batch, opts, tick, optimizer)
     finally:
         if prog:
             prog.stop()
@@ -70,7 +80,9 @@ def main(args) -> int:
         plot(sp.rows, de.rows, args.plot, f"{name} {sp.pattern} vs dense (batch {batch}, opts {opts})")
     if args.json:
         out = {"workload": name, "layers_from": route, "config": cfg.source, "pattern": sp.pattern,
-               "opts": str(opts), "batch": batch, "speedup": res["speedup"], "bound": res["bound"],
+               "opts": str(opts), "batch": batch, "gemm_only": res["gemm_only"],
+               "optimizer": None if cfg.step.gemm_only else (optimizer or cfg.step.optimizer),
+               "speedup": res["speedup"], "speedup_gemm_only": res["speedup_gemm_only"], "bound": res["bound"],
                "work_bound": res["work_bound"],
                "energy_ratio": res["energy_ratio"], "sparse": {"totals": sp.totals,
                                                              "rows": [r.as_dict() for r in sp.rows]},
@@ -89,7 +101,13 @@ def main(args) -> int:
     print(f"DRAM: sparse {st['dram_bytes'] / 1e9:.3f} GB, dense {dt['dram_bytes'] / 1e9:.3f} GB; energy: "
           f"sparse {st['energy_pj'] / 1e12:.4f} J, dense {dt['energy_pj'] / 1e12:.4f} J "
           f"({res['energy_ratio']:.2f}x)")
-    print(f"speedup vs dense training: {res['speedup']:.3f}x   (bound 3/(2N/M+1) = {res['bound']:.3f}x; "
+    if not cfg.step.gemm_only:
+        kinds = ", ".join(f"{k} {sp.totals['cycles_by_kind'][k]:,}/{de.totals['cycles_by_kind'][k]:,}"
+                          for k in ("gemm", "matmul", "vector", "update", "pregen"))
+        print(f"cycles by kind (sparse/dense): {kinds}; optimizer {optimizer or cfg.step.optimizer}")
+        print(f"speedup vs dense training, conv/linear GEMMs only: {res['speedup_gemm_only']:.3f}x")
+    what = "GEMMs only" if cfg.step.gemm_only else "full step"
+    print(f"speedup vs dense training ({what}): {res['speedup']:.3f}x   (bound 3/(2N/M+1) = {res['bound']:.3f}x; "
           f"this workload's MAC ratio {res['work_bound']:.3f}x)")
     return 0
 

@@ -77,6 +77,21 @@ class EnergyCfg:
 
 
 @dataclass(frozen=True)
+class VectorCfg:
+    unit: str            # "separate": its own lanes; "array": the PE array fed along one edge (cols lanes)
+    lanes: int
+    pipeline_cycles: int
+
+
+@dataclass(frozen=True)
+class StepCfg:
+    gemm_only: bool      # only the conv/linear GEMMs (and pre-generation), as before the non-GEMM model
+    optimizer: str       # for --model and the Python API; built-ins use their recipe
+    master_bytes: int    # fp32 master weight and each optimiser state
+    srste: bool          # SR-STE refinement in the sparse run's weight update
+
+
+@dataclass(frozen=True)
 class CompatCfg:
     # SCALE-Sim v3 stall-free mode: DRAM takes no time, the streamed dimension
     # is never tiled, and the count is the index of the last cycle (count - 1).
@@ -92,6 +107,8 @@ class SatConfig:
     prune: PruneCfg
     tiling: TilingCfg
     energy: EnergyCfg
+    vector: VectorCfg
+    step: StepCfg
     compat: CompatCfg = CompatCfg()
     source: str = "default.toml"
 
@@ -108,7 +125,8 @@ class SatConfig:
 
 
 _SECTIONS = {"array": ArrayCfg, "data": DataCfg, "buffers": BufferCfg, "dram": DramCfg,
-             "prune": PruneCfg, "tiling": TilingCfg, "energy": EnergyCfg, "compat": CompatCfg}
+             "prune": PruneCfg, "tiling": TilingCfg, "energy": EnergyCfg, "vector": VectorCfg, "step": StepCfg,
+             "compat": CompatCfg}
 
 # (section, key) -> (kind, low, low_inclusive); kind in int, float, bool, str, list
 _RULES = {
@@ -127,6 +145,10 @@ _RULES = {
     ("energy", "mac_dense"): ("nonneg", 0), ("energy", "select"): ("nonneg", 0),
     ("energy", "sram_byte"): ("nonneg", 0), ("energy", "dram_byte"): ("nonneg", 0),
     ("energy", "prune_group"): ("nonneg", 0), ("energy", "static_pj_per_cycle"): ("nonneg", 0),
+    ("vector", "unit"): ("str", None), ("vector", "lanes"): ("int", 1),
+    ("vector", "pipeline_cycles"): ("int", 0),
+    ("step", "gemm_only"): ("bool", None), ("step", "optimizer"): ("str", None),
+    ("step", "master_bytes"): ("int", 1), ("step", "srste"): ("bool", None),
     ("compat", "scalesim"): ("bool", None),
 }
 
@@ -214,6 +236,12 @@ def validate(cfg: SatConfig) -> None:
             raise ConfigError(f"{w}: [array] dataflow {df!r} unknown; expected one of {', '.join(DATAFLOWS)}")
     if cfg.array.dataflow not in cfg.array.dataflows:
         raise ConfigError(f"{w}: [array] dataflow {cfg.array.dataflow!r} is not in [array] dataflows")
+    if cfg.vector.unit not in ("separate", "array"):
+        raise ConfigError(f"{w}: [vector] unit must be 'separate' or 'array', got {cfg.vector.unit!r}")
+    from sparsec.sim.sat.vector import OPTIMISERS
+    if cfg.step.optimizer not in OPTIMISERS:
+        raise ConfigError(f"{w}: [step] optimizer {cfg.step.optimizer!r} unknown; expected one of "
+                          f"{', '.join(OPTIMISERS)}")
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> SatConfig:
@@ -230,6 +258,6 @@ def scalesim_config(rows: int, cols: int, dataflow: str) -> SatConfig:
     """SCALE-Sim v3 stall-free preset: an R×C systolic array with one fixed dataflow."""
     cfg = load_config(overrides={"array": {"rows": rows, "cols": cols, "dataflow": dataflow,
                                            "dataflows": [dataflow]},
-                                 "compat": {"scalesim": True}})
+                                 "compat": {"scalesim": True}, "step": {"gemm_only": True}})
     # Buffers never limit the SCALE-Sim stall-free model.
     return replace(cfg, buffers=replace(cfg.buffers, a_kib=1 << 30, b_kib=1 << 30, out_kib=1 << 30))

@@ -6,7 +6,9 @@ fly when weights are not pre-generated) and the PE array (each fold's data
 shifted PE by PE, cycle by cycle, by its dataflow's ``simulate_fold``). The
 control follows the double-buffer rules of ``fast.py``'s recurrence; nothing
 here reads the fast path's formulas: the fold lengths are the cycles the data
-actually took, and the outputs are the values the PEs accumulated.
+actually took, and the outputs are the values the PEs accumulated. Vector
+passes run on ``vector.VectorUnit`` (lanes per cycle; timing only: their
+numbers are the framework's element-wise ops, not modelled here).
 
 Use it on small layers: it is a Python loop over cycles.
 """
@@ -20,6 +22,7 @@ from sparsec.passes import bdwp
 from sparsec.sim.sat import dataflow as dataflows
 from sparsec.sim.sat import prune_unit
 from sparsec.sim.sat.dram import DramEngine, DramTiming
+from sparsec.sim.sat.vector import VecSteps, VectorUnit
 
 
 @dataclass
@@ -32,9 +35,12 @@ class CLResult:
 
 
 def _operands(steps, data):
-    """Per GEMM: A, dense B, and (when sparse) the pre-generated compressed B."""
+    """Per GEMM (per instance when repeated): A, dense B, and (when sparse) the compressed B."""
     g = steps.gemm
-    a, b, mask, groups = data[(g.layer, g.phase)]
+    d = data[(g.layer, g.phase)]
+    if g.count > 1:
+        return [(a, b, mask, groups, None) for a, b, mask, groups in d]
+    a, b, mask, groups = d
     comp = bdwp.compress(b, mask, groups) if g.sparse else None
     return a, b, mask, groups, comp
 
@@ -85,7 +91,8 @@ def _compress_lengths(b, mask, lens, n):
 def run(seq, data: dict, trace: list | None = None) -> CLResult:
     """Run ``seq`` (``pipeline.build_sequence``) cycle by cycle on the operands in ``data``.
 
-    ``data[(layer, phase)] = (A, B, mask, groups)`` as ``functional.layer_operands`` returns.
+    ``data[(layer, phase)] = (A, B, mask, groups)`` as ``functional.layer_operands`` returns; a
+    repeated GEMM (``count`` > 1) takes a list of ``count`` such tuples and outputs ``[count, m, n]``.
     """
     cfg = seq.cfg
     R, C = cfg.array.rows, cfg.array.cols
@@ -100,8 +107,15 @@ def run(seq, data: dict, trace: list | None = None) -> CLResult:
     outs = {}
     for b in seq.blocks:
         for s in b.steps:
+            if isinstance(s, VecSteps):
+                continue
+            g = s.gemm
             ops[id(s)] = _operands(s, data)
-            outs[(s.gemm.layer, s.gemm.phase)] = np.zeros((s.gemm.m, s.gemm.n), dtype=ops[id(s)][0].dtype)
+            if g.count > 1:
+                outs[(g.layer, g.phase)] = np.zeros((g.count, g.m, g.n), dtype=ops[id(s)][0][0].dtype)
+            else:
+                outs[(g.layer, g.phase)] = np.zeros((g.m, g.n), dtype=ops[id(s)][0].dtype)
+    vec = VectorUnit(cfg)
     dram = DramEngine(DramTiming(cfg))
     bursts, extra = seq.job_bursts.tolist(), seq.job_extra.tolist()
     comp_end = np.full(S, -1, np.int64)
@@ -124,15 +138,22 @@ def run(seq, data: dict, trace: list | None = None) -> CLResult:
             if next_step < S and t >= arr_free and 0 <= dma_end[next_step] <= t:
                 steps, j = flat[next_step]
                 dur = 0
-                if steps is not None:
-                    at, vals, idx, gs, width, pc = _fold_inputs(steps, j, ops[id(steps)], pregen, cfg, trace)
+                if isinstance(steps, VecSteps):
+                    dur = vec.run(int(steps.elems[j]), steps.vp.spec.ops, trace)
+                elif steps is not None:
+                    op = ops[id(steps)]
+                    inst = None if steps.inst is None else int(steps.inst[j])
+                    if inst is not None:
+                        op = op[inst]
+                    at, vals, idx, gs, width, pc = _fold_inputs(steps, j, op, pregen, cfg, trace)
                     df = dataflows.get(steps.plan.df)
                     out, fc = df.simulate_fold(R, C, at, vals, idx, gs, width)
                     tl = steps.tiling
                     m0 = int(tl.msz[:steps.iM[j]].sum())
                     n0 = int(tl.nsz[:steps.iN[j]].sum())
                     key = (steps.gemm.layer, steps.gemm.phase)
-                    outs[key][m0:m0 + out.shape[0], n0:n0 + out.shape[1]] += out
+                    dst = outs[key] if inst is None else outs[key][inst]
+                    dst[m0:m0 + out.shape[0], n0:n0 + out.shape[1]] += out
                     dur = pc + fc
                     if trace is not None:
                         trace.append(f"{t:8d} step {next_step} {key[0]} {key[1]} {df.name} "

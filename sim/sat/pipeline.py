@@ -19,18 +19,27 @@ here and in ``schedule``:
   Without it, FF/BP load dense weight tiles and the prune unit ranks every
   group of a tile before its fold can start (on the critical path).
 - **offline scheduling** (``Opts.offline``): see ``schedule.plan``.
+
+The non-GEMM work of the step (``build_step``, unless ``[step] gemm_only``)
+goes into the same sequence where the network does it: a layer's ``post``
+ops after its FF (forward passes on the vector unit, activation × activation
+``MatMul``s on the array) and their backward, in reverse, before its BP/WU;
+its weight update (``vector.optimiser_pass``) right after its WU, so the
+pre-generation that follows reads the updated weight; ``pre`` ops
+(embeddings) before its FF and after its update.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction as Fr
 
 import numpy as np
 
 from sparsec.ir.errors import ParameterError
-from sparsec.sim.sat import schedule
+from sparsec.sim.sat import schedule, vector
 from sparsec.sim.sat.buffers import lag
 from sparsec.sim.sat.dram import DramTiming
-from sparsec.sim.sat.workloads import Gemm
+from sparsec.sim.sat.workloads import Gemm, Layer, MatMul, Vec, matmul_gemms, training_gemms
 
 OPTS = ("interleave", "pregen", "offline")
 
@@ -106,7 +115,7 @@ def _choose(g: Gemm, cfg, opts: Opts, share: float):
         p = schedule.plan(g, name, cfg, opts.offline, pregen, share)
         if best is None or p.estimate < best.estimate:
             best = p
-    return schedule.build(g, best, cfg, pregen)
+    return schedule.repeat(schedule.build(g, best, cfg, pregen), g.count)
 
 
 def _pregen_traffic(layer_gemms: list[Gemm], cfg) -> tuple[list[int], int]:
@@ -126,31 +135,97 @@ def _pregen_traffic(layer_gemms: list[Gemm], cfg) -> tuple[list[int], int]:
     return transfers, groups
 
 
-def build_sequence(per_layer: list[list[Gemm]], cfg, opts: Opts, progress=None) -> Sequence:
-    """Plan every GEMM and lay the training step out as one step sequence."""
+@dataclass
+class LayerWork:
+    """The non-GEMM work around one layer, as items: ``Gemm``, ``VecPass`` or a (BP, WU) ``Gemm`` pair."""
+
+    pre_ff: list = field(default_factory=list)
+    post_ff: list = field(default_factory=list)
+    post_bp: list = field(default_factory=list)
+    update: list = field(default_factory=list)
+    pre_bp: list = field(default_factory=list)
+
+
+def _vec_passes(op: Vec, batch: int, cfg, backward: bool) -> list:
+    fwd, bwd = vector.KINDS[op.kind]
+    specs = (bwd if backward else fwd)(cfg.data.elem_bytes, Fr(op.ratio).limit_denominator(1 << 16))
+    phase = "VB" if backward else "VF"
+    return [vector.VecPass(op.name if len(specs) == 1 else f"{op.name}.{sp.name}", phase, sp, op.elems * batch)
+            for sp in specs]
+
+
+def _ops_work(ops, batch: int, cfg, backward: bool) -> list:
+    out = []
+    for op in (reversed(ops) if backward else ops):
+        if isinstance(op, Vec):
+            out += _vec_passes(op, batch, cfg, backward)
+        elif isinstance(op, MatMul):
+            ff, bp, wu = matmul_gemms(op, batch)
+            out.append((bp, wu) if backward else ff)
+        else:
+            raise ParameterError(f"unknown non-GEMM op {op!r}")
+    return out
+
+
+def layer_work(layer: Layer, batch: int, cfg, sparse: bool, optimizer: str) -> LayerWork:
+    """The vector passes and activation GEMMs of ``layer``'s pre/post ops and its weight update."""
+    e, f = cfg.data.elem_bytes, cfg.step.master_bytes
+    upd = vector.VecPass(f"{layer.name}.update", "OPT",
+                         vector.optimiser_pass(optimizer, layer.params, layer.pruned_params if sparse else 0,
+                                               e, f, cfg.step.srste),
+                         layer.params)
+    return LayerWork(_ops_work(layer.pre, batch, cfg, False), _ops_work(layer.post, batch, cfg, False),
+                     _ops_work(layer.post, batch, cfg, True), [upd], _ops_work(layer.pre, batch, cfg, True))
+
+
+def build_step(layers: list[Layer], batch: int, pattern, cfg, opts: Opts, optimizer: str | None = None,
+               progress=None) -> Sequence:
+    """The whole training step's sequence: GEMMs, and unless ``[step] gemm_only`` the non-GEMM work."""
+    per_layer = training_gemms(layers, batch, pattern)
+    if cfg.step.gemm_only:
+        return build_sequence(per_layer, cfg, opts, progress)
+    opt = optimizer or cfg.step.optimizer
+    extras = [layer_work(l, batch, cfg, not pattern.dense, opt) for l in layers]
+    return build_sequence(per_layer, cfg, opts, progress, extras)
+
+
+def build_sequence(per_layer: list[list[Gemm]], cfg, opts: Opts, progress=None,
+                   extras: list[LayerWork] | None = None) -> Sequence:
+    """Plan every GEMM and vector pass and lay the training step out as one step sequence."""
     blocks: list[Block] = []
 
     def single(g):
-        s = _choose(g, cfg, opts, 1.0)
+        s = vector.build(g, cfg) if isinstance(g, vector.VecPass) else _choose(g, cfg, opts, 1.0)
         if progress:
             progress()
         return Block([s], np.zeros(len(s), np.int64), np.arange(len(s)))
 
-    for gl in per_layer:
-        blocks.append(single(next(g for g in gl if g.phase == "FF")))
-    pending = None   # (owner, transfers, groups) of the previous layer's pre-generation
-    dram = DramTiming(cfg)
-    for gl in reversed(per_layer):
-        bp = [g for g in gl if g.phase == "BP"]
-        wu = next(g for g in gl if g.phase == "WU")
+    def pair(bp, wu):
         if bp and opts.interleave:
             sb, sw = _choose(bp[0], cfg, opts, 0.5), _choose(wu, cfg, opts, 0.5)
             if progress:
                 progress(); progress()
             gid, sid = _merge(sb, sw)
-            new = [Block([sb, sw], gid, sid)]
-        else:
-            new = [single(g) for g in bp + [wu]]
+            return [Block([sb, sw], gid, sid)]
+        return [single(g) for g in bp + [wu]]
+
+    def items(work):
+        out = []
+        for it in work:
+            out += pair([it[0]], it[1]) if isinstance(it, tuple) else [single(it)]
+        return out
+
+    extras = extras or [LayerWork() for _ in per_layer]
+    for gl, ex in zip(per_layer, extras):
+        blocks += items(ex.pre_ff)
+        blocks.append(single(next(g for g in gl if g.phase == "FF")))
+        blocks += items(ex.post_ff)
+    pending = None   # (owner, transfers, groups) of the previous layer's pre-generation
+    dram = DramTiming(cfg)
+    for gl, ex in zip(reversed(per_layer), reversed(extras)):
+        bp = [g for g in gl if g.phase == "BP"]
+        wu = next(g for g in gl if g.phase == "WU")
+        new = items(ex.post_bp) + pair(bp, wu) + items(ex.update) + items(ex.pre_bp)
         if pending is not None:
             _attach(new[0], pending, dram, cfg.prune.groups_per_cycle)
         blocks += new

@@ -6,6 +6,11 @@ block's cycles are split between them in proportion to their compute cycles.
 Stall cycles are a phase's cycles minus its fold (+ on-the-fly prune) cycles.
 Pre-generation traffic appears as its own ``PG`` row, owned by the layer
 whose weights it prepares; its cycles are zero except for the exposed tail.
+Vector passes are rows of phase ``VF`` / ``VB`` (forward / backward of an
+element-wise, norm, pooling or loss op) or ``OPT`` (a layer's weight update);
+their ``compute`` is the vector unit's cycles. ``kind`` sorts every row into
+``gemm`` (conv/linear), ``matmul`` (activation × activation), ``vector``,
+``update`` or ``pregen``; ``totals`` sums cycles per kind.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from sparsec.sim.sat.energy import energy_pj
+from sparsec.sim.sat.vector import VecSteps
 
 
 @dataclass
@@ -35,6 +41,8 @@ class PhaseStats:
     sram_bytes: int
     prune_groups: int
     energy_pj: float
+    kind: str = "gemm"
+    vector_ops: int = 0
 
     def as_dict(self):
         return asdict(self)
@@ -75,6 +83,9 @@ def phase_stats(seq, tl) -> list[PhaseStats]:
             shares.append(sh)
             acc += sh
         for s, c, cyc in zip(b.steps, comps, shares):
+            if isinstance(s, VecSteps):
+                rows.append(_vec_row(s, c, cyc, cfg))
+                continue
             g = s.gemm
             dram = int(s.load.sum() + s.write.sum())
             sram = _sram_bytes(s, cfg)
@@ -84,14 +95,28 @@ def phase_stats(seq, tl) -> list[PhaseStats]:
             e = energy_pj(cfg, g.macs, g.macs if g.sparse else 0, sram, dram, groups, cyc)
             rows.append(PhaseStats(g.layer, g.phase, g.sparse, s.plan.df, "".join(s.plan.order), s.plan.t,
                                    len(s), cyc, c, cyc - c, g.macs, g.dense_macs,
-                                   g.macs / (cyc * R * C) if cyc else 0.0, dram, sram, groups, e["total"]))
+                                   g.macs / (cyc * R * C) if cyc else 0.0, dram, sram, groups, e["total"],
+                                   "matmul" if g.activation else "gemm"))
         if b.bg_owner:
             cyc = blk if not b.steps else 0
             e = energy_pj(cfg, 0, 0, b.bg_bytes, b.bg_bytes, b.bg_groups, cyc)
             rows.append(PhaseStats(b.bg_owner, "PG", True, "-", "-", 0, 0, cyc, 0, cyc, 0, 0, 0.0,
-                                   b.bg_bytes, b.bg_bytes, b.bg_groups, e["total"]))
+                                   b.bg_bytes, b.bg_bytes, b.bg_groups, e["total"], "pregen"))
         start = end
     return rows
+
+
+def _vec_row(s: VecSteps, comp: int, cyc: int, cfg) -> PhaseStats:
+    vp = s.vp
+    dram = int(s.load.sum() + s.write.sum())
+    sram = 2 * dram        # each byte is written into its buffer and read by the unit (or the reverse)
+    # a lane operation is charged as one MAC (an fp32 FMA on a DSP slice)
+    e = energy_pj(cfg, vp.ops, 0, sram, dram, 0, cyc)
+    return PhaseStats(vp.layer, vp.phase, False, "vec", "-", int(s.elems[0]), len(s), cyc, comp, cyc - comp,
+                      0, 0, 0.0, dram, sram, 0, e["total"], "update" if vp.phase == "OPT" else "vector", vp.ops)
+
+
+KINDS = ("gemm", "matmul", "vector", "update", "pregen")
 
 
 def totals(rows: list[PhaseStats], total_cycles: int, cfg) -> dict:
@@ -107,6 +132,7 @@ def totals(rows: list[PhaseStats], total_cycles: int, cfg) -> dict:
         "dram_bytes": sum(r.dram_bytes for r in rows),
         "energy_pj": sum(r.energy_pj for r in rows),
         "seconds": total_cycles / (cfg.array.freq_mhz * 1e6),
+        "cycles_by_kind": {k: sum(r.cycles for r in rows if r.kind == k) for k in KINDS},
     }
 
 

@@ -262,6 +262,7 @@ class Steps:
     iM: np.ndarray
     iK: np.ndarray
     iN: np.ndarray
+    inst: np.ndarray = None  # instance of a repeated GEMM (``repeat``); None: one instance
 
     def __len__(self):
         return len(self.fold)
@@ -319,3 +320,17 @@ def build(g: Gemm, p: Plan, cfg, pregen: bool) -> Steps:
     load = a_b + b_b + r_b
     lb = dram.bursts(a_b) + dram.bursts(b_b) + dram.bursts(r_b)
     return Steps(g, p, tl, fold, prune, load, lb, w_b, dram.bursts(w_b), iM, iK, iN)
+
+
+def repeat(s: Steps, count: int) -> Steps:
+    """``count`` independent instances of the same GEMM back to back (batched activation GEMMs).
+
+    Each instance has its own operands, so it reloads exactly what the first one loaded: the step
+    list is the single instance's, repeated, and ``inst`` says which instance a step belongs to.
+    """
+    if count == 1:
+        return s
+    t = lambda a: np.tile(a, count)
+    inst = np.repeat(np.arange(count, dtype=np.int64), len(s))
+    return Steps(s.gemm, s.plan, s.tiling, t(s.fold), t(s.prune), t(s.load), t(s.load_bursts), t(s.write),
+                 t(s.write_bursts), t(s.iM), t(s.iK), t(s.iN), inst)
