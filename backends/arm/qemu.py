@@ -26,7 +26,7 @@ def qemu() -> str:
 def run_qemu(argv: list[str], cwd: str | None = None, env: dict | None = None, timeout: float = 600,
              cpu: str = "max", plugin: str | None = None) -> subprocess.CompletedProcess:
     """Run an aarch64 program under qemu-user (dynamic ones find their libc under the cross sysroot)."""
-    cmd = [qemu(), "-cpu", cpu, "-L", SYSROOT]
+    cmd = [qemu(), "-cpu", cpu, "-L", SYSROOT]   # options first; argv may start with more (-d, -D)
     for k, v in (env or {}).items():
         cmd += ["-E", f"{k}={v}"]
     if plugin:
