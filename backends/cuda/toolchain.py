@@ -1,0 +1,203 @@
+"""Everything that makes TVM 0.27 compile CUDA on a machine without a GPU or driver.
+
+TVM only embeds *compiled* device code (a fatbin) when ``libtvm_runtime_cuda.so``
+is loaded, because that library registers ``ffi.Module.create.cuda``; without
+it the CUDA codegen silently stores CUDA *source*, which the runtime-only TVM
+on a GPU box cannot JIT. That library needs ``libcuda.so.1`` (the driver). So:
+
+1. ``ensure_cuda_codegen()`` loads the real ``libcuda.so.1`` if there is one,
+   else a stub with the same SONAME, built with gcc from the ``cu*`` symbols
+   ``libtvm_runtime_cuda.so`` imports (each returns CUDA_ERROR_NO_DEVICE), then
+   loads ``libtvm_runtime_cuda.so`` so the module factory registers. It must run
+   before TVM first looks for the factory (``import tvm`` alone is fine).
+2. The compile callback ``tvm_callback_cuda_compile`` is overridden to run
+   nvcc (not NVRTC, which needs ``cuda-bindings``) for the arch of the target
+   being built, producing a fatbin with SASS for that arch + its PTX.
+3. ``build(mod, arch)`` builds inside ``with target:`` (``nvcc.compile_cuda``
+   reads ``Target.current()`` even when the arch is given).
+
+``ptx(...)`` / ``sass(...)`` return the device code of a built module for tests
+that check which instructions a kernel uses.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.util
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+
+from sparsec.ir.errors import ParameterError, SparsecError
+
+ARCHS = ("sm_90", "sm_80", "sm_86", "sm_89")
+DEFAULT_ARCH = "sm_90"
+# what libtvm_runtime_cuda.so of apache-tvm 0.27.0.post1 imports (used when binutils' nm is missing)
+_KNOWN_CU_SYMBOLS = ("cuDeviceGetName", "cuFuncSetAttribute", "cuGetErrorName", "cuGetErrorString",
+                     "cuLaunchKernelEx", "cuModuleGetFunction", "cuModuleLoadData", "cuModuleUnload",
+                     "cuTensorMapEncodeTiled")
+
+
+class CudaToolchainError(SparsecError):
+    """CUDA code cannot be generated or compiled here (no nvcc, no gcc, TVM without CUDA)."""
+
+
+def check_arch(arch: str) -> str:
+    if arch not in ARCHS:
+        raise ParameterError(f"--arch {arch!r} is not supported; choose one of {', '.join(ARCHS)}")
+    return arch
+
+
+def tvm_lib_dir() -> str:
+    spec = importlib.util.find_spec("tvm")
+    if spec is None or not spec.submodule_search_locations:
+        raise CudaToolchainError("TVM is not installed")
+    return os.path.join(list(spec.submodule_search_locations)[0], "lib")
+
+
+def nvcc_path() -> str:
+    p = shutil.which("nvcc") or (os.path.exists("/usr/local/cuda/bin/nvcc") and "/usr/local/cuda/bin/nvcc")
+    if not p:
+        raise CudaToolchainError("nvcc not found on PATH (install the CUDA toolkit, 12.x or 13.x)")
+    return p
+
+
+def _cu_symbols(lib: str) -> list[str]:
+    try:
+        out = subprocess.run(["nm", "-D", "--undefined-only", lib], capture_output=True, text=True,
+                             check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return list(_KNOWN_CU_SYMBOLS)
+    syms = {ln.split()[-1] for ln in out.splitlines() if ln.split()}
+    return sorted(s for s in syms if s.startswith("cu") and s[2:3].isupper())
+
+
+def build_stub_libcuda(outdir: str) -> str:
+    """gcc-build ``outdir/libcuda.so.1``: every driver symbol TVM's CUDA runtime imports, failing."""
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        raise CudaToolchainError("no C compiler (gcc) to build the stub libcuda.so.1")
+    syms = _cu_symbols(os.path.join(tvm_lib_dir(), "libtvm_runtime_cuda.so"))
+    src = os.path.join(outdir, "libcuda_stub.c")
+    with open(src, "w") as f:
+        f.write("/* stub driver for CUDA code generation without a GPU: 100 = CUDA_ERROR_NO_DEVICE */\n")
+        f.writelines(f"int {s}(void) {{ return 100; }}\n" for s in syms)
+    so = os.path.join(outdir, "libcuda.so.1")
+    subprocess.run([cc, "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", so, src], check=True,
+                   capture_output=True)
+    return so
+
+
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def ensure_cuda_codegen() -> str:
+    """Make TVM's CUDA codegen embed compiled device code; returns which libcuda was used."""
+    with _lock:
+        if "libcuda" in _state:
+            return _state["libcuda"]
+        try:
+            ctypes.CDLL("libcuda.so.1", mode=ctypes.RTLD_GLOBAL)
+            which = "driver libcuda.so.1"
+        except OSError:
+            d = tempfile.mkdtemp(prefix="sparsec_libcuda_stub_")
+            ctypes.CDLL(build_stub_libcuda(d), mode=ctypes.RTLD_GLOBAL)   # same SONAME: satisfies NEEDED
+            which = "stub libcuda.so.1"
+        os.environ.setdefault("TVM_CUDA_COMPILE_MODE", "nvcc")
+        import tvm
+        import tvm_ffi
+
+        if tvm.get_global_func("ffi.Module.create.cuda", True) is None:
+            # tvm was imported before the driver stub: its backend autoload skipped the CUDA runtime
+            ctypes.CDLL(os.path.join(tvm_lib_dir(), "libtvm_runtime_cuda.so"), mode=ctypes.RTLD_GLOBAL)
+        if tvm.get_global_func("ffi.Module.create.cuda", True) is None:
+            raise CudaToolchainError("TVM's CUDA runtime did not register ffi.Module.create.cuda; "
+                                     "CUDA code would be embedded as source")
+        tvm_ffi.register_global_func("tvm_callback_cuda_compile", _compile_callback, override=True)
+        _state["libcuda"] = which
+        return which
+
+
+def gencode_flags(arch: str) -> list[str]:
+    """SASS for ``arch`` plus its PTX (so newer GPUs can JIT it)."""
+    sm = check_arch(arch).split("_")[1]
+    return ["-gencode", f"arch=compute_{sm},code=sm_{sm}", "-gencode", f"arch=compute_{sm},code=compute_{sm}"]
+
+
+def _current_arch() -> str:
+    import tvm
+
+    t = tvm.target.Target.current(allow_none=True)
+    arch = str(t.attrs.get("arch", DEFAULT_ARCH)) if t is not None else DEFAULT_ARCH
+    return arch
+
+
+def _compile_callback(code: str):
+    from tvm.support import nvcc
+
+    nvcc_path()
+    return nvcc.compile_cuda(code, target_format="fatbin", compiler="nvcc", arch=gencode_flags(_current_arch()))
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_target(arch: str = DEFAULT_ARCH):
+    import tvm
+
+    return tvm.target.Target({"kind": "cuda", "arch": check_arch(arch)})
+
+
+def build(mod, arch: str = DEFAULT_ARCH):
+    """``tvm.tirx.build`` for CUDA with the device code compiled to a fatbin by nvcc."""
+    import tvm
+
+    ensure_cuda_codegen()
+    nvcc_path()
+    target = cuda_target(arch)
+    with target:
+        return tvm.tirx.build(mod, target=target)
+
+
+def device_source(lib) -> str:
+    """The generated CUDA C++ of a built module."""
+    for m in [lib, *lib.imports]:
+        try:
+            src = m.inspect_source("cuda")
+        except Exception:   # noqa: BLE001  (a module kind without CUDA source)
+            continue
+        if src and "__global__" in src:
+            return src
+    raise CudaToolchainError("the module holds no CUDA source")
+
+
+def ptx(lib_or_source, arch: str = DEFAULT_ARCH) -> str:
+    """PTX of a built module (or of CUDA source), compiled by nvcc for ``arch``."""
+    from tvm.support import nvcc
+
+    src = lib_or_source if isinstance(lib_or_source, str) else device_source(lib_or_source)
+    ensure_cuda_codegen()
+    with cuda_target(arch):
+        return nvcc.compile_cuda(src, target_format="ptx", arch=check_arch(arch), compiler="nvcc").decode()
+
+
+def sass(lib_or_source, arch: str = DEFAULT_ARCH) -> str:
+    """SASS disassembly (cuobjdump) of a module's device code compiled to a cubin for ``arch``."""
+    from tvm.support import nvcc
+
+    src = lib_or_source if isinstance(lib_or_source, str) else device_source(lib_or_source)
+    ensure_cuda_codegen()
+    with cuda_target(arch):
+        cubin = nvcc.compile_cuda(src, target_format="cubin", arch=check_arch(arch), compiler="nvcc")
+    tool = shutil.which("cuobjdump") or os.path.join(os.path.dirname(nvcc_path()), "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        return subprocess.run([tool, "-sass", f.name], capture_output=True, text=True, check=True).stdout
+
+
+def fatbin_embedded(so_path: str) -> bool:
+    """True when an exported library carries a fatbin (and no CUDA source to JIT)."""
+    blob = open(so_path, "rb").read()
+    return bytes.fromhex("50ed55ba") in blob and b"__global__" not in blob

@@ -1,0 +1,171 @@
+"""SpMM on the GPU: sparsec CUDA kernels vs cuBLAS / cuSPARSE / cuSPARSELt, measured in one run.
+
+Runs on the GPU machine (TVM runtime bundle only; kernels prebuilt by scripts/gpu/build_kernels.py):
+    python benchmarks/spmm_gpu.py KDIR OUTDIR [--budget-s 300]
+Problem: ``Y[T, O] = X[T, K] @ W[O, K]^T`` in fp16. Baselines, same process and inputs:
+cuBLAS (``F.linear``), cuSPARSE (``torch.mm(W.to_sparse_csr(), X^T)``), cuSPARSELt
+(``to_sparse_semi_structured``, 2:4 only). Every time is the median of 5 replays of a CUDA graph of
+20 calls (no launch gaps; ``loop`` in the JSON where a library could not be captured).
+``dispatch`` = the faster of the sparse kernel and sparsec's dense kernel for that shape, what a
+cost-model dispatcher picking per layer would get. Weights of 4096x4096 fp16 (32 MB) fit in the
+50 MB L2 across replays; the larger ones do not.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "gpu"))
+import env  # noqa: E402
+
+
+def main():
+    import torch
+    import torch.nn.functional as F
+
+    from sparsec.backends.cuda.runtime import load_library
+    from sparsec.ir.formats import CSR, NM, Bitmap
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("kdir")
+    ap.add_argument("outdir")
+    ap.add_argument("--budget-s", type=float, default=300)
+    a = ap.parse_args()
+    deadline = time.time() + a.budget_s
+    os.makedirs(a.outdir, exist_ok=True)
+    cases = json.load(open(os.path.join(a.kdir, "cases.json")))["bench"]
+    names = {c["name"] for c in cases}
+    lib = load_library(os.path.join(a.kdir, "bench.so"))
+    info = env.machine_info()
+    print("machine:", info, flush=True)
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    shapes = sorted({(c["O"], c["K"]) for c in cases}, key=lambda s: s[0] * s[1])
+    tokens = sorted({c["T"] for c in cases})
+    from cases import BENCH_NM, BENCH_SPARSITY  # noqa: E402
+    rows = []
+    out_json = os.path.join(a.outdir, "spmm_gpu.json")
+
+    def save():
+        json.dump({"machine": info, "note": __doc__.split("\n\n")[1], "rows": rows}, open(out_json, "w"), indent=1)
+
+    def call(name, *args):
+        f = lib[name]
+        return lambda: f(*args)
+
+    for (O, K) in shapes:
+        if time.time() > deadline:
+            print(f"budget spent: skipping {O}x{K}", flush=True)
+            continue
+        w_full = (torch.randn(O, K, device=dev, dtype=torch.float16) * (1.0 / K ** 0.5))
+        packs = {}
+        tp = time.time()
+        for s in BENCH_SPARSITY:
+            w = w_full * (torch.rand(O, K, device=dev) >= s)
+            wc = w.cpu()
+            packs[f"unstructured{int(s * 100)}"] = (w, Bitmap.from_dense(wc, tile=(8, 32)), CSR.from_dense(wc))
+        for n, m in BENCH_NM:
+            G = K // m
+            score = torch.rand(O, G, m, device=dev)
+            keep = torch.zeros(O, G, m, device=dev, dtype=torch.bool)
+            keep.scatter_(2, score.argsort(-1)[..., :n], True)
+            w = w_full * keep.view(O, K)
+            packs[f"{n}:{m}"] = (w, NM.from_dense(w.cpu(), n=n, m=m), None)
+        print(f"{O}x{K}: packed in {time.time() - tp:.1f}s", flush=True)
+        gpu = {k: (w, {b: getattr(f, b).to(dev) for b in f.buffers},
+                   {b: getattr(c, b).to(dev) for b in c.buffers} if c is not None else None)
+               for k, (w, f, c) in packs.items()}
+        for T in tokens:
+            x = torch.randn(T, K, device=dev, dtype=torch.float16)
+            xt = x.t().contiguous()
+            y = torch.empty(T, O, device=dev, dtype=torch.float16)
+            t_cublas, m_cublas = env.bench_graph(lambda: F.linear(x, w_full))
+            nm_dense = f"b_dense_{O}x{K}x{T}"
+            t_dense, _ = env.bench_graph(call(nm_dense, w_full, x, y)) if nm_dense in names else (None, None)
+            base = {"O": O, "K": K, "T": T, "cublas_ms": t_cublas, "sparsec_dense_ms": t_dense,
+                    "dense_vs_cublas": t_cublas / t_dense if t_dense else None}
+            for pat, (w, bufs, csr) in gpu.items():
+                r = dict(base, pattern=pat)
+                if pat.startswith("unstructured"):
+                    kname = f"b_bitmap_{O}x{K}x{T}"
+                    r["format"] = "bitmap(8x32)"
+                    r["sparsec_ms"], _ = env.bench_graph(call(kname, bufs["bits"], bufs["tile_ptr"], bufs["values"],
+                                                              x, y))
+                    cname = f"b_csr_{O}x{K}x{T}"
+                    r["sparsec_csr_ms"], _ = env.bench_graph(call(cname, csr["indptr"], csr["indices"],
+                                                                  csr["values"], x, y))
+                    try:
+                        wcsr = w.to_sparse_csr()
+                        r["cusparse_ms"], r["cusparse_method"] = env.bench_graph(lambda: torch.mm(wcsr, xt))
+                    except Exception as exc:  # noqa: BLE001
+                        r["cusparse_error"] = str(exc)[:200]
+                else:
+                    n, m = pat.split(":")
+                    kname = f"b_nm{n}{m}_{O}x{K}x{T}"
+                    r["format"] = f"nm({pat})"
+                    r["sparsec_ms"], _ = env.bench_graph(call(kname, bufs["values"], bufs["indices"], x, y))
+                    if pat == "2:4":
+                        try:
+                            from torch.sparse import to_sparse_semi_structured
+                            wss = to_sparse_semi_structured(w)
+                            r["cusparselt_ms"], r["cusparselt_method"] = env.bench_graph(lambda: torch.mm(wss, xt))
+                            r["cusparselt_backend"] = type(wss).__name__
+                        except Exception as exc:  # noqa: BLE001
+                            r["cusparselt_error"] = str(exc)[:200]
+                r["speedup_vs_cublas"] = t_cublas / r["sparsec_ms"]
+                r["dispatch_ms"] = min(r["sparsec_ms"], t_dense or float("inf"))
+                r["dispatch_vs_cublas"] = t_cublas / r["dispatch_ms"]
+                if r.get("cusparse_ms"):
+                    r["speedup_vs_cusparse"] = r["cusparse_ms"] / r["sparsec_ms"]
+                if r.get("cusparselt_ms"):
+                    r["speedup_vs_cusparselt"] = r["cusparselt_ms"] / r["sparsec_ms"]
+                rows.append(r)
+                print(f"{O:>5}x{K:<5} T={T:<5} {pat:<15} cuBLAS {t_cublas * 1e3:8.1f}us  sparsec {r['sparsec_ms'] * 1e3:8.1f}us"
+                      f"  x{r['speedup_vs_cublas']:.2f}  dense(tvm) x{base['dense_vs_cublas'] or 0:.2f}"
+                      + (f"  cuSPARSE x{r['speedup_vs_cusparse']:.2f}" if r.get("speedup_vs_cusparse") else "")
+                      + (f"  cuSPARSELt {r['cusparselt_ms'] * 1e3:.1f}us x{r['speedup_vs_cusparselt']:.2f}"
+                         if r.get("speedup_vs_cusparselt") else ""), flush=True)
+            save()
+        del gpu, packs, w_full
+        torch.cuda.empty_cache()
+    save()
+    plot(rows, os.path.join(a.outdir, "spmm_gpu.png"), info)
+    return 0
+
+
+def plot(rows, path, info):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    shapes = sorted({(r["O"], r["K"]) for r in rows}, key=lambda s: s[0] * s[1])
+    if not shapes:
+        return
+    fig, axes = plt.subplots(1, len(shapes), figsize=(4.5 * len(shapes), 4), squeeze=False)
+    for ax, (O, K) in zip(axes[0], shapes):
+        sub = [r for r in rows if (r["O"], r["K"]) == (O, K)]
+        for pat in sorted({r["pattern"] for r in sub}):
+            pts = sorted((r["T"], r["speedup_vs_cublas"]) for r in sub if r["pattern"] == pat)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=pat)
+        pts = sorted({(r["T"], r["dense_vs_cublas"]) for r in sub if r.get("dense_vs_cublas")})
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "k--", label="sparsec dense")
+        pts = sorted((r["T"], r["cublas_ms"] / r["cusparselt_ms"]) for r in sub if r.get("cusparselt_ms"))
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "r:", marker="x", label="cuSPARSELt 2:4")
+        ax.axhline(1.0, color="grey", lw=0.5)
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"{O}x{K} fp16")
+        ax.set_xlabel("tokens")
+        ax.set_ylabel("speedup vs cuBLAS")
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle(f"sparsec CUDA SpMM vs cuBLAS — {info.get('gpu')}, driver {info.get('driver')}, {info.get('date')}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

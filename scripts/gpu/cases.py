@@ -1,0 +1,84 @@
+"""The kernel cases built here (no GPU) and run on the GPU machine: correctness grid + benchmark grid.
+
+A case fixes what a kernel depends on (format, params, buffer dtypes, O, K, T,
+dtype, bias, activation); the weight values are drawn on the GPU machine from
+``pattern`` (kernels take nnz-sized buffers as symbolic, so any values fit).
+"""
+from __future__ import annotations
+
+FMT_PARAMS = {"dense": (), "bitmap": ("tile",), "csr": (), "nm": ("n", "m"), "bsr": ("block",),
+              "groupquant": ("group", "bits")}
+
+
+def buffer_dtypes(fmt: str, dtype: str) -> tuple:
+    i32 = "int32"
+    return {"dense": (("values", dtype),),
+            "bitmap": (("bits", "uint8"), ("tile_ptr", i32), ("values", dtype)),
+            "csr": (("indptr", i32), ("indices", i32), ("values", dtype)),
+            "nm": (("values", dtype), ("indices", "uint8")),
+            "bsr": (("indptr", i32), ("indices", i32), ("blocks", dtype)),
+            "groupquant": (("indptr", i32), ("group_idx", i32), ("qvalues", "uint8"), ("scales", "float32"),
+                           ("zeros", "uint8"))}[fmt]
+
+
+def case(name, fmt, params, O, K, T, dtype="float16", bias=False, act=None, pattern=None, knobs=None):
+    return {"name": name, "format": fmt, "params": dict(params), "O": O, "K": K, "T": T, "dtype": dtype,
+            "bias": bias, "activation": act, "pattern": pattern, "knobs": dict(knobs or {})}
+
+
+# (format, params, pattern) ; pattern: ["unstructured", s, empty_rows] | ["nm", n, m] | ["block", r, c, s] |
+# ["group", g, s] | ["dense"]
+CHECK_FORMATS = [
+    ("dense", {}, ["dense"]),
+    ("bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True]),
+    ("bitmap", {"tile": [16, 32]}, ["unstructured", 0.5, False]),
+    ("bitmap", {"tile": [8, 8]}, ["unstructured", 0.7, True]),
+    ("csr", {}, ["unstructured", 0.9, True]),
+    ("nm", {"n": 2, "m": 4}, ["nm", 2, 4]),
+    ("nm", {"n": 1, "m": 4}, ["nm", 1, 4]),
+    ("nm", {"n": 2, "m": 8}, ["nm", 2, 8]),
+    ("nm", {"n": 4, "m": 16}, ["nm", 4, 16]),
+    ("bsr", {"block": [4, 4]}, ["block", 4, 4, 0.8]),
+    ("bsr", {"block": [16, 16]}, ["block", 16, 16, 0.6]),
+    ("groupquant", {"group": 32, "bits": 4}, ["group", 32, 0.5]),
+    ("groupquant", {"group": 16, "bits": 8}, ["group", 16, 0.3]),
+]
+CHECK_SHAPES = [(100, 200, 5), (37, 77, 3), (256, 512, 64), (64, 96, 130), (48, 64, 1), (300, 1000, 17)]
+EPILOGUES = [(False, None), (True, "gelu"), (True, "relu"), (False, "silu")]
+
+
+def check_cases() -> list[dict]:
+    out = []
+    i = 0
+    for dtype in ("float16", "bfloat16", "float32"):
+        for fmt, params, pat in CHECK_FORMATS:
+            for (O, K, T) in CHECK_SHAPES:
+                if dtype == "float32" and (O, K, T) not in ((100, 200, 5), (37, 77, 3)):
+                    continue
+                if dtype == "bfloat16" and (O, K, T) not in ((100, 200, 5), (64, 96, 130), (300, 1000, 17)):
+                    continue
+                bias, act = EPILOGUES[i % len(EPILOGUES)]
+                i += 1
+                tag = "_".join(f"{v[0]}x{v[1]}" if isinstance(v, list) else str(v) for v in params.values())
+                out.append(case(f"chk{i}_{fmt}{tag}_{dtype}_{O}x{K}x{T}", fmt, params, O, K, T, dtype, bias, act,
+                                pat))
+    return out
+
+
+BENCH_SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (9216, 36864)]
+BENCH_TOKENS = [1, 8, 16, 32, 128, 1024]
+BENCH_SPARSITY = [0.5, 0.7, 0.8, 0.9]
+BENCH_NM = [(2, 4), (1, 4), (2, 8)]
+
+
+def bench_cases() -> list[dict]:
+    """One kernel per (format, shape, tokens); sparsity levels share the kernel."""
+    out = []
+    for (O, K) in BENCH_SHAPES:
+        for T in BENCH_TOKENS:
+            out.append(case(f"b_dense_{O}x{K}x{T}", "dense", {}, O, K, T))
+            out.append(case(f"b_bitmap_{O}x{K}x{T}", "bitmap", {"tile": [8, 32]}, O, K, T))
+            out.append(case(f"b_csr_{O}x{K}x{T}", "csr", {}, O, K, T))
+            for n, m in BENCH_NM:
+                out.append(case(f"b_nm{n}{m}_{O}x{K}x{T}", "nm", {"n": n, "m": m}, O, K, T))
+    return out

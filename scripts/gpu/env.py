@@ -1,0 +1,137 @@
+"""GPU-machine side: make ``sparsec.*`` importable from the checkout (no pip install) and load the
+TVM runtime bundle (runtime only). Import this first in every scripts/gpu program."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+import sparsec  # noqa: E402
+
+if REPO not in sparsec.__path__:          # sparsec.ir -> REPO/ir, sparsec.backends -> REPO/backends, ...
+    sparsec.__path__.append(REPO)
+
+
+def machine_info() -> dict:
+    import torch
+
+    info = {"python": platform.python_version(), "torch": torch.__version__}
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        info.update(gpu=p.name, sm=f"{p.major}.{p.minor}", sms=p.multi_processor_count,
+                    memory_gib=round(p.total_memory / 2**30, 1))
+    try:
+        info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                        capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        info["driver"] = "unknown"
+    import datetime
+
+    info["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return info
+
+
+def make_weight(c: dict, seed: int = 0):
+    """The dense (pruned) fp32 weight for a case, drawn on the CPU with torch (deterministic)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    O, K = c["O"], c["K"]
+    w = torch.randn(O, K, generator=g) * (1.0 / K ** 0.5)
+    pat = c["pattern"] or ["dense"]
+    kind = pat[0]
+    if kind == "unstructured":
+        w = w * (torch.rand(O, K, generator=g) >= pat[1])
+        if pat[2]:                                     # empty rows: first, a middle one, the last
+            for r in {0, O // 2, O - 1}:
+                w[r] = 0
+    elif kind == "nm":
+        n, m = pat[1], pat[2]
+        G = -(-K // m)
+        score = torch.rand(O, G * m, generator=g)
+        keep = torch.zeros(O, G * m, dtype=torch.bool)
+        idx = score.view(O, G, m).argsort(-1)[..., :n] + (torch.arange(G) * m).view(1, G, 1)
+        keep.scatter_(1, idx.reshape(O, G * n), True)
+        w = w * keep[:, :K]
+    elif kind == "block":
+        r, cc, s = pat[1], pat[2], pat[3]
+        nbr, nbc = -(-O // r), -(-K // cc)
+        keep = (torch.rand(nbr, nbc, generator=g) >= s).repeat_interleave(r, 0).repeat_interleave(cc, 1)
+        w = w * keep[:O, :K]
+    elif kind == "group":
+        grp, s = pat[1], pat[2]
+        ng = -(-K // grp)
+        keep = (torch.rand(O, ng, generator=g) >= s).repeat_interleave(grp, 1)
+        w = w * keep[:, :K]
+    return w
+
+
+def pack(c: dict, w):
+    """The case's format object from the dense weight (in the case's dtype)."""
+    import torch
+
+    from sparsec.ir.formats import BSR, CSR, NM, Bitmap, Dense, GroupQuant
+
+    dt = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[c["dtype"]]
+    w = w.to(dt)
+    p = c["params"]
+    f = c["format"]
+    if f == "dense":
+        return Dense.from_dense(w)
+    if f == "bitmap":
+        return Bitmap.from_dense(w, tile=tuple(p["tile"]))
+    if f == "csr":
+        return CSR.from_dense(w)
+    if f == "nm":
+        return NM.from_dense(w, n=p["n"], m=p["m"])
+    if f == "bsr":
+        return BSR.from_dense(w, block=tuple(p["block"]))
+    if f == "groupquant":
+        return GroupQuant.from_dense(w, group=p["group"], bits=p["bits"])
+    raise ValueError(f)
+
+
+def bench_graph(fn, iters: int = 20, reps: int = 5):
+    """Median GPU time (ms) of one ``fn()``: ``iters`` calls captured in a CUDA graph, replayed ``reps``
+    times (no launch gaps); falls back to a plain loop timed with events if capture fails."""
+    import torch
+
+    from sparsec.backends.cuda.runtime import on_torch_stream
+
+    fn()
+    torch.cuda.synchronize()
+    method = "graph"
+    try:
+        g = torch.cuda.CUDAGraph()
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            fn()
+        torch.cuda.current_stream().wait_stream(s)
+        with on_torch_stream(torch.cuda.graph(g)):
+            for _ in range(iters):
+                fn()
+        run = g.replay
+    except Exception:  # noqa: BLE001  (library that cannot be captured)
+        method = "loop"
+        torch.cuda.synchronize()
+
+        def run():
+            for _ in range(iters):
+                fn()
+    run()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        run()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / iters)
+    times.sort()
+    return times[len(times) // 2], method
