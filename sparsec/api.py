@@ -69,11 +69,16 @@ def layer_report(g: Graph, choices) -> list[dict]:
 def compile(model, example_inputs=None, *, target: str = "llvm", sparsity: float | None = None,
             pattern: str | None = None, format: str = "auto", measure: bool = False,
             cpu: str | None = None, emit=None,
-            spec: str | None = None, progress: Callable[[int, int, str], None] | None = None) -> Compiled:
+            spec: str | None = None, progress: Callable[[int, int, str], None] | None = None,
+            tuning_db: str | bool | None = None) -> Compiled:
     """Compile a model file path (or an nn.Module with ``example_inputs``) for ``target``.
 
     No pruning unless ``pattern`` is given: weights already sparse in a pattern
     are detected and kept exactly.
+
+    ``tuning_db``: the `sparsec autotune` database to use (a path; None = the default,
+    ``$SPARSEC_TUNING_DB`` or ``<cache>/tuning.jsonl``, when it exists; False = none). Its
+    knobs are used for matching kernels, and in ``format="auto"`` a tuned format wins.
     """
     from sparsec.backends.llvm.compile import compile_graph
     from sparsec.backends.llvm.pipeline import cpu_pipeline
@@ -100,14 +105,26 @@ def compile(model, example_inputs=None, *, target: str = "llvm", sparsity: float
     if measure:
         from sparsec.backends.llvm.measure import measure_matmul
         measure_fn = measure_matmul
-    g = run_passes(g, cpu_pipeline(pattern, sparsity, format, choices, measure=measure_fn, spec=spec))
+    passes = cpu_pipeline(pattern, sparsity, format, choices, measure=measure_fn, spec=spec)
+    db = None
+    if tuning_db is not False and target == "llvm":
+        from sparsec.passes.autotune.apply import open_db, tuned_selection
+        db = open_db(tuning_db or None)
+        if db is not None:
+            passes = [(n, tuned_selection(fn, choices, db, fmt=format, pattern=pattern) if n == "select_formats"
+                       else fn) for n, fn in passes]
+    g = run_passes(g, passes)
     t2 = time.perf_counter()
     if target == "arm":     # aarch64 NEON (backends/arm): cpu picks the core, emit "c" adds the C driver
         from sparsec.backends.arm.compile import compile_arm
 
         cg = compile_arm(g, cpu=cpu, emit=emit, progress=progress)
     else:
-        cg = compile_graph(g, progress=progress)
+        knobs_for = None
+        if db is not None:
+            from sparsec.passes.autotune.apply import knobs_for as db_knobs_for
+            knobs_for = db_knobs_for(db)
+        cg = compile_graph(g, progress=progress, knobs_for=knobs_for)
     t3 = time.perf_counter()
     timings = {"import_s": t1 - t0, "passes_s": t2 - t1, "codegen_s": t3 - t2, "total_s": t3 - t0, **cg.timings}
     return Compiled(g, cg, layer_report(g, choices), timings, tuple(example_inputs))

@@ -21,6 +21,7 @@ COMMANDS = [
     "sparsec.commands.compile",
     "sparsec.commands.run",
     "sparsec.commands.calibrate",
+    "sparsec.commands.autotune",
     "sparsec.commands.simulate",
 ]
 

@@ -1,0 +1,144 @@
+"""`sparsec autotune model.py`: tune formats × kernel knobs per sparse layer into the tuning database.
+
+    sparsec autotune model.py --target llvm [--budget 10m | --trials N] [--db tuning.jsonl]
+                              [--rpc host:port --key NAME] [--pattern P --sparsity S]
+    sparsec autotune --merge OUT.jsonl A.jsonl B.jsonl ...
+
+Resumable: configurations already in the database (same machine, target and
+versions) are not measured again. `sparsec compile` reads the same database
+(default ``$SPARSEC_TUNING_DB`` or ``<cache>/tuning.jsonl``).
+"""
+from __future__ import annotations
+
+import re
+import sys
+import time
+
+from sparsec.ir.errors import ParameterError
+
+
+def parse_budget(text: str | None) -> float | None:
+    """'90s', '10m', '1h', '600' -> seconds."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not m:
+        raise ParameterError(f"--budget {text!r}: expected a duration like 90s, 10m or 1h")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def _fmt_us(t):
+    return f"{t * 1e6:9.1f}" if t is not None else "      n/a"
+
+
+def print_table(results) -> None:
+    print(f"{'layer (shape, tokens, density)':<30}{'#w':>4}  {'selection':<34}{'us':>9}  "
+          f"{'tuned':<52}{'us':>9}{'speedup':>9}")
+    for r in results:
+        base, best = r.baseline, r.best
+        sp = base.time_s / best.time_s if base and best else float("nan")
+        print(f"{r.layer.name:<30}{len(r.layer.weights):>4}  {base.config.label if base else 'n/a':<34.34}"
+              f"{_fmt_us(base.time_s if base else None)}  {best.config.label if best else 'n/a':<52.52}"
+              f"{_fmt_us(best.time_s if best else None)}{sp:>8.2f}x")
+
+
+def run(args) -> int:
+    from sparsec.passes.autotune.apply import default_db_path
+    from sparsec.passes.autotune.db import TuningDB, merge
+
+    if args.merge:
+        out = merge(args.merge[0], *args.merge[1:])
+        print(f"merged {len(args.merge) - 1} database(s) into {out.path}: {len(out)} records"
+              + (f", {out.skipped} damaged lines dropped" if out.skipped else ""))
+        return 0
+    if not args.model:
+        raise ParameterError("sparsec autotune: give a model file (or --merge OUT IN...)")
+    if args.target != "llvm":
+        raise ParameterError(f"sparsec autotune --target {args.target!r}: only llvm is tunable yet "
+                             f"(arm and cuda kernels have no measured schedule space here)")
+    budget = parse_budget(args.budget)
+    if budget is None and args.trials is None:
+        budget = 600.0
+    if args.trials is not None and args.trials < 1:
+        raise ParameterError(f"--trials must be >= 1, got {args.trials}")
+    if (args.rpc is None) != (args.key is None):
+        raise ParameterError("--rpc HOST:PORT and --key NAME go together")
+    from sparsec.backends.target import host_target
+    from sparsec.passes.autotune.driver import prepare_graph, tune_graph
+    from sparsec.passes.autotune.search import Tuner
+
+    target = host_target()
+    db = TuningDB(args.db or default_db_path())
+    if db.skipped:
+        print(f"note: {db.skipped} damaged line(s) in {db.path} skipped (an interrupted write)", file=sys.stderr)
+    if args.rpc:
+        from sparsec.passes.autotune.rpc import RPCRunner
+        runner = RPCRunner(args.rpc, args.key, target=target, parallel=args.parallel)
+    else:
+        from sparsec.passes.autotune.measure import LocalRunner
+        runner = LocalRunner(target)
+    g = prepare_graph(args.model, pattern=args.pattern, sparsity=args.sparsity)
+    show = not args.quiet and sys.stderr.isatty()
+    bar = task = None
+    if show:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                       TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+        bar.start()
+    t_start = time.time()
+
+    def progress(info):
+        if bar is None:
+            return
+        nonlocal task
+        total = info["budget"] or None
+        best = f"best {info['best'] * 1e6:.1f} us {info['best_label']}" if info["best"] else "best -"
+        text = f"trials {info['trials']}" + (f"/{total}" if total else "") + f" (space {info['space']}, " \
+               f"reused {info['reused']})  {best}"
+        if task is None:
+            task = bar.add_task(info["layer"], total=total, info=text)
+        if budget is not None and total is None:
+            # the time budget drives the bar (and so the ETA)
+            bar.update(task, total=budget, completed=min(budget, time.time() - t_start), info=text,
+                       description=info["layer"])
+        else:
+            bar.update(task, total=total, completed=info["trials"], info=text, description=info["layer"])
+
+    def on_layer(i, n, layer):
+        nonlocal task
+        task = None
+        if not show:
+            print(f"[{i + 1}/{n}] tuning {layer.name} ({len(layer.weights)} weights)", file=sys.stderr)
+
+    tuner = Tuner(db, runner, target, progress=progress)
+    try:
+        results = tune_graph(g, tuner, pattern=args.pattern, trials=args.trials, budget_s=budget,
+                             on_layer=on_layer)
+    finally:
+        if bar is not None:
+            bar.stop()
+    print_table(results)
+    tr = sum(r.trials for r in results)
+    print(f"{tr} new trials, {sum(r.reused for r in results)} reused, in {time.time() - t_start:.0f}s; "
+          f"database {db.path} ({len(db)} records)")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("autotune", help="tune formats and kernel knobs per layer into the tuning database",
+                       description="Measure candidate formats x schedule knobs of every sparse layer (checked "
+                                   "against a reference before timing) and record them; `sparsec compile` "
+                                   "then uses the fastest. Resumable.")
+    p.add_argument("model", nargs="?", help="model file (as for `sparsec compile`)")
+    p.add_argument("--target", default="llvm", help="llvm (this CPU, or the RPC devices' CPU)")
+    p.add_argument("--budget", help="time budget (90s, 10m, 1h; default 10m unless --trials)")
+    p.add_argument("--trials", type=int, help="new measurements in total")
+    p.add_argument("--db", help="tuning database (default $SPARSEC_TUNING_DB or <cache>/tuning.jsonl)")
+    p.add_argument("--pattern", help="prune to this pattern first (as `sparsec compile`)")
+    p.add_argument("--sparsity", type=float, help="prune to this fraction of zeros (default pattern unstructured)")
+    p.add_argument("--rpc", help="TVM RPC tracker HOST:PORT (measure on its devices)")
+    p.add_argument("--key", help="device key registered with the tracker")
+    p.add_argument("--parallel", type=int, default=None, help="RPC: measurements in flight (default: free devices)")
+    p.add_argument("--merge", nargs="+", metavar="DB", help="merge databases: OUT IN [IN ...] (atomic)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
