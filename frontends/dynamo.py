@@ -34,6 +34,7 @@ weight, before the forward; the packed formats follow through the weight guard.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from typing import Any
 
 import torch
@@ -137,43 +138,51 @@ def _backend(gm: fx.GraphModule, example_inputs, options: dict | None, mode: str
 
 # -- BDWP training ----------------------------------------------------------------------------
 
+# weight -> [mask_ff, mask_bp, training calls]: shared by every graph over that weight (the
+# grad-enabled and the no-grad graph of one model see the same masks, as in sparsec.training)
+# (keyed by id, with a weak reference that tells a reused id apart; tensors can't be dict keys by value)
+_MASKS: dict[int, list] = {}
+
+
+def _entry(w: torch.Tensor) -> list | None:
+    e = _MASKS.get(id(w))
+    return e if e is not None and e[3]() is w else None
+
+
 class _BDWPState:
-    """The two masks of every BDWP weight, refreshed in place every ``mask_interval`` training calls."""
+    """The two masks of every BDWP weight of one graph, refreshed in place every ``mask_interval`` training calls."""
 
     def __init__(self, pattern: str, mask_interval: int):
         self.pattern, self.mask_interval = pattern, mask_interval
         self.weights: list[torch.Tensor] = []
-        self.masks: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.step = 0
 
     def add(self, w: torch.Tensor) -> int:
         from sparsec.passes import bdwp
 
-        ff, bp = bdwp.masks(w.detach().cpu(), self.pattern)
+        if _entry(w) is None:
+            ff, bp = bdwp.masks(w.detach().cpu(), self.pattern)
+            _MASKS[id(w)] = [ff.clone(), bp.clone(), 0, weakref.ref(w)]
         self.weights.append(w)
-        self.masks.append((ff.clone(), bp.clone()))
-        return len(self.masks) - 1
+        return len(self.weights) - 1
 
     def flat_masks(self) -> list[torch.Tensor]:
-        return [m for pair in self.masks for m in pair]
-
-    @torch.no_grad()
-    def refresh(self) -> None:
-        from sparsec.passes import bdwp
-
-        for w, (ff, bp) in zip(self.weights, self.masks):
-            nff, nbp = bdwp.masks(w.detach().cpu(), self.pattern)
-            if not torch.equal(nff, ff):        # an unchanged mask keeps its version: no re-pack
-                ff.copy_(nff)
-            if not torch.equal(nbp, bp):
-                bp.copy_(nbp)
+        return [m for w in self.weights for m in _entry(w)[:2]]
 
     def maybe_refresh(self) -> None:
+        """Before a training call: masks from the current weight at step 0, k, 2k, ... (step 0: at compile)."""
+        from sparsec.passes import bdwp
+
         if not torch.is_grad_enabled():
             return
-        if self.step % self.mask_interval == 0 and self.step > 0:   # step 0: masks made at compile time
-            self.refresh()
-        self.step += 1
+        for w in self.weights:
+            entry = _entry(w)
+            if entry[2] % self.mask_interval == 0 and entry[2] > 0:
+                nff, nbp = bdwp.masks(w.detach().cpu(), self.pattern)
+                for old, new in ((entry[0], nff), (entry[1], nbp)):
+                    if not torch.equal(old, new):      # an unchanged mask keeps its version: no re-pack
+                        with torch.no_grad():
+                            old.copy_(new)
+            entry[2] += 1
 
 
 def _bdwp_rewrite(gm: fx.GraphModule, example_inputs: list, opts: Options):

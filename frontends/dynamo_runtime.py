@@ -220,6 +220,7 @@ class CompiledFx:
                         node_outs.append(name)
                     out_map.append(("out", node_outs.index(name)))
         g = g.with_nodes(g.nodes, node_outs)
+        LAST_GRAPHS[self.name] = g
         run = self._runner(g) if node_outs else (lambda xs: ())
         self.state = _State(key, run, out_map, g, choices)
 
@@ -284,16 +285,31 @@ class CompiledFx:
 
 
 def pipeline(opts: Options, choices: list):
-    """The CPU pass list, after constant folding (BDWP training: the masks already prune)."""
-    from sparsec.backends.llvm.pipeline import cpu_pipeline
-    from sparsec.passes.fold_constants import fold_constants
+    """The CPU pass list, after constant folding.
 
-    pattern, sparsity = opts.pattern, opts.sparsity
+    BDWP training: the masks already prune, and the masked weights (W ⊙ mask_ff
+    for the forward, (W ⊙ mask_bp)ᵀ for the backward) are packed N:M
+    (``pack_nm``) instead of going through the format choice, unless a format is forced.
+    """
+    from sparsec.backends.llvm.pipeline import cpu_pipeline
+    from sparsec.passes.canonicalize import canonicalize_matmul
+    from sparsec.passes.fold_constants import fold_constants
+    from sparsec.passes.fuse import fuse_epilogues
+
+    fold = [("fold_constants", fold_constants)]
     if opts.train == "bdwp":
-        pattern = sparsity = None
-    elif sparsity is not None and pattern is None:
+        if opts.format == "auto":
+            from sparsec.passes.bdwp import parse_nm
+            from sparsec.passes.pack_nm import pack_nm
+
+            p = parse_nm(opts.pattern)
+            return fold + [("canonicalize_matmul", canonicalize_matmul),
+                           ("pack_nm", lambda g: pack_nm(g, p.n, p.m)), ("fuse_epilogues", fuse_epilogues)]
+        return fold + cpu_pipeline(None, None, opts.format, choices)
+    pattern, sparsity = opts.pattern, opts.sparsity
+    if sparsity is not None and pattern is None:
         pattern = "unstructured"
-    return [("fold_constants", fold_constants)] + cpu_pipeline(pattern, sparsity, opts.format, choices)
+    return fold + cpu_pipeline(pattern, sparsity, opts.format, choices)
 
 
 # -- partitioning and shape specialisation -------------------------------------------------
@@ -347,6 +363,8 @@ class Summary:
 
 
 SUMMARIES: list[Summary] = []
+# graph name -> the IR graph (after passes) it runs now: for tests and debugging
+LAST_GRAPHS: dict[str, Graph] = {}
 
 
 def _is_symbolic(gm: fx.GraphModule) -> bool:
@@ -387,17 +405,35 @@ class SpecializedFx:
         key = tuple((tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else a for a in args)
         fn = self.cache.get(key)
         if fn is None:
-            gm = self.gm
-            if self.symbolic:     # a static graph for these shapes
-                from torch.fx.experimental.proxy_tensor import make_fx
-
-                gm = make_fx(self.gm, tracing_mode="real")(*args)
-            static = {n.name for n, a in zip((n for n in gm.graph.nodes if n.op == "placeholder"), args)
-                      if a in self.statics}
-            fn = self.cache[key] = Partitioned(gm, self.opts, self.statics, self.name, constant_nodes(gm, static),
-                                               log_summary=not self.logged)
-            self.logged = True
+            fn = self.cache[key] = self._specialize(args)
         return fn(*args)
+
+    def _specialize(self, args) -> Callable:
+        gm, tensors = self.gm, list(args)
+        pick = None
+        if self.symbolic:     # a static graph for these shapes: sizes (SymInt inputs) become constants
+            from torch.fx.experimental.proxy_tensor import make_fx
+
+            pos = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+            fixed = list(args)
+
+            def static_fn(*ts):
+                full = list(fixed)
+                for i, t in zip(pos, ts):
+                    full[i] = t
+                return self.gm(*full)
+
+            tensors = [args[i] for i in pos]
+            gm = make_fx(static_fn, tracing_mode="real")(*tensors)
+
+            def pick(a):
+                return [a[i] for i in pos]
+        static = {n.name for n, a in zip((n for n in gm.graph.nodes if n.op == "placeholder"), tensors)
+                  if a in self.statics}
+        part = Partitioned(gm, self.opts, self.statics, self.name, constant_nodes(gm, static),
+                           log_summary=not self.logged)
+        self.logged = True
+        return part if pick is None else (lambda *a: part(*pick(a)))
 
 
 class Partitioned:
