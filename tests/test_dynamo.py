@@ -94,7 +94,7 @@ def test_bundled_examples(name):
     check(loaded.model, loaded.example_inputs)
 
 
-@pytest.mark.parametrize("name", ["bert", pytest.param("vit", marks=pytest.mark.slow),
+@pytest.mark.parametrize("name", [pytest.param("bert", marks=pytest.mark.slow), pytest.param("vit", marks=pytest.mark.slow),
                                   pytest.param("resnet", marks=pytest.mark.slow),
                                   pytest.param("gpt2", marks=pytest.mark.slow)])
 def test_transformers_models(name):
