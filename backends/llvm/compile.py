@@ -27,6 +27,11 @@ from sparsec.ir.ops import Op
 from sparsec.ir.types import TensorType
 
 VIEW_OPS = {Op.RESHAPE, Op.FLATTEN, Op.SQUEEZE, Op.UNSQUEEZE}
+# Injective ops computed inside their single user's function (elementwise chains, broadcasts).
+FUSABLE = {Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW, Op.MAXIMUM, Op.MINIMUM, Op.WHERE, Op.MASKED_FILL, Op.EQ,
+           Op.NE, Op.LT, Op.LE, Op.GT, Op.GE, Op.LOGICAL_AND, Op.LOGICAL_OR, Op.NEG, Op.ABS, Op.SQRT,
+           Op.RSQRT, Op.EXP, Op.LOG, Op.ERF, Op.RECIPROCAL, Op.TANH, Op.SIGMOID, Op.RELU, Op.GELU, Op.SILU,
+           Op.LOGICAL_NOT, Op.CAST, Op.EXPAND}
 
 
 def transpose_func(rows: int, cols: int, dtype: str):
@@ -162,23 +167,87 @@ class _Planner:
 
     # -- lowering -------------------------------------------------------------------------
     def te_node(self, node: Node, out: str) -> None:
-        from sparsec.backends import te_ops
+        """One TE function for ``node`` and the injective producers fused into it."""
+        from tvm import te
 
-        ins, scalars, args = [], {}, []
-        for i in node.inputs:
-            c = self.consts.get(i)
+        from sparsec.backends import te_ops
+        from sparsec.backends.te.rules import ScalarConst, lower_node
+
+        externals: list[str] = []
+
+        def desc(name: str):
+            """A structural description of the fused expression: the cache key."""
+            p = self.producers.get(name)
+            if p is not None and self.fused_into.get(name):
+                return (p.op.value, p.attrs, tuple(desc(i) for i in p.inputs), (p.type.shape, p.type.dtype))
+            c = self.consts.get(name)
             if c is not None and len(c.value.shape) == 0:
-                scalars[i] = c.dense().item()
-            else:
-                args.append(self.arg(i))
-            ins.append(self.types[i] if c is None else c.type)
-        key = te_ops.func_key(node, ins, scalars)
+                v = c.dense().item()
+                return ("scalar", c.type.dtype, type(v).__name__, repr(v))
+            if name not in externals:
+                externals.append(name)
+            t = self.types[name] if c is None else c.type
+            return ("ext", externals.index(name), t.shape, t.dtype)
+
+        key = ("group", node.op.value, node.attrs, tuple(desc(i) for i in node.inputs),
+               (node.type.shape, node.type.dtype))
         sym = self._by_key.get(key)
         if sym is None:
-            func = te_ops.build_node_func(node, ins, scalars, global_symbol="f")
+            memo: dict[str, object] = {}
+            holders: dict[str, object] = {}
+
+            def tensor(name: str):
+                if name in memo:
+                    return memo[name]
+                p = self.producers.get(name)
+                c = self.consts.get(name)
+                if p is not None and self.fused_into.get(name):
+                    t = lower_node(p, [tensor(i) for i in p.inputs], p.type)
+                elif c is not None and len(c.value.shape) == 0:
+                    t = ScalarConst(c.dense().item(), c.type.dtype)
+                else:
+                    typ = self.types[name] if c is None else c.type
+                    t = holders[name] = te.placeholder(tuple(typ.shape), typ.dtype, name=f"in{len(holders)}")
+                memo[name] = t
+                return t
+
+            result = lower_node(node, [tensor(i) for i in node.inputs], node.type)
+            func = te.create_prim_func([*(holders[e] for e in externals), result])
             func = te_ops.schedule_cpu(func, self.target)
-            sym = self._by_key[key] = self.add_func(func, f"{node.op.value} {node.type}", node.op.value)
-        self.step(sym, args + [out], node.name)
+            fused = sorted({self.producers[n].op.value for n, c in self.fused_into.items() if c and
+                            self._fused_root(n) == node.name})
+            doc = f"{node.op.value} {node.type}" + (f" (fused: {', '.join(fused)})" if fused else "")
+            sym = self._by_key[key] = self.add_func(func, doc, node.op.value)
+        self.step(sym, [self.arg(e) for e in externals] + [out], node.name)
+
+    def _fused_root(self, name: str) -> str:
+        while self.fused_into.get(name):
+            name = self.fused_into[name]
+        return name
+
+    def plan_fusion(self) -> None:
+        """Injective nodes with one user that is itself a TE node are computed inside that user."""
+        users = self.g.users()
+        outputs = set(self.g.outputs)
+        self.producers = {n.name: n for n in self.g.nodes}
+        self.fused_into = {}
+        for n in self.g.nodes:
+            us = users.get(n.name, [])
+            if (n.op in FUSABLE and self.kind(n) == "te" and n.name not in outputs and len(us) == 1
+                    and self.kind(us[0]) == "te" and us[0].inputs.count(n.name) == 1):
+                self.fused_into[n.name] = us[0].name
+
+    def kind(self, node: Node) -> str:
+        x0 = node.inputs[0] if node.inputs else None
+        w = node.inputs[1] if len(node.inputs) > 1 else None
+        if node.op in VIEW_OPS and x0 not in self.consts:
+            return "view"
+        if node.op == Op.LINEAR and w in self.consts and x0 not in self.consts:
+            return "linear"
+        if (node.op == Op.CONV2D and w in self.consts and not isinstance(self.consts[w].value, Dense)
+                and node.attr["groups"] == 1):
+            return "sparse_conv"
+        return "te"
 
     def root(self, v: str) -> str:
         while v in self.alias_of:
@@ -277,20 +346,16 @@ class _Planner:
             self.define(node.name, node.type, alias=y4)
 
     def lower(self, node: Node) -> None:
-        x0 = node.inputs[0] if node.inputs else None
-        if node.op in VIEW_OPS and x0 not in self.consts:
-            self.define(node.name, node.type, alias=x0)
-            return
-        w = node.inputs[1] if len(node.inputs) > 1 else None
-        if node.op == Op.LINEAR and w in self.consts and x0 not in self.consts:
+        kind = self.kind(node)
+        if kind == "view":
+            self.define(node.name, node.type, alias=node.inputs[0])
+        elif kind == "linear":
             self.linear(node)
-            return
-        if (node.op == Op.CONV2D and w in self.consts and not isinstance(self.consts[w].value, Dense)
-                and node.attr["groups"] == 1):
+        elif kind == "sparse_conv":
             self.sparse_conv(node)
-            return
-        self.define(node.name, node.type)
-        self.te_node(node, node.name)
+        elif not self.fused_into.get(node.name):      # fused nodes are computed by their user
+            self.define(node.name, node.type)
+            self.te_node(node, node.name)
 
 
 def compile_graph(g: Graph, target=None, progress: Callable[[int, int, str], None] | None = None,
@@ -308,6 +373,7 @@ def compile_graph(g: Graph, target=None, progress: Callable[[int, int, str], Non
     t0 = time.perf_counter()
     p = _Planner(g, target, knobs_for)
     p.input_names = {v.name for v in g.inputs}
+    p.plan_fusion()
     for v in g.inputs:
         p.define(v.name, v.type)
     for i, node in enumerate(g.nodes):
