@@ -165,8 +165,10 @@ def select_formats(g: Graph, fmt: str = "auto", pattern: str | Pattern | None = 
             if cost is not None:
                 for cand_name, params in [(ch.format, ch.params), ("dense", {})]:
                     st = Stats.estimate(w2, cand_name, params)
+                    obj = (pack_choice(w2, Choice(name, cand_name, params, 0.0, ""))
+                           if getattr(cost, "needs_packed", False) else st)
                     ch.candidates.append({"format": cand_name, "params": _jsonable(params), "bytes": st.nbytes,
-                                          "predicted_s": cost.predict(st, t)})
+                                          "predicted_s": cost.predict(obj, t)})
         choices.append(ch)
         if ch.format != "dense" or not isinstance(c.value, Dense):
             g = g.with_constant(name, pack_choice(w, ch))
@@ -184,10 +186,12 @@ def _auto(name, w2, t, pat, lossy_ok, cost, measure) -> Choice:
         raise ParameterError("select_formats(auto) needs a cost model")
     density = float(torch.count_nonzero(w2)) / max(w2.numel(), 1)
     cands = []
+    packed = getattr(cost, "needs_packed", False)     # e.g. the ARM static estimate reads real kernels
     for cname, params in auto_candidates(w2, pat, lossy_ok):
         st = Stats.estimate(w2, cname, params)
+        obj = pack_choice(w2, Choice(name, cname, params, density, "")) if packed else st
         cands.append({"format": cname, "params": _jsonable(params), "bytes": st.nbytes,
-                      "predicted_s": cost.predict(st, t), "_params": params})
+                      "predicted_s": cost.predict(obj, t), "_params": params})
     cands.sort(key=lambda c: c["predicted_s"])
     dense = next(c for c in cands if c["format"] == "dense")
     best = cands[0]

@@ -105,7 +105,11 @@ def compile(model, example_inputs=None, *, target: str = "llvm", sparsity: float
     if measure:
         from sparsec.backends.llvm.measure import measure_matmul
         measure_fn = measure_matmul
-    passes = cpu_pipeline(pattern, sparsity, format, choices, measure=measure_fn, spec=spec)
+    cost = None
+    if target == "arm":     # format choice by the llvm-mca estimate of the chosen core
+        from sparsec.backends.arm.cost import ArmCost
+        cost = ArmCost(cpu)
+    passes = cpu_pipeline(pattern, sparsity, format, choices, cost=cost, measure=measure_fn, spec=spec)
     db = None
     if tuning_db is not False and target == "llvm":
         from sparsec.passes.autotune.apply import open_db, tuned_selection

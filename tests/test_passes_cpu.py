@@ -190,3 +190,20 @@ def test_verifier_between_passes_names_the_pass():
         return g.with_nodes(g.nodes[1:])
     with pytest.raises(VerifyError, match=r"after pass 'broken' \(passes before: ok\)"):
         run_passes(g, [("ok", lambda g: g), ("broken", broken)])
+
+
+def test_arm_target_selects_by_the_static_estimate():
+    """--target arm scores candidates with the llvm-mca estimate of the chosen core."""
+    from sparsec.backends.arm.cost import ArmCost
+
+    w1 = prune(torch.randn(32, 16), "unstructured", 0.9).weight
+    g = parse_graph(_mlp_text(), {"w1": Dense.from_dense(w1), "w2": Dense.from_dense(torch.randn(8, 32))})
+    cost = ArmCost("cortex-a76")
+    out, choices = select_formats(g, "auto", cost=cost)
+    assert "cortex-a76" in cost.source
+    by = {c.weight: c for c in choices}
+    assert by["w1"].format != "dense" and by["w2"].format == "dense"
+    for ch in choices:
+        best = min(ch.candidates, key=lambda c: c["predicted_s"])
+        assert ch.format == best["format"]
+    assert torch.equal(out.constant("w1").dense(), w1)

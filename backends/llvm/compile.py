@@ -415,5 +415,6 @@ def compile_graph(g: Graph, target=None, progress: Callable[[int, int, str], Non
     plan = {"inputs": [{"name": v.name, "shape": list(v.type.shape), "dtype": v.type.dtype} for v in g.inputs],
             "outputs": list(g.outputs), "storages": list(plan_storages.sizes), "values": p.values,
             "steps": p.steps}
-    timings = {"lower_s": t1 - t0, "build_s": t2 - t1, "functions": len(p.funcs), "steps": len(p.steps)}
+    timings = {"lower_s": t1 - t0, "build_s": t2 - t1, "functions": len({s["func"] for s in p.steps}),
+               "steps": len(p.steps)}
     return CompiledGraph(g, target, lib, plan, p.const_tensors, p.func_doc, timings)
