@@ -53,11 +53,11 @@ def check(m, x, backend="sparsec", **options):
 
 
 def prune_linears(m, pattern, sparsity=None):
-    """The eager model with every nn.Linear weight pruned as sparsec's sparsify pass does."""
+    """The eager model with every nn.Linear / nn.Conv2d weight pruned as sparsec's sparsify pass does."""
     m = copy.deepcopy(m)
     with torch.no_grad():
         for mod in m.modules():
-            if isinstance(mod, nn.Linear):
+            if isinstance(mod, (nn.Linear, nn.Conv2d)):
                 mod.weight.copy_(prune(mod.weight, pattern, sparsity).weight)
     return m
 
@@ -287,5 +287,5 @@ def test_bdwp_digits_training_reaches_eager_accuracy():
     _train(ref, xtr, ytr, 300)
     ref.eval()
     acc_c, acc_ref = _accuracy(c, xte, yte), _accuracy(ref, xte, yte)
-    assert acc_ref > 0.85
+    assert acc_ref > 0.7
     assert abs(acc_c - acc_ref) <= 0.02, (acc_c, acc_ref)
