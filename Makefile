@@ -9,12 +9,12 @@ PYTEST_ARGS ?=
 
 venv: $(STAMP)
 
-# torch is pinned exactly: a range would pull a multi-GB CUDA build.
 # System packages the tests need (cross compilers, qemu-user, llvm tools): scripts/sysdeps.sh
 # installs whatever is missing (apt-get, as root) and is a no-op when all is there.
 sysdeps:
 	bash scripts/sysdeps.sh
 
+# torch is pinned exactly: a range would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
