@@ -157,4 +157,8 @@ class LoadedArtifact:
 
 
 def load_artifact(path) -> LoadedArtifact:
+    from sparsec.backends.dispatch import DispatchLoaded, is_dispatch_artifact
+
+    if is_dispatch_artifact(path):      # one variant per input shape (docs/dispatch.md)
+        return DispatchLoaded(path)
     return LoadedArtifact(path)

@@ -2,8 +2,12 @@
 
 The model-file convention: a Python file defining either ``model`` (an
 ``nn.Module``) or ``get_model()``, and either ``example_inputs()`` or
-``EXAMPLE_INPUTS`` (a tuple of tensors). ``import_model(path)`` returns the IR
-graph; every failure is one ``ModelError`` naming the file and what is wrong.
+``EXAMPLE_INPUTS`` (a tuple of tensors). Optionally ``dispatch_inputs()`` or
+``DISPATCH_INPUTS``: a list of further example-input tuples (e.g. the decode
+shape beside the prefill one); `sparsec compile` then builds one variant per
+shape and the artifact dispatches by the runtime shape (docs/dispatch.md).
+``import_model(path)`` returns the IR graph; every failure is one ``ModelError``
+naming the file and what is wrong.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ class LoadedModel:
     path: str
     model: torch.nn.Module
     example_inputs: tuple
+    dispatch_inputs: tuple = ()     # extra example-input tuples (shape-aware dispatch), () if none
 
 
 def _file_line(exc: BaseException, path: str) -> str:
@@ -70,13 +75,42 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
             inputs = ns["EXAMPLE_INPUTS"]
         else:
             raise ModelError(f"{path}: defines neither `example_inputs()` nor `EXAMPLE_INPUTS`")
+        dispatch = ()
+        if callable(ns.get("dispatch_inputs")):
+            try:
+                dispatch = ns["dispatch_inputs"]()
+            except Exception as exc:
+                raise ModelError(f"{_file_line(exc, path)}: dispatch_inputs() raised "
+                                 f"{type(exc).__name__}: {exc}") from None
+        elif "DISPATCH_INPUTS" in ns:
+            dispatch = ns["DISPATCH_INPUTS"]
     finally:
         sys.path.remove(os.path.dirname(path))
     if isinstance(inputs, torch.Tensor):
         inputs = (inputs,)
     if not isinstance(inputs, (tuple, list)) or not all(isinstance(x, torch.Tensor) for x in inputs):
         raise ModelError(f"{path}: example inputs must be a tuple of tensors")
-    return LoadedModel(path, model.eval(), tuple(inputs))
+    return LoadedModel(path, model.eval(), tuple(inputs), _dispatch_inputs(path, dispatch, len(inputs)))
+
+
+def _dispatch_inputs(path: str, dispatch, n_inputs: int) -> tuple[tuple, ...]:
+    """Validate the model file's dispatch inputs: a list of tuples of tensors, each as long as example_inputs."""
+    if dispatch is None:
+        return ()
+    if not isinstance(dispatch, (tuple, list)):
+        raise ModelError(f"{path}: dispatch inputs must be a list of tuples of tensors, "
+                         f"got {type(dispatch).__name__}")
+    out = []
+    for i, entry in enumerate(dispatch):
+        if isinstance(entry, torch.Tensor):
+            entry = (entry,)
+        if not isinstance(entry, (tuple, list)) or not all(isinstance(x, torch.Tensor) for x in entry):
+            raise ModelError(f"{path}: dispatch inputs entry {i} must be a tuple of tensors")
+        if len(entry) != n_inputs:
+            raise ModelError(f"{path}: dispatch inputs entry {i} has {len(entry)} tensor(s); "
+                             f"the example inputs have {n_inputs}")
+        out.append(tuple(entry))
+    return tuple(out)
 
 
 def decompositions():

@@ -15,3 +15,10 @@ def compile(model, example_inputs=None, **options):
     from sparsec.api import compile as _compile
 
     return _compile(model, example_inputs, **options)
+
+
+def compile_dispatch(model, inputs_list=None, **options):
+    """Compile one variant per example-input tuple, dispatched by input shape; see docs/dispatch.md."""
+    from sparsec.backends.dispatch import compile_dispatch as _compile_dispatch
+
+    return _compile_dispatch(model, inputs_list, **options)

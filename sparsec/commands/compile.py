@@ -79,6 +79,9 @@ def run(args) -> int:
         raise ParameterError("--spec and --pattern/--sparsity are exclusive: put the pattern in the spec's rules")
     if args.target != "arm" and (args.cpu or args.emit):
         raise ParameterError("--cpu and --emit apply to --target arm only")
+    from sparsec.frontends.load import load_model
+    if load_model(args.model).dispatch_inputs:      # one variant per input shape (docs/dispatch.md)
+        return run_dispatch(args, out, progress)
     c = sc_compile(args.model, target=args.target, sparsity=args.sparsity, pattern=args.pattern,
                    format=args.format, measure=args.measure, spec=args.spec, cpu=args.cpu, emit=args.emit,
                    progress=progress)
@@ -105,6 +108,45 @@ def run(args) -> int:
         import json
         print(json.dumps({"artifact": path, "check_max_rel_error": err, "report": c.report, "timings": t},
                          indent=1))
+    return 0
+
+
+def run_dispatch(args, out: str, progress) -> int:
+    """The model file defines dispatch_inputs(): compile, check and save one variant per input shape."""
+    from sparsec.backends.dispatch import compile_dispatch, format_signature, print_dispatch_report
+    from sparsec.ir.errors import ModelError
+
+    c = compile_dispatch(args.model, target=args.target, sparsity=args.sparsity, pattern=args.pattern,
+                         format=args.format, measure=args.measure, spec=args.spec, cpu=args.cpu, emit=args.emit,
+                         progress=progress)
+    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    say(f"shape-aware dispatch: {len(c.variants)} variants (the model file defines dispatch inputs)")
+    if not args.json:
+        print_dispatch_report(c.report, c.signatures)
+        if args.explain:
+            for i, (v, sig) in enumerate(zip(c.variants, c.signatures)):
+                print(f"\nvariant v{i} {format_signature(sig)}:")
+                print_explain(v.report)
+    errs = []
+    for i, (v, sig) in enumerate(zip(c.variants, c.signatures)):
+        t = v.timings
+        say(f"v{i} {format_signature(sig)}: compiled {t['steps']} steps ({t['functions']} distinct functions) "
+            f"for {v.compiled.target} in {t['total_s']:.1f}s")
+        err = None
+        if not args.no_check:
+            err = check_against_reference(v)
+            say(f"v{i} check: compiled vs reference interpreter: max relative error {err:.2e}")
+            if not err <= 1e-3:
+                raise ModelError(f"{args.model}: variant v{i} {format_signature(sig)} disagrees with the reference "
+                                 f"interpreter (max relative error {err:.2e}); not writing {out}")
+        errs.append(err)
+    path = c.save(out)
+    say(f"wrote {path}")
+    if args.json:
+        import json
+        print(json.dumps({"artifact": path, "variants": [{"inputs": v.compiled.plan["inputs"], "check_max_rel_error": e}
+                                                         for v, e in zip(c.variants, errs)],
+                          "report": c.report, "timings": c.timings}, indent=1))
     return 0
 
 
