@@ -80,9 +80,11 @@ def tracker():
 
 def test_rpc_measurement_matches_local(tracker):
     g = torch.Generator().manual_seed(0)
-    w = torch.randn(256, 256, generator=g)
-    w[torch.rand(256, 256, generator=g) > 0.01] = 0
-    tokens = 16
+    # 99% sparse and large enough that CSR's lead over dense (~30x less work) dwarfs the noise of a
+    # loaded 2-core machine: the check is that both runners agree, not how fast anything is
+    w = torch.randn(768, 768, generator=g)
+    w[torch.rand(768, 768, generator=g) > 0.01] = 0
+    tokens = 64
     dense = Config.make("dense", {}, {"t_tile": None})
     csr = Config.make("csr", {}, {"t_tile": None})
     bad = Config.make("csr", {}, {"t_tile": None, TESTING_ONLY_CORRUPT: True})
