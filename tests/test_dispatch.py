@@ -208,3 +208,11 @@ def test_cli_compile_and_run_example(tmp_path):
     np.testing.assert_allclose(loaded(x1.numpy())[0], ref.model(x1).detach().numpy(), atol=1e-4, rtol=1e-4)
     assert loaded.last_variant == 1
     assert os.listdir(out) and sorted(os.listdir(out)) == ["manifest.json", "v0", "v1"]
+    # `sparsec run` takes the decode shape too: the input shapes pick the variant
+    np.save(tmp_path / "x1.npy", x1.numpy())
+    _cli("run", str(out), "--input", str(tmp_path / "x1.npy"), "--output", str(tmp_path / "y1.npy"), cwd=tmp_path)
+    np.testing.assert_allclose(np.load(tmp_path / "y1.npy"), ref.model(x1).detach().numpy(), atol=1e-4, rtol=1e-4)
+    np.save(tmp_path / "x7.npy", np.zeros((7, 128), np.float32))
+    r = subprocess.run([sys.executable, "-m", "sparsec", "run", str(out), "--input", str(tmp_path / "x7.npy")],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 1 and "no variant" in r.stderr and "float32[1, 128]" in r.stderr

@@ -17,15 +17,23 @@ def run(args) -> int:
         names = ", ".join(f"{s['name']}: {s['dtype']}{s['shape']}" for s in specs)
         raise ParameterError(f"{args.artifact} takes {len(specs)} input(s) ({names}); got {len(args.input)} --input")
     xs = []
-    for path, s in zip(args.input, specs):
+    for path in args.input:
         try:
-            x = np.load(path, allow_pickle=False)
+            xs.append(np.load(path, allow_pickle=False))
         except (OSError, ValueError) as exc:
             raise SerializationError(f"--input {path}: cannot read a .npy array ({exc})") from None
-        if list(x.shape) != list(s["shape"]) or str(x.dtype) != s["dtype"]:
-            raise ParameterError(f"--input {path}: expected {s['dtype']}{s['shape']} for input {s['name']}, "
-                                 f"got {x.dtype}{list(x.shape)}")
-        xs.append(x)
+    # a dispatch artifact (docs/dispatch.md) has one input list per variant: the shapes pick one
+    variants = getattr(model, "variant_inputs", None) or [specs]
+    if not any(all(list(x.shape) == list(s["shape"]) and str(x.dtype) == s["dtype"] for x, s in zip(xs, v))
+               for v in variants):
+        if len(variants) == 1:
+            for path, x, s in zip(args.input, xs, specs):
+                if list(x.shape) != list(s["shape"]) or str(x.dtype) != s["dtype"]:
+                    raise ParameterError(f"--input {path}: expected {s['dtype']}{s['shape']} for input "
+                                         f"{s['name']}, got {x.dtype}{list(x.shape)}")
+        got = ", ".join(f"{x.dtype}{list(x.shape)}" for x in xs)
+        avail = "; ".join("(" + ", ".join(f"{s['dtype']}{s['shape']}" for s in v) + ")" for v in variants)
+        raise ParameterError(f"--input: no variant of {args.artifact} takes ({got}); available: {avail}")
     outs = model(*xs)
     for i, o in enumerate(outs):
         print(f"output {i}: {o.dtype}{list(o.shape)}  mean {float(np.mean(o)):.6g}  "
