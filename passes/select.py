@@ -8,8 +8,9 @@ follows N:M; GroupQuant only when asked for, as it is lossy), the one with the
 least time predicted by the cost model (``sparsec.passes.cost``) for the
 layer's token count.
 
-No-regression guarantee: dense is always a candidate, so ``auto`` never picks a
-format predicted slower than dense; with ``measure`` the best predicted
+No-regression guarantee: dense is always a candidate, and a sparse format is
+chosen only when predicted at least ``NO_REGRESSION_MARGIN`` (10%) faster than
+dense, so ``auto`` never picks a format predicted slower than dense; with ``measure`` the best predicted
 candidates and dense are timed on the real kernels and the fastest measured
 wins. Every decision, with every candidate's prediction, is recorded in a
 ``Choice`` (the explain report).
@@ -102,6 +103,9 @@ def pack_choice(w: torch.Tensor, ch: Choice) -> SparseFormat:
 
 
 AUTO_BLOCKS = ((4, 4), (8, 8), (16, 1), (1, 16))
+# A sparse format must be predicted at least this much faster than dense to be chosen
+# (the cost model's typical error; measured choices with --measure need no margin).
+NO_REGRESSION_MARGIN = 1.10
 
 
 def auto_candidates(w2: torch.Tensor, pattern: Pattern | None, lossy_ok: bool) -> list[tuple[str, dict]]:
@@ -196,6 +200,12 @@ def _auto(name, w2, t, pat, lossy_ok, cost, measure) -> Choice:
     dense = next(c for c in cands if c["format"] == "dense")
     best = cands[0]
     how = "predicted"
+    margin_note = ""
+    if best is not dense and best["predicted_s"] * NO_REGRESSION_MARGIN > dense["predicted_s"]:
+        # a predicted gain inside the model's error band is not worth the risk of a regression
+        margin_note = (f" ({best['format']} predicted only {dense['predicted_s'] / best['predicted_s']:.2f}x "
+                       f"faster, below the {NO_REGRESSION_MARGIN:.2f}x margin)")
+        best = dense
     if measure is not None:
         timed = cands[:2] + ([dense] if dense not in cands[:2] else [])
         for c in timed:
@@ -204,7 +214,7 @@ def _auto(name, w2, t, pat, lossy_ok, cost, measure) -> Choice:
         how = "measured"
     key = "measured_s" if how == "measured" else "predicted_s"
     if best is dense:
-        reason = f"dense is fastest ({how} {dense[key] * 1e6:.1f} us)"
+        reason = f"dense is fastest ({how} {dense[key] * 1e6:.1f} us){margin_note}"
     else:
         reason = (f"lowest {how} time: {best[key] * 1e6:.1f} us vs dense {dense[key] * 1e6:.1f} us "
                   f"({dense[key] / best[key]:.2f}x)")

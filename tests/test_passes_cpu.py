@@ -15,7 +15,7 @@ from sparsec.passes.fuse import fuse_epilogues
 from sparsec.passes.pipeline import run_passes
 from sparsec.passes.prune import prune
 from sparsec.passes.cost import CostModel, host_desc
-from sparsec.passes.select import detect_nm, select_formats
+from sparsec.passes.select import NO_REGRESSION_MARGIN, detect_nm, select_formats
 from sparsec.passes.sparsify import sparsify
 
 
@@ -126,9 +126,11 @@ def test_select_auto_is_exact_and_picks_the_least_predicted():
     assert torch.equal(out.constant("w1").dense(), w1) and torch.equal(out.constant("w2").dense(), w2)
     for ch in choices:
         best = min(ch.candidates, key=lambda c: c["predicted_s"])
-        assert ch.format == best["format"]
         dense = next(c for c in ch.candidates if c["format"] == "dense")
-        assert best["predicted_s"] <= dense["predicted_s"]
+        if best["predicted_s"] * NO_REGRESSION_MARGIN > dense["predicted_s"]:
+            assert ch.format == "dense"          # a gain inside the margin is not taken
+        else:
+            assert ch.format == best["format"]
         assert ch.tokens == 3
     # the 2:8 weight is offered as N:M, the block-pruned one is not (it follows no N:M)
     assert any(c["format"] == "nm" for c in choices[0].candidates)
@@ -205,5 +207,7 @@ def test_arm_target_selects_by_the_static_estimate():
     assert by["w1"].format != "dense"
     for ch in choices:
         best = min(ch.candidates, key=lambda c: c["predicted_s"])
-        assert ch.format == best["format"]
+        dense = next(c for c in ch.candidates if c["format"] == "dense")
+        assert ch.format == (best["format"] if best["predicted_s"] * NO_REGRESSION_MARGIN <= dense["predicted_s"]
+                             else "dense")
     assert torch.equal(out.constant("w1").dense(), w1)
