@@ -45,6 +45,11 @@ def built():
             for bias, act in (((False, None), (True, "gelu")) if tag == "f16" else ((True, "relu"),)):
                 sym = f"k_{name}_{tag}_{int(bias)}{act or ''}"
                 funcs[sym] = cuda_matmul_primfunc(fmt, TOK, bias=bias, activation=act, name=sym)[0]
+    from sparsec.ir.formats import Dense
+
+    # no bound checks at all (T, K, O multiples of the tiles): the case that exposed the retyping bug
+    funcs["k_dense_exact"] = cuda_matmul_primfunc(Dense.from_dense(torch.zeros(256, 512, dtype=torch.float16)), 64,
+                                                  name="k_dense_exact")[0]
     lib = tc.build(tvm.IRModule(funcs), "sm_90")
     ptx = tc.ptx(lib, "sm_90")
     bodies = {}
@@ -52,12 +57,12 @@ def built():
         start = m.end()
         nxt = ptx.find(".entry ", start)
         bodies[m.group(1)] = ptx[start: nxt if nxt > 0 else len(ptx)]
-    return funcs, bodies
+    return funcs, bodies, tc.device_source(lib)
 
 
 @pytest.mark.parametrize("fmt", ["dense", "bitmap", "csr", "nm", "bsr", "groupquant"])
 def test_fp16_and_bf16_kernels_use_tensor_core_mma(built, fmt):
-    _, bodies = built
+    _, bodies, _ = built
     for sym, ty in ((f"k_{fmt}_f16_0", "f16"), (f"k_{fmt}_bf16_1relu", "bf16")):
         body = next(b for k, b in bodies.items() if k.startswith(sym))
         assert re.search(rf"mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.{ty}\.{ty}\.f32", body), sym
@@ -66,19 +71,19 @@ def test_fp16_and_bf16_kernels_use_tensor_core_mma(built, fmt):
 
 @pytest.mark.parametrize("fmt", ["dense", "bitmap", "nm"])
 def test_fp32_kernels_are_simt(built, fmt):
-    _, bodies = built
+    _, bodies, _ = built
     body = next(b for k, b in bodies.items() if k.startswith(f"k_{fmt}_f32"))
     assert "mma.sync" not in body and re.search(r"fma\.rn(\.ftz)?\.f32", body)
 
 
 def test_dense_loads_weights_and_activations_16_bytes_at_a_time(built):
-    _, bodies = built
+    _, bodies, _ = built
     body = next(b for k, b in bodies.items() if k.startswith("k_dense_f16_0"))
     assert "ld.global.v4.u32" in body or "ld.global.nc.v4.u32" in body
 
 
 def test_bitmap_kernel_expands_bits_with_popc(built):
-    _, bodies = built
+    _, bodies, _ = built
     body = next(b for k, b in bodies.items() if k.startswith("k_bitmap_f16_0"))
     assert "popc.b32" in body
 
@@ -106,3 +111,13 @@ def test_argument_order_is_torch_layout():
     assert [a.name for a in args] == ["indptr", "indices", "values", "X", "bias", "Y"]
     assert args[3].shape == (3, 24) and args[5].shape == (3, 8)
     assert len(func.params) == 6
+
+
+def test_mma_fragments_stay_16_bit_arrays(built):
+    """Regression: when every access of a fragment buffer was a vector, TVM's storage rewrite retyped it
+    ``uint4 xv[1]`` and the mma's element offset (+4 halves) became +4 uint4 (garbage, wrong results)."""
+    _, _, src = built
+    assert not re.search(r"uint4 (xb|af|acc)_ptr\[", src)
+    assert re.search(r"half xb_ptr\[8\]", src) and re.search(r"nv_bfloat16 xb_ptr\[8\]", src)
+    for m in re.finditer(r"\"r\"\(\(\(unsigned \*\)\((\w+)_ptr", src):      # every mma operand array
+        assert not re.search(rf"uint\d? {m.group(1)}_ptr\[", src), m.group(1)

@@ -87,6 +87,10 @@ def resolve(meta: WeightMeta, spec: MatmulSpec, knobs: dict | None) -> CudaKerne
     warps = knobs.get("warps")
     if warps is None:
         nch = ceil_div(spec.in_features, KC)
+        if nch >= 16 and knobs.get("tn") is None:
+            # split-K warps with 64-token tiles gave wrong results on the H100 (2026-11-23, not yet
+            # understood); multi-warp blocks use at most 32 tokens, the configurations verified there
+            tn = min(tn, 32)
         blocks = ceil_div(spec.out_features, ROWS) * ceil_div(spec.tokens, tn)
         warps = 8 if nch >= 64 and blocks < 2048 else 4 if nch >= 16 else 1
     return CudaKernelSpec(meta, spec, warps, tn, compute)
@@ -176,9 +180,22 @@ def _generate(ks: CudaKernelSpec):
         NB = ceil_div(tr * tc, 8)
         NW = (tr * tc) // 32                  # 32-bit words per tile
         pdt = meta.bdtype("tile_ptr")
+        FAST8x32 = (tr, tc) == (8, 32)
     if FMT == "nm":
         n_, m_ = meta.param("n"), meta.param("m")
         G = ceil_div(K, m_)
+        SL = (L // m_) * n_ if m_ <= L else n_      # slots one lane slice covers
+
+        def select_slot(sv, si, j, k0):
+            """Element j of the slice: the value of the slot at its position, else 0."""
+            if m_ <= L:
+                base, pos = (j // m_) * n_, j % m_
+            else:
+                base, pos = 0, k0 % m_ + j
+            e = zero
+            for s_ in reversed(range(n_)):
+                e = T.if_then_else(si[base + s_] == pos, sv[base + s_], e)
+            return e
     if FMT in ("csr", "bsr", "groupquant"):
         idt = meta.bdtype("indptr")
     if FMT == "bsr":
@@ -220,8 +237,8 @@ def _generate(ks: CudaKernelSpec):
 
     @T.macro
     def load_bitmap(bits32, tile_ptr, values, ra, r, row, k0, tmp):
-        # tmp: [0] prefix popcount, [1] the lane's byte
-        if row < O:
+        # tmp: [0] prefix popcount, [1] the lane's byte; a slice starting past K has no tile (tc < 32)
+        if row < O and k0 < K:
             ti = row // tr
             tj = k0 // tc
             e = (row % tr) * tc + k0 % tc               # first bit of the slice in the tile (e % 8 == 0)
@@ -234,37 +251,51 @@ def _generate(ks: CudaKernelSpec):
             tmp[0] = tmp[0] + T.Cast("uint32", T.popcount(wd & ((T.uint32(1) << T.Cast("uint32", e % 32))
                                                                   - T.uint32(1))))
             tmp[1] = (wd >> T.Cast("uint32", e % 32)) & T.uint32(255)
-            off = T.Cast("int64", tile_ptr[ti * ntj + tj]) + T.Cast("int64", tmp[0])
+            tmp[0] = tmp[0] + T.Cast("uint32", tile_ptr[ti * ntj + tj])
             for j in T.unroll(L):
-                ra[r * L + j] = T.if_then_else(
-                    (tmp[1] >> T.uint32(j)) & T.uint32(1) == T.uint32(1),
-                    values[off + T.Cast("int64", T.popcount(tmp[1] & T.uint32((1 << j) - 1)))], zero)
+                ra[r * L + j] = T.if_then_else((tmp[1] >> T.uint32(j)) & T.uint32(1) == T.uint32(1),
+                                               values[tmp[0]], zero)
+                tmp[0] = tmp[0] + ((tmp[1] >> T.uint32(j)) & T.uint32(1))
         else:
             for j in T.unroll(L):
                 ra[r * L + j] = zero
 
     @T.macro
-    def load_nm(values, indices, ra, r, row, k0):
+    def load_bitmap8x32(bits32, tile_ptr, values, ra, r, row, k0, tmp, lane):
+        # tile 8x32: the lane's row word is word (row % 8) = lane // 4 of tile (row // 8, chunk); the
+        # exclusive prefix of the tile's row popcounts comes from an inclusive scan over the 8 row
+        # groups of the warp (lanes 4 apart), executed by every lane (rows past O read 0)
+        tmp[2] = T.if_then_else(row < O, bits32[((row // 8) * ntj + k0 // 32) * 8 + row % 8], T.uint32(0))
+        tmp[0] = T.Cast("uint32", T.popcount(tmp[2]))
+        tmp[3] = tmp[0]
+        for d in T.unroll(3):
+            tmp[1] = T.tvm_warp_shuffle_up(T.uint32(4294967295), tmp[3], 4 << d, 32, 32)
+            if lane >= (4 << d):
+                tmp[3] = tmp[3] + tmp[1]
+        if row < O:
+            tmp[0] = tmp[3] - tmp[0] + T.Cast("uint32", T.popcount(
+                tmp[2] & ((T.uint32(1) << T.Cast("uint32", k0 % 32)) - T.uint32(1))))
+            tmp[0] = tmp[0] + T.Cast("uint32", tile_ptr[(row // 8) * ntj + k0 // 32])
+            tmp[1] = (tmp[2] >> T.Cast("uint32", k0 % 32)) & T.uint32(255)
+            for j in T.unroll(L):
+                ra[r * L + j] = T.if_then_else((tmp[1] >> T.uint32(j)) & T.uint32(1) == T.uint32(1),
+                                               values[tmp[0]], zero)
+                tmp[0] = tmp[0] + ((tmp[1] >> T.uint32(j)) & T.uint32(1))
+        else:
+            for j in T.unroll(L):
+                ra[r * L + j] = zero
+
+    @T.macro
+    def load_nm(values, indices, ra, r, row, k0, sv, si):
+        # the slots of the groups the slice covers, loaded once (contiguous), then n selects per element
         if row < O and k0 < K:
-            if m_ <= L:
-                for j in T.unroll(L):
-                    gg = (k0 + j) // m_
-                    ra[r * L + j] = zero
-                    if gg < G:
-                        for s in T.unroll(n_):
-                            ra[r * L + j] = ra[r * L + j] + T.if_then_else(
-                                T.Cast("int32", indices[row, gg * n_ + s]) == (k0 + j) % m_,
-                                values[row, gg * n_ + s], zero)
-            else:
-                gg = k0 // m_
-                off = k0 % m_
-                for j in T.unroll(L):
-                    ra[r * L + j] = zero
-                for s in T.unroll(n_):
-                    p = T.Cast("int32", indices[row, gg * n_ + s]) - off
-                    v = values[row, gg * n_ + s]
-                    for j in T.unroll(L):
-                        ra[r * L + j] = ra[r * L + j] + T.if_then_else(p == j, v, zero)
+            for s in T.unroll(SL):
+                sv[s] = T.if_then_else((k0 // m_) * n_ + s < G * n_,
+                                       values[row, T.min((k0 // m_) * n_ + s, G * n_ - 1)], zero)
+                si[s] = T.if_then_else((k0 // m_) * n_ + s < G * n_,
+                                       T.Cast("int32", indices[row, T.min((k0 // m_) * n_ + s, G * n_ - 1)]), -1)
+            for j in T.unroll(L):
+                ra[r * L + j] = select_slot(sv, si, j, k0)
         else:
             for j in T.unroll(L):
                 ra[r * L + j] = zero
@@ -338,7 +369,7 @@ def _generate(ks: CudaKernelSpec):
 
     # ------------------------------------------------------------------ skeleton
     @T.macro
-    def chunk_compute(X, ra, af, xv, acc, by, g, k0):
+    def chunk_compute(X, ra, af, xv, xb, acc, by, g, k0):
         if MMA:
             # A fragments of the two mma: rows (g, g+8) x cols (k0+4i .. k0+4i+3), PTX register order
             for i in T.unroll(2):
@@ -353,15 +384,20 @@ def _generate(ks: CudaKernelSpec):
                         for j in T.vectorized(L):
                             xv[j] = X[by * TN + ns * 8 + g, k0 + j]
                     else:
-                        for j in T.vectorized(L):
+                        for j in T.unroll(L):
                             xv[j] = zero
                 else:
                     for j in T.unroll(L):
                         xv[j] = T.if_then_else(by * TN + ns * 8 + g < TT and k0 + j < K,
                                                X[T.min(by * TN + ns * 8 + g, TT - 1), T.min(k0 + j, K - 1)], zero)
+                # the mma reads its B fragments through a pointer into xb, which is only ever accessed
+                # element-wise: a buffer accessed only by vectors (xv, when no bound check is needed) is
+                # retyped uint4[1] by storage rewrite, and "+4 elements" would then mean "+4 uint4"
+                for j in T.unroll(L):
+                    xb[j] = xv[j]
                 for i in T.unroll(2):
                     T.evaluate(T.ptx_legacy.mma("m16n8k16", "row", "col", ptx_t, ptx_t, "fp32",
-                                                af.data, i * 8, xv.data, i * 4, acc.data, ns * 4, False,
+                                                af.data, i * 8, xb.data, i * 4, acc.data, ns * 4, False,
                                                 dtype="float32"))
         else:
             for n in T.unroll(TN):
@@ -424,12 +460,13 @@ def _generate(ks: CudaKernelSpec):
                             ra = T.alloc_buffer((2 * L,), RA_DT, scope="local")
                             af = T.alloc_buffer((16,), RA_DT, scope="local")
                             xv = T.alloc_buffer((L,), RA_DT, scope="local")
+                            xb = T.alloc_buffer((L,), RA_DT, scope="local")
                             for i in T.unroll(ACC):
                                 acc[i] = T.float32(0)
                             for c in range(ty * PER, T.min(ty * PER + PER, NCH)):
                                 for r in T.unroll(2):
                                     load_dense(values, ra, r, bx * ROWS + tx // 4 + 8 * r, c * KC + (tx % 4) * L)
-                                chunk_compute(X, ra, af, xv, acc, by, tx // 4, c * KC + (tx % 4) * L)
+                                chunk_compute(X, ra, af, xv, xb, acc, by, tx // 4, c * KC + (tx % 4) * L)
                             store_acc(red, acc, ty, tx // 4, tx % 4)
                             finish(red, bias, Y, bx, by, ty, tx)
     elif FMT == "bitmap":
@@ -456,20 +493,26 @@ def _generate(ks: CudaKernelSpec):
                             ra = T.alloc_buffer((2 * L,), RA_DT, scope="local")
                             af = T.alloc_buffer((16,), RA_DT, scope="local")
                             xv = T.alloc_buffer((L,), RA_DT, scope="local")
-                            tmp = T.alloc_buffer((2,), "uint32", scope="local")
+                            xb = T.alloc_buffer((L,), RA_DT, scope="local")
+                            tmp = T.alloc_buffer((4,), "uint32", scope="local")
                             for i in T.unroll(ACC):
                                 acc[i] = T.float32(0)
                             for c in range(ty * PER, T.min(ty * PER + PER, NCH)):
                                 for r in T.unroll(2):
-                                    load_bitmap(bits32, tile_ptr, values, ra, r, bx * ROWS + tx // 4 + 8 * r, c * KC + (tx % 4) * L, tmp)
-                                chunk_compute(X, ra, af, xv, acc, by, tx // 4, c * KC + (tx % 4) * L)
+                                    if FAST8x32:
+                                        load_bitmap8x32(bits32, tile_ptr, values, ra, r, bx * ROWS + tx // 4 + 8 * r,
+                                                        c * KC + (tx % 4) * L, tmp, tx)
+                                    else:
+                                        load_bitmap(bits32, tile_ptr, values, ra, r, bx * ROWS + tx // 4 + 8 * r,
+                                                    c * KC + (tx % 4) * L, tmp)
+                                chunk_compute(X, ra, af, xv, xb, acc, by, tx // 4, c * KC + (tx % 4) * L)
                             store_acc(red, acc, ty, tx // 4, tx % 4)
                             finish(red, bias, Y, bx, by, ty, tx)
     elif FMT == "nm":
         idx_dt = meta.bdtype("indices")
 
         @T.prim_func
-        def kern(a_values: T.handle, a_indices: T.handle, x: T.handle, b: T.handle, y: T.handle):
+        def kern(a_values: T.handle, a_indices: T.handle, x: T.handle, b: T.handle, y: T.handle):  # noqa: F811
             T.func_attr({"tirx.noalias": True})
             values = T.match_buffer(a_values, (O, G * n_), dt)
             indices = T.match_buffer(a_indices, (O, G * n_), idx_dt)
@@ -485,12 +528,16 @@ def _generate(ks: CudaKernelSpec):
                             ra = T.alloc_buffer((2 * L,), RA_DT, scope="local")
                             af = T.alloc_buffer((16,), RA_DT, scope="local")
                             xv = T.alloc_buffer((L,), RA_DT, scope="local")
+                            xb = T.alloc_buffer((L,), RA_DT, scope="local")
+                            sv = T.alloc_buffer((SL,), RA_DT, scope="local")
+                            si = T.alloc_buffer((SL,), "int32", scope="local")
                             for i in T.unroll(ACC):
                                 acc[i] = T.float32(0)
                             for c in range(ty * PER, T.min(ty * PER + PER, NCH)):
                                 for r in T.unroll(2):
-                                    load_nm(values, indices, ra, r, bx * ROWS + tx // 4 + 8 * r, c * KC + (tx % 4) * L)
-                                chunk_compute(X, ra, af, xv, acc, by, tx // 4, c * KC + (tx % 4) * L)
+                                    load_nm(values, indices, ra, r, bx * ROWS + tx // 4 + 8 * r, c * KC + (tx % 4) * L,
+                                            sv, si)
+                                chunk_compute(X, ra, af, xv, xb, acc, by, tx // 4, c * KC + (tx % 4) * L)
                             store_acc(red, acc, ty, tx // 4, tx % 4)
                             finish(red, bias, Y, bx, by, ty, tx)
     elif FMT == "csr":
@@ -514,6 +561,7 @@ def _generate(ks: CudaKernelSpec):
                             ra = T.alloc_buffer((2 * L,), RA_DT, scope="local")
                             af = T.alloc_buffer((16,), RA_DT, scope="local")
                             xv = T.alloc_buffer((L,), RA_DT, scope="local")
+                            xb = T.alloc_buffer((L,), RA_DT, scope="local")
                             cur = T.alloc_buffer((2,), idt, scope="local")
                             cend = T.alloc_buffer((2,), idt, scope="local")
                             for i in T.unroll(ACC):
@@ -525,7 +573,7 @@ def _generate(ks: CudaKernelSpec):
                             for c in range(ty * PER, T.min(ty * PER + PER, NCH)):
                                 for r in T.unroll(2):
                                     load_csr(indices, values, ra, cur, cend, r, bx * ROWS + tx // 4 + 8 * r, c * KC + (tx % 4) * L)
-                                chunk_compute(X, ra, af, xv, acc, by, tx // 4, c * KC + (tx % 4) * L)
+                                chunk_compute(X, ra, af, xv, xb, acc, by, tx // 4, c * KC + (tx % 4) * L)
                             store_acc(red, acc, ty, tx // 4, tx % 4)
                             finish(red, bias, Y, bx, by, ty, tx)
     elif FMT == "bsr":
@@ -549,6 +597,7 @@ def _generate(ks: CudaKernelSpec):
                             ra = T.alloc_buffer((2 * L,), RA_DT, scope="local")
                             af = T.alloc_buffer((16,), RA_DT, scope="local")
                             xv = T.alloc_buffer((L,), RA_DT, scope="local")
+                            xb = T.alloc_buffer((L,), RA_DT, scope="local")
                             cur = T.alloc_buffer((2,), idt, scope="local")
                             cend = T.alloc_buffer((2,), idt, scope="local")
                             for i in T.unroll(ACC):
@@ -560,7 +609,7 @@ def _generate(ks: CudaKernelSpec):
                             for c in range(ty * PER, T.min(ty * PER + PER, NCH)):
                                 for r in T.unroll(2):
                                     load_bsr(indices, blocks, ra, cur, cend, r, bx * ROWS + tx // 4 + 8 * r, c * KC + (tx % 4) * L)
-                                chunk_compute(X, ra, af, xv, acc, by, tx // 4, c * KC + (tx % 4) * L)
+                                chunk_compute(X, ra, af, xv, xb, acc, by, tx // 4, c * KC + (tx % 4) * L)
                             store_acc(red, acc, ty, tx // 4, tx % 4)
                             finish(red, bias, Y, bx, by, ty, tx)
     else:  # groupquant
@@ -586,6 +635,7 @@ def _generate(ks: CudaKernelSpec):
                             ra = T.alloc_buffer((2 * L,), RA_DT, scope="local")
                             af = T.alloc_buffer((16,), RA_DT, scope="local")
                             xv = T.alloc_buffer((L,), RA_DT, scope="local")
+                            xb = T.alloc_buffer((L,), RA_DT, scope="local")
                             cur = T.alloc_buffer((2,), idt, scope="local")
                             cend = T.alloc_buffer((2,), idt, scope="local")
                             for i in T.unroll(ACC):
@@ -598,7 +648,7 @@ def _generate(ks: CudaKernelSpec):
                                 for r in T.unroll(2):
                                     load_gq(group_idx, qvalues, scales, zeros, ra, cur, cend, r,
                                             bx * ROWS + tx // 4 + 8 * r, c * KC + (tx % 4) * L)
-                                chunk_compute(X, ra, af, xv, acc, by, tx // 4, c * KC + (tx % 4) * L)
+                                chunk_compute(X, ra, af, xv, xb, acc, by, tx // 4, c * KC + (tx % 4) * L)
                             store_acc(red, acc, ty, tx // 4, tx % 4)
                             finish(red, bias, Y, bx, by, ty, tx)
     if not HAS_BIAS:

@@ -1,0 +1,55 @@
+"""Markdown summary of a spmm_gpu.json (+ check_kernels_gpu.json) against the issue's goals."""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def main():
+    d = json.load(open(sys.argv[1]))
+    chk = json.load(open(sys.argv[2])) if len(sys.argv) > 2 else None
+    m = d["machine"]
+    rows = d["rows"]
+    out = [f"# sparsec CUDA SpMM on {m.get('gpu')} (driver {m.get('driver')}, torch {m.get('torch')}, {m.get('date')})",
+           "", "fp16, `Y[T,O] = X[T,K] @ W^T`; speedups are cuBLAS time / sparsec time, measured in one run "
+           "(CUDA-graph replays). Goals from issue 12.", ""]
+    if chk:
+        out += [f"Kernel correctness on the GPU: **{chk['cases'] - chk['failed']}/{chk['cases']}** cases within "
+                f"tolerance {chk.get('tolerance')}.", ""]
+        fails = [r for r in chk["results"] if not r["ok"]]
+        if fails:
+            out += ["Failing cases:", ""] + [f"- {r['name']}: {r.get('rel_err', r.get('error'))}" for r in fails[:40]]
+            out.append("")
+    out += ["| shape OxK | T | pattern | cuBLAS us | sparsec us | vs cuBLAS | sparsec dense vs cuBLAS | "
+            "dispatch vs cuBLAS | vs cuSPARSE | cuSPARSELt us |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['O']}x{r['K']} | {r['T']} | {r['pattern']} | {r['cublas_ms'] * 1e3:.1f} | "
+                   f"{r['sparsec_ms'] * 1e3:.1f} | {r['speedup_vs_cublas']:.2f} | {r['dense_vs_cublas'] or 0:.2f} | "
+                   f"{r['dispatch_vs_cublas']:.2f} | {r.get('speedup_vs_cusparse', 0):.2f} | "
+                   f"{(r.get('cusparselt_ms') or 0) * 1e3:.1f} |")
+    def rng(sel):
+        v = [r["speedup_vs_cublas"] for r in rows if sel(r)]
+        return f"{min(v):.2f}–{max(v):.2f}" if v else "n/a"
+    small = lambda r: r["T"] <= 32  # noqa: E731
+    out += ["", "## Goals", "",
+            f"- unstructured 70–90 %, T ≤ 32, vs cuBLAS (goal ≥ 1.5×): "
+            f"{rng(lambda r: small(r) and r['pattern'] in ('unstructured70', 'unstructured80', 'unstructured90'))}",
+            f"- unstructured 90 %, T ≤ 32 (goal ≥ 2.5×): {rng(lambda r: small(r) and r['pattern'] == 'unstructured90')}"]
+    lt = [r["speedup_vs_cusparselt"] for r in rows if r["pattern"] == "2:4" and r["T"] >= 128
+          and r.get("speedup_vs_cusparselt")]
+    out.append(f"- 2:4 vs cuSPARSELt at T ≥ 128 (goal ≥ 1.0×): "
+               f"{f'{min(lt):.2f}–{max(lt):.2f}' if lt else 'n/a'}")
+    disp = [r["dispatch_vs_cublas"] for r in rows if small(r)]
+    out.append(f"- dispatch (faster of sparse and sparsec dense) vs cuBLAS at T ≤ 32 (goal ≥ 1.0×): "
+               f"{min(disp):.2f}–{max(disp):.2f}" if disp else "")
+    dn = sorted({(r["O"], r["K"], r["T"], r["dense_vs_cublas"]) for r in rows if r.get("dense_vs_cublas")})
+    out.append(f"- sparsec dense vs cuBLAS (goal ≥ 0.8): T ≤ 32: "
+               f"{min(x[3] for x in dn if x[2] <= 32):.2f}–{max(x[3] for x in dn if x[2] <= 32):.2f}; "
+               f"T ≥ 128: {min(x[3] for x in dn if x[2] >= 128):.2f}–{max(x[3] for x in dn if x[2] >= 128):.2f}")
+    nm = [r for r in rows if r["pattern"] in ("1:4", "2:8") and small(r)]
+    out.append(f"- general N:M (1:4, 2:8; no library), T ≤ 32, vs cuBLAS: {rng(lambda r: r in nm)}")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
