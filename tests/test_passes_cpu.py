@@ -141,7 +141,7 @@ def test_no_regression_when_sparse_is_predicted_slower():
     slow = CostModel.analytic(host_desc(2))
     for f in ("csr", "bitmap", "bsr", "nm", "groupquant"):
         for r in ("gemv", "tokens"):
-            slow.coef[f"{f}/{r}"] = [1.0, 0.0, 0.0, 0.0]     # one second per call
+            slow.coef[f"{f}/{r}"] = [1.0, 0.0, 0.0, 0.0, 0.0]     # one second per call
     w1 = prune(torch.randn(32, 16), "unstructured", 0.99).weight
     g = parse_graph(_mlp_text(), {"w1": Dense.from_dense(w1), "w2": Dense.from_dense(torch.randn(8, 32))})
     out, choices = select_formats(g, "auto", cost=slow)

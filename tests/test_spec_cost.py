@@ -139,13 +139,13 @@ def test_features_count_wasted_work():
 
 
 def test_fit_recovers_known_coefficients():
-    true = [3e-6, 2e-11, 5e-11, 1e-10]
+    true = [3e-6, 2e-11, 5e-11, 1e-10, 4e-9]
     g = torch.Generator().manual_seed(0)
     samples = []
     for _ in range(30):
         from sparsec.passes.cost.model import Features
         f = Features(float(torch.randint(1, 10**7, (1,), generator=g)), float(torch.randint(1, 10**7, (1,), generator=g)),
-                     float(torch.randint(0, 10**6, (1,), generator=g)))
+                     float(torch.randint(0, 10**6, (1,), generator=g)), float(torch.randint(1, 10**4, (1,), generator=g)))
         samples.append((f, sum(a * b for a, b in zip(true, f.vector()))))
     got = fit(samples)
     for a, b in zip(got, true):
@@ -164,7 +164,7 @@ def test_analytic_model_orders_by_sparsity():
 
 def test_cost_model_json_round_trip(tmp_path):
     cm = CostModel.analytic(host_desc(2))
-    cm.coef["csr/tokens"] = [1e-6, 2e-11, 3e-11, 4e-11]
+    cm.coef["csr/tokens"] = [1e-6, 2e-11, 3e-11, 4e-11, 5e-9]
     p = str(tmp_path / "c.json")
     cm.save(p)
     back = CostModel.from_json(json.loads(open(p).read()))

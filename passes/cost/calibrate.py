@@ -17,7 +17,7 @@ from sparsec.passes.cost.model import CostModel, Stats, features, fit, regime
 from sparsec.passes.cost.targets import TargetDesc, host_desc
 from sparsec.passes.prune import prune
 
-SHAPES = ((256, 512), (1024, 512), (512, 2048))
+SHAPES = ((256, 512), (1024, 512), (512, 2048), (2048, 1024), (1024, 2048))
 TOKENS = (1, 16, 256)
 DENSITIES = (0.05, 0.2, 0.5)
 BLOCKS = ((4, 4), (8, 8), (16, 1), (1, 16))

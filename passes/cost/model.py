@@ -8,13 +8,13 @@ moves (the format's exact ``nbytes`` + activations in and out) and the
 metadata operations it decodes (``meta``: index loads, bitmap words, block
 headers):
 
-    t = c + a·macs + b·bytes + d·meta            (per format and regime)
+    t = c + a·macs + b·bytes + d·meta + e·rows    (per format and regime)
 
 Regimes: ``gemv`` (one token: memory-bound, different kernels) and ``tokens``.
 Uncalibrated coefficients come from the target description (``TargetDesc``):
 ``a = 1/(peak·efficiency)``, ``b = 1/bandwidth of the level the weight
-streams from``, ``d = 1/(cores·clock)``, ``c = launch``. Calibration fits
-``(c, a, b, d)`` per (format, regime) by non-negative least squares on
+streams from``, ``d = 1/(cores·clock)``, ``e = 20 cycles``, ``c = launch``. Calibration fits
+``(c, a, b, d, e)`` per (format, regime) by non-negative least squares on
 measured micro-benchmarks (``sparsec calibrate``), stored as JSON and reused.
 """
 from __future__ import annotations
@@ -38,9 +38,10 @@ class Features:
     macs: float
     bytes: float
     meta: float
+    rows: float = 0.0     # output-row loop trips (per-row setup, reductions, tails)
 
     def vector(self) -> list[float]:
-        return [1.0, self.macs, self.bytes, self.meta]
+        return [1.0, self.macs, self.bytes, self.meta, self.rows]
 
 
 @dataclass(frozen=True)
@@ -142,8 +143,8 @@ def features(fmt, tokens: int) -> Features:
     """Exact work, traffic and metadata of ``[T, K] x W[O, K]ᵀ`` (W a format or its ``Stats``)."""
     st = fmt if isinstance(fmt, Stats) else Stats.of(fmt)
     act = (st.cols + st.rows) * tokens * st.item
-    return Features(float(st.nnz) * tokens, float(st.nbytes + act),
-                    float(st.meta) * (1 if tokens == 1 else math.ceil(tokens / 16)))
+    tiles = 1 if tokens == 1 else math.ceil(tokens / 16)
+    return Features(float(st.nnz) * tokens, float(st.nbytes + act), float(st.meta) * tiles, float(st.rows) * tiles)
 
 
 def regime(tokens: int) -> str:
@@ -163,8 +164,9 @@ class CostModel:
 
     def default_coef(self, fmt: str, nbytes: float) -> list[float]:
         t = self.target
+        cycle = 1.0 / (t.cores * t.ghz * 1e9)
         return [t.launch_us * 1e-6, 2.0 / (t.peak_flops * EFFICIENCY.get(fmt, 0.2)), 1.0 / t.mem_bw(int(nbytes)),
-                1.0 / (t.cores * t.ghz * 1e9)]
+                cycle, 20 * cycle]
 
     def coefficients(self, fmt: str, variant: str, tokens: int, nbytes: float) -> list[float]:
         """The fit for this exact variant (e.g. ``bsr:4x4/tokens``), else the family's, else analytic."""
@@ -196,7 +198,7 @@ class CostModel:
 
 
 def fit(samples: list[tuple[Features, float]]) -> list[float]:
-    """Non-negative least squares of ``t = c + a·macs + b·bytes + d·meta`` (relative error weighted)."""
+    """Non-negative least squares of ``t = c + a·macs + b·bytes + d·meta + e·rows`` (relative error weighted)."""
     import numpy as np
     from scipy.optimize import nnls
 
