@@ -368,8 +368,12 @@ def compile_graph(g: Graph, target=None, progress: Callable[[int, int, str], Non
 
     from sparsec.backends.target import host_target
 
-    target = host_target() if target is None else (tvm.target.Target(target) if isinstance(target, (str, dict))
-                                                   else target)
+    # a bare "llvm" means this machine: its CPU model and SIMD width (a plain "llvm" target is
+    # generic x86-64, SSE2 only, and made kernels ~4x slower)
+    if target is None or target == "llvm":
+        target = host_target()
+    elif isinstance(target, (str, dict)):
+        target = tvm.target.Target(target)
     t0 = time.perf_counter()
     p = _Planner(g, target, knobs_for)
     p.input_names = {v.name for v in g.inputs}
