@@ -23,6 +23,7 @@ import torch
 import tvm
 from tvm import te, tirx, topi
 
+from sparsec.backends.te.fastmath import exp_f32
 from sparsec.ir.errors import ModelError
 from sparsec.ir.graph import Node
 from sparsec.ir.ops import OPS, Op
@@ -439,10 +440,13 @@ def _softmax(log: bool) -> Rule:
 
         mx = _reduced_compute(red, [shape[d]], xr, _MAX, "softmax_max")
 
+        # float32: a vectorisable exp (backends/te/fastmath.py; libm's is one call per element)
+        exp = exp_f32 if ct == "float32" else tirx.exp
+
         def ex(i, rs):
             j = list(i)
             j[d] = 0
-            return tirx.exp(xr(i, rs) - mx[tuple(j)])
+            return exp(xr(i, rs) - mx[tuple(j)])
 
         sm = _reduced_compute(red, [shape[d]], ex, te.sum, "softmax_sum")
 
@@ -450,7 +454,7 @@ def _softmax(log: bool) -> Rule:
             j = list(i)
             j[d] = 0
             v = _cast(x[tuple(i)], ct) - mx[tuple(j)]
-            r = v - tirx.log(sm[tuple(j)]) if log else tirx.exp(v) / sm[tuple(j)]
+            r = v - tirx.log(sm[tuple(j)]) if log else exp(v) / sm[tuple(j)]
             return _cast(r, out.dtype)
 
         return _compute(out, f, node.op.value)
