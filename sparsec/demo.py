@@ -16,15 +16,18 @@ import torch
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "bert_encoder.py")
 
 
-def _median_time(fn, repeat=15, warmup=3) -> float:
+def _interleaved_medians(fns: dict, repeat: int = 15, warmup: int = 3) -> dict:
+    """Median seconds per call of each function, runs interleaved (a busy machine hits both alike)."""
     for _ in range(warmup):
-        fn()
-    ts = []
+        for f in fns.values():
+            f()
+    ts = {k: [] for k in fns}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            ts[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in ts.items()}
 
 
 def main() -> int:
@@ -66,10 +69,9 @@ def main() -> int:
     threads = num_threads()
     torch.set_num_threads(threads)
     with torch.no_grad():
-        t_torch = _median_time(lambda: m(*x))
-    t_sc = _median_time(lambda: model(*x))
-    print(f"threads {threads}: eager torch {t_torch * 1e3:.2f} ms, sparsec {t_sc * 1e3:.2f} ms, "
-          f"speedup {t_torch / t_sc:.2f}x (median of 15)")
+        t = _interleaved_medians({"torch": lambda: m(*x), "sparsec": lambda: model(*x)})
+    print(f"threads {threads}: eager torch {t['torch'] * 1e3:.2f} ms, sparsec {t['sparsec'] * 1e3:.2f} ms, "
+          f"speedup {t['torch'] / t['sparsec']:.2f}x (medians of 15 interleaved runs)")
     return 0
 
 
