@@ -73,17 +73,22 @@ def write_artifact(path: str, module, plan: dict, consts: dict[str, torch.Tensor
                     "files": dict(sorted(files.items()))}
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=1)
-        if os.path.exists(path):            # replace: move the old one aside, then swap
-            old = tempfile.mkdtemp(prefix=".sparsec-old-", dir=parent)
-            os.rename(path, os.path.join(old, "a"))
-            os.rename(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, path)
+        publish(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def publish(tmp: str, path: str) -> None:
+    """Move the finished directory ``tmp`` to ``path``; an existing one is moved aside, then swapped."""
+    if os.path.exists(path):
+        old = tempfile.mkdtemp(prefix=".sparsec-old-", dir=os.path.dirname(path))
+        os.rename(path, os.path.join(old, "a"))
+        os.rename(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, path)
 
 
 def read_manifest(path: str) -> dict:

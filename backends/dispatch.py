@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from sparsec.backends.artifact import (ARTIFACT_VERSION, LIB, MANIFEST, load_weights, read_manifest,
+from sparsec.backends.artifact import (ARTIFACT_VERSION, LIB, MANIFEST, load_weights, publish, read_manifest,
                                        sha256, verify_files)
 from sparsec.ir.errors import ModelError, ParameterError, SerializationError
 
@@ -159,13 +159,7 @@ class DispatchCompiled:
                         "variants": entries, "report": self.report, "files": files}
             with open(os.path.join(tmp, MANIFEST), "w") as f:
                 json.dump(manifest, f, indent=1)
-            if os.path.exists(path):        # replace: move the old one aside, then swap
-                old = tempfile.mkdtemp(prefix=".sparsec-old-", dir=parent)
-                os.rename(path, os.path.join(old, "a"))
-                os.rename(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.rename(tmp, path)
+            publish(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

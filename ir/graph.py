@@ -17,7 +17,7 @@ import torch
 
 from sparsec.ir.errors import ModelError
 from sparsec.ir.formats import Dense, SparseFormat, dtype_name
-from sparsec.ir.ops import OPS, WEIGHT_OPERAND, Op, full_attrs, infer_type
+from sparsec.ir.ops import WEIGHT_OPERAND, Op, full_attrs, infer_type
 from sparsec.ir.types import TensorType
 
 

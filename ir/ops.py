@@ -16,7 +16,7 @@ are trailing (``linear(x, w)`` or ``linear(x, w, b)``).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch

@@ -24,8 +24,8 @@ import torch
 
 from sparsec.ir.errors import ModelError
 from sparsec.ir.formats import Dense, SparseFormat
-from sparsec.ir.graph import Constant, Graph, Node, Value, make_node
-from sparsec.ir.types import TensorType, dtype_of_short, short_dtype, torch_dtype
+from sparsec.ir.graph import Constant, Graph, Value, make_node
+from sparsec.ir.types import TensorType, dtype_of_short, torch_dtype
 
 
 def fmt_value(v: Any) -> str:

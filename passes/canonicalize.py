@@ -17,7 +17,6 @@ from sparsec.ir.ops import Op
 
 def canonicalize_matmul(g: Graph) -> Graph:
     consts = g.constant_map()
-    users = g.users()
     new_consts = list(g.constants)
     transposed: dict[str, str] = {}
     nodes = []

@@ -7,7 +7,6 @@ import torch
 
 from sparsec.frontends import import_model
 from sparsec.ir.graph import Graph
-from sparsec.ir.ops import OPS
 from sparsec.ir.printer import print_graph
 
 
@@ -34,8 +33,8 @@ def summary(g: Graph) -> dict:
 
 def print_summary(s: dict, path: str) -> None:
     print(f"model {path}")
-    print(f"  inputs : " + ", ".join(f"%{i['name']}: {i['type']}" for i in s["inputs"]))
-    print(f"  outputs: " + ", ".join(s["outputs"]))
+    print("  inputs : " + ", ".join(f"%{i['name']}: {i['type']}" for i in s["inputs"]))
+    print("  outputs: " + ", ".join(s["outputs"]))
     print(f"  {s['nodes']} nodes, {s['parameters']:,} parameters")
     print("  ops    : " + ", ".join(f"{k} {v}" for k, v in s["op_counts"].items()))
     print()
