@@ -16,6 +16,19 @@ degrades to a less scheduled (never a broken) function:
    is large enough to pay for the threads), the innermost spatial loop split
    by the vector width (or the largest divisor of its extent that fits) and
    vectorised — only constant extents are vectorised.
+
+Knobs (``TE_KNOBS``, declared here for the autotuner; ``None`` everywhere is the
+rule-based schedule above, exactly what ``sparsec compile`` builds without a
+tuning database):
+
+- ``parallel``: ``None`` = the rule (parallel when the block is large enough),
+  ``False`` = never (no thread-pool wake-up: small kernels on few cores),
+  ``True`` = always, whatever the size;
+- ``reduce_lanes``: row reductions that are plain sums (softmax's denominator,
+  layer norm's mean and variance) are split by this many lanes and
+  ``rfactor``-ed into a vectorised partial sum before being computed at the
+  row loop (``None``: the scalar reduction loop). Summation order changes,
+  the result stays within float rounding.
 """
 from __future__ import annotations
 
@@ -24,7 +37,29 @@ import math
 
 from tvm import s_tir, tirx
 
+from sparsec.backends.kernels.common import Knob
+from sparsec.ir.errors import ParameterError
+
 log = logging.getLogger(__name__)
+
+TE_KNOBS = (
+    Knob("parallel", (None, False, True), None, "None: parallel when large enough; False: serial; True: always"),
+    Knob("reduce_lanes", (None, 8, 16), None, "rfactor a row sum into this many vector lanes (None: scalar)"),
+)
+TRANSPOSE_KNOBS = (TE_KNOBS[0],)
+
+
+def check_te_knobs(knobs: dict | None, declared=TE_KNOBS) -> dict:
+    """``knobs`` completed with defaults; an unknown name or value is a ParameterError."""
+    known = {k.name: k for k in declared}
+    out = {k.name: k.default for k in declared}
+    for name, v in (knobs or {}).items():
+        if name not in known:
+            raise ParameterError(f"schedule knob {name!r} unknown; known: {', '.join(known)}")
+        if v not in known[name].candidates:
+            raise ParameterError(f"schedule knob {name}={v!r} not one of {known[name].candidates}")
+        out[name] = v
+    return out
 
 PARALLEL_MIN_ELEMS = 4096   # below this the thread-pool launch costs more than it saves
 DATA_PAR = 0
@@ -113,7 +148,7 @@ def _consumers_inline(sch, blk):
             log.debug("reverse inline into %s skipped: %s", _name(sch, blk), str(exc).strip().splitlines()[:1])
 
 
-def _schedule_matmul(sch, name, vbits):
+def _schedule_matmul(sch, name, vbits, par=None):
     blk = sch.get_sblock(name)
     loops = sch.get_loops(blk)
     *batch, i, j, k = loops
@@ -137,14 +172,14 @@ def _schedule_matmul(sch, name, vbits):
         sch.unroll(ki)
     work = M * N * math.prod(_extent(sch, b) for b in batch)
     outer = sch.fuse(*batch, io) if batch else io
-    if work >= PARALLEL_MIN_ELEMS // 4:
+    if par is True or (par is None and work >= PARALLEL_MIN_ELEMS // 4):
         sch.parallel(outer)
     sch.decompose_reduction(blk, ko)
     if nj > 1:
         sch.vectorize(sch.get_loops(cw)[-1])
 
 
-def _schedule_conv(sch, name, vbits):
+def _schedule_conv(sch, name, vbits, par=None):
     blk = sch.get_sblock(name)
     n, o, y, x, rc, ry, rx = sch.get_loops(blk)
     O, OW = _extent(sch, o), _extent(sch, x)
@@ -161,7 +196,9 @@ def _schedule_conv(sch, name, vbits):
         sch.vectorize(xi)
     if oi_f > 1:
         sch.unroll(oi)
-    sch.parallel(sch.fuse(n, oo, y))
+    outer = sch.fuse(n, oo, y)
+    if par is not False:
+        sch.parallel(outer)
     sch.decompose_reduction(blk, rc)
     if xi_f > 1:
         sch.vectorize(sch.get_loops(cw)[-1])
@@ -170,7 +207,8 @@ def _schedule_conv(sch, name, vbits):
 def _row_reduction_at(sch, name):
     """Compute a keepdim-shaped reduction (trailing unit dims) inside its consumer's row loop."""
     blk = sch.get_sblock(name)
-    n_sp = _n_spatial(sch, blk)
+    # spatial iter vars (an rfactor write-back block lists its reduction var first)
+    n_sp = sum(int(iv.iter_type) == DATA_PAR for iv in sch.get(blk).iter_vars)
     loops = sch.get_loops(blk)[:n_sp]
     ext = [_extent(sch, lp) for lp in loops]
     lead = n_sp
@@ -184,6 +222,45 @@ def _row_reduction_at(sch, name):
     if len(consumers) != 1:
         raise ValueError("no single output consumer")
     sch.compute_at(blk, sch.get_loops(consumers[0])[lead - 1], preserve_unit_loops=False)
+
+
+def _rfactor_row_sum(sch, name, lanes):
+    """Split a row sum's reduction loop by ``lanes`` and rfactor it: partial sums in a vector."""
+    blk = sch.get_sblock(name)
+    r = sch.get_loops(blk)[-1]
+    ext = _extent(sch, r)
+    if ext is None or ext % lanes or ext < 2 * lanes:
+        raise ValueError("reduction extent does not split by the lanes")
+    _, ri = sch.split(r, [None, lanes])
+    sch.rfactor(ri, 0)
+
+
+def _rf_at_row(sch, name):
+    """After ``name`` went to its consumer's row loop: its rfactor block goes there too."""
+    rf = sch.get_sblock(name + "_rf")
+    blk = sch.get_sblock(name)
+    sch.compute_at(rf, sch.get_loops(blk)[-2], preserve_unit_loops=False)
+    ri, ro = sch.get_loops(rf)[-2:]      # the lanes (spatial for rf) come first: put them innermost
+    sch.reorder(ro, ri)
+
+
+def _rf_vectorize(sch, name):
+    """The rfactor block's lanes vectorised (its init hoisted out of the reduction loop)."""
+    rf = sch.get_sblock(name + "_rf")
+    ro, ri = sch.get_loops(rf)[-2:]
+    try:
+        init = sch.decompose_reduction(rf, ro)
+        sch.vectorize(ri)
+        sch.vectorize(sch.get_loops(init)[-1])
+    except Exception:      # noqa: BLE001 - decomposed, the update may not pass vectorize's dataflow check
+        raise ValueError("decomposed rf block not vectorisable") from None
+
+
+def _rf_vectorize_inner(sch, name):
+    sch.vectorize(sch.get_loops(sch.get_sblock(name + "_rf"))[-1])
+
+
+ROW_SUMS = ("softmax_sum", "ln_mean", "ln_var")
 
 
 def _dtype_bits(dtype: str) -> int:
@@ -231,7 +308,7 @@ def _parallel_outer(sch, name, k):
     sch.parallel(lp)
 
 
-def _schedule_generic(sch, name, vbits):
+def _schedule_generic(sch, name, vbits, par=None):
     """Vectorise the innermost spatial loop, then parallelise the outer ones (each step optional)."""
     blk, spatial = _spatial_loops(sch, name)
     ext = [_extent(sch, lp) for lp in spatial]
@@ -239,7 +316,7 @@ def _schedule_generic(sch, name, vbits):
         return sch
     numel = math.prod(ext)
     sch, _ = _try(sch, _vectorize_inner, name, vbits)
-    if numel < PARALLEL_MIN_ELEMS:
+    if par is False or (par is None and numel < PARALLEL_MIN_ELEMS):
         return sch
     loops = sch.get_loops(sch.get_sblock(name))
     ext = [_extent(sch, lp) for lp in loops]
@@ -254,8 +331,11 @@ def _schedule_generic(sch, name, vbits):
     return sch
 
 
-def schedule_cpu(func, target=None):
-    """A scheduled copy of ``func`` (a PrimFunc from ``te.create_prim_func``); never raises."""
+def schedule_cpu(func, target=None, knobs: dict | None = None):
+    """A scheduled copy of ``func`` (a PrimFunc from ``te.create_prim_func``); never raises
+    (except a ParameterError for unknown ``knobs``; see ``TE_KNOBS``; None: the rules)."""
+    kn = check_te_knobs(knobs)
+    par, lanes = kn["parallel"], kn["reduce_lanes"]
     try:
         sch = s_tir.Schedule(func)
     except Exception as exc:
@@ -267,18 +347,35 @@ def schedule_cpu(func, target=None):
     done: set[str] = set()
     for name in names:
         if name.startswith("matmul"):
-            sch, ok = _try(sch, _schedule_matmul, name, vbits)
+            sch, ok = _try(sch, _schedule_matmul, name, vbits, par)
             done.add(name)
         elif name.startswith("conv2d") and not name.startswith("conv2d_out"):
-            sch, ok = _try(sch, _schedule_conv, name, vbits)
+            sch, ok = _try(sch, _schedule_conv, name, vbits, par)
             done.add(name)
+    rf = set()
+    if lanes:
+        for name in names:
+            if name in ROW_SUMS:
+                sch, ok = _try(sch, _rfactor_row_sum, name, lanes)
+                if ok:
+                    rf.add(name)
     for name in reversed(names):  # the last reduction first: earlier ones go in front of it
         if name.startswith(("softmax_", "ln_")):
             sch, ok = _try(sch, _row_reduction_at, name)
             if ok:
                 done.add(name)
+                if name in rf:
+                    sch, ok = _try(sch, _rf_at_row, name)
+                    if not ok:
+                        rf.discard(name)
+    for name in names:    # after every compute_at (a decomposed reduction blocks further ones)
+        if name in rf and name in done:
+            sch, ok = _try(sch, _rf_vectorize, name)
+            if not ok:      # init left inside: a uniform branch in the vector loop
+                sch, _ = _try(sch, _rf_vectorize_inner, name)
+            done.update((name + "_rf", name + "_rf_init"))
     for name in [_name(sch, b) for b in _blocks(sch)]:
         if name in done or any(name.startswith(d + "_") for d in done if d.startswith(("matmul", "conv2d"))):
             continue  # the tile's init / write-back blocks
-        sch = _schedule_generic(sch, name, vbits)
+        sch = _schedule_generic(sch, name, vbits, par)
     return sch.mod["main"]
