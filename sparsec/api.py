@@ -14,7 +14,7 @@ from sparsec.ir.errors import ParameterError
 from sparsec.ir.graph import Graph
 from sparsec.ir.printer import print_graph
 
-TARGETS = ("llvm", "arm")
+TARGETS = ("llvm", "arm", "cuda")
 
 
 @dataclass
@@ -70,7 +70,8 @@ def compile(model, example_inputs=None, *, target: str = "llvm", sparsity: float
             pattern: str | None = None, format: str = "auto", measure: bool = False,
             cpu: str | None = None, emit=None,
             spec: str | None = None, progress: Callable[[int, int, str], None] | None = None,
-            tuning_db: str | bool | None = None) -> Compiled:
+            tuning_db: str | bool | None = None, arch: str | None = None,
+            dtype: str | None = None) -> Compiled:
     """Compile a model file path (or an nn.Module with ``example_inputs``) for ``target``.
 
     No pruning unless ``pattern`` is given: weights already sparse in a pattern
@@ -79,6 +80,10 @@ def compile(model, example_inputs=None, *, target: str = "llvm", sparsity: float
     ``tuning_db``: the `sparsec autotune` database to use (a path; None = the default,
     ``$SPARSEC_TUNING_DB`` or ``<cache>/tuning.jsonl``, when it exists; False = none). Its
     knobs are used for matching kernels, and in ``format="auto"`` a tuned format wins.
+
+    ``target="cuda"``: ``arch`` (sm_90 default, sm_80, ...) and ``dtype`` (float16 default,
+    bfloat16, float32): the model's weights and floating inputs are cast to ``dtype`` before
+    export; see docs/cuda.md.
     """
     from sparsec.backends.llvm.compile import compile_graph
     from sparsec.backends.llvm.pipeline import cpu_pipeline
@@ -89,6 +94,11 @@ def compile(model, example_inputs=None, *, target: str = "llvm", sparsity: float
         raise ParameterError(f"unknown --target {target!r}; available: {', '.join(TARGETS)}")
     if sparsity is not None and pattern is None:
         pattern = "unstructured"
+    if target == "cuda":
+        return _compile_cuda(model, example_inputs, sparsity=sparsity, pattern=pattern, format=format,
+                             measure=measure, spec=spec, progress=progress, arch=arch, dtype=dtype)
+    if arch is not None or dtype is not None:
+        raise ParameterError("--arch and --dtype apply to --target cuda only")
     t0 = time.perf_counter()
     if isinstance(model, (str, os.PathLike)):
         g, loaded = import_model(model)
@@ -132,3 +142,38 @@ def compile(model, example_inputs=None, *, target: str = "llvm", sparsity: float
     t3 = time.perf_counter()
     timings = {"import_s": t1 - t0, "passes_s": t2 - t1, "codegen_s": t3 - t2, "total_s": t3 - t0, **cg.timings}
     return Compiled(g, cg, layer_report(g, choices), timings, tuple(example_inputs))
+
+
+def _compile_cuda(model, example_inputs, *, sparsity, pattern, format, measure, spec, progress, arch, dtype):
+    """``compile(..., target="cuda")``: cast to ``dtype``, prune/select formats for the GPU, build."""
+    from sparsec.backends.cuda.compile import DEFAULT_DTYPE, compile_graph_cuda, cast_model, cuda_pipeline
+    from sparsec.backends.cuda.toolchain import DEFAULT_ARCH, check_arch
+    from sparsec.frontends.load import capture, load_model, lower_exported
+    from sparsec.ir.errors import ModelError
+    from sparsec.passes.pipeline import run_passes
+
+    arch = check_arch(arch or DEFAULT_ARCH)
+    dtype = dtype or DEFAULT_DTYPE
+    if measure:
+        raise ParameterError("--measure times kernels on this host; it cannot measure --target cuda")
+    t0 = time.perf_counter()
+    source = None
+    if isinstance(model, (str, os.PathLike)):
+        loaded = load_model(model)
+        model, example_inputs, source = loaded.model, loaded.example_inputs, loaded.path
+    elif example_inputs is None:
+        raise ParameterError("compile(nn.Module) needs example_inputs")
+    m, inputs = cast_model(model, tuple(example_inputs), dtype)
+    ep = capture(m, inputs, where=source or "model")
+    try:
+        g = lower_exported(ep, source_file=source)
+    except ModelError as exc:
+        raise ModelError(f"{source}: {exc}" if source else str(exc)) from None
+    t1 = time.perf_counter()
+    choices: list = []
+    g = run_passes(g, cuda_pipeline(pattern, sparsity, format, choices, spec=spec))
+    t2 = time.perf_counter()
+    cg = compile_graph_cuda(g, arch=arch, dtype=dtype, progress=progress)
+    t3 = time.perf_counter()
+    timings = {"import_s": t1 - t0, "passes_s": t2 - t1, "codegen_s": t3 - t2, "total_s": t3 - t0, **cg.timings}
+    return Compiled(g, cg, layer_report(g, choices), timings, inputs)

@@ -1,0 +1,364 @@
+"""Whole-graph compile for CUDA: IR graph -> one TVM library with an ``sm_XX`` fatbin + an executor plan.
+
+The same planner as the CPU backend (``sparsec.backends.llvm.compile._Planner``:
+values, views, fusion of injective producers, liveness-planned storages,
+one function per distinct kernel), with CUDA lowerings:
+
+- ``linear`` with a constant weight (any format, Dense included) runs the
+  weight format's CUDA kernel family (``cuda_matmul_primfunc``), which works in
+  torch's token-major layout ``Y[T, O] = act(X[T, K] @ W^T + b)``: the input
+  and output are views, no transposes;
+- ``conv2d`` with a sparse constant weight: a token-major im2col (TE), the
+  matmul family, and a permute back to NCHW;
+- every other node: its TE lowering (``sparsec.backends.te.rules``) with a GPU
+  schedule (``sparsec.backends.te.schedule_cuda``: dlight rules, else a plain
+  thread binding) — attention's batched matmuls, softmax, layer norm, ...
+
+Weights are cast to the chosen dtype at compile time (``cast_model``): the
+model and its floating example inputs are converted *before* export, so torch
+itself infers every dtype of the graph.
+
+The library is built by ``sparsec.backends.cuda.toolchain.build`` (stub driver
++ nvcc; no GPU needed) and exported with the device code embedded as a fatbin.
+Running it needs an NVIDIA GPU (``sparsec.backends.cuda.executor``).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from sparsec.backends.llvm.compile import _Planner
+from sparsec.backends.runtime import plan_storages
+from sparsec.ir.errors import ModelError, ParameterError
+from sparsec.ir.formats import Dense, SparseFormat
+from sparsec.ir.graph import Graph, Node, make_node
+from sparsec.ir.ops import Op
+from sparsec.ir.types import TensorType
+
+DTYPES = ("float16", "bfloat16", "float32")
+DEFAULT_DTYPE = "float16"
+# cuda --format auto: a weight at most this dense is stored as a bitmap (tile 8x32, the kernel's fast path)
+BITMAP_MAX_DENSITY = 0.35
+BITMAP_TILE = (8, 32)
+# N:M patterns auto picks nm for (the slot loaders verified on the H100); others go by density
+NM_FAST = ((2, 4), (1, 4), (2, 8), (4, 16))
+
+
+def check_dtype(dtype: str) -> str:
+    if dtype not in DTYPES:
+        raise ParameterError(f"--dtype {dtype!r} is not supported for --target cuda; choose one of {', '.join(DTYPES)}")
+    return dtype
+
+
+def cast_model(model: torch.nn.Module, inputs: tuple, dtype: str) -> tuple[torch.nn.Module, tuple]:
+    """A copy of ``model`` with floating parameters/buffers in ``dtype``; floating inputs cast too."""
+    dt = getattr(torch, check_dtype(dtype))
+    m = copy.deepcopy(model).to(dt)
+    ins = tuple(x.to(dt) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in inputs)
+    return m.eval(), ins
+
+
+# -- format selection for the GPU ------------------------------------------------------------------
+
+def cuda_choice(name: str, w: torch.Tensor, fmt: str, pattern):
+    """The format of one weight on CUDA: ``fmt`` if forced (bitmap with the 8x32 tile), else by density."""
+    from sparsec.passes.select import Choice, choose, detect_nm, matrix_dims
+
+    rows, k = matrix_dims(tuple(w.shape))
+    w2 = w.reshape(rows, k)
+    density = float(torch.count_nonzero(w2)) / max(w2.numel(), 1)
+    if fmt == "bitmap":
+        return Choice(name, "bitmap", {"tile": BITMAP_TILE}, density, "forced (tile 8x32: the CUDA fast path)")
+    if fmt != "auto":
+        return choose(name, w, fmt, pattern)
+    nm = detect_nm(w2) if density <= 0.5 else None
+    if nm in NM_FAST:
+        return Choice(name, "nm", {"n": nm[0], "m": nm[1]}, density, f"follows {nm[0]}:{nm[1]} exactly")
+    if density <= BITMAP_MAX_DENSITY:
+        return Choice(name, "bitmap", {"tile": BITMAP_TILE}, density,
+                      f"density {density:.1%} <= {BITMAP_MAX_DENSITY:.0%}: bitmap 8x32 (load as sparse)")
+    return Choice(name, "dense", {}, density, f"density {density:.1%} > {BITMAP_MAX_DENSITY:.0%}: dense")
+
+
+def select_formats_cuda(g: Graph, fmt: str, pattern, choices: list) -> Graph:
+    from sparsec.passes.select import FORMAT_CHOICES, pack_choice, parse_pattern, weight_tokens
+    from sparsec.passes.sparsify import prunable_weights
+
+    if fmt not in FORMAT_CHOICES:
+        raise ParameterError(f"unknown --format {fmt!r}; expected one of {', '.join(FORMAT_CHOICES)}")
+    pat = parse_pattern(pattern) if pattern is not None else None
+    tokens = weight_tokens(g)
+    for name in prunable_weights(g):
+        c = g.constant(name)
+        w = c.dense()
+        if w.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            continue
+        ch = cuda_choice(name, w, fmt, pat)
+        ch.tokens = tokens.get(name, 1)
+        choices.append(ch)
+        if ch.format != "dense" or not isinstance(c.value, Dense):
+            g = g.with_constant(name, pack_choice(w, ch))
+    return g
+
+
+def cuda_pipeline(pattern, sparsity, fmt: str, choices: list, spec: str | None = None):
+    from sparsec.passes.canonicalize import canonicalize_matmul
+    from sparsec.passes.fuse import fuse_epilogues
+    from sparsec.passes.sparsify import sparsify
+
+    passes = [("canonicalize_matmul", canonicalize_matmul)]
+    if spec is not None:
+        from sparsec.passes.spec import load_spec, sparsify_by_spec
+        s = load_spec(spec)
+        passes.append(("sparsify_by_spec", lambda g: sparsify_by_spec(g, s)))
+    elif pattern is not None:
+        passes.append(("sparsify", lambda g: sparsify(g, pattern, sparsity)))
+    passes += [("select_formats_cuda", lambda g: select_formats_cuda(g, fmt, pattern, choices)),
+               ("fuse_epilogues", fuse_epilogues)]
+    return passes
+
+
+# -- the planner -----------------------------------------------------------------------------------
+
+def im2col_tokens_func(n, c, h, w, kh, kw, stride, padding, dilation, dtype):
+    """``cols[N*Ho*Wo, C*kh*kw]`` (token-major, torch's weight column order) of an NCHW input."""
+    from tvm import te, tirx
+
+    ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    wo = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    x = te.placeholder((n, c, h, w), dtype, name="X")
+
+    def f(t, kk):
+        b, r = t // (ho * wo), t % (ho * wo)
+        oy, ox = r // wo, r % wo
+        ci, rr = kk // (kh * kw), kk % (kh * kw)
+        ky, kx = rr // kw, rr % kw
+        y = oy * stride[0] - padding[0] + ky * dilation[0]
+        xx = ox * stride[1] - padding[1] + kx * dilation[1]
+        inside = tirx.all(y >= 0, y < h, xx >= 0, xx < w)
+        return tirx.if_then_else(inside, x[b, ci, tirx.max(tirx.min(y, h - 1), 0), tirx.max(tirx.min(xx, w - 1), 0)],
+                                 tirx.const(0, dtype))
+
+    cols = te.compute((n * ho * wo, c * kh * kw), f, name="cols")
+    return te.create_prim_func([x, cols]), ho, wo
+
+
+class _CudaPlanner(_Planner):
+    def __init__(self, g: Graph, target, arch: str):
+        super().__init__(g, target)
+        self.arch = arch
+
+    def kind(self, node: Node) -> str:
+        k = super().kind(node)
+        if k == "te" and node.op == Op.CONV2D:
+            w = node.inputs[1]
+            if w in self.consts and not isinstance(self.consts[w].value, Dense):
+                raise ModelError(f"{node.where()}: --target cuda: a sparse conv2d weight needs groups == 1 "
+                                 f"(groups={node.attr['groups']}); use --spec to keep it dense")
+        return k
+
+    def te_node(self, node: Node, out: str) -> None:
+        """One GPU-scheduled TE function for ``node`` and the injective producers fused into it."""
+        from tvm import te
+
+        from sparsec.backends.te.rules import ScalarConst, lower_node
+        from sparsec.backends.te.schedule_cuda import schedule_cuda
+
+        externals: list[str] = []
+
+        def desc(name: str):
+            p = self.producers.get(name)
+            if p is not None and self.fused_into.get(name):
+                return (p.op.value, p.attrs, tuple(desc(i) for i in p.inputs), (p.type.shape, p.type.dtype))
+            c = self.consts.get(name)
+            if c is not None and len(c.value.shape) == 0:
+                v = c.dense().item()
+                return ("scalar", c.type.dtype, type(v).__name__, repr(v))
+            if name not in externals:
+                externals.append(name)
+            t = self.types[name] if c is None else c.type
+            return ("ext", externals.index(name), t.shape, t.dtype)
+
+        key = ("group", node.op.value, node.attrs, tuple(desc(i) for i in node.inputs),
+               (node.type.shape, node.type.dtype))
+        sym = self._by_key.get(key)
+        if sym is None:
+            memo: dict[str, object] = {}
+            holders: dict[str, object] = {}
+
+            def tensor(name: str):
+                if name in memo:
+                    return memo[name]
+                p = self.producers.get(name)
+                c = self.consts.get(name)
+                if p is not None and self.fused_into.get(name):
+                    t = lower_node(p, [tensor(i) for i in p.inputs], p.type)
+                elif c is not None and len(c.value.shape) == 0:
+                    t = ScalarConst(c.dense().item(), c.type.dtype)
+                else:
+                    typ = self.types[name] if c is None else c.type
+                    t = holders[name] = te.placeholder(tuple(typ.shape), typ.dtype, name=f"in{len(holders)}")
+                memo[name] = t
+                return t
+
+            result = lower_node(node, [tensor(i) for i in node.inputs], node.type)
+            func = te.create_prim_func([*(holders[e] for e in externals), result])
+            func = schedule_cuda(func, self.target)
+            fused = sorted({self.producers[n].op.value for n, c in self.fused_into.items() if c and
+                            self._fused_root(n) == node.name})
+            doc = f"{node.op.value} {node.type}" + (f" (fused: {', '.join(fused)})" if fused else "")
+            sym = self._by_key[key] = self.add_func(func, doc, node.op.value)
+        self.step(sym, [self.arg(e) for e in externals] + [out], node.name)
+
+    def _matmul(self, node: Node, fmt: SparseFormat, x2: str, tokens: int, bias, activation, what: str) -> str:
+        from sparsec.backends.cuda.kernels.matmul import cuda_matmul_primfunc
+
+        k, o = math.prod(fmt.shape[1:]), fmt.shape[0]
+        dtype = self.types[x2].dtype
+        if fmt.dtype_name != dtype:
+            raise ModelError(f"{node.where()}: weight is {fmt.dtype_name}, activation is {dtype}")
+        try:
+            func, args, knobs = cuda_matmul_primfunc(fmt, tokens, bias=bias is not None, activation=activation)
+        except Exception as exc:
+            raise ModelError(f"{node.where()}: --target cuda: {fmt.name} {o}x{k} weight: {exc}") from None
+        sym = self.add_func(func, f"{fmt.name} {what} {o}x{k} T={tokens} knobs={knobs}", f"{fmt.name}_mm")
+        w = node.inputs[1]
+        buffers = [self.const_value(f"{w}/{b}", getattr(fmt, b)) for b in fmt.buffers]
+        y2 = self.temp(node.name + ".y2", TensorType((tokens, o), dtype))
+        call = buffers + [x2] + ([self.arg(bias)] if bias is not None else []) + [y2]
+        if len(call) != len(args):
+            raise ModelError(f"{node.where()}: kernel expects {len(args)} arguments, planned {len(call)}")
+        self.step(sym, call, node.name)
+        return y2
+
+    def linear(self, node: Node) -> None:
+        x, w = node.inputs[0], node.inputs[1]
+        bias = node.inputs[2] if len(node.inputs) > 2 else None
+        fmt: SparseFormat = self.consts[w].value
+        xt = self.types[x]
+        k = xt.shape[-1]
+        tokens = math.prod(xt.shape[:-1])
+        x2 = self.temp(node.name + ".x2", TensorType((tokens, k), xt.dtype), alias=x)
+        y2 = self._matmul(node, fmt, x2, tokens, bias, node.attr["activation"], "matmul")
+        self.define(node.name, node.type, alias=y2)
+
+    def sparse_conv(self, node: Node) -> None:
+        from sparsec.backends import te_ops
+        from sparsec.backends.te.schedule_cuda import schedule_cuda
+
+        x, w = node.inputs[0], node.inputs[1]
+        bias = node.inputs[2] if len(node.inputs) > 2 else None
+        fmt: SparseFormat = self.consts[w].value
+        n, c, h, wd = self.types[x].shape
+        o, _, kh, kw = fmt.shape
+        a = node.attr
+        dtype = self.types[x].dtype
+        f_col, ho, wo = im2col_tokens_func(n, c, h, wd, kh, kw, tuple(a["stride"]), tuple(a["padding"]),
+                                           tuple(a["dilation"]), dtype)
+        tokens, kdim = n * ho * wo, c * kh * kw
+        sym = self.add_func(schedule_cuda(f_col, self.target), f"im2col {n}x{c}x{h}x{wd} k{kh}x{kw} (token-major)",
+                            "im2col")
+        cols = self.temp(node.name + ".cols", TensorType((tokens, kdim), dtype))
+        self.step(sym, [x, cols], node.name)
+        y2 = self._matmul(node, fmt, cols, tokens, bias, None, "conv-matmul")
+        t3 = TensorType((n, ho * wo, o), dtype)     # [N*Ho*Wo, O] -> [N, O, Ho*Wo]
+        y3 = self.temp(node.name + ".y3", t3, alias=y2)
+        pnode = make_node("p", Op.PERMUTE, ["x"], {"dims": (0, 2, 1)}, {"x": t3})
+        func = schedule_cuda(te_ops.build_node_func(pnode, [t3], {}, global_symbol="f"), self.target)
+        sym = self.add_func(func, f"permute {t3}", "permute")
+        y4 = self.temp(node.name + ".y4", TensorType((n, o, ho * wo), dtype))
+        self.step(sym, [y3, y4], node.name)
+        self.define(node.name, node.type, alias=y4)
+
+
+@dataclass
+class CompiledCuda:
+    graph: Graph
+    target: object
+    module: object                       # the built tvm module (host code + fatbin)
+    plan: dict
+    consts: dict[str, torch.Tensor]
+    arch: str
+    dtype: str
+    functions: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def manifest_info(self) -> dict:
+        return {"device": "cuda", "arch": self.arch, "dtype": self.dtype}
+
+    def executor(self):
+        from sparsec.backends.cuda.executor import CudaExecutor
+
+        return CudaExecutor(self.module, self.plan, self.consts)
+
+
+def compile_graph_cuda(g: Graph, arch: str = "sm_90", dtype: str = DEFAULT_DTYPE,
+                       progress: Callable[[int, int, str], None] | None = None) -> CompiledCuda:
+    """Lower every node for CUDA, build one library (fatbin for ``arch``), plan the buffers."""
+    import tvm
+
+    from sparsec.backends.cuda import toolchain
+
+    toolchain.check_arch(arch)
+    toolchain.ensure_cuda_codegen()
+    toolchain.nvcc_path()
+    target = toolchain.cuda_target(arch)
+    t0 = time.perf_counter()
+    p = _CudaPlanner(g, target, arch)
+    p.input_names = {v.name for v in g.inputs}
+    p.plan_fusion()
+    for v in g.inputs:
+        p.define(v.name, v.type)
+    for i, node in enumerate(g.nodes):
+        if progress:
+            progress(i, len(g.nodes), node.name)
+        try:
+            p.lower(node)
+        except ModelError:
+            raise
+        except Exception as exc:
+            msg = str(exc).strip().splitlines()
+            raise ModelError(f"compile --target cuda: {node.where()}: {type(exc).__name__}: "
+                             f"{msg[0] if msg else ''}") from exc
+    for o in g.outputs:
+        if o not in p.values or p.values[o]["kind"] == "const":
+            raise ModelError(f"output %{o} is a constant; sparsec compiles computed outputs only")
+    p.drop_dead_steps(set(g.outputs))
+    t1 = time.perf_counter()
+    mod = tvm.IRModule({s["func"]: p.funcs[s["func"]] for s in p.steps})
+    try:
+        lib = toolchain.build(mod, arch)
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()
+        raise ModelError(f"compile --target cuda: building the CUDA library failed: {type(exc).__name__}: "
+                         f"{msg[-1] if msg else ''}") from exc
+    t2 = time.perf_counter()
+    nbytes = {}
+    for v in p.order:
+        t = p.types[v]
+        nbytes[v] = math.prod(t.shape) * torch.empty((), dtype=getattr(torch, t.dtype)).element_size()
+    keep = {v.name for v in g.inputs} | set(g.outputs)
+    assign = plan_storages(p.order, p.defs, p.uses, p.alias_of, nbytes, keep)
+    for v in p.order:
+        p.values[v]["storage"] = assign[v]
+    used_args = {a for st in p.steps for a in st["args"]}
+    for v in list(p.values):
+        if (p.values[v]["kind"] == "const" and v not in used_args) or (p.values[v]["kind"] != "const"
+                                                                        and v not in assign):
+            if p.values[v]["kind"] == "const":
+                p.const_tensors.pop(p.values[v]["const"], None)
+            del p.values[v]
+    for v in g.inputs:
+        p.values[v.name]["kind"] = "input"
+    plan = {"inputs": [{"name": v.name, "shape": list(v.type.shape), "dtype": v.type.dtype} for v in g.inputs],
+            "outputs": list(g.outputs), "storages": list(plan_storages.sizes), "values": p.values,
+            "steps": p.steps, "device": "cuda"}
+    timings = {"lower_s": t1 - t0, "build_s": t2 - t1, "functions": len({s["func"] for s in p.steps}),
+               "steps": len(p.steps)}
+    return CompiledCuda(g, target, lib, plan, p.const_tensors, arch, dtype, p.func_doc, timings)
