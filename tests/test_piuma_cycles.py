@@ -4,7 +4,8 @@ The machine (``TINY``): one core, one multi-threaded pipeline with one thread
 (so tasks run back to back), each memory request waits for the previous one
 (max_outstanding = 1), no L1, DRAM latency 10 cycles and 1 access/cycle
 (8 GB/s at 1 GHz), a 1x1 mesh (no hops), one scratchpad bank with latency 2,
-every instruction cost 1. A load of n words costs n issue cycles plus n round
+every instruction cost 1 (so flop = mul = 1: the add SMASH and outer leave
+to the atomic or the merge costs nothing extra here). A load of n words costs n issue cycles plus n round
 trips; stores only their issue cycles. No shared resource binds (checked in
 each docstring), so a task takes exactly its chain.
 """
@@ -21,7 +22,9 @@ TINY = load_config().with_(
     mesh__rows=1, mesh__cols=1, mesh__header_bytes=0,
     sync__barrier_cycles=0,
     costs__task=1, costs__flop=1, costs__hash=1, costs__merge_step=1, costs__heap_level=1,
-    costs__sort_compare=1,
+    costs__sort_compare=1, costs__mul=1,
+    # the first two tests charge the sort of each output row (c lg c)
+    rowwise__sort_rows=True, smash__sort_rows=True,
 )
 
 # A (4x4): row 0 = {0, 2}, row 1 = {}, row 2 = {1}, row 3 = {0, 1, 3}
@@ -104,3 +107,59 @@ def test_two_threads_share_one_pipeline():
     cfg = TINY.with_(core__threads_per_mtp=2)
     r = simulate(A, B, algo="rowwise", config=cfg)
     assert r.cycles == 345
+
+
+def test_unsorted_rows_drop_the_sort():
+    """Without ``sort_rows`` the c lg c sort of each row is not charged:
+    rows 0 and 3 have c = 3, ceil(log2 3) = 2, so 6 cycles each.
+    Row-wise 509 - 12 = 497; SMASH 538 - 12 = 526."""
+    cfg = TINY.with_(rowwise__sort_rows=False, smash__sort_rows=False)
+    assert simulate(A, B, algo="rowwise", config=cfg).cycles == 497
+    assert simulate(A, B, algo="smash", config=cfg.with_(smash__tokenise=False)).cycles == 526
+
+
+def test_inner_nonempty_candidates_cycles():
+    """Inner product testing every (non-empty row of A, non-empty column of B).
+
+    B's columns: 0 = {1}, 1 = {0, 2}, 2 = {2}, 3 = {0}: all 4 non-empty,
+    5 entries. Rows of A with a > 0: 0, 2, 3; each reads 4 column extents
+    (8 loads: 8 + 80 = 88) and 5 entries (55), merge steps 4a + 5 (every
+    candidate pair a + b_j), f multiply-adds, writes c + 1.
+      row 0 (a=2, f=4, c=3): 3 + 1 + 22 + 22 + 88 + 55 + 13 + 4 + 4 = 212
+      row 1 (a=0): pop, set-up, extent, row pointer: 3 + 1 + 22 + 1 = 27
+      row 2 (a=1, f=1, c=1): 3 + 1 + 22 + 11 + 88 + 55 + 9 + 1 + 2 = 192
+      row 3 (a=3, f=3, c=3): 3 + 1 + 22 + 33 + 88 + 55 + 17 + 3 + 4 = 226
+    Total 657.
+    """
+    r = simulate(A, B, algo="inner", config=TINY)
+    assert r.counters["intersections"] == 12
+    assert r.cycles == 657
+
+
+def test_outer_cycles():
+    """Outer product: count, scan, multiply, merge (barriers cost 0 here).
+
+    A's columns: 0 = {0, 3}, 1 = {2, 3}, 2 = {0}, 3 = {3} (a' = 2, 2, 1, 1);
+    b = 2, 1, 2, 0. Remote atomics: latency 2 (scratchpad, no mesh hops).
+    Count, per k: pop 3 + set-up 1 + A extent 22 + entries 11a' + B extent 22
+      + posted adds a' (if b > 0): k0 72, k1 72, k2 60, k3 59 = 263.
+    Scan (one task): set-up 1 + 4 count loads 4 + 8 + 4 adds + 4 stores = 21.
+    Multiply, one piece per column: pop 3 + set-up 1 + A extent 22 + 11a'
+      + B extent 22 + 11b + blocking fetch-adds 3a' (if b > 0) + a'b
+      multiplies + a'b stores:
+      k0 (2, 2): 3+1+22+22+22+22+6+4+4 = 106; k1 (2, 1): 91; k2 (1, 2): 88;
+      k3 (1, 0): 59. Total 344.
+    Merge, per row (p = 4, 0, 1, 3; runs 2, 0, 1, 2; c = 3, 0, 1, 3; the
+    bin fits the scratchpad: one pass): pop 3 + set-up 1 + bin extent
+      (remote, blocking) 3; DMA gather if p > 0: 2 instructions + set-up 20
+      + p/4 + DRAM latency 10; scratchpad loads 3p; heap p * max(ceil(log2
+      runs), 1); write c + 1:
+      row 0: 7 + 33 + 12 + 4 + 4 = 60; row 1: 7 + 1 = 8;
+      row 2: 7 + 32.25 + 3 + 1 + 2 = 45.25; row 3: 7 + 32.75 + 9 + 3 + 4 = 55.75.
+      Total 169.
+    Sum 263 + 21 + 344 + 169 = 797. No shared resource binds: at most 12
+    DRAM words per task (+10 latency), the one bank < 12 slots per task.
+    """
+    r = simulate(A, B, algo="outer", config=TINY)
+    assert r.stage_cycles == {"count": 263, "scan": 21, "multiply": 344, "merge": 169}
+    assert r.cycles == 797

@@ -87,6 +87,7 @@ class SyncConfig:
 class CostConfig:
     task: int = 10
     flop: int = 2
+    mul: int = 1
     hash: int = 3
     merge_step: int = 3
     heap_level: int = 4
@@ -95,17 +96,20 @@ class CostConfig:
 
 @dataclass(frozen=True)
 class InnerConfig:
-    candidates: str = "structure"
+    candidates: str = "nonempty"
 
 
 @dataclass(frozen=True)
 class OuterConfig:
     merge_gather: str = "dma"
+    token_flops: int = 256
+    dma_block_words: int = 64
 
 
 @dataclass(frozen=True)
 class RowwiseConfig:
     accumulator: str = "dense"
+    sort_rows: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,13 +118,16 @@ class SmashConfig:
     tokenise: bool = True
     token_flops: int = 256
     fragmented: bool = True
+    sort_rows: bool = False
+    table_share: str = "pool"
 
 
 # Fields whose value must come from a closed set.
 CHOICES = {
-    ("inner", "candidates"): ("structure", "all"),
+    ("inner", "candidates"): ("nonempty", "structure", "all"),
     ("outer", "merge_gather"): ("dma", "loads"),
     ("rowwise", "accumulator"): ("dense", "sorted"),
+    ("smash", "table_share"): ("pool", "thread"),
 }
 # Fields allowed to be zero (everything else numeric must be > 0).
 ZERO_OK = {

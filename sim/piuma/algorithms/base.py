@@ -124,11 +124,13 @@ class Costs:
         self.spm_atomic(np.ones(self.n), per_bank)
 
     # -- remote scratchpad, DMA -----------------------------------------------
-    def remote_atomic(self, n) -> None:
-        """Blocking atomics on words spread over all cores' scratchpads."""
+    def remote_atomic(self, n, blocking: bool = True) -> None:
+        """Atomics on words spread over all cores' scratchpads (blocking, or
+        posted: no reply awaited)."""
         n = np.asarray(n, dtype=float)
         self.compute(n)
-        self.chain += rounds(n, self.w) * self.remote_lat
+        if blocking:
+            self.chain += rounds(n, self.w) * self.remote_lat
         self.remote += n * self.cfg.scratchpad.atomic_cycles
         self.atomics += n
 

@@ -7,7 +7,8 @@ One task per output row i, pulled by a thread from its core's queue:
   * ``dense``: a sparse accumulator (SPA) of N values, private to the thread:
     per partial product a blocking load and a posted store of SPA[j]; per new
     column a posted store to the occupied list; at the end load the occupied
-    list, sort it, load the values, reset the touched SPA words, write the row.
+    list, load the values, reset the touched SPA words, write the row (columns
+    in first-touch order; ``sort_rows`` charges sorting the list first).
     The SPA lives in the scratchpad when ``N * 8 B * threads`` fits in the
     accumulator share of it, else in DRAM (every access then a DRAM access).
   * ``sorted``: a k-way heap merge of the row's sorted B rows: ``heap_level``
@@ -63,7 +64,8 @@ class Rowwise:
                 costs.dram_store(flops + c)
                 costs.dram_load(2 * c)
                 costs.dram_store(c)
-            costs.compute(c * log2_ceil(c) * k.sort_compare)
+            if cfg.rowwise.sort_rows:
+                costs.compute(c * log2_ceil(c) * k.sort_compare)
             counters["accumulator_in_scratchpad"] = float(in_spm)
         else:
             runs = np.bincount(ops.anz_row, weights=ops.anz_flops > 0, minlength=M)

@@ -10,8 +10,10 @@ probing: an atomic compare-and-swap on the slot's key (blocking; a slot holding
 another key is a *collision*, go to the next slot), then a posted atomic add of
 v on the slot's value. When all partial products of a row are in, the
 *readout* walks the row's occupied list (each CAS that claims an empty slot
-appends the slot to it), sorts the c_i keys, writes the row to C and clears
-those slots. Tokens share a row's new keys in proportion to their partial
+appends the slot to it), writes the row to C and clears those slots. C's
+columns are then in table order, as a hash SpGEMM leaves them (scipy's own
+SpGEMM also leaves them unsorted); ``sort_rows`` charges a sort of the c_i
+keys first. (The functional C handed back is canonical, sorted, either way.) Tokens share a row's new keys in proportion to their partial
 products (the model does not track which token claims which slot).
 
 Concurrency: threads insert concurrently, so placement is resolved in rounds:
@@ -63,31 +65,46 @@ def home_slot(col: np.ndarray, slots: np.ndarray) -> np.ndarray:
 def hash_insert(row, col, val, base, slots):
     """Insert partial products (in generation order) into per-row linear-probing
     tables laid out at ``base[row]``; returns (slot, displacement) per partial
-    product, and the tables' keys (-1 empty) and summed values."""
+    product, and the tables' keys (-1 empty) and summed values.
+
+    Partial products with the same (row, column) follow the same probe
+    sequence and are placed in the same round, so the rounds run on the
+    distinct keys, each generated at its first occurrence (exactly the same
+    placement as running them all)."""
     total = int(base[-1] + slots[-1]) if base.size else 0
     key_at = np.full(total, -1, dtype=np.int64)
-    winner = np.full(total, np.iinfo(np.int64).max, dtype=np.int64)
     n = row.size
-    S = slots[row]
-    start = base[row]
-    home = home_slot(col, S)
-    slot = np.empty(n, dtype=np.int64)
-    disp = np.empty(n, dtype=np.int64)
-    todo = np.arange(n)
+    if n == 0:
+        return (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), key_at,
+                np.zeros(total))
+    ncol = int(col.max()) + 1
+    _, first, inv = np.unique(row * ncol + col, return_index=True, return_inverse=True)
+    urow, ucol = row[first], col[first]
+    u = first.size
+    winner = np.full(total, np.iinfo(np.int64).max, dtype=np.int64)
+    S = slots[urow]
+    start = base[urow]
+    home = home_slot(ucol, S)
+    uslot = np.empty(u, dtype=np.int64)
+    udisp = np.empty(u, dtype=np.int64)
+    todo = np.arange(u)
     d = 0
     while todo.size:
         s = start[todo] + ((home[todo] + d) & (S[todo] - 1))
         free = key_at[s] < 0
         if free.any():
             fs, fi = s[free], todo[free]
-            np.minimum.at(winner, fs, fi)
-            won = winner[fs] == fi
-            key_at[fs[won]] = col[fi[won]]
-        placed = key_at[s] == col[todo]
-        slot[todo[placed]] = s[placed]
-        disp[todo[placed]] = d
+            gen = first[fi]
+            np.minimum.at(winner, fs, gen)
+            won = winner[fs] == gen
+            key_at[fs[won]] = ucol[fi[won]]
+        placed = key_at[s] == ucol[todo]
+        uslot[todo[placed]] = s[placed]
+        udisp[todo[placed]] = d
         todo = todo[~placed]
         d += 1
+    slot = uslot[inv.reshape(-1)]
+    disp = udisp[inv.reshape(-1)]
     values = np.bincount(slot, weights=val, minlength=total)
     return slot, disp, key_at, values
 
@@ -116,6 +133,42 @@ def tokens(ops: Operands, token_flops: float):
     return anz_tok, tok_row
 
 
+def pool_budget(nbytes: np.ndarray, tok_row: np.ndarray, tcore: np.ndarray, threads: int,
+                pool: float) -> np.ndarray:
+    """Scratchpad bytes row i's table may hold when tables share the core's pool.
+
+    The threads of a core pull its queue in order, so the tokens in flight lie
+    within ``threads`` consecutive queue positions. Row i is open from its first
+    token f_i to its last l_i; the rows whose tokens fall in
+    [f_i - threads + 1, l_i + threads - 1] (same core) can be open beside it.
+    If their tables (D_i bytes, row i's included) fit the pool, row i's table is
+    all on chip; otherwise every one of them gets the same fraction pool / D_i
+    of its table (the open tables then add up to at most the pool). The
+    engine's measured peak occupancy checks this static estimate."""
+    M = nbytes.size
+    T = tok_row.size
+    if T == 0:
+        return np.full(M, pool)
+    idx = np.arange(T)
+    first = np.full(M, -1, dtype=np.int64)
+    last = np.full(M, -1, dtype=np.int64)
+    first[tok_row[::-1]] = idx[::-1]
+    last[tok_row] = idx
+    cores = int(tcore.max()) + 1
+    cstart = np.searchsorted(tcore, np.arange(cores), side="left")
+    cend = np.searchsorted(tcore, np.arange(cores), side="right")
+    has = first >= 0
+    rows = np.flatnonzero(has)
+    c = tcore[first[rows]]
+    lo = np.maximum(first[rows] - threads + 1, cstart[c])
+    hi = np.minimum(last[rows] + threads - 1, cend[c] - 1)
+    csum = np.concatenate([[0.0], np.cumsum(nbytes)])
+    demand = csum[tok_row[hi] + 1] - csum[tok_row[lo]]
+    out = np.full(M, pool)
+    out[rows] = nbytes[rows] * np.minimum(1.0, pool / np.maximum(demand, 1e-9))
+    return out
+
+
 @register
 class Smash:
     name = "smash"
@@ -124,13 +177,17 @@ class Smash:
         sc, k, banks = cfg.smash, cfg.costs, cfg.scratchpad.banks
         M = ops.M
         S = table_slots(ops, sc.load_factor)
-        share = cfg.scratchpad.size_bytes * cfg.scratchpad.table_fraction / cfg.core.threads
-        fits = S * 8 <= share
-        frac = np.where(fits, 1.0, (share / np.maximum(S * 8, 1)) if sc.fragmented else 0.0)
         anz_tok, tok_row = tokens(ops, sc.token_flops if sc.tokenise else np.inf)
         T = tok_row.size
         rcore = row_core(ops, cfg.core.count)
         tcore = rcore[tok_row]
+        pool = cfg.scratchpad.size_bytes * cfg.scratchpad.table_fraction
+        if sc.table_share == "pool":
+            budget = pool_budget(S * 8.0, tok_row, tcore, cfg.core.threads, pool)
+        else:
+            budget = np.full(M, pool / cfg.core.threads)
+        fits = S * 8 <= budget
+        frac = np.where(fits, 1.0, (budget / np.maximum(S * 8, 1)) if sc.fragmented else 0.0)
 
         # --- functional hashing, chunk by chunk; per-token probe counts -------
         probes_spm, probes_dram = np.zeros(T), np.zeros(T)
@@ -194,7 +251,8 @@ class Smash:
             costs.dram_load(np.full(T, 2.0))           # A's row extent
         costs.dram_load(tok_anz)
         load_b_rows(costs, ops, anz_tok, b_row_hits(ops, cfg, tcore[anz_tok]))
-        costs.compute(tok_flops * (k.flop + k.hash))
+        # multiply and hash; the add is the atomic add at the bank
+        costs.compute(tok_flops * (k.mul + k.hash))
         costs.spm_atomic(probes_spm, cas_banks.reshape(T, banks))
         costs.dram_atomic(probes_dram)
         costs.spm_atomic(adds_spm, add_banks.reshape(T, banks), blocking=False)
@@ -216,7 +274,8 @@ class Smash:
         ro.dram_load(touched * (1 - f))
         ro.spm_store(touched * f)                     # ... cleared for the next row
         ro.dram_store(touched * (1 - f))
-        ro.compute(touched * log2_ceil(touched) * k.sort_compare)
+        if sc.sort_rows:
+            ro.compute(touched * log2_ceil(touched) * k.sort_compare)
         ro.dram_store(touched + 1)
         Sf = S.astype(float)
 
@@ -225,7 +284,7 @@ class Smash:
                     "probes": float(probes_spm.sum() + probes_dram.sum()),
                     "overflow_rows": float((~fits).sum()),
                     "overflow_atomics": float(probes_dram.sum() + adds_dram.sum()),
-                    "table_slots": float(S.sum())}
+                    "table_slots": float(S.sum()), "table_pool_bytes": float(pool)}
         if sc.tokenise:
             stages.append(self._tokeniser(ops, cfg, machine, rcore, tok_row))
         stages.append(Stage("hash", tcore, costs.demands(), group=tok_row,
@@ -236,16 +295,19 @@ class Smash:
 
     @staticmethod
     def _tokeniser(ops: Operands, cfg: PiumaConfig, machine, rcore, tok_row) -> Stage:
-        """Pre-pass: per row read A's row and B's row extents, cut tokens, post
-        their descriptors (one scratchpad word each) to the core's queue."""
+        """Pre-pass: per row read A's extent, DMA-gather A's row and its B rows'
+        extents into the scratchpad, cut tokens, post their descriptors (one
+        scratchpad word each) to the core's queue."""
         M = ops.M
         tok_per_row = np.bincount(tok_row, minlength=M).astype(float)
         c = Costs(M, rcore, cfg, machine)
         c.queue_pop()
         c.compute(np.full(M, float(cfg.costs.task)))
         c.dram_load(np.full(M, 2.0))
-        c.dram_load(ops.a_len)
-        c.dram_load(2.0 * ops.a_len)
+        # A's row and its B rows' extents: independent addresses, gathered by
+        # the core's DMA engine into the scratchpad (one descriptor), then read
+        c.dma_gather(3.0 * ops.a_len, machine)
+        c.spm_load(3.0 * ops.a_len)
         c.compute(2.0 * ops.a_len)
         c.spm_store(tok_per_row)
         return Stage("tokenise", rcore, c.demands(), counters=c.counters())
