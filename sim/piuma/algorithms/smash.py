@@ -57,9 +57,9 @@ def table_slots(ops: Operands, load_factor: float) -> np.ndarray:
 
 def home_slot(col: np.ndarray, slots: np.ndarray) -> np.ndarray:
     """Fibonacci hash of ``col`` into a table of ``slots`` (a power of two) slots."""
-    bits = np.log2(np.maximum(slots, 1)).astype(np.int64)
-    h = (col.astype(np.uint64) * FIB) & np.uint64(0xFFFFFFFF)
-    return (h >> (32 - bits).astype(np.uint64)).astype(np.int64) * (bits > 0)
+    bits = np.log2(np.maximum(slots, 1)).astype(np.uint32)
+    h = col.astype(np.uint32) * np.uint32(FIB)             # wraps mod 2^32
+    return (h >> (np.uint32(32) - bits)).astype(np.int64) * (bits > 0)
 
 
 def hash_insert(row, col, val, base, slots):
