@@ -6,13 +6,16 @@ Problem: ``Y[T, O] = X[T, K] @ W[O, K]^T`` in fp16. Baselines, same process and 
 cuBLAS (``F.linear``), cuSPARSE (``torch.mm(W.to_sparse_csr(), X^T)``), cuSPARSELt
 (``to_sparse_semi_structured``, 2:4 only). Every time is the median of 5 replays of a CUDA graph of
 20 calls (no launch gaps; ``loop`` in the JSON where a library could not be captured).
-``dispatch`` = the faster of the sparse kernel and sparsec's dense kernel for that shape, what a
-cost-model dispatcher picking per layer would get. Weights of 4096x4096 fp16 (32 MB) fit in the
+``sparsec`` = the fastest of sparsec's kernels for the pattern (bitmap "fragment" kernel, or the
+"tiled" kernel on its private tiled-CSR layout, best of its timed knob variants);
+``dispatch`` = the faster of that and sparsec's dense kernel for that shape, what a cost-model
+dispatcher picking per layer would get. GB/s = bytes of the weight's buffers / time. Weights of 4096x4096 fp16 (32 MB) fit in the
 50 MB L2 across replays; the larger ones do not.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -33,6 +36,8 @@ def main():
     ap.add_argument("kdir")
     ap.add_argument("outdir")
     ap.add_argument("--budget-s", type=float, default=300)
+    ap.add_argument("--tokens", help="comma-separated token counts to run (default: all built)")
+    ap.add_argument("--shapes", help="comma-separated OxK shapes to run (default: all built)")
     a = ap.parse_args()
     deadline = time.time() + a.budget_s
     os.makedirs(a.outdir, exist_ok=True)
@@ -45,6 +50,13 @@ def main():
     torch.manual_seed(0)
     shapes = sorted({(c["O"], c["K"]) for c in cases}, key=lambda s: s[0] * s[1])
     tokens = sorted({c["T"] for c in cases})
+    if a.tokens:
+        tokens = [t for t in tokens if t in {int(v) for v in a.tokens.split(",")}]
+    if a.shapes:
+        want = {tuple(int(x) for x in v.split("x")) for v in a.shapes.split(",")}
+        shapes = [sh for sh in shapes if sh in want]
+    by_name = {c["name"]: c for c in cases}
+    from sparsec.backends.cuda.kernels import tiled_layout as TL
     from cases import BENCH_NM, BENCH_SPARSITY  # noqa: E402
     rows = []
     out_json = os.path.join(a.outdir, "spmm_gpu.json")
@@ -74,10 +86,22 @@ def main():
             keep.scatter_(2, score.argsort(-1)[..., :n], True)
             w = w_full * keep.view(O, K)
             packs[f"{n}:{m}"] = (w, NM.from_dense(w.cpu(), n=n, m=m), None)
-        print(f"{O}x{K}: packed in {time.time() - tp:.1f}s", flush=True)
         gpu = {k: (w, {b: getattr(f, b).to(dev) for b in f.buffers},
                    {b: getattr(c, b).to(dev) for b in c.buffers} if c is not None else None)
                for k, (w, f, c) in packs.items()}
+        # the tiled kernel's private layouts, made on the GPU from the bitmap's own buffers, per (rt, sc)
+        layouts = {}
+        lay_keys = sorted({(c["resolved_knobs"]["rt"], c["resolved_knobs"]["sc"]) for c in cases
+                           if c.get("design") == "tiled" and (c["O"], c["K"]) == (O, K)})
+        for pat, (w, f, _) in packs.items():
+            if not pat.startswith("unstructured"):
+                continue
+            fg = dataclasses.replace(f, bits=gpu[pat][1]["bits"], tile_ptr=gpu[pat][1]["tile_ptr"],
+                                     values=gpu[pat][1]["values"])
+            for key in lay_keys:
+                layouts[pat, key] = TL.build(fg, *key)
+        torch.cuda.synchronize()
+        print(f"{O}x{K}: packed in {time.time() - tp:.1f}s", flush=True)
         for T in tokens:
             x = torch.randn(T, K, device=dev, dtype=torch.float16)
             xt = x.t().contiguous()
@@ -92,11 +116,30 @@ def main():
                 if pat.startswith("unstructured"):
                     kname = f"b_bitmap_{O}x{K}x{T}"
                     r["format"] = "bitmap(8x32)"
+                    r["kernel"] = "bitmap fragment"
                     r["sparsec_ms"], _ = env.bench_graph(call(kname, bufs["bits"], bufs["tile_ptr"], bufs["values"],
                                                               x, y))
+                    r["bitmap_ms"] = r["sparsec_ms"]
+                    r["bitmap_bytes"] = sum(t.numel() * t.element_size() for t in bufs.values())
                     cname = f"b_csr_{O}x{K}x{T}"
-                    r["sparsec_csr_ms"], _ = env.bench_graph(call(cname, csr["indptr"], csr["indices"],
-                                                                  csr["values"], x, y))
+                    if cname in names:
+                        r["sparsec_csr_ms"], _ = env.bench_graph(call(cname, csr["indptr"], csr["indices"],
+                                                                      csr["values"], x, y))
+                    v = 0
+                    while f"b_tiled{v}_{O}x{K}x{T}" in names:
+                        tname = f"b_tiled{v}_{O}x{K}x{T}"
+                        kn = by_name[tname]["resolved_knobs"]
+                        lay = layouts[pat, (kn["rt"], kn["sc"])]
+                        t_t, _ = env.bench_graph(call(tname, *[lay[b] for b in TL.BUFFERS], x, y))
+                        r.setdefault("tiled_variants", []).append({"knobs": kn, "ms": t_t})
+                        if r.get("tiled_ms") is None or t_t < r["tiled_ms"]:
+                            r["tiled_ms"], r["tiled_knobs"], r["tiled_bytes"] = t_t, kn, TL.nbytes(lay)
+                        v += 1
+                    if r.get("tiled_ms"):
+                        r["tiled_GBps"] = r["tiled_bytes"] / r["tiled_ms"] / 1e6
+                        r["tiled_vs_cublas"] = t_cublas / r["tiled_ms"]
+                        if r["tiled_ms"] < r["sparsec_ms"]:
+                            r["sparsec_ms"], r["kernel"], r["format"] = r["tiled_ms"], "tiled", "tiled-csr"
                     try:
                         wcsr = w.to_sparse_csr()
                         r["cusparse_ms"], r["cusparse_method"] = env.bench_graph(lambda: torch.mm(wcsr, xt))
@@ -105,6 +148,8 @@ def main():
                 else:
                     n, m = pat.split(":")
                     kname = f"b_nm{n}{m}_{O}x{K}x{T}"
+                    if kname not in names:
+                        continue
                     r["format"] = f"nm({pat})"
                     r["sparsec_ms"], _ = env.bench_graph(call(kname, bufs["values"], bufs["indices"], x, y))
                     if pat == "2:4":
@@ -116,6 +161,8 @@ def main():
                         except Exception as exc:  # noqa: BLE001
                             r["cusparselt_error"] = str(exc)[:200]
                 r["speedup_vs_cublas"] = t_cublas / r["sparsec_ms"]
+                r["dense_bytes"] = O * K * 2
+                r["cublas_GBps"] = O * K * 2 / t_cublas / 1e6
                 r["dispatch_ms"] = min(r["sparsec_ms"], t_dense or float("inf"))
                 r["dispatch_vs_cublas"] = t_cublas / r["dispatch_ms"]
                 if r.get("cusparse_ms"):
@@ -124,7 +171,9 @@ def main():
                     r["speedup_vs_cusparselt"] = r["cusparselt_ms"] / r["sparsec_ms"]
                 rows.append(r)
                 print(f"{O:>5}x{K:<5} T={T:<5} {pat:<15} cuBLAS {t_cublas * 1e3:8.1f}us  sparsec {r['sparsec_ms'] * 1e3:8.1f}us"
-                      f"  x{r['speedup_vs_cublas']:.2f}  dense(tvm) x{base['dense_vs_cublas'] or 0:.2f}"
+                      f"  x{r['speedup_vs_cublas']:.2f} [{r.get('kernel', 'nm')}]  dense(tvm) x{base['dense_vs_cublas'] or 0:.2f}"
+                      + (f"  tiled {r['tiled_ms'] * 1e3:.1f}us {r['tiled_GBps']:.0f}GB/s {r['tiled_knobs']}"
+                         if r.get("tiled_ms") else "")
                       + (f"  cuSPARSE x{r['speedup_vs_cusparse']:.2f}" if r.get("speedup_vs_cusparse") else "")
                       + (f"  cuSPARSELt {r['cusparselt_ms'] * 1e3:.1f}us x{r['speedup_vs_cusparselt']:.2f}"
                          if r.get("speedup_vs_cusparselt") else ""), flush=True)

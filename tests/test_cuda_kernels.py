@@ -121,3 +121,127 @@ def test_mma_fragments_stay_16_bit_arrays(built):
     assert re.search(r"half xb_ptr\[8\]", src) and re.search(r"nv_bfloat16 xb_ptr\[8\]", src)
     for m in re.finditer(r"\"r\"\(\(\(unsigned \*\)\((\w+)_ptr", src):      # every mma operand array
         assert not re.search(rf"uint\d? {m.group(1)}_ptr\[", src), m.group(1)
+
+
+# ---------------------------------------------------------------- tiled kernel (tiled.py, tiled_layout.py)
+
+def _emulate_tiled(bufs, O, K, X, rt, sc):
+    """What the tiled kernel computes, from the PTX ISA's m16n8k16 fragment layouts (independent of the
+    layout code): scatter each stage to its slots, rebuild the 16x16 A / 16xT B tiles lane by lane, A @ B."""
+    vals, pos, ptr = bufs["tc_values"].float(), bufs["tc_pos"].long(), bufs["tc_ptr"].long() * 8
+    rg, nst = 16 * rt, -(-K // sc)
+    Y = torch.zeros(X.shape[0], O)
+    Xp = torch.zeros(X.shape[0], nst * sc)
+    Xp[:, :K] = X.float()
+    for g in range(-(-O // rg)):
+        for s in range(nst):
+            lo, hi = ptr[g * nst + s], ptr[g * nst + s + 1]
+            assert lo % 8 == 0 and hi % 8 == 0
+            sm = torch.zeros(rg * sc + 8)
+            sm[pos[lo:hi]] = vals[lo:hi]
+            for c in range(sc // 32):
+                for r in range(rt):
+                    for mm in range(2):
+                        A, B = torch.zeros(16, 16), torch.zeros(16, X.shape[0])
+                        for lane in range(32):
+                            gg, q = lane // 4, lane % 4
+                            fr = sm[(((c * rt + r) * 2 + mm) * 32 + lane) * 8:][:8]
+                            A[gg, 2 * q:2 * q + 2], A[gg + 8, 2 * q:2 * q + 2] = fr[0:2], fr[2:4]
+                            A[gg, 2 * q + 8:2 * q + 10], A[gg + 8, 2 * q + 8:2 * q + 10] = fr[4:6], fr[6:8]
+                            k0 = s * sc + c * 32 + q * 8 + mm * 4        # the lane's B fragment: 4 contiguous
+                            B[2 * q:2 * q + 2], B[2 * q + 8:2 * q + 10] = Xp[:, k0:k0 + 2].t(), Xp[:, k0 + 2:k0 + 4].t()
+                        rows = g * rg + r * 16 + torch.arange(16)
+                        ok = rows < O
+                        Y[:, rows[ok]] += (A @ B)[ok].t()
+    return Y
+
+
+@pytest.mark.parametrize("rt,sc", [(1, 64), (2, 64), (4, 32), (1, 128)])
+def test_tiled_layout_matches_the_mma_fragments(rt, sc):
+    from sparsec.backends.cuda.kernels import tiled_layout as TL
+    from sparsec.ir.formats import CSR, NM, Bitmap
+
+    g = torch.Generator().manual_seed(rt * sc)
+    O_, K_, T_ = 37, 77, 3                                   # not multiples of any tile; an empty row
+    w = (torch.randn(O_, K_, generator=g) * (torch.rand(O_, K_, generator=g) > 0.7)).half()
+    w[5] = 0
+    x = torch.randn(T_, K_, generator=g).half()
+    ref = x.float() @ w.float().t()
+    for fmt in (Bitmap.from_dense(w, tile=(8, 32)), CSR.from_dense(w)):
+        bufs = TL.build(fmt, rt, sc)
+        assert bufs["tc_values"].dtype == torch.float16 and bufs["tc_pos"].dtype == torch.int16
+        assert int(bufs["tc_pos"].max()) <= 16 * rt * sc       # slots + the trash slot of the padding
+        torch.testing.assert_close(_emulate_tiled(bufs, O_, K_, x, rt, sc), ref, atol=1e-4, rtol=1e-4)
+    wn = torch.randn(16, 64, generator=g)
+    wn[:, 0::4] = 0
+    wn[:, 3::4] = 0
+    nm = NM.from_dense(wn.half(), n=2, m=4)
+    torch.testing.assert_close(_emulate_tiled(TL.build(nm, rt, sc), 16, 64, x[:, :64].contiguous(), rt, sc),
+                               x[:, :64].float() @ nm.to_dense().float().t(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def built_tiled():
+    import tvm
+
+    from sparsec.backends.cuda import toolchain as tc
+    from sparsec.backends.cuda.kernels import cuda_matmul_primfunc
+    from sparsec.ir.formats import Bitmap
+
+    w = (torch.randn(O, K) * (torch.rand(O, K) > 0.8)).half()
+    fmt = Bitmap.from_dense(w, tile=(8, 32))
+    funcs = {
+        "t_f16": cuda_matmul_primfunc(fmt, TOK, design="tiled", name="t_f16")[0],
+        "t_f16_gelu": cuda_matmul_primfunc(fmt, TOK, bias=True, activation="gelu", design="tiled",
+                                           name="t_f16_gelu")[0],
+        "t_bf16_split": cuda_matmul_primfunc(Bitmap.from_dense(w.bfloat16(), tile=(8, 32)), 40, bias=True,
+                                             design="tiled", knobs={"ksplit": 2, "warps": 1, "sc": 32},
+                                             name="t_bf16_split")[0],
+        "t_aligned": cuda_matmul_primfunc(Bitmap.from_dense(torch.zeros(256, 512, dtype=torch.float16)), 8,
+                                          design="tiled", name="t_aligned")[0],
+    }
+    lib = tc.build(tvm.IRModule(funcs), "sm_90")
+    ptx = tc.ptx(lib, "sm_90")
+    bodies = {}
+    for m in re.finditer(r"\.entry (\w+)\(", ptx):
+        nxt = ptx.find(".entry ", m.end())
+        bodies[m.group(1)] = ptx[m.end(): nxt if nxt > 0 else len(ptx)]
+    return bodies
+
+
+def test_tiled_kernel_instructions(built_tiled):
+    """Tensor-core mma, 16-byte vector loads of the compressed stream and of the A fragments in shared
+    memory, shared-memory fp32 atomics for the warps' partial sums, no local-memory spills."""
+    for sym in ("t_f16", "t_f16_gelu", "t_aligned"):
+        body = built_tiled[next(k for k in built_tiled if k.startswith(sym) and not k.endswith("_1"))]
+        assert re.search(r"mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.f16\.f16\.f32", body), sym
+        assert re.search(r"ld\.global(\.nc)?\.v4\.(u32|b32)", body), sym          # 8 values / 8 positions
+        assert re.search(r"ld\.shared\.v4\.(u32|b32)", body), sym                 # an A fragment
+        assert re.search(r"st\.shared\.v4\.(u32|b32)", body), sym                 # zeroing a stage
+        assert re.search(r"(atom|red)\.shared(::cta)?\.add\.f32", body), sym
+        assert ".local" not in body, f"{sym} spills to local memory"
+
+
+def test_tiled_split_k_zeroes_y_then_adds_with_bf16_atomics(built_tiled):
+    names = [k for k in built_tiled if k.startswith("t_bf16_split")]
+    assert len(names) == 2                                    # Y zeroing kernel + main kernel
+    main = next(built_tiled[k] for k in names if k.endswith("_1"))
+    assert re.search(r"mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.bf16\.bf16\.f32", main)
+    assert re.search(r"(atom|red)(\.global)?\.add\.noftz\.bf16", main)
+
+
+def test_tiled_kernel_refuses_what_it_cannot_do():
+    from sparsec.backends.cuda.kernels import cuda_matmul_primfunc
+    from sparsec.backends.kernels.common import KernelError
+    from sparsec.ir.formats import Bitmap
+
+    fmt = Bitmap.from_dense(torch.zeros(64, 64, dtype=torch.float16), tile=(8, 32))
+    with pytest.raises(KernelError, match="activation"):
+        cuda_matmul_primfunc(fmt, 4, activation="relu", knobs={"ksplit": 2}, design="tiled")
+    with pytest.raises(KernelError, match="float32"):
+        cuda_matmul_primfunc(Bitmap.from_dense(torch.zeros(64, 64), tile=(8, 32)), 4, design="tiled")
+    with pytest.raises(KernelError, match="design"):
+        cuda_matmul_primfunc(fmt, 4, design="nope")
+    func, args, knobs = cuda_matmul_primfunc(fmt, 4, bias=True, design="tiled")
+    assert [a.name for a in args] == ["tc_values", "tc_pos", "tc_ptr", "X", "bias", "Y"]
+    assert knobs["design"] == "tiled" and len(func.params) == 6

@@ -2,6 +2,7 @@
 
 usage: python scripts/gpu/build_kernels.py OUTDIR [--arch sm_90] [--quick]
 writes OUTDIR/check.so, OUTDIR/bench.so (fatbin embedded) and OUTDIR/cases.json.
+``--design tiled --max-tokens 128``: a focused build (the tiled kernels + sparsec dense) for a short GPU run.
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def build(cases, path, arch):
     funcs = {}
     for c in cases:
         func, args, knobs = cuda_matmul_primfunc(meta_of_case(c), c["T"], bias=c["bias"], activation=c["activation"],
-                                                 knobs=c["knobs"], name=c["name"])
+                                                 knobs=c["knobs"], name=c["name"],
+                                                 design=c.get("design", "fragment"))
         c["resolved_knobs"] = knobs
         c["args"] = [a.name for a in args]
         funcs[c["name"]] = func
@@ -48,6 +50,8 @@ def main():
     ap.add_argument("outdir")
     ap.add_argument("--arch", default="sm_90")
     ap.add_argument("--quick", action="store_true", help="small grids (for a smoke run)")
+    ap.add_argument("--design", help="only kernels of this design (fragment, tiled), for a focused run")
+    ap.add_argument("--max-tokens", type=int, help="only benchmark kernels with T <= this")
     a = ap.parse_args()
     os.makedirs(a.outdir, exist_ok=True)
     chk = C.check_cases()
@@ -55,6 +59,11 @@ def main():
     if a.quick:
         chk = chk[::7]
         bench = [c for c in bench if c["O"] == 4096 and c["K"] == 4096]
+    if a.design:
+        chk = [c for c in chk if c.get("design", "fragment") == a.design]
+        bench = [c for c in bench if c.get("design", "fragment") == a.design or c["format"] in ("dense", "bitmap")]
+    if a.max_tokens:
+        bench = [c for c in bench if c["T"] <= a.max_tokens]
     build(chk, os.path.join(a.outdir, "check.so"), a.arch)
     build(bench, os.path.join(a.outdir, "bench.so"), a.arch)
     with open(os.path.join(a.outdir, "cases.json"), "w") as f:

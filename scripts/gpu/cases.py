@@ -21,9 +21,12 @@ def buffer_dtypes(fmt: str, dtype: str) -> tuple:
                            ("zeros", "uint8"))}[fmt]
 
 
-def case(name, fmt, params, O, K, T, dtype="float16", bias=False, act=None, pattern=None, knobs=None):
+def case(name, fmt, params, O, K, T, dtype="float16", bias=False, act=None, pattern=None, knobs=None,
+         design="fragment"):
+    """``design="tiled"``: the kernel reads the private layout ``tiled_layout.build(fmt, rt, sc)`` of the
+    format (resolved knobs) instead of the format's buffers."""
     return {"name": name, "format": fmt, "params": dict(params), "O": O, "K": K, "T": T, "dtype": dtype,
-            "bias": bias, "activation": act, "pattern": pattern, "knobs": dict(knobs or {})}
+            "bias": bias, "activation": act, "pattern": pattern, "knobs": dict(knobs or {}), "design": design}
 
 
 # (format, params, pattern) ; pattern: ["unstructured", s, empty_rows] | ["nm", n, m] | ["block", r, c, s] |
@@ -62,6 +65,37 @@ def check_cases() -> list[dict]:
                 tag = "_".join(f"{v[0]}x{v[1]}" if isinstance(v, list) else str(v) for v in params.values())
                 out.append(case(f"chk{i}_{fmt}{tag}_{dtype}_{O}x{K}x{T}", fmt, params, O, K, T, dtype, bias, act,
                                 pat))
+    return out + tiled_check_cases()
+
+
+# the tiled kernel: from bitmap and csr weights; odd shapes, empty rows, T > 32 (several token tiles),
+# K % 8 != 0 (element-wise activation loads), split-K with bias (fp16/bf16 atomics), every (rt, sc),
+# more than 31 stages per warp (pointers loaded per stage instead of shuffled)
+TILED_CHECK = [
+    # (O, K, T, src format, params, pattern, bias, act, knobs)
+    (100, 200, 5, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], False, None, {}),
+    (37, 77, 3, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.7, True], True, "gelu", {}),
+    (256, 512, 64, "csr", {}, ["unstructured", 0.8, False], True, None, {}),
+    (64, 96, 130, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.5, True], True, "silu", {}),
+    (48, 64, 1, "csr", {}, ["unstructured", 0.9, True], False, None, {}),
+    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], True, "relu", {}),
+    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], True, None, {"ksplit": 3, "warps": 2}),
+    (300, 1000, 8, "csr", {}, ["unstructured", 0.7, True], False, None, {"rt": 4, "sc": 32, "ksplit": 2, "warps": 4}),
+    (130, 1000, 2, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, None, {"rt": 1, "sc": 128}),
+    (200, 4200, 3, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, None, {"warps": 1, "ksplit": 1}),
+    (1000, 4104, 32, "csr", {}, ["unstructured", 0.9, False], False, None, {}),
+    (1000, 4104, 9, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.6, False], True, "gelu", {"rt": 2}),
+]
+
+
+def tiled_check_cases() -> list[dict]:
+    out = []
+    for dtype in ("float16", "bfloat16"):
+        for i, (O, K, T, fmt, params, pat, bias, act, knobs) in enumerate(TILED_CHECK):
+            if dtype == "bfloat16" and i % 3:
+                continue
+            out.append(case(f"chk_tiled{i}_{fmt}_{dtype}_{O}x{K}x{T}", fmt, params, O, K, T, dtype, bias, act, pat,
+                            knobs, design="tiled"))
     return out
 
 
@@ -71,11 +105,43 @@ BENCH_SPARSITY = [0.5, 0.7, 0.8, 0.9]
 BENCH_NM = [(2, 4), (1, 4), (2, 8)]
 
 
+TILED_TOKENS = (1, 8, 16, 32, 128)
+
+
+def tiled_variants(O, K, T) -> list[dict]:
+    """Knob sets of the tiled kernel timed per cell: the default and neighbours (the fastest is kept)."""
+    from sparsec.backends.cuda.kernels.tiled import resolve
+    from sparsec.backends.kernels.common import KernelError, MatmulSpec
+
+    spec = MatmulSpec(T, O, K, False, None, "float16")
+    d = resolve(spec, None)
+    out, seen = [], set()
+    cands = [{}, {"ksplit": min(16, d.ksplit * 2)}, {"ksplit": max(1, d.ksplit // 2)},
+             {"rt": 2 if d.rt != 2 else 4, "sc": 64 if d.rt != 2 else 32}]
+    if T >= 128:
+        cands = [{}]
+    for kn in cands:
+        try:
+            r = resolve(spec, kn).knobs()
+        except KernelError:
+            continue
+        key = tuple(sorted(r.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
 def bench_cases() -> list[dict]:
     """One kernel per (format, shape, tokens); sparsity levels share the kernel."""
     out = []
     for (O, K) in BENCH_SHAPES:
         for T in BENCH_TOKENS:
+            if T in TILED_TOKENS:
+                for v, kn in enumerate(tiled_variants(O, K, T)):
+                    kn = {k: x for k, x in kn.items() if k != "design"}
+                    out.append(case(f"b_tiled{v}_{O}x{K}x{T}", "bitmap", {"tile": [8, 32]}, O, K, T, knobs=kn,
+                                    design="tiled"))
             out.append(case(f"b_dense_{O}x{K}x{T}", "dense", {}, O, K, T))
             out.append(case(f"b_bitmap_{O}x{K}x{T}", "bitmap", {"tile": [8, 32]}, O, K, T))
             out.append(case(f"b_csr_{O}x{K}x{T}", "csr", {}, O, K, T))

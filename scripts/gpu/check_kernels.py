@@ -41,14 +41,23 @@ def main():
     for i, c in enumerate(cases):
         if not lo <= i < hi:
             continue
-        r = {"name": c["name"], "format": c["format"], "params": c["params"], "shape": [c["O"], c["K"], c["T"]],
+        r = {"name": c["name"], "format": c["format"], "design": c.get("design", "fragment"), "params": c["params"],
+             "shape": [c["O"], c["K"], c["T"]],
              "dtype": c["dtype"], "bias": c["bias"], "activation": c["activation"]}
         try:
             w = env.make_weight(c, seed=i)
             fmt = env.pack(c, w)
-            want = tuple((b, dtype_name(getattr(fmt, b).dtype)) for b in fmt.buffers)
-            if want != C.buffer_dtypes(c["format"], c["dtype"]):
-                raise RuntimeError(f"buffer dtypes {want} differ from the built kernel's")
+            if c.get("design") == "tiled":          # the kernel-private layout, made from the format's buffers
+                from sparsec.backends.cuda.kernels import tiled_layout as TL
+
+                k = c["resolved_knobs"]
+                lay = TL.build(fmt, k["rt"], k["sc"])
+                bufs = [lay[n].to(dev) for n in TL.BUFFERS]
+            else:
+                want = tuple((b, dtype_name(getattr(fmt, b).dtype)) for b in fmt.buffers)
+                if want != C.buffer_dtypes(c["format"], c["dtype"]):
+                    raise RuntimeError(f"buffer dtypes {want} differ from the built kernel's")
+                bufs = [getattr(fmt, n).contiguous().to(dev) for n in fmt.buffers]
             dt = getattr(torch, c["dtype"])
             g = torch.Generator().manual_seed(1000 + i)
             x = torch.randn(c["T"], c["K"], generator=g).to(dt)
@@ -58,7 +67,6 @@ def main():
             if b is not None:
                 ref = ref + b.float()
             ref = acts[c["activation"]](ref)
-            bufs = [getattr(fmt, n).contiguous().to(dev) for n in fmt.buffers]
             y = torch.full((c["T"], c["O"]), float("nan"), dtype=dt, device=dev)
             args = bufs + [x.to(dev)] + ([b.to(dev)] if b is not None else []) + [y]
             lib[c["name"]](*args)
@@ -83,8 +91,10 @@ def run_groups(kdir, outp, cases):
 
     t0 = time.time()
     results = []
-    starts = [i for i, c in enumerate(cases) if i == 0 or (c["format"], c["params"], c["dtype"]) !=
-              (cases[i - 1]["format"], cases[i - 1]["params"], cases[i - 1]["dtype"])] + [len(cases)]
+    def key(c):
+        return c["format"], c["params"], c["dtype"], c.get("design", "fragment")
+
+    starts = [i for i, c in enumerate(cases) if i == 0 or key(c) != key(cases[i - 1])] + [len(cases)]
     for lo, hi in zip(starts, starts[1:]):
         part = outp + f".part{lo}"
         subprocess.run([sys.executable, __file__, kdir, part, str(lo), str(hi)])

@@ -1,4 +1,19 @@
-"""CUDA matmul kernel families (see ``matmul``) and their build helpers."""
-from sparsec.backends.cuda.kernels.matmul import (  # noqa: F401
-    FORMATS, KNOBS, CudaKernelSpec, check_format, cuda_matmul_primfunc, matmul_args,
-)
+"""CUDA matmul kernel families (see ``matmul``, ``tiled``) and their build helpers.
+
+Imported lazily: ``tiled_layout`` (pure torch) must load on a GPU machine that has only the TVM
+runtime, where ``tvm.script`` is absent.
+"""
+_MATMUL = ("FORMATS", "KNOBS", "CudaKernelSpec", "check_format", "cuda_matmul_primfunc", "matmul_args", "resolve")
+_TILED = ("cuda_tiled_matmul_primfunc",)
+
+
+def __getattr__(name):
+    if name in _MATMUL:
+        from sparsec.backends.cuda.kernels import matmul
+
+        return getattr(matmul, name)
+    if name in _TILED:
+        from sparsec.backends.cuda.kernels import tiled
+
+        return getattr(tiled, name)
+    raise AttributeError(name)

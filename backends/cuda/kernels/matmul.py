@@ -144,8 +144,21 @@ def _search_steps(n: int) -> int:
 
 
 def cuda_matmul_primfunc(weight, tokens: int, *, bias: bool = False, activation: str | None = None,
-                         knobs: dict | None = None, name: str | None = None):
-    """TIR for ``Y[T, O] = act(X @ W^T + bias)`` on CUDA: ``(PrimFunc, args, knobs)``."""
+                         knobs: dict | None = None, name: str | None = None, design: str = "fragment"):
+    """TIR for ``Y[T, O] = act(X @ W^T + bias)`` on CUDA: ``(PrimFunc, args, knobs)``.
+
+    ``design="fragment"`` (default): the loaders above, reading the format's own buffers.
+    ``design="tiled"``: ``tiled.py`` (decode once per stage into shared memory; skinny T, unstructured
+    formats); its weight arguments are the kernel-private buffers ``tc_values, tc_pos, tc_ptr`` made by
+    ``tiled_layout.build(weight, knobs["rt"], knobs["sc"])`` with the *returned* knobs.
+    """
+    if design == "tiled":
+        from sparsec.backends.cuda.kernels.tiled import cuda_tiled_matmul_primfunc
+
+        return cuda_tiled_matmul_primfunc(weight, tokens, bias=bias, activation=activation, knobs=knobs,
+                                          name=name or f"sparsec_cuda_tiled_{meta_of(weight).format}_matmul")
+    if design != "fragment":
+        raise KernelError(f"cuda kernel design {design!r} unknown; designs: fragment, tiled")
     meta = meta_of(weight)
     spec = MatmulSpec(int(tokens), meta.rows, meta.cols, bool(bias), activation, meta.dtype)
     check_format(meta)

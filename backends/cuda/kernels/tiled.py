@@ -1,0 +1,331 @@
+"""The ``tiled`` CUDA kernel: unstructured sparse weights decoded once per stage into shared memory.
+
+``Y[T, O] = act(X[T, K] @ W[O, K]^T + bias)`` for skinny ``T`` (decode), with ``W`` in the
+kernel-private tiled-CSR layout of ``tiled_layout.py`` (16-bit in-stage positions). Designed to be
+bound by memory, not by instructions: the work per stage is *per stored non-zero* (one 16-byte load
+of 8 values, one of 8 positions, 8 shared stores), plus a fixed cost per stage (zeroing it with
+16-byte stores, one 16-byte shared load per A fragment, the mma).
+
+- grid ``(row groups, token tiles, k splits)``; a block of ``warps`` warps owns ``16*rt`` rows and
+  ``TN`` tokens; the warps of all ``ksplit`` blocks of a row group split its stages (contiguous
+  ranges); each warp owns a private shared-memory stage buffer;
+- per warp: the stage pointers of its whole range are loaded once (one per lane) and broadcast by
+  shuffles (when a warp has at most 31 stages); the first batch of 256 (value, position) pairs of the next stage is loaded into
+  registers while the current stage is multiplied (software pipelining of the compressed stream);
+  the stage's activations (the B fragments, 8 contiguous halves per lane and n8 tile) are loaded
+  before the scatter, so their latency overlaps it;
+- per stage: zero the buffer, barrier, scatter the non-zeros to their fragment slots, barrier, then per 32-column chunk and row tile two ``ld.shared.v4`` + ``mma.sync.m16n8k16``
+  (fp32 accumulation);
+- the warps' partial sums meet in shared memory (fp32 ``atomicAdd``); with one k split the block
+  applies bias + activation and stores Y; with ``ksplit > 1`` (no activation) a first kernel zeroes
+  Y and every block adds its partial result with fp16/bf16 ``atomicAdd`` (bias by split 0).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm.script import tirx as T
+
+from sparsec.backends.kernels.common import Arg, KernelError, MatmulSpec, ceil_div, epilogue, meta_of
+
+KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128), "warps": (1, 2, 4, 8, 16), "ksplit": (1, 2, 3, 4, 6, 8, 12, 16),
+         "tn": (8, 16, 24, 32)}
+SM_WARPS = 132 * 32          # H100: 132 SMs, aim at ~32 resident warps per SM
+
+
+@dataclass(frozen=True)
+class TiledSpec:
+    spec: MatmulSpec
+    rt: int
+    sc: int
+    warps: int
+    ksplit: int
+    tn: int
+
+    @property
+    def ngroups(self) -> int:
+        return ceil_div(self.spec.out_features, 16 * self.rt)
+
+    @property
+    def nstages(self) -> int:
+        return ceil_div(self.spec.in_features, self.sc)
+
+    def knobs(self) -> dict:
+        return {"design": "tiled", "rt": self.rt, "sc": self.sc, "warps": self.warps, "ksplit": self.ksplit,
+                "tn": self.tn}
+
+
+def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
+    knobs = {k: v for k, v in dict(knobs or {}).items() if k != "design"}
+    for k, v in knobs.items():
+        if k not in KNOBS:
+            raise KernelError(f"cuda tiled kernel: unknown knob {k!r}; knobs are {', '.join(KNOBS)}")
+        if v is not None and v not in KNOBS[k]:
+            raise KernelError(f"cuda tiled kernel: knob {k}={v!r} is not one of {KNOBS[k]}")
+    if spec.dtype not in ("float16", "bfloat16"):
+        raise KernelError(f"cuda tiled kernel: dtype {spec.dtype} unsupported (float16, bfloat16)")
+    Tt = spec.tokens
+    tn = knobs.get("tn") or min(32, ceil_div(Tt, 8) * 8)
+    rt = knobs.get("rt") or (1 if Tt <= 2 else 2 if Tt <= 8 else 4)
+    sc = knobs.get("sc") or (64 if rt <= 2 else 32)
+    ngr = ceil_div(spec.out_features, 16 * rt)
+    nst = ceil_div(spec.in_features, sc)
+    ntt = ceil_div(Tt, tn)
+    warps = knobs.get("warps") or 8
+    ks = knobs.get("ksplit")
+    if ks is None:
+        ks = 1
+        if spec.activation is None:
+            for cand in KNOBS["ksplit"]:
+                if cand * warps > nst:
+                    break
+                # enough warps to fill the GPU, or more than 31 stages per warp (pointer shuffles)
+                if ngr * ntt * cand * warps <= SM_WARPS * 1.3 or ceil_div(nst, ks * warps) > 31:
+                    ks = cand
+    if spec.activation is not None and ks > 1:
+        raise KernelError("cuda tiled kernel: ksplit > 1 sums partial results with atomics, which an "
+                          "activation cannot follow; use ksplit=1")
+    smem = warps * (16 * rt * sc + 8) * 2 + 16 * rt * tn * 4
+    if smem > 48 * 1024:
+        raise KernelError(f"cuda tiled kernel: {smem} bytes of shared memory (at most 48 KiB): lower warps, rt or sc")
+    return TiledSpec(spec, rt, sc, warps, ks, tn)
+
+
+def tiled_args(ts: TiledSpec, dtype: str) -> list[Arg]:
+    sp = ts.spec
+    args = [Arg("tc_values", dtype, ("n",)), Arg("tc_pos", "int16", ("n",)),
+            Arg("tc_ptr", "int32", (ts.ngroups * ts.nstages + 1,)), Arg("X", dtype, (sp.tokens, sp.in_features))]
+    if sp.bias:
+        args.append(Arg("bias", dtype, (sp.out_features,)))
+    args.append(Arg("Y", dtype, (sp.tokens, sp.out_features)))
+    return args
+
+
+def cuda_tiled_matmul_primfunc(weight, tokens: int, *, bias: bool = False, activation: str | None = None,
+                               knobs: dict | None = None, name: str | None = None):
+    """TIR of the tiled kernel: ``(PrimFunc, args, resolved knobs)``; the weight buffers come from
+    ``tiled_layout.build(fmt, knobs['rt'], knobs['sc'])`` (names ``tc_values, tc_pos, tc_ptr``)."""
+    meta = meta_of(weight)
+    spec = MatmulSpec(int(tokens), meta.rows, meta.cols, bool(bias), activation, meta.dtype)
+    ts = resolve(spec, knobs)
+    func = generate(ts).with_attr("global_symbol", name or "sparsec_cuda_tiled_matmul")
+    return func, tiled_args(ts, meta.dtype), ts.knobs()
+
+
+def generate(ts: TiledSpec):
+    sp = ts.spec
+    O, K, TT, dt = sp.out_features, sp.in_features, sp.tokens, sp.dtype
+    RT, SC, W, KS, TN = ts.rt, ts.sc, ts.warps, ts.ksplit, ts.tn
+    NS = TN // 8
+    RG = 16 * RT
+    NGR, NST = ts.ngroups, ts.nstages
+    NTT = ceil_div(TT, TN)
+    STG = RG * SC                       # slots per stage
+    SW = STG + 8                        # + trash slot (padding entries), keeps 16-byte alignment
+    NZ = SW // 8                        # 16-byte zero stores per stage
+    ZIT = ceil_div(NZ, 32)
+    PER = ceil_div(NST, KS * W)         # stages per warp
+    SHFL = PER <= 31                    # the warp's stage pointers fit one per lane
+    NCH = SC // 32
+    VECK = K % 8 == 0
+    HAS_BIAS = sp.bias
+    epi = epilogue(sp.activation)
+    ptx_t = "fp16" if dt == "float16" else "bf16"
+    zero = T.Cast(dt, T.float32(0))
+    ACC = RT * NS * 4
+    NRED = RG * TN
+    EIT = ceil_div(NRED, W * 32)
+    FULL = T.uint32(0xFFFFFFFF)
+
+    # index helpers (plain Python: an assignment inside TVMScript becomes a local variable, which hides
+    # the 16-byte alignment of the vector loads from TVM's analysis)
+    def s_first(bz, ty):
+        return T.min((bz * W + ty) * PER, NST)
+
+    def s_end(bz, ty):
+        return T.min(T.min((bz * W + ty) * PER, NST) + PER, NST)
+
+    def xtok(by, tx, ns):
+        return by * TN + ns * 8 + tx // 4
+
+    def xk0(s, c, tx):
+        return s * SC + c * 32 + (tx % 4) * 8
+
+    @T.macro
+    def load_x(X, xv, xs, by, tx, s):
+        # B fragments of every chunk of stage s: X[tok, k0 .. k0+8), k0 = s*SC + c*32 + q*8
+        for c in T.unroll(NCH):
+            for ns in T.unroll(NS):
+                if VECK:
+                    if xtok(by, tx, ns) < TT and xk0(s, c, tx) < K:
+                        for j in T.vectorized(8):
+                            xv[j] = X[xtok(by, tx, ns), xk0(s, c, tx) + j]
+                    else:
+                        for j in T.unroll(8):
+                            xv[j] = zero
+                else:
+                    for j in T.unroll(8):
+                        xv[j] = T.if_then_else(xtok(by, tx, ns) < TT and xk0(s, c, tx) + j < K,
+                                               X[T.min(xtok(by, tx, ns), TT - 1), T.min(xk0(s, c, tx) + j, K - 1)],
+                                               zero)
+                for j in T.unroll(8):           # element-wise copy: see matmul.py (fragment retyping)
+                    xs[(c * NS + ns) * 8 + j] = xv[j]
+
+    @T.macro
+    def body(vals, pos, sptr, X, bias, Y, bx, by, bz, ty, tx):
+        st = T.alloc_buffer((W * SW,), dt, scope="shared")
+        red = T.alloc_buffer((NRED,), "float32", scope="shared")
+        acc = T.alloc_buffer((ACC,), "float32", scope="local")
+        vv = T.alloc_buffer((8,), dt, scope="local")
+        pv = T.alloc_buffer((8,), "int16", scope="local")
+        v2 = T.alloc_buffer((8,), dt, scope="local")
+        p2 = T.alloc_buffer((8,), "int16", scope="local")
+        xv = T.alloc_buffer((8,), dt, scope="local")
+        xs = T.alloc_buffer((NCH * NS * 8,), dt, scope="local")
+        av = T.alloc_buffer((8,), dt, scope="local")
+        af = T.alloc_buffer((8,), dt, scope="local")
+        # [0] the stage pointer of the lane's stage, [1] lo, [2] hi, [3] next hi (units of 8 entries)
+        sv = T.alloc_buffer((4,), "int32", scope="local")
+        for i in T.unroll(ceil_div(NRED, W * 32)):
+            if i * W * 32 + ty * 32 + tx < NRED:
+                red[i * W * 32 + ty * 32 + tx] = T.float32(0)
+        for i in T.unroll(ACC):
+            acc[i] = T.float32(0)
+        if SHFL:
+            sv[0] = sptr[bx * NST + T.min(s_first(bz, ty) + tx, s_end(bz, ty))]
+            sv[1] = T.tvm_warp_shuffle(FULL, sv[0], 0, 32, 32)
+            sv[2] = T.tvm_warp_shuffle(FULL, sv[0], 1, 32, 32)
+        else:
+            sv[1] = sptr[bx * NST + s_first(bz, ty)]
+            sv[2] = sptr[bx * NST + T.min(s_first(bz, ty) + 1, s_end(bz, ty))]
+        if s_first(bz, ty) < s_end(bz, ty) and sv[1] + tx < sv[2]:
+            for j in T.vectorized(8):
+                vv[j] = vals[sv[1] * 8 + tx * 8 + j]
+            for j in T.vectorized(8):
+                pv[j] = pos[sv[1] * 8 + tx * 8 + j]
+        # a constant trip count for every warp: TVM's ThreadSync makes the stage barriers block-wide
+        # (__syncthreads), so every warp must reach them; a warp past its range idles
+        for si in range(PER):
+            if SHFL:
+                sv[1] = T.tvm_warp_shuffle(FULL, sv[0], si, 32, 32)
+                sv[2] = T.tvm_warp_shuffle(FULL, sv[0], si + 1, 32, 32)
+                sv[3] = T.tvm_warp_shuffle(FULL, sv[0], T.min(si + 2, 31), 32, 32)
+            else:
+                sv[1] = sptr[bx * NST + T.min(s_first(bz, ty) + si, s_end(bz, ty))]
+                sv[2] = sptr[bx * NST + T.min(s_first(bz, ty) + si + 1, s_end(bz, ty))]
+                sv[3] = sptr[bx * NST + T.min(s_first(bz, ty) + si + 2, s_end(bz, ty))]
+            if s_first(bz, ty) + si < s_end(bz, ty):
+                load_x(X, xv, xs, by, tx, s_first(bz, ty) + si)
+                for i in T.unroll(ZIT):
+                    if i * 32 + tx < NZ:
+                        for j in T.vectorized(8):
+                            st[ty * SW + (i * 32 + tx) * 8 + j] = zero
+            T.tvm_storage_sync("shared")
+            if s_first(bz, ty) + si < s_end(bz, ty):
+                if sv[1] + tx < sv[2]:
+                    for j in T.unroll(8):
+                        st[ty * SW + T.Cast("int32", pv[j])] = vv[j]
+                for it in range(1, (sv[2] - sv[1] + 31) // 32):
+                    if sv[1] + it * 32 + tx < sv[2]:
+                        for j in T.vectorized(8):
+                            v2[j] = vals[sv[1] * 8 + it * 256 + tx * 8 + j]
+                        for j in T.vectorized(8):
+                            p2[j] = pos[sv[1] * 8 + it * 256 + tx * 8 + j]
+                        for j in T.unroll(8):
+                            st[ty * SW + T.Cast("int32", p2[j])] = v2[j]
+                # prefetch the first batch of the next stage (overlaps this stage's mma)
+                if s_first(bz, ty) + si + 1 < s_end(bz, ty) and sv[2] + tx < sv[3]:
+                    for j in T.vectorized(8):
+                        vv[j] = vals[sv[2] * 8 + tx * 8 + j]
+                    for j in T.vectorized(8):
+                        pv[j] = pos[sv[2] * 8 + tx * 8 + j]
+            T.tvm_storage_sync("shared")
+            if s_first(bz, ty) + si < s_end(bz, ty):
+                for c in T.unroll(NCH):
+                    for r in T.unroll(RT):
+                        for mm in T.unroll(2):
+                            for j in T.vectorized(8):
+                                av[j] = st[ty * SW + (((c * RT + r) * 2 + mm) * 32 + tx) * 8 + j]
+                            for j in T.unroll(8):
+                                af[j] = av[j]
+                            for ns in T.unroll(NS):
+                                T.evaluate(T.ptx_legacy.mma("m16n8k16", "row", "col", ptx_t, ptx_t, "fp32",
+                                                            af.data, 0, xs.data, (c * NS + ns) * 8 + mm * 4,
+                                                            acc.data, (r * NS + ns) * 4, False, dtype="float32"))
+            T.tvm_storage_sync("shared")
+        T.tvm_storage_sync("shared")
+        # partial sums of the warps -> red[row, tok]
+        for r in T.unroll(RT):
+            for ns in T.unroll(NS):
+                for h in T.unroll(4):
+                    T.evaluate(T.call_extern("float32", "atomicAdd",
+                                             T.address_of(red[(r * 16 + tx // 4 + 8 * (h // 2)) * TN
+                                                              + ns * 8 + 2 * (tx % 4) + h % 2]),
+                                             acc[(r * NS + ns) * 4 + h]))
+        T.tvm_storage_sync("shared")
+        for it in T.unroll(EIT):
+            e = it * (W * 32) + ty * 32 + tx
+            rr = e % RG
+            n = e // RG
+            row = bx * RG + rr
+            tok = by * TN + n
+            if n < TN and row < O and tok < TT:
+                if KS == 1:
+                    if HAS_BIAS:
+                        Y[tok, row] = T.Cast(dt, epi(red[rr * TN + n] + T.Cast("float32", bias[row])))
+                    else:
+                        Y[tok, row] = T.Cast(dt, epi(red[rr * TN + n]))
+                else:
+                    if HAS_BIAS:
+                        T.evaluate(T.call_extern(dt, "atomicAdd", T.address_of(Y[tok, row]), T.Cast(
+                            dt, red[rr * TN + n] + T.if_then_else(bz == 0, T.Cast("float32", bias[row]),
+                                                                  T.float32(0)))))
+                    else:
+                        T.evaluate(T.call_extern(dt, "atomicAdd", T.address_of(Y[tok, row]),
+                                                 T.Cast(dt, red[rr * TN + n])))
+
+    NY = TT * O
+    if KS == 1:
+        @T.prim_func
+        def kern(a_vals: T.handle, a_pos: T.handle, a_ptr: T.handle, x: T.handle, b: T.handle, y: T.handle):
+            T.func_attr({"tirx.noalias": True})
+            n_ = T.int32()
+            vals = T.match_buffer(a_vals, (n_,), dt)
+            pos = T.match_buffer(a_pos, (n_,), "int16")
+            sptr = T.match_buffer(a_ptr, (NGR * NST + 1,), "int32")
+            X = T.match_buffer(x, (TT, K), dt)
+            bias = T.match_buffer(b, (O,), dt)
+            Y = T.match_buffer(y, (TT, O), dt)
+            for bx in T.thread_binding(NGR, thread="blockIdx.x"):
+                for by in T.thread_binding(NTT, thread="blockIdx.y"):
+                    for bz in T.thread_binding(KS, thread="blockIdx.z"):
+                        for ty in T.thread_binding(W, thread="threadIdx.y"):
+                            for tx in T.thread_binding(32, thread="threadIdx.x"):
+                                body(vals, pos, sptr, X, bias, Y, bx, by, bz, ty, tx)
+    else:
+        @T.prim_func
+        def kern(a_vals: T.handle, a_pos: T.handle, a_ptr: T.handle, x: T.handle, b: T.handle, y: T.handle):
+            T.func_attr({"tirx.noalias": True})
+            n_ = T.int32()
+            vals = T.match_buffer(a_vals, (n_,), dt)
+            pos = T.match_buffer(a_pos, (n_,), "int16")
+            sptr = T.match_buffer(a_ptr, (NGR * NST + 1,), "int32")
+            X = T.match_buffer(x, (TT, K), dt)
+            bias = T.match_buffer(b, (O,), dt)
+            Y = T.match_buffer(y, (TT, O), dt)
+            Yf = T.decl_buffer((NY,), dt, data=Y.data)
+            for zb in T.thread_binding(ceil_div(NY, 256), thread="blockIdx.x"):
+                for zt in T.thread_binding(256, thread="threadIdx.x"):
+                    if zb * 256 + zt < NY:
+                        Yf[zb * 256 + zt] = zero
+            for bx in T.thread_binding(NGR, thread="blockIdx.x"):
+                for by in T.thread_binding(NTT, thread="blockIdx.y"):
+                    for bz in T.thread_binding(KS, thread="blockIdx.z"):
+                        for ty in T.thread_binding(W, thread="threadIdx.y"):
+                            for tx in T.thread_binding(32, thread="threadIdx.x"):
+                                body(vals, pos, sptr, X, bias, Y, bx, by, bz, ty, tx)
+    if not HAS_BIAS:
+        from sparsec.backends.kernels.common import drop_param
+
+        kern = drop_param(kern, "bias")
+    return kern
