@@ -166,4 +166,8 @@ def load_artifact(path) -> LoadedArtifact:
 
     if is_dispatch_artifact(path):      # one variant per input shape (docs/dispatch.md)
         return DispatchLoaded(path)
+    from sparsec.backends.cuda.executor import CudaLoaded, is_cuda_artifact
+
+    if is_cuda_artifact(read_manifest(os.path.abspath(os.fspath(path)))):   # --target cuda: runs on the GPU
+        return CudaLoaded(path)
     return LoadedArtifact(path)

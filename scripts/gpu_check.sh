@@ -6,20 +6,37 @@
 #   env:   SPARSEC_TVM_BUNDLE  TVM runtime bundle for this Python  (default out/tvm_bundle)
 #          SPARSEC_GPU_KERNELS prebuilt kernels (scripts/gpu/build_kernels.py)  (default out/gpu)
 #          BENCH_BUDGET_S      seconds for benchmarks/spmm_gpu.py (default 300)
+#          SPARSEC_GPU_MODELS  whole models compiled for cuda (scripts/gpu/build_models.py)  (default out/gpu_models)
+#          GPU_CHECK_PARTS     which parts to run: any of kernels,spmm,models,e2e (default all)
 # Everything it needs is built elsewhere (TVM + nvcc, no GPU): see docs/cuda.md.
 set -uo pipefail
 OUT=$(realpath -m "${1:?usage: gpu_check.sh OUTDIR}")
 cd "$(dirname "$0")/.."
 BUNDLE=$(realpath "${SPARSEC_TVM_BUNDLE:-out/tvm_bundle}")
 KDIR=$(realpath "${SPARSEC_GPU_KERNELS:-out/gpu}")
+MDIR=$(realpath -m "${SPARSEC_GPU_MODELS:-out/gpu_models}")
+PARTS=",${GPU_CHECK_PARTS:-kernels,spmm,models,e2e},"
+want() { [[ "$PARTS" == *",$1,"* ]]; }
 mkdir -p "$OUT"
 export PYTHONPATH="$BUNDLE${PYTHONPATH:+:$PYTHONPATH}" TVM_USE_RUNTIME_LIB=1 PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 rc=0
-$PY scripts/gpu/check_kernels.py "$KDIR" "$OUT/check_kernels_gpu.json" > "$OUT/check_kernels_gpu.log" 2>&1 || rc=1
-tail -n 3 "$OUT/check_kernels_gpu.log"
-$PY benchmarks/spmm_gpu.py "$KDIR" "$OUT" --budget-s "${BENCH_BUDGET_S:-300}" > "$OUT/spmm_gpu.log" 2>&1 || rc=1
-grep -v "^\s*$" "$OUT/spmm_gpu.log" | tail -n 40
-$PY scripts/gpu/summarize.py "$OUT/spmm_gpu.json" "$OUT/check_kernels_gpu.json" > "$OUT/spmm_gpu.md" || rc=1
+if want kernels; then
+  $PY scripts/gpu/check_kernels.py "$KDIR" "$OUT/check_kernels_gpu.json" > "$OUT/check_kernels_gpu.log" 2>&1 || rc=1
+  tail -n 3 "$OUT/check_kernels_gpu.log"
+fi
+if want spmm; then
+  $PY benchmarks/spmm_gpu.py "$KDIR" "$OUT" --budget-s "${BENCH_BUDGET_S:-300}" > "$OUT/spmm_gpu.log" 2>&1 || rc=1
+  grep -v "^\s*$" "$OUT/spmm_gpu.log" | tail -n 40
+  $PY scripts/gpu/summarize.py "$OUT/spmm_gpu.json" "$OUT/check_kernels_gpu.json" > "$OUT/spmm_gpu.md" || rc=1
+fi
+# whole models (--target cuda artifacts) vs eager torch on this GPU, then BERT-base end to end
+if want models; then
+  $PY scripts/gpu/check_models.py "$MDIR" "$OUT/check_models_gpu.json" 2>&1 | tee "$OUT/check_models_gpu.log" || rc=1
+fi
+if want e2e; then
+  $PY benchmarks/e2e_gpu.py "$MDIR" "$OUT" > "$OUT/e2e_gpu.log" 2>&1 || rc=1
+  grep -v "^\s*$" "$OUT/e2e_gpu.log" | tail -n 30
+fi
 exit $rc

@@ -40,8 +40,8 @@ class CudaExecutor:
     def __init__(self, lib, plan: dict, consts: Mapping[str, torch.Tensor]):
         from sparsec.backends.cuda.runtime import as_dl, load_runtime
 
-        load_runtime()
         dev = _require_gpu()
+        load_runtime()
         self.plan = plan
         self.lib = lib
         self.device = dev
@@ -121,8 +121,8 @@ class CudaLoaded:
         self.path = os.path.abspath(os.fspath(path))
         self.manifest = read_manifest(self.path)
         verify_files(self.path, self.manifest)
-        tvm = load_runtime()
         _require_gpu()
+        tvm = load_runtime()
         try:
             self.module = tvm.runtime.load_module(os.path.join(self.path, LIB))
         except Exception as exc:

@@ -1,0 +1,96 @@
+"""Build side (TVM + nvcc, no GPU): compile the whole models of the GPU check for --target cuda.
+
+    .venv/bin/python scripts/gpu/build_models.py [OUTDIR=out/gpu_models] [--arch sm_90] [--only a,b]
+
+Writes OUTDIR/<model>.sparsec (artifacts), OUTDIR/<model>.inputs.pt (example inputs) and
+OUTDIR/models.json (per model: dtype, weight checksum, formats, build times). The models and their
+weights come from scripts/gpu/models.py (rebuilt from code on the GPU machine for the eager reference).
+
+BERT-base (encoder only, 90 % unstructured, fp16) is compiled for batch 1 and 8 x 128 tokens; both
+artifacts have the same weight files, so the batch-1 one is written without its weights/ folder
+(``weights_from`` in models.json; scripts/gpu/check_models.py and benchmarks/e2e_gpu.py copy them
+back and the manifest's sha256 check still covers them): ~30 MB travel instead of ~60 MB.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import torch  # noqa: E402
+
+import models as M  # noqa: E402
+
+# name -> (model key, dtype, batch for bert_base)
+CASES = {
+    "mlp": ("mlp", "float16", None),
+    "mlp_bf16": ("mlp", "bfloat16", None),
+    "mlp_fp32": ("mlp", "float32", None),
+    "cnn": ("cnn", "float16", None),
+    "bert_encoder": ("bert_encoder", "float16", None),
+    "decoder_mlp": ("decoder_mlp", "float16", None),
+    "hf_bert": ("hf_bert", "float16", None),
+    "hf_gpt2": ("hf_gpt2", "float16", None),
+    "bert_base_b8": ("bert_base", "float16", 8),
+    "bert_base_b1": ("bert_base", "float16", 1),
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("outdir", nargs="?", default="out/gpu_models")
+    ap.add_argument("--arch", default="sm_90")
+    ap.add_argument("--only", help="comma-separated case names")
+    args = ap.parse_args()
+    import sparsec
+
+    os.makedirs(args.outdir, exist_ok=True)
+    index_path = os.path.join(args.outdir, "models.json")
+    index = json.load(open(index_path)) if os.path.exists(index_path) else {}
+    names = args.only.split(",") if args.only else list(CASES)
+    failed = []
+    for name in names:
+        key, dtype, batch = CASES[name]
+        t0 = time.perf_counter()
+        model, inputs = M.build(key)
+        if batch is not None:
+            inputs = M.bert_base_inputs(batch)
+        try:
+            c = sparsec.compile(model, inputs, target="cuda", arch=args.arch, dtype=dtype)
+        except Exception as exc:  # noqa: BLE001  (report every model, then fail)
+            print(f"{name}: FAILED {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}", flush=True)
+            failed.append(name)
+            continue
+        path = c.save(os.path.join(args.outdir, f"{name}.sparsec"))
+        torch.save(tuple(c.example_inputs), os.path.join(args.outdir, f"{name}.inputs.pt"))
+        entry = {"model": key, "dtype": dtype, "arch": args.arch, "batch": batch,
+                 "checksum": M.checksum(model), "steps": c.timings["steps"],
+                 "functions": c.timings["functions"], "build_s": round(time.perf_counter() - t0, 1),
+                 "formats": {r["weight"]: r["format"] for r in c.report}}
+        if name == "bert_base_b1" and "bert_base_b8" in index:
+            src = os.path.join(args.outdir, "bert_base_b8.sparsec", "weights")
+            mine = os.path.join(path, "weights")
+            same = sorted(os.listdir(src)) == sorted(os.listdir(mine)) and all(
+                open(os.path.join(src, f), "rb").read() == open(os.path.join(mine, f), "rb").read()
+                for f in os.listdir(mine))
+            if same:
+                shutil.rmtree(mine)
+                entry["weights_from"] = "bert_base_b8.sparsec"
+        index[name] = entry
+        print(f"{name}: {c.timings['steps']} steps, {c.timings['functions']} functions, "
+              f"{entry['build_s']} s -> {path}", flush=True)
+    tmp = index_path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(index, f, indent=1)
+    os.replace(tmp, index_path)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

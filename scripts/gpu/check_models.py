@@ -1,0 +1,100 @@
+"""GPU side: every whole model compiled by scripts/gpu/build_models.py vs eager torch on the GPU.
+
+    python3 scripts/gpu/check_models.py MODELDIR OUT.json
+
+Per model: the eager reference is rebuilt from code (scripts/gpu/models.py; its weight checksum must
+equal the build's), cast to the artifact's dtype and run on the GPU (torch eager, the same pruned
+weights); the artifact runs through ``sparsec.load`` (TVM runtime only). Passes when
+``max|sparsec - torch| / max|torch| <= TOL[dtype]``; the error of torch's own low-precision run
+against torch fp32 is printed beside it for scale. Exit 1 if any model fails.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import env  # noqa: E402,F401  (sparsec from the checkout, TVM runtime bundle)
+
+import torch  # noqa: E402
+
+import models as M  # noqa: E402
+
+TOL = {"float16": 2e-2, "bfloat16": 6e-2, "float32": 1e-4}
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.float(), b.float()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-6))
+
+
+def restore_weights(mdir: str, name: str, entry: dict) -> str:
+    """The artifact path; a weights-less artifact gets its weights/ copied from its twin."""
+    path = os.path.join(mdir, f"{name}.sparsec")
+    src = entry.get("weights_from")
+    if src and not os.path.isdir(os.path.join(path, "weights")):
+        shutil.copytree(os.path.join(mdir, src, "weights"), os.path.join(path, "weights"))
+    return path
+
+
+def check_one(mdir: str, name: str, entry: dict) -> dict:
+    import sparsec
+
+    dt = getattr(torch, entry["dtype"])
+    model, _ = M.build(entry["model"])
+    csum = M.checksum(model)
+    if any(abs(a - b) > 1e-6 * max(1.0, abs(b)) for a, b in zip(csum, entry["checksum"])):
+        return {"ok": False, "error": f"reference weights differ from the build's (checksum {csum} vs "
+                                      f"{entry['checksum']}): torch/transformers versions draw differently"}
+    inputs = torch.load(os.path.join(mdir, f"{name}.inputs.pt"))
+    dev = torch.device("cuda")
+    ins = tuple(x.to(dev) for x in inputs)
+    with torch.no_grad():
+        ref32 = model.float().to(dev)(*tuple(x.float() if x.is_floating_point() else x for x in ins))
+        ref = model.to(dt)(*ins)
+    t0 = time.perf_counter()
+    art = sparsec.load(restore_weights(mdir, name, entry))
+    load_s = time.perf_counter() - t0
+    out = art(*ins)[0]
+    torch.cuda.synchronize()
+    if out.shape != ref.shape:
+        return {"ok": False, "error": f"shape {tuple(out.shape)} vs torch {tuple(ref.shape)}"}
+    err = rel(out, ref)
+    return {"ok": bool(err <= TOL[entry["dtype"]]) and bool(torch.isfinite(out).all()), "max_rel_err": err,
+            "tol": TOL[entry["dtype"]], "torch_lowp_vs_fp32": rel(ref, ref32), "sparsec_vs_fp32": rel(out, ref32),
+            "dtype": entry["dtype"], "steps": entry["steps"], "load_s": round(load_s, 2),
+            "formats": sorted(set(entry["formats"].values()))}
+
+
+def main() -> int:
+    mdir, out_json = sys.argv[1], sys.argv[2]
+    index = json.load(open(os.path.join(mdir, "models.json")))
+    results = {"machine": env.machine_info(), "models": {}}
+    bad = 0
+    for name, entry in index.items():
+        try:
+            r = check_one(mdir, name, entry)
+        except Exception as exc:  # noqa: BLE001  (report every model)
+            r = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-2000:]}
+        results["models"][name] = r
+        bad += not r["ok"]
+        if "max_rel_err" in r:
+            print(f"[{'OK ' if r['ok'] else 'BAD'}] {name:<14} {r['dtype']:<9} max rel err vs torch {r['max_rel_err']:.2e} "
+                  f"(tol {r['tol']:.0e}; torch {r['dtype']} vs fp32 {r['torch_lowp_vs_fp32']:.2e}, sparsec vs fp32 "
+                  f"{r['sparsec_vs_fp32']:.2e}) {r['steps']} steps {','.join(r['formats'])}", flush=True)
+        else:
+            print(f"[BAD] {name:<14} {r['error']}", flush=True)
+    results["passed"] = len(index) - bad
+    results["total"] = len(index)
+    with open(out_json, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"whole models: {len(index) - bad}/{len(index)} match eager torch on the GPU")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Whole models for the CUDA checks: built the same way on the build machine (to compile them) and on
+the GPU machine (the eager torch reference), from code only — no weight files travel.
+
+Every model is constructed from code (an ``examples/*.py`` model file, or a ``transformers`` config),
+then ``init_weights`` overwrites every floating parameter and buffer from a seeded CPU
+``torch.Generator`` (in sorted name order) and ``prune`` zeroes the smallest-magnitude 90 % of each
+linear / conv weight. ``checksum`` of the result is stored at build time and compared on the GPU
+machine, so a reference that differs from what was compiled is an error, not a silent mismatch
+(torch / transformers versions differ between the two machines).
+
+Only torch (and transformers for the ``hf_*`` / ``bert_base`` models) is needed here.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import runpy
+
+import torch
+import torch.nn as nn
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SPARSITY = 0.9
+BERT_BASE_SEQ = 128
+
+
+def _example(name: str):
+    ns = runpy.run_path(os.path.join(REPO, "examples", f"{name}.py"), run_name="__sparsec_model__")
+    model = ns["model"] if "model" in ns else ns["get_model"]()
+    if "example_inputs" in ns and callable(ns["example_inputs"]):
+        inputs = tuple(ns["example_inputs"]())
+    else:
+        inputs = tuple(ns["EXAMPLE_INPUTS"])
+    return model.eval(), inputs
+
+
+def _hf_bert():
+    from transformers import BertConfig, BertModel
+
+    cfg = BertConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=256, max_position_embeddings=64, attn_implementation="eager")
+    ids = torch.randint(0, 100, (2, 16), generator=torch.Generator().manual_seed(3))
+    return _LastHidden(BertModel(cfg)).eval(), (ids,)
+
+
+def _hf_gpt2():
+    from transformers import GPT2Config, GPT2Model
+
+    cfg = GPT2Config(vocab_size=100, n_positions=64, n_embd=64, n_layer=2, n_head=4, use_cache=False,
+                     attn_implementation="eager")
+    ids = torch.randint(0, 100, (2, 16), generator=torch.Generator().manual_seed(4))
+    return _LastHidden(GPT2Model(cfg)).eval(), (ids,)
+
+
+class _LastHidden(nn.Module):
+    """A transformers model returning only its last hidden state (one tensor out)."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x):
+        return self.m(x)[0]
+
+
+class BertBaseEncoder(nn.Module):
+    """BERT-base's 12-layer encoder (transformers ``BertModel`` config defaults: 768 hidden, 12 heads,
+    3072 intermediate); input = the embedding output ``[B, T, 768]``, no padding mask. The embedding
+    tables (30522 x 768: 47 MB in fp16, not a matmul) are left out so the artifact stays small."""
+
+    def __init__(self, attn: str = "eager"):
+        super().__init__()
+        from transformers import BertConfig, BertModel
+
+        cfg = BertConfig(attn_implementation=attn)
+        self.encoder = BertModel(cfg).encoder
+
+    def forward(self, x):
+        return self.encoder(x)[0]
+
+
+def bert_base_inputs(batch: int, dtype=torch.float32):
+    g = torch.Generator().manual_seed(100 + batch)
+    return (torch.randn(batch, BERT_BASE_SEQ, 768, generator=g).to(dtype),)
+
+
+MODELS = {
+    "mlp": lambda: _example("mlp"),
+    "cnn": lambda: _example("cnn"),
+    "bert_encoder": lambda: _example("bert_encoder"),
+    "decoder_mlp": lambda: _example("decoder_mlp"),
+    "hf_bert": _hf_bert,
+    "hf_gpt2": _hf_gpt2,
+}
+
+
+def _seed(name: str) -> int:
+    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
+
+
+@torch.no_grad()
+def init_weights(model: nn.Module, seed: int) -> nn.Module:
+    """Every floating parameter / buffer drawn from one seeded CPU generator, in sorted name order."""
+    g = torch.Generator().manual_seed(seed)
+    for name, t in sorted(model.state_dict(keep_vars=True).items()):
+        if not t.is_floating_point():
+            continue
+        shape = tuple(t.shape)
+        if name.endswith("running_var"):
+            v = torch.rand(shape, generator=g) + 0.5
+        elif name.endswith("running_mean") or name.endswith("bias"):
+            v = 0.05 * torch.randn(shape, generator=g)
+        elif len(shape) >= 2:
+            fan_in = shape[-1] if len(shape) == 2 else int(torch.tensor(shape[1:]).prod())
+            if "Conv1D" in type(_owner(model, name)).__name__:      # GPT-2 stores W as [in, out]
+                fan_in = shape[0]
+            v = torch.randn(shape, generator=g) * (1.0 / fan_in ** 0.5)
+        else:                                                      # norm scales
+            v = 1.0 + 0.1 * torch.randn(shape, generator=g)
+        t.data.copy_(v.to(t.dtype))
+    return model
+
+
+def _owner(model: nn.Module, name: str) -> nn.Module:
+    mod = model
+    for part in name.split(".")[:-1]:
+        mod = getattr(mod, part)
+    return mod
+
+
+def prunable(model: nn.Module):
+    """(name, module) of every weight ``prune`` sparsifies: linears, GPT-2 Conv1D, convs with groups 1."""
+    for name, m in model.named_modules():
+        kind = type(m).__name__
+        if isinstance(m, nn.Linear) or kind == "Conv1D" or (isinstance(m, nn.Conv2d) and m.groups == 1):
+            if m.weight.numel() >= 256:
+                yield name, m
+
+
+@torch.no_grad()
+def prune(model: nn.Module, sparsity: float = SPARSITY) -> nn.Module:
+    """Zero the smallest-magnitude ``sparsity`` of each prunable weight (exactly ``round(n*s)`` zeros)."""
+    for _, m in prunable(model):
+        w = m.weight.data
+        k = int(round(w.numel() * sparsity))
+        if k == 0:
+            continue
+        order = w.abs().flatten().float().argsort(stable=True)
+        flat = w.flatten().clone()
+        flat[order[:k]] = 0
+        w.copy_(flat.view_as(w))
+    return model
+
+
+def checksum(model: nn.Module) -> list[float]:
+    s, a, n = 0.0, 0.0, 0
+    for _, t in sorted(model.state_dict().items()):
+        if t.is_floating_point():
+            s += float(t.double().sum())
+            a += float(t.double().abs().sum())
+            n += int((t == 0).sum())
+    return [s, a, float(n)]
+
+
+def build(name: str):
+    """``(model, inputs)``: the model with its deterministic, pruned fp32 weights."""
+    if name == "bert_base":
+        model, inputs = BertBaseEncoder("eager").eval(), bert_base_inputs(1)
+    else:
+        model, inputs = MODELS[name]()
+    init_weights(model, _seed(name))
+    prune(model)
+    return model.eval(), inputs
