@@ -160,6 +160,7 @@ def simulate(A, B=None, algo: str = "smash", config: PiumaConfig | None = None,
         raise ParameterError(f"algo: unknown algorithm {algo!r} (known: {', '.join(ALGORITHMS)})")
     cfg = config or load_config()
     wall = time.perf_counter()
+    cpu = time.process_time()
     ops = operands or Operands(A, A if B is None else B)
     machine = Machine(cfg)
     plan = ALGORITHMS[algo]().plan(ops, cfg, machine)
@@ -172,7 +173,8 @@ def simulate(A, B=None, algo: str = "smash", config: PiumaConfig | None = None,
     counters.update(plan.counters)
     return SimResult.build(algo=algo, cfg=cfg, ops=ops, C=plan.C, timing=timing,
                            counters=counters, machine=machine, analytic_cycles=est,
-                           wall_s=time.perf_counter() - wall)
+                           wall_s=time.perf_counter() - wall,
+                           cpu_s=time.process_time() - cpu)
 
 
 def simulate_all(A, B=None, algos=None, config: PiumaConfig | None = None,

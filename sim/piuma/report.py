@@ -22,9 +22,11 @@ class SimResult:
     shape: dict
     wall_s: float
     C: sp.csr_matrix = field(repr=False, default=None)
+    cpu_s: float = 0.0          # CPU time of this process (less sensitive to other load)
 
     @classmethod
-    def build(cls, *, algo, cfg, ops, C, timing, counters, machine, analytic_cycles, wall_s):
+    def build(cls, *, algo, cfg, ops, C, timing, counters, machine, analytic_cycles, wall_s,
+              cpu_s=0.0):
         words = counters.get("dram_read_words", 0.0) + counters.get("dram_write_words", 0.0)
         cnt = dict(counters)
         cnt["dram_accesses"] = words
@@ -41,13 +43,15 @@ class SimResult:
         return cls(algo=algo, cycles=float(timing["cycles"]),
                    seconds=timing["cycles"] / (cfg.clock_ghz * 1e9),
                    analytic_cycles=float(analytic_cycles), stage_cycles=timing["stage_cycles"],
-                   counters=cnt, utilisation=util, shape=shape, wall_s=wall_s, C=C)
+                   counters=cnt, utilisation=util, shape=shape, wall_s=wall_s, C=C,
+                   cpu_s=cpu_s)
 
     def to_dict(self) -> dict:
         return {"algo": self.algo, "cycles": self.cycles, "seconds": self.seconds,
                 "analytic_cycles": self.analytic_cycles, "stage_cycles": self.stage_cycles,
                 "counters": self.counters, "utilisation": self.utilisation,
-                "shape": self.shape, "sim_wall_s": self.wall_s}
+                "shape": self.shape, "sim_wall_s": self.wall_s,
+                "sim_cpu_s": self.cpu_s}
 
 
 def comparison(results: dict[str, SimResult]) -> dict:

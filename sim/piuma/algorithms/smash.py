@@ -65,7 +65,8 @@ def home_slot(col: np.ndarray, slots: np.ndarray) -> np.ndarray:
 def hash_insert(row, col, val, base, slots):
     """Insert partial products (in generation order) into per-row linear-probing
     tables laid out at ``base[row]``; returns (slot, displacement) per partial
-    product, and the tables' keys (-1 empty) and summed values.
+    product, the tables' keys (-1 empty) and summed values, and the slot of
+    every distinct (row, column) in row-major, column-sorted order.
 
     Partial products with the same (row, column) follow the same probe
     sequence and are placed in the same round, so the rounds run on the
@@ -75,8 +76,8 @@ def hash_insert(row, col, val, base, slots):
     key_at = np.full(total, -1, dtype=np.int64)
     n = row.size
     if n == 0:
-        return (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), key_at,
-                np.zeros(total))
+        z = np.zeros(0, dtype=np.int64)
+        return z, z, key_at, np.zeros(total), z
     ncol = int(col.max()) + 1
     _, first, inv = np.unique(row * ncol + col, return_index=True, return_inverse=True)
     urow, ucol = row[first], col[first]
@@ -106,7 +107,7 @@ def hash_insert(row, col, val, base, slots):
     slot = uslot[inv.reshape(-1)]
     disp = udisp[inv.reshape(-1)]
     values = np.bincount(slot, weights=val, minlength=total)
-    return slot, disp, key_at, values
+    return slot, disp, key_at, values, uslot
 
 
 def tokens(ops: Operands, token_flops: float):
@@ -203,14 +204,16 @@ class Smash:
             lrow = row - r0
             Sl = S[r0:r1]
             base = np.concatenate([[0], np.cumsum(Sl)[:-1]])
-            slot, disp, key_at, values = hash_insert(lrow, col, val, base, Sl)
+            slot, disp, key_at, values, uslot = hash_insert(lrow, col, val, base, Sl)
             collisions += int(disp.sum())
             tok = anz_tok[anz]
             f = frac[row]
+            on_chip = bool(np.all(f == 1.0))
             probes_spm += np.bincount(tok, weights=(disp + 1) * f, minlength=T)
-            probes_dram += np.bincount(tok, weights=(disp + 1) * (1 - f), minlength=T)
             adds_spm += np.bincount(tok, weights=f, minlength=T)
-            adds_dram += np.bincount(tok, weights=1 - f, minlength=T)
+            if not on_chip:
+                probes_dram += np.bincount(tok, weights=(disp + 1) * (1 - f), minlength=T)
+                adds_dram += np.bincount(tok, weights=1 - f, minlength=T)
             # banks: the final slot's bank for the add and the last probe, and
             # the slots passed over for the failed probes
             add_banks += np.bincount(tok * banks + slot % banks, weights=f, minlength=T * banks)
@@ -223,14 +226,14 @@ class Smash:
             cas_banks += np.bincount(np.concatenate([tok, tok[rep]]) * banks
                                      + np.concatenate([slot, passed]) % banks,
                                      weights=np.concatenate([f, f[rep]]), minlength=T * banks)
-            # readout: occupied slots in slot order, then sorted by key per row
-            occ = np.flatnonzero(key_at >= 0)
-            orow = np.searchsorted(base, occ, side="right") - 1
-            ocol = key_at[occ]
-            order = np.lexsort((ocol, orow))
-            out_r.append(orow[order] + r0)
-            out_c.append(ocol[order])
-            out_v.append(values[occ][order])
+            # readout: keys and values read from the tables' occupied slots
+            # (uslot: one per distinct key, already in row, column order)
+            if int((key_at >= 0).sum()) != uslot.size:
+                raise AssertionError("SMASH: hash tables hold keys no partial product made")
+            orow = np.searchsorted(base, uslot, side="right") - 1
+            out_r.append(orow + r0)
+            out_c.append(key_at[uslot])
+            out_v.append(values[uslot])
             touched[r0:r1] = np.bincount(orow, minlength=r1 - r0)
         if out_r:
             C = drop_zeros(csr_from_rows(np.concatenate(out_r), np.concatenate(out_c),
