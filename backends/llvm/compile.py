@@ -34,10 +34,15 @@ FUSABLE = {Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW, Op.MAXIMUM, Op.MINIMUM, Op.WH
            Op.LOGICAL_NOT, Op.CAST, Op.EXPAND}
 
 
-def transpose_func(rows: int, cols: int, dtype: str):
+def transpose_func(rows: int, cols: int, dtype: str, knobs: dict | None = None):
     """``Y[cols, rows] = X[rows, cols]ᵀ`` in b x b tiles (both sides stay in L1; the write is a
-    contiguous vector). 3-6x faster than the generic injective schedule, on par with torch."""
+    contiguous vector). 3-6x faster than the generic injective schedule, on par with torch.
+    ``knobs``: ``TRANSPOSE_KNOBS`` (``parallel`` False: serial tiles)."""
     from tvm import s_tir, te
+
+    from sparsec.backends.te.schedule import TRANSPOSE_KNOBS, check_te_knobs
+
+    par = check_te_knobs(knobs, TRANSPOSE_KNOBS)["parallel"]
 
     x = te.placeholder((rows, cols), dtype, name="X")
     y = te.compute((cols, rows), lambda i, j: x[j, i], name="Y")
@@ -49,7 +54,9 @@ def transpose_func(rows: int, cols: int, dtype: str):
     io, ii = sch.split(i, [None, bi])
     jo, ji = sch.split(j, [None, bj])
     sch.reorder(io, jo, ii, ji)
-    sch.parallel(sch.fuse(io, jo))
+    outer = sch.fuse(io, jo)
+    if par is not False:
+        sch.parallel(outer)
     if bj > 1:
         sch.vectorize(ji)
     return sch.mod["main"]
@@ -64,17 +71,21 @@ class CompiledGraph:
     consts: dict[str, torch.Tensor]      # "<weight>/<buffer>" or "<const>" -> tensor
     functions: dict[str, str] = field(default_factory=dict)   # symbol -> what it computes
     timings: dict[str, float] = field(default_factory=dict)
+    sites: list = field(default_factory=list)     # tunable TE functions / transposes (lower_only)
 
     def executor(self) -> Executor:
         return Executor(self.module, self.plan, self.consts)
 
 
 class _Planner:
-    def __init__(self, g: Graph, target, knobs_for: Callable | None = None):
+    def __init__(self, g: Graph, target, knobs_for: Callable | None = None, te_knobs_for: Callable | None = None):
         self.g = g
         self.target = target
         # (format object, tokens) -> kernel knobs dict or None (the tuning database's answer)
         self.knobs_for = knobs_for or (lambda fmt, tokens: None)
+        # TeSite -> schedule knobs of a TE function / transpose, or None (the rules)
+        self.te_knobs_for = te_knobs_for or (lambda site: None)
+        self.sites: dict[str, object] = {}
         self.types: dict[str, TensorType] = g.types()
         self.consts = g.constant_map()
         self.funcs: dict[str, object] = {}
@@ -213,12 +224,42 @@ class _Planner:
 
             result = lower_node(node, [tensor(i) for i in node.inputs], node.type)
             func = te.create_prim_func([*(holders[e] for e in externals), result])
-            func = te_ops.schedule_cpu(func, self.target)
             fused = sorted({self.producers[n].op.value for n, c in self.fused_into.items() if c and
                             self._fused_root(n) == node.name})
             doc = f"{node.op.value} {node.type}" + (f" (fused: {', '.join(fused)})" if fused else "")
+            site = self._te_site(node, key, externals, func, doc)
+            func = te_ops.schedule_cpu(func, self.target, knobs=self.te_knobs_for(site))
             sym = self._by_key[key] = self.add_func(func, doc, node.op.value)
+        if key in self.sites:
+            self.sites[key].count += 1
         self.step(sym, [self.arg(e) for e in externals] + [out], node.name)
+
+    def _te_site(self, node: Node, key, externals: list[str], func, doc: str):
+        """The tunable description of a TE function (see backends/te/sites.py)."""
+        import tvm
+
+        from sparsec.backends.te.sites import TeSite, site_key
+
+        def expr(name: str):
+            p = self.producers.get(name)
+            if p is not None and self.fused_into.get(name):
+                return ("node", p.op.value, dict(p.attr), tuple(expr(i) for i in p.inputs))
+            c = self.consts.get(name)
+            if c is not None and len(c.value.shape) == 0:
+                return ("scalar", c.dense().item(), c.type.dtype)
+            return ("in", externals.index(name))
+
+        def typ(name: str):
+            c = self.consts.get(name)
+            return self.types[name] if c is None else c.type
+
+        site = TeSite("te", site_key(key), node.op.value,
+                      [(tuple(typ(e).shape), typ(e).dtype) for e in externals],
+                      (tuple(node.type.shape), node.type.dtype),
+                      ("node", node.op.value, dict(node.attr), tuple(expr(i) for i in node.inputs)), doc,
+                      tvm.ir.save_json(func), count=0)
+        self.sites[key] = site
+        return site
 
     def _fused_root(self, name: str) -> str:
         while self.fused_into.get(name):
@@ -264,8 +305,14 @@ class _Planner:
         key = ("transpose2d", rows, cols, dtype)
         sym = self._by_key.get(key)
         if sym is None:
-            sym = self._by_key[key] = self.add_func(transpose_func(rows, cols, dtype),
+            from sparsec.backends.te.sites import TeSite, site_key
+
+            site = self.sites[key] = TeSite("transpose", site_key(key), "transpose", [((rows, cols), dtype)],
+                                            ((cols, rows), dtype), ("transpose",), f"transpose {rows}x{cols}",
+                                            (rows, cols, dtype), count=0)
+            sym = self._by_key[key] = self.add_func(transpose_func(rows, cols, dtype, self.te_knobs_for(site)),
                                                     f"transpose {rows}x{cols}", "transpose")
+        self.sites[key].count += 1
         self.step(sym, [src, dst], hint)
         self.transposed[self.root(src)] = dst
         self.transposed[dst] = src
@@ -275,7 +322,9 @@ class _Planner:
         from sparsec.backends.kernels import matmul_primfunc
 
         x, w = node.inputs[0], node.inputs[1]
-        bias = node.inputs[2] if len(node.inputs) > 2 else None
+        res = node.inputs[-1] if node.attr["residual"] else None        # fused residual add (passes.fuse)
+        rest = node.inputs[2:len(node.inputs) - (res is not None)]
+        bias = rest[0] if rest else None
         fmt: SparseFormat = self.consts[w].value
         xt = self.types[x]
         k = xt.shape[-1]
@@ -286,16 +335,23 @@ class _Planner:
             raise ModelError(f"{node.where()}: weight %{w} is {fmt.dtype_name}, activation is {dtype}")
         func, args, knobs = matmul_primfunc(fmt, tokens, bias=bias is not None,
                                             activation=node.attr["activation"], target=self.target,
-                                            knobs=self.knobs_for(fmt, tokens))
-        sym = self.add_func(func, f"{fmt.name} matmul {o}x{k} T={tokens} knobs={knobs}", f"{fmt.name}_mm")
+                                            knobs=self.knobs_for(fmt, tokens), residual=res is not None)
+        epi = "+".join(e for e in (node.attr["activation"], "residual" if res is not None else None) if e)
+        sym = self.add_func(func, f"{fmt.name} matmul {o}x{k} T={tokens} knobs={knobs}"
+                            + (f" (fused: {epi})" if epi else ""), f"{fmt.name}_mm")
         x2 = self.temp(node.name + ".x2", TensorType((tokens, k), dtype), alias=x)
         if tokens == 1:
             xT = self.temp(node.name + ".xT", TensorType((k, 1), dtype), alias=x2)
         else:
             xT = self.transpose2d(x2, tokens, k, dtype, node.name + ".xT")
         buffers = [self.const_value(f"{w}/{b}", getattr(fmt, b)) for b in fmt.buffers]
+        rT = []
+        if res is not None:     # the residual in the kernel's feature-major layout (a view at one token)
+            r2 = self.temp(node.name + ".r2", TensorType((tokens, o), dtype), alias=self.arg(res))
+            rT = [self.temp(node.name + ".rT", TensorType((o, 1), dtype), alias=r2) if tokens == 1
+                  else self.transpose2d(r2, tokens, o, dtype, node.name + ".rT")]
         yT = self.temp(node.name + ".yT", TensorType((o, tokens), dtype))
-        call = buffers + [xT] + ([self.arg(bias)] if bias is not None else []) + [yT]
+        call = buffers + [xT] + ([self.arg(bias)] if bias is not None else []) + rT + [yT]
         if len(call) != len(args):
             raise ModelError(f"{node.where()}: kernel expects {len(args)} arguments, planned {len(call)}")
         self.step(sym, call, node.name)
@@ -359,10 +415,14 @@ class _Planner:
 
 
 def compile_graph(g: Graph, target=None, progress: Callable[[int, int, str], None] | None = None,
-                  knobs_for: Callable | None = None) -> CompiledGraph:
+                  knobs_for: Callable | None = None, te_knobs_for: Callable | None = None,
+                  lower_only: bool = False) -> CompiledGraph:
     """Lower every node, build one library, plan the buffers.
 
-    ``knobs_for(fmt, tokens)`` may return kernel knobs for a matmul (tuned values).
+    ``knobs_for(fmt, tokens)`` may return kernel knobs for a matmul (tuned values);
+    ``te_knobs_for(site)`` schedule knobs for a TE function or transpose (``backends/te/sites.py``),
+    by default ``knobs_for.te`` when the matmul hook carries one (the tuning database's).
+    ``lower_only``: stop before the build; the result's ``sites`` lists the tunable functions.
     """
     import tvm
 
@@ -375,7 +435,7 @@ def compile_graph(g: Graph, target=None, progress: Callable[[int, int, str], Non
     elif isinstance(target, (str, dict)):
         target = tvm.target.Target(target)
     t0 = time.perf_counter()
-    p = _Planner(g, target, knobs_for)
+    p = _Planner(g, target, knobs_for, te_knobs_for or getattr(knobs_for, "te", None))
     p.input_names = {v.name for v in g.inputs}
     p.plan_fusion()
     for v in g.inputs:
@@ -394,6 +454,8 @@ def compile_graph(g: Graph, target=None, progress: Callable[[int, int, str], Non
         if o not in p.values or p.values[o]["kind"] == "const":
             raise ModelError(f"output %{o} is a constant; sparsec compiles computed outputs only")
     p.drop_dead_steps(set(g.outputs))
+    if lower_only:
+        return CompiledGraph(g, target, None, {}, {}, p.func_doc, {}, sites=list(p.sites.values()))
     t1 = time.perf_counter()
     mod = tvm.IRModule({s["func"]: p.funcs[s["func"]] for s in p.steps})
     with target:
@@ -421,4 +483,4 @@ def compile_graph(g: Graph, target=None, progress: Callable[[int, int, str], Non
             "steps": p.steps}
     timings = {"lower_s": t1 - t0, "build_s": t2 - t1, "functions": len({s["func"] for s in p.steps}),
                "steps": len(p.steps)}
-    return CompiledGraph(g, target, lib, plan, p.const_tensors, p.func_doc, timings)
+    return CompiledGraph(g, target, lib, plan, p.const_tensors, p.func_doc, timings, sites=list(p.sites.values()))

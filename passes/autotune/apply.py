@@ -4,7 +4,9 @@
   and token count, the knobs of the fastest *correct* record with the same
   key (format, parameters, shape, stored fraction, target, machine, versions).
   Bias and activation epilogues are not part of the key: they are tuned on the
-  plain matmul and applied to the fused kernel.
+  plain matmul and applied to the fused kernel. Its ``.te`` attribute is the
+  hook for the non-matmul functions (softmax, layer norm, bmm, transposes:
+  ``passes/autotune/te.py``), which ``compile_graph`` picks up.
 - ``tuned_selection(select_pass, choices, db, target)``: wraps the
   format-selection pass; for each weight it selected in ``auto`` mode, when
   the database has correct timings for the layer's dense kernel and at least
@@ -49,6 +51,8 @@ def knobs_for(db: TuningDB, target=None, features: str | None = None) -> Callabl
     def lookup(fmt_obj, tokens: int) -> dict | None:
         rec = db.best(key_of_format(fmt_obj, tokens, tsig, feats, vers))
         return dict(rec.knobs) if rec is not None else None
+    from sparsec.passes.autotune.te import site_knobs_for
+    lookup.te = site_knobs_for(db, target, feats)     # compile_graph's te_knobs_for (non-matmul functions)
     return lookup
 
 

@@ -4,6 +4,8 @@ Layers whose weights have the same shape, token count, dtype and density
 share kernels' timings (the database key holds the format's stored fraction,
 not the values), so each group is tuned once on its first weight. The budget
 (trials and/or seconds) is split evenly over the groups that still need work.
+Before them, the graph's non-matmul functions (``te.py``: softmax, layer norm,
+attention bmm, permutes, transposes) are tuned; their spaces are small.
 """
 from __future__ import annotations
 
@@ -61,7 +63,23 @@ def prepare_graph(model, example_inputs=None, pattern: str | None = None, sparsi
 
 
 def tune_graph(g: Graph, tuner: Tuner, pattern=None, trials: int | None = None, budget_s: float | None = None,
-               on_layer: Callable[[int, int, Layer], None] | None = None) -> list[LayerResult]:
+               on_layer: Callable[[int, int, Layer], None] | None = None, sites: bool = True,
+               sites_share: float = 0.35, site_results: list | None = None,
+               on_sites: Callable[[dict], None] | None = None) -> list[LayerResult]:
+    """Tune the graph's non-matmul functions first (``sites``: at most ``sites_share`` of the
+    budget; their spaces are small), then its sparse layers with the rest. ``site_results``
+    (a list) receives the sites' ``SiteResult``s."""
+    t0 = time.time()
+    if sites and hasattr(tuner.runner, "run_sites"):      # RPC runners measure matmuls only
+        from sparsec.passes.autotune.te import graph_sites, tune_sites
+
+        dl = None if budget_s is None else t0 + budget_s * sites_share
+        res = tune_sites(graph_sites(g, tuner.target), tuner.runner, tuner.db, tuner.target, deadline=dl,
+                         progress=on_sites)
+        if site_results is not None:
+            site_results.extend(res)
+        if budget_s is not None:
+            budget_s = max(1.0, budget_s - (time.time() - t0))
     layers = layers_of(g, pattern)
     out = []
     t0 = time.time()

@@ -147,6 +147,33 @@ class LocalRunner:
         return parse_results(out, err, configs, timed_out, proc.returncode, self.name)
 
 
+    def run_sites(self, sites: list, configs: list[tuple[int, dict]]) -> list["MeasureResult"]:
+        """Measure schedule knobs of non-matmul functions (``backends/te/sites.py``): ``configs``
+        are (index into ``sites``, knobs); one process, checked against the site's reference first."""
+        if not configs:
+            return []
+        with tempfile.TemporaryDirectory(prefix="sparsec-tune-") as d:
+            job = os.path.join(d, "job.pt")
+            torch.save({"kind": "te", "sites": sites, "target": self.target_sig,
+                        "configs": [(si, dict(k)) for si, k in configs], "settings": vars(self.settings)}, job)
+            env = dict(os.environ)
+            if self.threads:
+                env["TVM_NUM_THREADS"] = str(self.threads)
+            timeout = self.timeout_s + self.per_config_s * len(configs)
+            proc = subprocess.Popen([sys.executable, "-m", "sparsec.passes.autotune.measure", job],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                    start_new_session=True)
+            try:
+                out, err = proc.communicate(timeout=timeout)
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)       # our own child's process group
+                out, err = proc.communicate()
+                timed_out = True
+        cfgs = [Config.make("te", {"site": sites[si].key}, k) for si, k in configs]
+        return parse_results(out, err, cfgs, timed_out, proc.returncode, self.name)
+
+
 def parse_results(out: str, err: str, configs: list[Config], timed_out: bool, rc, runner: str):
     got: dict[int, MeasureResult] = {}
     seen: set[int] = set()
@@ -199,6 +226,77 @@ def _sampler(f, call_args, settings: Settings):
     return sample
 
 
+def corrupt_site_kernel(site, target):
+    """A function with the site's signature that writes 1 into its output and computes nothing."""
+    import tvm
+    from tvm import te
+
+    ins = [te.placeholder(tuple(shape), dt, name=f"in{k}") for k, (shape, dt) in enumerate(site.inputs)]
+    shape, dt = site.output
+    out = te.compute(tuple(shape), lambda *i: tvm.tirx.const(1, dt), name="out")
+    func = te.create_prim_func(ins + [out]).with_attr("global_symbol", "corrupt")
+    return tvm.tirx.build(tvm.IRModule({"corrupt": func}), target=target)["corrupt"]
+
+
+def build_site(site, knobs: dict, target):
+    """The site's function scheduled with ``knobs``, built."""
+    import tvm
+
+    if site.kind == "transpose":
+        from sparsec.backends.llvm.compile import transpose_func
+        func = transpose_func(*site.func_json, knobs=knobs)
+    else:
+        from sparsec.backends.te.schedule import schedule_cpu
+        func = schedule_cpu(tvm.ir.load_json(site.func_json), target, knobs=knobs)
+    func = func.with_attr("global_symbol", "site")
+    with target:
+        return tvm.tirx.build(tvm.IRModule({"site": func}), target=target)["site"]
+
+
+def worker_sites(job: dict) -> int:
+    import tvm
+
+    from sparsec.backends.te.sites import random_inputs, reference
+
+    settings = Settings(**job["settings"])
+    target = tvm.target.Target(job["target"])
+    sites = job["sites"]
+    inputs, refs = {}, {}
+    samplers = {}
+    for i, (si, knobs) in enumerate(job["configs"]):
+        site = sites[si]
+        knobs = dict(knobs)
+        try:
+            if si not in inputs:
+                inputs[si] = random_inputs(site, settings.seed)
+                refs[si] = reference(site, inputs[si]).double()
+            corrupt = bool(knobs.pop(TESTING_ONLY_CORRUPT, False))
+            f = corrupt_site_kernel(site, target) if corrupt else build_site(site, knobs, target)
+            shape, dt = site.output
+            tdt = getattr(torch, dt)
+            out = (torch.full(tuple(shape), float("nan"), dtype=tdt) if tdt.is_floating_point
+                   else torch.zeros(tuple(shape), dtype=tdt))
+            call = list(inputs[si]) + [out]
+            f(*call)
+        except Exception as exc:                              # noqa: BLE001 - reported as the trial's status
+            _emit(i, status="error", error=f"{type(exc).__name__}: {exc}"[:400])
+            continue
+        why = check_output(out, refs[si], dt)
+        if why:
+            _emit(i, status="wrong", error=why)
+            continue
+        _emit(i, status="checked")
+        samplers[i] = _sampler(f, call, settings)
+    times = {i: [] for i in samplers}
+    for _ in range(settings.repeat):
+        for i, s in samplers.items():
+            times[i].append(s())
+    for i, ts in times.items():
+        med, kept = robust_median(ts)
+        _emit(i, status="ok", time_s=med, times_s=kept)
+    return 0
+
+
 def worker(job_path: str) -> int:
     import tvm
 
@@ -206,6 +304,8 @@ def worker(job_path: str) -> int:
     from sparsec.passes.autotune.space import pack
 
     job = torch.load(job_path, weights_only=False)
+    if job.get("kind") == "te":
+        return worker_sites(job)
     w2, tokens = job["w2"], job["tokens"]
     settings = Settings(**job["settings"])
     target = tvm.target.Target(job["target"])
