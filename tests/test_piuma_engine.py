@@ -149,3 +149,20 @@ def test_pooled_tables_fit_the_pool_and_overflow_less():
     assert thread.counters["overflow_atomics"] > 2 * pool.counters["overflow_atomics"] > 0
     assert pool.cycles < thread.cycles
     assert pool.counters["spm_peak_bytes"] <= 1.25 * pool.counters["table_pool_bytes"]
+
+
+def test_pool_budget_by_hand():
+    """One core, 2 threads, tokens of rows [0, 0, 1, 2, 3] (queue order);
+    tables 100, 200, 50, 400 bytes; pool 500.
+    Row 0 (tokens 0-1): window tokens [0, 2] -> rows 0, 1: 300 <= 500, all on chip.
+    Row 1 (token 2): window [1, 3] -> rows 0, 1, 2: 350, on chip.
+    Row 2 (token 3): window [2, 4] -> rows 1, 2, 3: 650 > 500: 50 * 500/650.
+    Row 3 (token 4): window [3, 4] -> rows 2, 3: 450, on chip."""
+    from sparsec.sim.piuma.algorithms.smash import pool_budget
+    nbytes = np.array([100.0, 200, 50, 400])
+    tok_row = np.array([0, 0, 1, 2, 3])
+    b = pool_budget(nbytes, tok_row, np.zeros(5, dtype=int), 2, 500.0)
+    np.testing.assert_allclose(b, [100, 200, 50 * 500 / 650, 400])
+    # a second core's queue is a separate window
+    b2 = pool_budget(nbytes, tok_row, np.array([0, 0, 0, 1, 1]), 2, 500.0)
+    np.testing.assert_allclose(b2, [100, 200, 50, 400])
