@@ -4,8 +4,9 @@ Partial products go to per-row *bins* in DRAM, so that each row can be merged
 on its own. A bin entry is one 8-byte word: the 32-bit column key and the fp32
 value (the row is implicit in the bin), the same layout as a non-zero.
 
-Count (symbolic; one task per column k of A): read A's column k (CSC:
-2 + a'_k words) and B's row extent (2 words); for each i in the column a
+Count (symbolic; one task per piece of at most ``token_flops`` entries of a
+column k of A): read the column's extent and the piece (CSC) and B's row
+extent (2 words); for each i in the column a
 posted remote atomic add of b_k on row i's count (the counts are spread over
 all cores' scratchpads). Then each core turns its rows' counts into bin bases
 (an exclusive scan: a scratchpad load and store per row, one task per core).
@@ -79,15 +80,19 @@ class Outer:
         acol = np.diff(ops.Acsc.indptr).astype(float)
         blen = ops.b_len.astype(float)
 
-        # --- count: per column k, posted adds of b_k on the rows' counts ----------
-        core0 = partition(acol + 4, cores)
-        cnt = Costs(K, core0, cfg, machine)
+        # --- count: per piece of a column k (at most token_flops entries, so a
+        # hub column is spread over threads), posted adds of b_k on the rows'
+        # counts ----------------------------------------------------------------
+        ck, cent = column_pieces(acol, np.ones_like(blen), oc.token_flops)
+        Kp = ck.size
+        core0 = partition(cent + 4, cores)
+        cnt = Costs(Kp, core0, cfg, machine)
         cnt.queue_pop()
-        cnt.compute(np.full(K, float(k.task)))
-        cnt.dram_load(np.full(K, 2.0))
-        cnt.dram_load(acol)
-        cnt.dram_load(np.full(K, 2.0))
-        cnt.remote_atomic(acol * (blen > 0), blocking=False)
+        cnt.compute(np.full(Kp, float(k.task)))
+        cnt.dram_load(np.full(Kp, 2.0))
+        cnt.dram_load(cent)
+        cnt.dram_load(np.full(Kp, 2.0))
+        cnt.remote_atomic(cent * (blen[ck] > 0), blocking=False)
         rcore = row_core(ops, cores)
         rows_per_core = np.bincount(rcore, minlength=cores).astype(float)
         scan = Costs(cores, np.arange(cores), cfg, machine)
