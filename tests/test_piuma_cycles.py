@@ -163,3 +163,16 @@ def test_outer_cycles():
     r = simulate(A, B, algo="outer", config=TINY)
     assert r.stage_cycles == {"count": 263, "scan": 21, "multiply": 344, "merge": 169}
     assert r.cycles == 797
+
+
+def test_sort_cost_is_the_cheaper_of_comparison_and_radix():
+    """Default costs (sort_compare 3, radix_step 8, radix_bits 8), N = 16384
+    (14-bit keys: 2 radix passes, 2 * 256 counters each):
+      c = 1000: comparison 1000 * 10 * 3 = 30000, radix 2 * (8000 + 512) = 17024
+      c = 10:   comparison 10 * 4 * 3 = 120,      radix 2 * (80 + 512) = 1184
+      c = 1:    nothing to sort."""
+    import numpy as np
+    from sparsec.sim.piuma.algorithms.base import sort_instructions
+    k = load_config().costs
+    np.testing.assert_array_equal(sort_instructions(np.array([1000, 10, 1]), 16384, k),
+                                  [17024, 120, 0])

@@ -92,6 +92,8 @@ class CostConfig:
     merge_step: int = 3
     heap_level: int = 4
     sort_compare: int = 3
+    radix_step: int = 8
+    radix_bits: int = 8
 
 
 @dataclass(frozen=True)

@@ -222,3 +222,16 @@ def drop_zeros(C: sp.csr_matrix) -> sp.csr_matrix:
     """scipy stores no output whose sum cancels to exactly 0; neither do we."""
     C.eliminate_zeros()
     return C
+
+
+def sort_instructions(c: np.ndarray, ncols: int, costs) -> np.ndarray:
+    """Instructions to sort each output row's c keys (columns < ncols): the
+    cheaper of a comparison sort (c ceil(log2 c) comparisons of
+    ``sort_compare``) and an LSD radix sort (ceil(log2 ncols / radix_bits)
+    passes, each ``radix_step`` per key plus clearing and scanning 2^radix_bits
+    counters), as an implementation would pick per row."""
+    c = np.asarray(c, dtype=float)
+    comparison = c * log2_ceil(c) * costs.sort_compare
+    passes = max(1.0, float(np.ceil(np.log2(max(ncols, 2)) / costs.radix_bits)))
+    radix = passes * (c * costs.radix_step + 2.0 * (1 << costs.radix_bits))
+    return np.where(c > 1, np.minimum(comparison, radix), 0.0)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparsec.sim.piuma.algorithms.base import Costs, Plan, Stage, log2_ceil
+from sparsec.sim.piuma.algorithms.base import Costs, Plan, Stage, log2_ceil, sort_instructions
 from sparsec.sim.piuma.algorithms.common import (b_row_hits, dense_accumulate, load_b_rows,
                                                  row_core, sort_merge)
 from sparsec.sim.piuma.algorithms.operands import Operands
@@ -65,7 +65,7 @@ class Rowwise:
                 costs.dram_load(2 * c)
                 costs.dram_store(c)
             if cfg.rowwise.sort_rows:
-                costs.compute(c * log2_ceil(c) * k.sort_compare)
+                costs.compute(sort_instructions(c, ops.N, k))
             counters["accumulator_in_scratchpad"] = float(in_spm)
         else:
             runs = np.bincount(ops.anz_row, weights=ops.anz_flops > 0, minlength=M)

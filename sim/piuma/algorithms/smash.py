@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 from sparsec.sim.piuma.algorithms.base import (Costs, Plan, Stage, csr_from_rows, drop_zeros,
-                                               log2_ceil, next_pow2)
+                                               next_pow2, sort_instructions)
 from sparsec.sim.piuma.algorithms.common import b_row_hits, load_b_rows, row_core
 from sparsec.sim.piuma.algorithms.operands import Operands
 from sparsec.sim.piuma.algorithms.registry import register
@@ -278,7 +278,7 @@ class Smash:
         ro.spm_store(touched * f)                     # ... cleared for the next row
         ro.dram_store(touched * (1 - f))
         if sc.sort_rows:
-            ro.compute(touched * log2_ceil(touched) * k.sort_compare)
+            ro.compute(sort_instructions(touched, ops.N, k))
         ro.dram_store(touched + 1)
         Sf = S.astype(float)
 
