@@ -293,4 +293,8 @@ def test_cli_autotune_runs_and_resumes(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "48x32 T=8" in r.stdout and "4 new trials" in r.stdout
     recs = [json.loads(line) for line in dbp.read_text().splitlines()]
-    assert len(recs) >= 4 and all(x["key"]["shape"] == [48, 32, 8] for x in recs)
+    mm = [x for x in recs if x["key"]["op"] == "matmul"]
+    assert len(mm) >= 4 and all(x["key"]["shape"] == [48, 32, 8] for x in mm)
+    # the layout transposes around the matmul are tuned too (their own keys), and tabled
+    assert {x["key"]["op"] for x in recs} - {"matmul"} == {"te:transpose"}
+    assert "transpose 8x32" in r.stdout

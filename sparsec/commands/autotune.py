@@ -42,6 +42,18 @@ def print_table(results) -> None:
               f"{_fmt_us(best.time_s if best else None)}{sp:>8.2f}x")
 
 
+def print_sites_table(results) -> None:
+    """Non-matmul functions: default (rule-based) vs tuned schedule, per distinct function."""
+    if not results:
+        return
+    print(f"{'function':<50}{'calls':>6}{'space':>6}  {'default us':>10}  {'tuned knobs':<36}{'us':>9}{'speedup':>9}")
+    for r in results:
+        kn = ",".join(f"{k}={v}" for k, v in sorted((r.best_knobs or {}).items()) if v is not None) or "default"
+        sp = r.default_s / r.best_s if r.default_s and r.best_s else float("nan")
+        print(f"{r.site.doc:<50.50}{r.site.count:>6}{r.space:>6}  {_fmt_us(r.default_s):>10}  {kn:<36.36}"
+              f"{_fmt_us(r.best_s)}{sp:>8.2f}x")
+
+
 def run(args) -> int:
     from sparsec.passes.autotune.apply import default_db_path
     from sparsec.passes.autotune.db import TuningDB, merge
@@ -110,14 +122,29 @@ def run(args) -> int:
         if not show:
             print(f"[{i + 1}/{n}] tuning {layer.name} ({len(layer.weights)} weights)", file=sys.stderr)
 
+    site_task = None
+
+    def on_sites(info):
+        nonlocal site_task
+        text = f"non-matmul functions: {info['trials']}/{info['total']} configurations"
+        if bar is None:
+            if info["trials"] == 0:
+                print(f"tuning {text}", file=sys.stderr)
+            return
+        if site_task is None:
+            site_task = bar.add_task("softmax, layer norm, bmm, transposes", total=max(1, info["total"]), info=text)
+        bar.update(site_task, completed=info["trials"], info=text)
+
     tuner = Tuner(db, runner, target, progress=progress)
+    sites = []
     try:
         results = tune_graph(g, tuner, pattern=args.pattern, trials=args.trials, budget_s=budget,
-                             on_layer=on_layer)
+                             on_layer=on_layer, sites=not args.no_sites, site_results=sites, on_sites=on_sites)
     finally:
         if bar is not None:
             bar.stop()
     print_table(results)
+    print_sites_table(sites)
     tr = sum(r.trials for r in results)
     print(f"{tr} new trials, {sum(r.reused for r in results)} reused, in {time.time() - t_start:.0f}s; "
           f"database {db.path} ({len(db)} records)")
@@ -140,5 +167,7 @@ def register(sub) -> None:
     p.add_argument("--key", help="device key registered with the tracker")
     p.add_argument("--parallel", type=int, default=None, help="RPC: measurements in flight (default: free devices)")
     p.add_argument("--merge", nargs="+", metavar="DB", help="merge databases: OUT IN [IN ...] (atomic)")
+    p.add_argument("--no-sites", action="store_true",
+                   help="tune the sparse layers only (not softmax, layer norm, bmm, transposes)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
