@@ -148,12 +148,53 @@ def im2col_tokens_func(n, c, h, w, kh, kw, stride, padding, dilation, dtype):
     return te.create_prim_func([x, cols]), ho, wo
 
 
+def softmax_cuda(node: Node, x, out: TensorType):
+    """softmax / log_softmax over one dim for CUDA: the TE rule's math (fp32 for half inputs) with the
+    standard ``max`` reducer, which TVM's cross-thread reduction lowering matches (the rule's NaN-aware
+    max is not), so dlight's GeneralReduction gives one thread block per row. NaN inputs: a row with a
+    NaN gives NaN here too (the NaN reaches the sum)."""
+    from tvm import te, tirx
+
+    from sparsec.backends.te.rules import _acc, _cast
+
+    shape = tuple(int(s) for s in x.shape)
+    d = node.attr["dim"] % len(shape)
+    ct = _acc(out.dtype)
+    log = node.op == Op.LOG_SOFTMAX
+
+    def row(i, j):
+        k = list(i)
+        k[d] = j
+        return tuple(k)
+
+    def red(name, body, reducer):
+        def f(*i):
+            r = te.reduce_axis((0, shape[d]), name=name + "_r")
+            return reducer(body(i, r), axis=r)
+        rshape = list(shape)
+        rshape[d] = 1
+        return te.compute(tuple(rshape), f, name=name)
+
+    mx = red("softmax_max", lambda i, r: _cast(x[row(i, r)], ct), te.max)
+    sm = red("softmax_sum", lambda i, r: tirx.exp(_cast(x[row(i, r)], ct) - mx[row(i, 0)]), te.sum)
+
+    def f(*i):
+        v = _cast(x[i], ct) - mx[row(i, 0)]
+        r = v - tirx.log(sm[row(i, 0)]) if log else tirx.exp(v) / sm[row(i, 0)]
+        return _cast(r, out.dtype)
+
+    return te.compute(tuple(out.shape), f, name=node.op.value)
+
+
 class _CudaPlanner(_Planner):
     def __init__(self, g: Graph, target, arch: str):
         super().__init__(g, target)
         self.arch = arch
 
     def kind(self, node: Node) -> str:
+        if (node.op == Op.EXPAND and node.inputs[0] not in self.consts
+                and tuple(self.types[node.inputs[0]].shape) == tuple(node.type.shape)):
+            return "view"                     # an expand to the same shape is the identity: no copy
         k = super().kind(node)
         if k == "te" and node.op == Op.CONV2D:
             w = node.inputs[1]
@@ -206,12 +247,16 @@ class _CudaPlanner(_Planner):
                 memo[name] = t
                 return t
 
-            result = lower_node(node, [tensor(i) for i in node.inputs], node.type)
+            if node.op in (Op.SOFTMAX, Op.LOG_SOFTMAX) and node.type.shape and node.type.dtype in DTYPES:
+                result = softmax_cuda(node, tensor(node.inputs[0]), node.type)
+            else:
+                result = lower_node(node, [tensor(i) for i in node.inputs], node.type)
             func = te.create_prim_func([*(holders[e] for e in externals), result])
             func = schedule_cuda(func, self.target)
             fused = sorted({self.producers[n].op.value for n, c in self.fused_into.items() if c and
                             self._fused_root(n) == node.name})
             doc = f"{node.op.value} {node.type}" + (f" (fused: {', '.join(fused)})" if fused else "")
+            doc += f" [{func.attrs['sparsec.gpu_schedule']}]" if "sparsec.gpu_schedule" in func.attrs else ""
             sym = self._by_key[key] = self.add_func(func, doc, node.op.value)
         self.step(sym, [self.arg(e) for e in externals] + [out], node.name)
 
@@ -222,8 +267,11 @@ class _CudaPlanner(_Planner):
         dtype = self.types[x2].dtype
         if fmt.dtype_name != dtype:
             raise ModelError(f"{node.where()}: weight is {fmt.dtype_name}, activation is {dtype}")
+        from sparsec.backends.cuda.tuned import knobs_for
+
         try:
-            func, args, knobs = cuda_matmul_primfunc(fmt, tokens, bias=bias is not None, activation=activation)
+            func, args, knobs = cuda_matmul_primfunc(fmt, tokens, bias=bias is not None, activation=activation,
+                                                     knobs=knobs_for(fmt.name, o, k, tokens))
         except Exception as exc:
             raise ModelError(f"{node.where()}: --target cuda: {fmt.name} {o}x{k} weight: {exc}") from None
         sym = self.add_func(func, f"{fmt.name} {what} {o}x{k} T={tokens} knobs={knobs}", f"{fmt.name}_mm")

@@ -41,7 +41,8 @@ def _rules():
     from tvm.s_tir import dlight as dl
 
     return [("Matmul", dl.gpu.Matmul()), ("GEMV", dl.gpu.GEMV()), ("Reduction", dl.gpu.Reduction()),
-            ("GeneralReduction", dl.gpu.GeneralReduction()), ("Fallback", dl.gpu.Fallback())]
+            ("GeneralReduction", dl.gpu.GeneralReduction()), ("Transpose", dl.gpu.Transpose()),
+            ("Fallback", dl.gpu.Fallback())]
 
 
 def unbound_blocks(func) -> list[str]:
@@ -136,7 +137,7 @@ def schedule_cuda(func, target):
             out = sch.mod["main"]
             try:
                 if not unbound_blocks(out) and lowers(out, target):
-                    return out.with_attr("tirx.is_scheduled", True)
+                    return out.with_attr("tirx.is_scheduled", True).with_attr("sparsec.gpu_schedule", f"dlight {name}")
             except Exception as exc:  # noqa: BLE001
                 log.debug("dlight %s result unusable: %s", name, exc)
     try:
@@ -149,4 +150,4 @@ def schedule_cuda(func, target):
         raise ScheduleError("the plain GPU schedule does not lower (see the debug log)")
     if left:
         raise ScheduleError(f"no GPU schedule binds block(s) {', '.join(left)} to threads")
-    return out.with_attr("tirx.is_scheduled", True)
+    return out.with_attr("tirx.is_scheduled", True).with_attr("sparsec.gpu_schedule", "plain")
