@@ -199,6 +199,7 @@ def built_tiled():
                                              name="t_bf16_split")[0],
         "t_aligned": cuda_matmul_primfunc(Bitmap.from_dense(torch.zeros(256, 512, dtype=torch.float16)), 8,
                                           design="tiled", name="t_aligned")[0],
+        "t_pipe2": cuda_matmul_primfunc(fmt, 20, design="tiled", knobs={"pipe": 2, "rt": 4}, name="t_pipe2")[0],
     }
     lib = tc.build(tvm.IRModule(funcs), "sm_90")
     ptx = tc.ptx(lib, "sm_90")
@@ -212,7 +213,7 @@ def built_tiled():
 def test_tiled_kernel_instructions(built_tiled):
     """Tensor-core mma, 16-byte vector loads of the compressed stream and of the A fragments in shared
     memory, shared-memory fp32 atomics for the warps' partial sums, no local-memory spills."""
-    for sym in ("t_f16", "t_f16_gelu", "t_aligned"):
+    for sym in ("t_f16", "t_f16_gelu", "t_aligned", "t_pipe2"):
         body = built_tiled[next(k for k in built_tiled if k.startswith(sym) and not k.endswith("_1"))]
         assert re.search(r"mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.f16\.f16\.f32", body), sym
         assert re.search(r"ld\.global(\.nc)?\.v4\.(u32|b32)", body), sym          # 8 values / 8 positions

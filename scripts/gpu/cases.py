@@ -85,6 +85,14 @@ TILED_CHECK = [
     (200, 4200, 3, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, None, {"warps": 1, "ksplit": 1}),
     (1000, 4104, 32, "csr", {}, ["unstructured", 0.9, False], False, None, {}),
     (1000, 4104, 9, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.6, False], True, "gelu", {"rt": 2}),
+    # pipe=2: the next stage's first batch is loaded at the start of the stage (two register sets)
+    (100, 200, 5, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], False, None, {"pipe": 2}),
+    (300, 1000, 17, "csr", {}, ["unstructured", 0.7, True], True, "gelu", {"pipe": 2, "warps": 2}),
+    (300, 1000, 8, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, None,
+     {"pipe": 2, "ksplit": 2, "warps": 1}),
+    (200, 4200, 3, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, None, {"warps": 1, "pipe": 2}),
+    (1000, 4104, 32, "csr", {}, ["unstructured", 0.5, False], False, None, {"pipe": 2, "rt": 4}),
+    (64, 96, 130, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], True, "relu", {"pipe": 2}),
 ]
 
 
@@ -116,8 +124,8 @@ def tiled_variants(O, K, T) -> list[dict]:
     spec = MatmulSpec(T, O, K, False, None, "float16")
     d = resolve(spec, None)
     out, seen = [], set()
-    cands = [{}, {"ksplit": min(16, d.ksplit * 2)}, {"ksplit": max(1, d.ksplit // 2)},
-             {"rt": 2 if d.rt != 2 else 4, "sc": 64 if d.rt != 2 else 32}]
+    cands = [{}, {"pipe": 2}, {"ksplit": min(16, d.ksplit * 2)}, {"ksplit": max(1, d.ksplit // 2)},
+             {"rt": 2 if d.rt != 2 else 4, "sc": 64 if d.rt != 2 else 32, "pipe": 2}]
     if T >= 128:
         cands = [{}]
     for kn in cands:

@@ -29,8 +29,9 @@ from tvm.script import tirx as T
 from sparsec.backends.kernels.common import Arg, KernelError, MatmulSpec, ceil_div, epilogue, meta_of
 
 KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128), "warps": (1, 2, 4, 8, 16), "ksplit": (1, 2, 3, 4, 6, 8, 12, 16),
-         "tn": (8, 16, 24, 32)}
-SM_WARPS = 132 * 32          # H100: 132 SMs, aim at ~32 resident warps per SM
+         "tn": (8, 16, 24, 32), "pipe": (1, 2)}
+MAX_PER = 24                 # default split: at most this many stages per warp ...
+MIN_WARPS = 1024             # ... and about a block of 8 warps per H100 SM (132)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class TiledSpec:
     warps: int
     ksplit: int
     tn: int
+    pipe: int = 1
 
     @property
     def ngroups(self) -> int:
@@ -52,7 +54,7 @@ class TiledSpec:
 
     def knobs(self) -> dict:
         return {"design": "tiled", "rt": self.rt, "sc": self.sc, "warps": self.warps, "ksplit": self.ksplit,
-                "tn": self.tn}
+                "tn": self.tn, "pipe": self.pipe}
 
 
 def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
@@ -66,7 +68,7 @@ def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
         raise KernelError(f"cuda tiled kernel: dtype {spec.dtype} unsupported (float16, bfloat16)")
     Tt = spec.tokens
     tn = knobs.get("tn") or min(32, ceil_div(Tt, 8) * 8)
-    rt = knobs.get("rt") or (1 if Tt <= 2 else 2 if Tt <= 8 else 4)
+    rt = knobs.get("rt") or (2 if Tt <= 16 else 4)
     sc = knobs.get("sc") or (64 if rt <= 2 else 32)
     ngr = ceil_div(spec.out_features, 16 * rt)
     nst = ceil_div(spec.in_features, sc)
@@ -74,21 +76,23 @@ def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
     warps = knobs.get("warps") or 8
     ks = knobs.get("ksplit")
     if ks is None:
+        # H100, 2026-11-23 (benchmarks/results/spmm_gpu.md): a split costs a Y-zeroing launch and fp16
+        # atomics, so split only to keep a warp's stages <= MAX_PER (latency) and to give every SM a block
         ks = 1
         if spec.activation is None:
             for cand in KNOBS["ksplit"]:
                 if cand * warps > nst:
                     break
-                # enough warps to fill the GPU, or more than 31 stages per warp (pointer shuffles)
-                if ngr * ntt * cand * warps <= SM_WARPS * 1.3 or ceil_div(nst, ks * warps) > 31:
-                    ks = cand
+                ks = cand
+                if ceil_div(nst, cand * warps) <= MAX_PER and ngr * ntt * cand * warps >= MIN_WARPS:
+                    break
     if spec.activation is not None and ks > 1:
         raise KernelError("cuda tiled kernel: ksplit > 1 sums partial results with atomics, which an "
                           "activation cannot follow; use ksplit=1")
-    smem = warps * (16 * rt * sc + 8) * 2 + 16 * rt * tn * 4
+    smem = warps * (16 * rt * sc + 8) * 2 + (16 * rt + 4) * tn * 4
     if smem > 48 * 1024:
         raise KernelError(f"cuda tiled kernel: {smem} bytes of shared memory (at most 48 KiB): lower warps, rt or sc")
-    return TiledSpec(spec, rt, sc, warps, ks, tn)
+    return TiledSpec(spec, rt, sc, warps, ks, tn, knobs.get("pipe") or 1)
 
 
 def tiled_args(ts: TiledSpec, dtype: str) -> list[Arg]:
@@ -126,6 +130,7 @@ def generate(ts: TiledSpec):
     ZIT = ceil_div(NZ, 32)
     PER = ceil_div(NST, KS * W)         # stages per warp
     SHFL = PER <= 31                    # the warp's stage pointers fit one per lane
+    PIPE = ts.pipe
     NCH = SC // 32
     VECK = K % 8 == 0
     HAS_BIAS = sp.bias
@@ -133,8 +138,9 @@ def generate(ts: TiledSpec):
     ptx_t = "fp16" if dt == "float16" else "bf16"
     zero = T.Cast(dt, T.float32(0))
     ACC = RT * NS * 4
-    NRED = RG * TN
-    EIT = ceil_div(NRED, W * 32)
+    RS = RG + 4                         # red is [TN][RG + 4]: the 32 lanes' atomics hit 32 distinct banks
+    NRED = TN * RS
+    EIT = ceil_div(RG * TN, W * 32)
     FULL = T.uint32(0xFFFFFFFF)
 
     # index helpers (plain Python: an assignment inside TVMScript becomes a local variable, which hides
@@ -171,6 +177,67 @@ def generate(ts: TiledSpec):
                 for j in T.unroll(8):           # element-wise copy: see matmul.py (fragment retyping)
                     xs[(c * NS + ns) * 8 + j] = xv[j]
 
+    def active(bz, ty, si):
+        return s_first(bz, ty) + si < s_end(bz, ty)
+
+    @T.macro
+    def stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, cv, cp, nv, np_, v2, p2, si, by, bz, ty, tx, bx):
+        # one stage of the warp: cv/cp hold its first batch (loaded earlier); nv/np_ receive the next one
+        if SHFL:
+            sv[1] = T.tvm_warp_shuffle(FULL, sv[0], T.min(si, 31), 32, 32)
+            sv[2] = T.tvm_warp_shuffle(FULL, sv[0], T.min(si + 1, 31), 32, 32)
+            sv[3] = T.tvm_warp_shuffle(FULL, sv[0], T.min(si + 2, 31), 32, 32)
+        else:
+            sv[1] = sptr[bx * NST + T.min(s_first(bz, ty) + si, s_end(bz, ty))]
+            sv[2] = sptr[bx * NST + T.min(s_first(bz, ty) + si + 1, s_end(bz, ty))]
+            sv[3] = sptr[bx * NST + T.min(s_first(bz, ty) + si + 2, s_end(bz, ty))]
+        if active(bz, ty, si):
+            if PIPE == 2:
+                if active(bz, ty, si + 1) and sv[2] + tx < sv[3]:
+                    for j in T.vectorized(8):
+                        nv[j] = vals[sv[2] * 8 + tx * 8 + j]
+                    for j in T.vectorized(8):
+                        np_[j] = pos[sv[2] * 8 + tx * 8 + j]
+            load_x(X, xv, xs, by, tx, s_first(bz, ty) + si)
+            for i in T.unroll(ZIT):
+                if i * 32 + tx < NZ:
+                    for j in T.vectorized(8):
+                        st[ty * SW + (i * 32 + tx) * 8 + j] = zero
+        T.tvm_storage_sync("shared")
+        if active(bz, ty, si):
+            if sv[1] + tx < sv[2]:
+                for j in T.unroll(8):
+                    st[ty * SW + T.Cast("int32", cp[j])] = cv[j]
+            for it in range(1, (sv[2] - sv[1] + 31) // 32):
+                if sv[1] + it * 32 + tx < sv[2]:
+                    for j in T.vectorized(8):
+                        v2[j] = vals[sv[1] * 8 + it * 256 + tx * 8 + j]
+                    for j in T.vectorized(8):
+                        p2[j] = pos[sv[1] * 8 + it * 256 + tx * 8 + j]
+                    for j in T.unroll(8):
+                        st[ty * SW + T.Cast("int32", p2[j])] = v2[j]
+            if PIPE == 1:
+                # the first batch of the next stage (overlaps this stage's mma)
+                if active(bz, ty, si + 1) and sv[2] + tx < sv[3]:
+                    for j in T.vectorized(8):
+                        nv[j] = vals[sv[2] * 8 + tx * 8 + j]
+                    for j in T.vectorized(8):
+                        np_[j] = pos[sv[2] * 8 + tx * 8 + j]
+        T.tvm_storage_sync("shared")
+        if active(bz, ty, si):
+            for c in T.unroll(NCH):
+                for r in T.unroll(RT):
+                    for mm in T.unroll(2):
+                        for j in T.vectorized(8):
+                            av[j] = st[ty * SW + (((c * RT + r) * 2 + mm) * 32 + tx) * 8 + j]
+                        for j in T.unroll(8):
+                            af[j] = av[j]
+                        for ns in T.unroll(NS):
+                            T.evaluate(T.ptx_legacy.mma("m16n8k16", "row", "col", ptx_t, ptx_t, "fp32",
+                                                        af.data, 0, xs.data, (c * NS + ns) * 8 + mm * 4,
+                                                        acc.data, (r * NS + ns) * 4, False, dtype="float32"))
+        T.tvm_storage_sync("shared")
+
     @T.macro
     def body(vals, pos, sptr, X, bias, Y, bx, by, bz, ty, tx):
         st = T.alloc_buffer((W * SW,), dt, scope="shared")
@@ -180,6 +247,8 @@ def generate(ts: TiledSpec):
         pv = T.alloc_buffer((8,), "int16", scope="local")
         v2 = T.alloc_buffer((8,), dt, scope="local")
         p2 = T.alloc_buffer((8,), "int16", scope="local")
+        v3 = T.alloc_buffer((8,), dt, scope="local")
+        p3 = T.alloc_buffer((8,), "int16", scope="local")
         xv = T.alloc_buffer((8,), dt, scope="local")
         xs = T.alloc_buffer((NCH * NS * 8,), dt, scope="local")
         av = T.alloc_buffer((8,), dt, scope="local")
@@ -205,62 +274,24 @@ def generate(ts: TiledSpec):
                 pv[j] = pos[sv[1] * 8 + tx * 8 + j]
         # a constant trip count for every warp: TVM's ThreadSync makes the stage barriers block-wide
         # (__syncthreads), so every warp must reach them; a warp past its range idles
-        for si in range(PER):
-            if SHFL:
-                sv[1] = T.tvm_warp_shuffle(FULL, sv[0], si, 32, 32)
-                sv[2] = T.tvm_warp_shuffle(FULL, sv[0], si + 1, 32, 32)
-                sv[3] = T.tvm_warp_shuffle(FULL, sv[0], T.min(si + 2, 31), 32, 32)
-            else:
-                sv[1] = sptr[bx * NST + T.min(s_first(bz, ty) + si, s_end(bz, ty))]
-                sv[2] = sptr[bx * NST + T.min(s_first(bz, ty) + si + 1, s_end(bz, ty))]
-                sv[3] = sptr[bx * NST + T.min(s_first(bz, ty) + si + 2, s_end(bz, ty))]
-            if s_first(bz, ty) + si < s_end(bz, ty):
-                load_x(X, xv, xs, by, tx, s_first(bz, ty) + si)
-                for i in T.unroll(ZIT):
-                    if i * 32 + tx < NZ:
-                        for j in T.vectorized(8):
-                            st[ty * SW + (i * 32 + tx) * 8 + j] = zero
-            T.tvm_storage_sync("shared")
-            if s_first(bz, ty) + si < s_end(bz, ty):
-                if sv[1] + tx < sv[2]:
-                    for j in T.unroll(8):
-                        st[ty * SW + T.Cast("int32", pv[j])] = vv[j]
-                for it in range(1, (sv[2] - sv[1] + 31) // 32):
-                    if sv[1] + it * 32 + tx < sv[2]:
-                        for j in T.vectorized(8):
-                            v2[j] = vals[sv[1] * 8 + it * 256 + tx * 8 + j]
-                        for j in T.vectorized(8):
-                            p2[j] = pos[sv[1] * 8 + it * 256 + tx * 8 + j]
-                        for j in T.unroll(8):
-                            st[ty * SW + T.Cast("int32", p2[j])] = v2[j]
-                # prefetch the first batch of the next stage (overlaps this stage's mma)
-                if s_first(bz, ty) + si + 1 < s_end(bz, ty) and sv[2] + tx < sv[3]:
-                    for j in T.vectorized(8):
-                        vv[j] = vals[sv[2] * 8 + tx * 8 + j]
-                    for j in T.vectorized(8):
-                        pv[j] = pos[sv[2] * 8 + tx * 8 + j]
-            T.tvm_storage_sync("shared")
-            if s_first(bz, ty) + si < s_end(bz, ty):
-                for c in T.unroll(NCH):
-                    for r in T.unroll(RT):
-                        for mm in T.unroll(2):
-                            for j in T.vectorized(8):
-                                av[j] = st[ty * SW + (((c * RT + r) * 2 + mm) * 32 + tx) * 8 + j]
-                            for j in T.unroll(8):
-                                af[j] = av[j]
-                            for ns in T.unroll(NS):
-                                T.evaluate(T.ptx_legacy.mma("m16n8k16", "row", "col", ptx_t, ptx_t, "fp32",
-                                                            af.data, 0, xs.data, (c * NS + ns) * 8 + mm * 4,
-                                                            acc.data, (r * NS + ns) * 4, False, dtype="float32"))
-            T.tvm_storage_sync("shared")
+        if PIPE == 1:
+            for si in range(PER):
+                stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, vv, pv, vv, pv, v2, p2, si, by, bz, ty, tx, bx)
+        else:
+            # two register sets: the next stage's first batch is issued at the start of this one
+            for si2 in range((PER + 1) // 2):
+                stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, vv, pv, v3, p3, v2, p2, 2 * si2, by, bz, ty,
+                      tx, bx)
+                stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, v3, p3, vv, pv, v2, p2, 2 * si2 + 1, by, bz,
+                      ty, tx, bx)
         T.tvm_storage_sync("shared")
         # partial sums of the warps -> red[row, tok]
         for r in T.unroll(RT):
             for ns in T.unroll(NS):
                 for h in T.unroll(4):
                     T.evaluate(T.call_extern("float32", "atomicAdd",
-                                             T.address_of(red[(r * 16 + tx // 4 + 8 * (h // 2)) * TN
-                                                              + ns * 8 + 2 * (tx % 4) + h % 2]),
+                                             T.address_of(red[(ns * 8 + 2 * (tx % 4) + h % 2) * RS
+                                                              + r * 16 + tx // 4 + 8 * (h // 2)]),
                                              acc[(r * NS + ns) * 4 + h]))
         T.tvm_storage_sync("shared")
         for it in T.unroll(EIT):
@@ -272,17 +303,17 @@ def generate(ts: TiledSpec):
             if n < TN and row < O and tok < TT:
                 if KS == 1:
                     if HAS_BIAS:
-                        Y[tok, row] = T.Cast(dt, epi(red[rr * TN + n] + T.Cast("float32", bias[row])))
+                        Y[tok, row] = T.Cast(dt, epi(red[n * RS + rr] + T.Cast("float32", bias[row])))
                     else:
-                        Y[tok, row] = T.Cast(dt, epi(red[rr * TN + n]))
+                        Y[tok, row] = T.Cast(dt, epi(red[n * RS + rr]))
                 else:
                     if HAS_BIAS:
                         T.evaluate(T.call_extern(dt, "atomicAdd", T.address_of(Y[tok, row]), T.Cast(
-                            dt, red[rr * TN + n] + T.if_then_else(bz == 0, T.Cast("float32", bias[row]),
+                            dt, red[n * RS + rr] + T.if_then_else(bz == 0, T.Cast("float32", bias[row]),
                                                                   T.float32(0)))))
                     else:
                         T.evaluate(T.call_extern(dt, "atomicAdd", T.address_of(Y[tok, row]),
-                                                 T.Cast(dt, red[rr * TN + n])))
+                                                 T.Cast(dt, red[n * RS + rr])))
 
     NY = TT * O
     if KS == 1:
