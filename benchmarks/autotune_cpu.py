@@ -6,7 +6,11 @@ timed in this process, interleaved, medians: ``select`` (the cost model's
 format, default knobs: the selection pass alone), ``default`` (the fastest
 format measured with default knobs) and ``tuned`` (the tuner's pick).
 Part 2, BERT-base encoder at 90% unstructured: compiled without the database
-(selection alone) and with the database after `autotune` of its layers.
+(selection alone, the rule-based schedules: what `sparsec compile` builds) and
+with the database after `autotune` of the model: its non-matmul functions
+(softmax, layer norm, attention bmm, permutes, layout transposes: knobs of the
+TE schedules) and its sparse layers (formats x kernel knobs). Both compiled
+models are profiled per step (median over runs, grouped by operation).
 
     .venv/bin/python benchmarks/autotune_cpu.py [--budget 600] [--quick] [--layers 2]
 
@@ -45,12 +49,34 @@ def cell_kernels(res, w2, tokens, target):
     return measure(fns, 15)
 
 
+def step_profile(compiled, x, runs: int = 15) -> dict:
+    """Median time of each executor step, summed per operation (matmul per format, softmax, ...)."""
+    import collections
+
+    ex = compiled.compiled.executor()
+    docs = compiled.compiled.functions
+    ex(*x)
+    per = [[] for _ in ex._steps]
+    for _ in range(runs):
+        for i, (f, a, _s) in enumerate(ex._steps):
+            t0 = time.perf_counter()
+            f(*a)
+            per[i].append(time.perf_counter() - t0)
+    out = collections.defaultdict(float)
+    for (f, a, s), ts in zip(ex._steps, per):
+        doc = docs.get(s["func"], s["func"])
+        op = " ".join(doc.split()[:2]) if "matmul" in doc else doc.split()[0]
+        out[op] += statistics.median(ts)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--budget", type=float, default=600, help="total tuning seconds (grid + BERT)")
     ap.add_argument("--quick", action="store_true", help="one shape (3072x768)")
     ap.add_argument("--layers", type=int, default=2, help="BERT encoder layers (all share 3 tuned shapes)")
     ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--out", default="autotune_cpu.json", help="results file name in benchmarks/results/")
     args = ap.parse_args(argv)
 
     from sparsec.backends.target import host_target, num_threads
@@ -102,7 +128,8 @@ def main(argv=None) -> int:
     g = prepare_graph(m, x, pattern="unstructured", sparsity=0.9)
     left = max(60.0, args.budget - (time.time() - t_start))
     t0 = time.time()
-    results = tune_graph(g, tuner, pattern="unstructured", budget_s=left)
+    sites = []
+    results = tune_graph(g, tuner, pattern="unstructured", budget_s=left, site_results=sites)
     tune_s = time.time() - t0
     c_sel = sparsec.compile(m, x, pattern="unstructured", sparsity=0.9, tuning_db=False)
     c_tun = sparsec.compile(m, x, pattern="unstructured", sparsity=0.9, tuning_db=db.path)
@@ -111,6 +138,15 @@ def main(argv=None) -> int:
     with torch.no_grad():
         t = interleaved({"select": lambda: c_sel(*x), "tuned": lambda: c_tun(*x)}, repeat=15)
     e2e = t["select"] / t["tuned"]
+    prof = {"select": step_profile(c_sel, x), "tuned": step_profile(c_tun, x)}
+    print(f"{'per step (ms)':<28}{'selection':>10}{'tuned':>10}")
+    for op in prof["select"]:
+        print(f"{op:<28}{prof['select'][op] * 1e3:10.3f}{prof['tuned'].get(op, 0.0) * 1e3:10.3f}")
+    for op in prof["tuned"]:
+        if op not in prof["select"]:
+            print(f"{op:<28}{0.0:10.3f}{prof['tuned'][op] * 1e3:10.3f}")
+    from sparsec.commands.autotune import print_sites_table
+    print_sites_table(sites)
     print(f"BERT-base x{args.layers} seq {args.seq} 90% unstructured: tuned {len(results)} layer groups in "
           f"{tune_s:.0f}s; selection alone {t['select'] * 1e3:.1f} ms, tuned {t['tuned'] * 1e3:.1f} ms "
           f"({e2e:.2f}x, goal 1.2x); outputs agree to {err:.1e}")
@@ -120,13 +156,16 @@ def main(argv=None) -> int:
     out = {"machine": info, "config": vars(args), "cells": cells,
            "median_tuned_vs_default": med_d, "median_tuned_vs_select": med_s,
            "bert": {"layers": args.layers, "seq": args.seq, "tune_s": tune_s, "times_s": t, "speedup": e2e,
-                    "max_rel_diff": err,
+                    "max_rel_diff": err, "profile_s": prof,
+                    "sites_tuned": [{"function": r.site.doc, "calls": r.site.count, "space": r.space,
+                                     "default_s": r.default_s, "tuned_s": r.best_s, "knobs": r.best_knobs}
+                                    for r in sites],
                     "layers_tuned": [{"layer": r.layer.name, "weights": len(r.layer.weights), "trials": r.trials,
                                       "select": r.baseline.config.label if r.baseline else None,
                                       "tuned": r.best.config.label if r.best else None} for r in results]},
            "total_s": time.time() - t_start,
            "goals": {"median_tuned_vs_default": 1.3, "e2e": 1.2}}
-    print("wrote", write_json("autotune_cpu.json", out))
+    print("wrote", write_json(args.out, out))
     return 0
 
 

@@ -97,7 +97,7 @@ class SiteResult:
 
 
 def tune_sites(sites: list, runner, db: TuningDB, target=None, deadline: float | None = None,
-               batch_configs: int = 16, progress: Callable[[dict], None] | None = None) -> list[SiteResult]:
+               batch_configs: int = 32, progress: Callable[[dict], None] | None = None) -> list[SiteResult]:
     """Measure every distinct knob assignment of each tunable site (resumable: the database's
     configurations are not measured again), most called sites first; confirm the winners."""
     from sparsec.passes.autotune.space import host_features, target_signature, versions
