@@ -118,8 +118,13 @@ def cuda_pipeline(pattern, sparsity, fmt: str, choices: list, spec: str | None =
         passes.append(("sparsify_by_spec", lambda g: sparsify_by_spec(g, s)))
     elif pattern is not None:
         passes.append(("sparsify", lambda g: sparsify(g, pattern, sparsity)))
+    import inspect
+
+    # the CUDA kernels fuse bias + activation, not a residual add (that stays a TE add, fused with its users)
+    fuse = (lambda g: fuse_epilogues(g, residual=False)) if "residual" in inspect.signature(fuse_epilogues).parameters \
+        else fuse_epilogues
     passes += [("select_formats_cuda", lambda g: select_formats_cuda(g, fmt, pattern, choices)),
-               ("fuse_epilogues", fuse_epilogues)]
+               ("fuse_epilogues", fuse)]
     return passes
 
 
@@ -285,6 +290,9 @@ class _CudaPlanner(_Planner):
         return y2
 
     def linear(self, node: Node) -> None:
+        if node.attr.get("residual"):
+            raise ModelError(f"{node.where()}: --target cuda: the CUDA matmul kernels take no residual operand "
+                             f"(run fuse_epilogues with residual=False)")
         x, w = node.inputs[0], node.inputs[1]
         bias = node.inputs[2] if len(node.inputs) > 2 else None
         fmt: SparseFormat = self.consts[w].value
