@@ -274,3 +274,18 @@ def test_errors_name_what_is_wrong():
 def test_matmul_sweep(kind, data, rows, cols, tokens, density, pattern, bias, activation, seed):
     params = data.draw(PARAMS[kind])
     check_case(kind, params, rows, cols, tokens, density, pattern, bias, activation, seed)
+
+
+@settings(max_examples=25)
+@given(nm=st.sampled_from([(2, 4), (1, 4), (2, 8), (4, 16), (3, 5), (1, 2), (7, 8)]),
+       rows=st.sampled_from([1, 5, 8, 13, 19]), cols=st.sampled_from([1, 3, 16, 35, 70]),
+       tokens=st.sampled_from([2, 16, 20, 33]), row_block=st.sampled_from([None, 1, 2, 4, 6, 8]),
+       t_tile=st.sampled_from([None, 8, 16]), unroll_groups=st.sampled_from([1, 2]),
+       pattern=st.sampled_from(["random", "empty_rows", "zero", "dense"]),
+       density=st.sampled_from([0.0, 0.3, 1.0]), seed=st.integers(0, 2**16))
+def test_nm_row_blocked_tokens_any_n_m(nm, rows, cols, tokens, row_block, t_tile, unroll_groups, pattern,
+                                       density, seed):
+    """The row-blocked N:M token kernel: any n:m, rows not a multiple of the block, K not of m,
+    tokens not of the tile, vs torch on the densified weight."""
+    knobs = {"row_block": row_block, "t_tile": t_tile, "unroll_groups": unroll_groups}
+    check_case("nm", {"nm": nm}, rows, cols, tokens, density, pattern, True, None, seed, knobs=knobs)
