@@ -8,8 +8,10 @@ all exact candidate formats are measured on this CPU, and the format
 measured best. Prints the share of cells where the pick is within 10% of
 the best (goal >= 90%), the cells where the pick is slower than dense (goal:
 none), and the worst misses; writes benchmarks/results/cost_model_quality.json.
-The cost model is the calibrated one if `sparsec calibrate` has run (its
-calibration grid uses different shapes), else the analytic one.
+The cost model is the calibrated one (its calibration grid uses different
+shapes); a missing or older-layout calibration is redone first. Each cell also
+records every candidate's required no-regression margin (the calibrated
+model's measured error for that format and regime).
 """
 from __future__ import annotations
 
@@ -36,8 +38,11 @@ def main(argv=None) -> int:
     from sparsec.passes.prune import prune
     from sparsec.passes.select import Choice, _auto, pack_choice
 
+    from sparsec.passes.cost.calibrate import ensure_calibrated
+
     threads = num_threads()
     torch.set_num_threads(threads)
+    ensure_calibrated(measure_matmul, threads)      # a stale or missing calibration is redone first
     cm = cost_model(threads)
     info = machine(threads)
     print(f"machine: {info['cpu']}, {threads} threads; cost model: {cm.source}")
@@ -68,7 +73,10 @@ def main(argv=None) -> int:
                     cell = {"O": o, "K": k, "tokens": t, "sparsity": s, "pattern": pat, "pick": pick,
                             "best": best_key, "t_pick": measured[pick], "t_best": measured[best_key],
                             "t_dense": dense, "measured": measured,
-                            "predicted": {c["format"] + str(c["params"]): c["predicted_s"] for c in ch.candidates}}
+                            "predicted": {c["format"] + str(c["params"]): c["predicted_s"] for c in ch.candidates},
+                            "required_margin": {c["format"] + str(c["params"]): c["required_margin"]
+                                                for c in ch.candidates if "required_margin" in c},
+                            "reason": ch.reason}
                     cell["pick_vs_best"] = measured[pick] / measured[best_key]
                     cell["pick_vs_dense"] = measured[pick] / dense
                     cells.append(cell)

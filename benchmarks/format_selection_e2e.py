@@ -40,6 +40,9 @@ def main(argv=None) -> int:
     threads = num_threads()
     torch.set_num_threads(threads)
     info = machine(threads)
+    from sparsec.backends.llvm.measure import measure_matmul
+    from sparsec.passes.cost.calibrate import ensure_calibrated
+    ensure_calibrated(measure_matmul, threads)      # a stale or missing calibration is redone first
     print(f"machine: {info['cpu']}, {threads} threads; cost model: {cost_model(threads).source}")
     print(f"BERT-base x{args.layers}, seq {args.seq}, {args.pattern} {args.sparsity:.0%}")
     m, x = bert_base(args.layers, args.seq, 1)

@@ -9,8 +9,13 @@ least time predicted by the cost model (``sparsec.passes.cost``) for the
 layer's token count.
 
 No-regression guarantee: dense is always a candidate, and a sparse format is
-chosen only when predicted at least ``NO_REGRESSION_MARGIN`` (10%) faster than
-dense, so ``auto`` never picks a format predicted slower than dense; with ``measure`` the best predicted
+chosen only when predicted faster than dense by its *required margin*: at
+least ``NO_REGRESSION_MARGIN`` (10%), widened to the calibrated model's
+measured error for that format and regime (``no_regression_margin``: by
+how much the model overstated the format's gain over dense on the shapes
+calibration held out). So ``auto`` never picks a format
+predicted slower than dense, nor one whose predicted gain is inside the
+model's error for that format and regime. With ``measure`` the best predicted
 candidates and dense are timed on the real kernels and the fastest measured
 wins. Every decision, with every candidate's prediction, is recorded in a
 ``Choice`` (the explain report).
@@ -108,6 +113,31 @@ AUTO_BLOCKS = ((4, 4), (8, 8), (16, 1), (1, 16))
 NO_REGRESSION_MARGIN = 1.10
 
 
+def no_regression_margin(cost, fmt: str, params: dict, tokens: int) -> float:
+    """How much faster than dense ``fmt`` must be predicted to be chosen over it (>= 1.10).
+
+    With a calibrated model: ``exp(vs_dense)`` of the fit used for ``fmt`` at these tokens, the
+    calibrated (held-out) amount by which the model overstated that format's gain over dense
+    (``sparsec.passes.cost.calibrate.cv_error``); the flat ``NO_REGRESSION_MARGIN`` where the
+    model has no measured error (analytic, or other cost models).
+    """
+    import math
+
+    from sparsec.passes.cost.model import variant_of
+
+    band = getattr(cost, "error_band", None)
+    e = band(fmt, variant_of(fmt, params), tokens) if band is not None else None
+    if not e or "vs_dense" not in e:
+        return NO_REGRESSION_MARGIN
+    return max(NO_REGRESSION_MARGIN, math.exp(e["vs_dense"]))
+
+
+def _variant_note(c: dict) -> str:
+    p = c.get("params") or {}
+    return " " + ",".join(f"{k}={'x'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+                          for k, v in p.items()) if p else ""
+
+
 def auto_candidates(w2: torch.Tensor, pattern: Pattern | None, lossy_ok: bool) -> list[tuple[str, dict]]:
     cands = [("dense", {}), ("csr", {}), ("bitmap", {"tile": (8, 8)})]
     blocks = list(AUTO_BLOCKS)
@@ -198,14 +228,18 @@ def _auto(name, w2, t, pat, lossy_ok, cost, measure) -> Choice:
                       "predicted_s": cost.predict(obj, t), "_params": params})
     cands.sort(key=lambda c: c["predicted_s"])
     dense = next(c for c in cands if c["format"] == "dense")
-    best = cands[0]
+    for c in cands:
+        if c is not dense:
+            c["required_margin"] = round(no_regression_margin(cost, c["format"], c["_params"], t), 4)
+    # a predicted gain inside the model's error band is not worth the risk of a regression
+    safe = [c for c in cands if c is dense or c["predicted_s"] * c["required_margin"] <= dense["predicted_s"]]
+    best = safe[0]
     how = "predicted"
     margin_note = ""
-    if best is not dense and best["predicted_s"] * NO_REGRESSION_MARGIN > dense["predicted_s"]:
-        # a predicted gain inside the model's error band is not worth the risk of a regression
-        margin_note = (f" ({best['format']} predicted only {dense['predicted_s'] / best['predicted_s']:.2f}x "
-                       f"faster, below the {NO_REGRESSION_MARGIN:.2f}x margin)")
-        best = dense
+    if best is not cands[0]:
+        top = cands[0]
+        margin_note = (f" ({top['format']}{_variant_note(top)} predicted {dense['predicted_s'] / top['predicted_s']:.2f}x "
+                       f"faster than dense, below its {top['required_margin']:.2f}x margin)")
     if measure is not None:
         timed = cands[:2] + ([dense] if dense not in cands[:2] else [])
         for c in timed:
@@ -217,7 +251,7 @@ def _auto(name, w2, t, pat, lossy_ok, cost, measure) -> Choice:
         reason = f"dense is fastest ({how} {dense[key] * 1e6:.1f} us){margin_note}"
     else:
         reason = (f"lowest {how} time: {best[key] * 1e6:.1f} us vs dense {dense[key] * 1e6:.1f} us "
-                  f"({dense[key] / best[key]:.2f}x)")
+                  f"({dense[key] / best[key]:.2f}x){margin_note}")
     for c in cands:
         c.pop("_params", None)
     params = {k: tuple(v) if isinstance(v, list) else v for k, v in best["params"].items()}

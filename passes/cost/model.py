@@ -24,7 +24,7 @@ import math
 import os
 
 import torch
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from sparsec.ir.formats import SparseFormat
 from sparsec.passes.cost.targets import TargetDesc
@@ -154,9 +154,13 @@ def regime(tokens: int) -> str:
 @dataclass
 class CostModel:
     target: TargetDesc
-    # (format, regime) -> [c, a, b, d]; missing entries use the analytic defaults
+    # (format, regime) -> [c, a, b, d, e]; missing entries use the analytic defaults
     coef: dict[str, list[float]]
     source: str = "analytic"
+    # (format, regime) -> {"slow", "fast", "vs_dense", "n"}: the fit's cross-validated error (calibrate.cv_error)
+    error: dict[str, dict] = field(default_factory=dict)
+    # (format, regime) -> [[group, tokens, macs, bytes, meta, rows, seconds], ...]: the measurements fitted
+    samples: dict[str, list] = field(default_factory=dict)
 
     @classmethod
     def analytic(cls, target: TargetDesc) -> "CostModel":
@@ -174,6 +178,15 @@ class CostModel:
         return (self.coef.get(f"{fmt}:{variant}/{r}") or self.coef.get(f"{fmt}/{r}")
                 or self.default_coef(fmt, nbytes))
 
+    def error_band(self, fmt: str, variant: str, tokens: int) -> dict | None:
+        """The calibrated error of the fit :meth:`coefficients` uses (None: not calibrated)."""
+        r = regime(tokens)
+        if self.coef.get(f"{fmt}:{variant}/{r}"):
+            return self.error.get(f"{fmt}:{variant}/{r}")
+        if self.coef.get(f"{fmt}/{r}"):
+            return self.error.get(f"{fmt}/{r}")
+        return None
+
     def predict(self, fmt, tokens: int) -> float:
         """Seconds for one call; ``fmt`` is a packed format or its ``Stats``."""
         st = fmt if isinstance(fmt, Stats) else Stats.of(fmt)
@@ -183,11 +196,15 @@ class CostModel:
 
     # -- persistence ------------------------------------------------------------------
     def to_json(self) -> dict:
-        return {"target": asdict(self.target), "coef": self.coef, "source": self.source}
+        from sparsec.passes.cost.calibrate import CALIBRATION_VERSION
+
+        return {"version": CALIBRATION_VERSION, "target": asdict(self.target), "coef": self.coef,
+                "source": self.source, "error": self.error, "samples": self.samples}
 
     @classmethod
     def from_json(cls, d: dict) -> "CostModel":
-        return cls(TargetDesc(**d["target"]), {k: list(v) for k, v in d["coef"].items()}, d.get("source", "file"))
+        return cls(TargetDesc(**d["target"]), {k: list(v) for k, v in d["coef"].items()}, d.get("source", "file"),
+                   {k: dict(v) for k, v in d.get("error", {}).items()}, d.get("samples", {}))
 
     def save(self, path: str) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -1,0 +1,125 @@
+"""The no-regression margin from the calibrated model's measured error, and the calibration's
+cross-validated error bands (synthetic timings: no measurement, no timing asserts)."""
+import json
+import math
+
+import pytest
+import torch
+
+from sparsec.ir.formats import BSR
+from sparsec.passes.cost import CostModel, Stats, features, host_desc
+from sparsec.passes.cost.calibrate import calibrate, candidates_for, cv_error, ensure_calibrated
+from sparsec.passes.prune import prune
+from sparsec.passes.select import NO_REGRESSION_MARGIN, _auto, no_regression_margin
+
+
+def test_calibration_samples_full_block_bsr():
+    """BSR of an unstructured 50% weight (every block stored) is in the calibration grid: the
+    regime auto-selection meets on unstructured layers at low sparsity."""
+    w = torch.randn(64, 64, generator=torch.Generator().manual_seed(0))
+    fmts = candidates_for(w, 0.5, False)
+    full = [f for f in fmts if isinstance(f, BSR) and f.nnzb == f.grid[0] * f.grid[1]]
+    assert {tuple(f.block) for f in full} == {(4, 4), (8, 8), (16, 1), (1, 16)}
+
+
+def _synthetic(per_shape_bias: dict, fmt_slowdown: float, seed=0):
+    """Samples of 'dense/tokens' and 'csr/tokens' over 4 shapes; csr measures fmt_slowdown x what a
+    linear model would say on shape 3 only."""
+    g = torch.Generator().manual_seed(seed)
+    from sparsec.passes.cost.model import Features
+    dense, csr = [], []
+    for gi in range(4):
+        for t in (16, 64, 256):
+            macs = float(1e6 * (gi + 1) * t)
+            fd = Features(macs, macs * 0.1, 0.0, 100.0 * t)
+            fc = Features(macs * 0.3, macs * 0.05, macs * 0.3, 100.0 * t)
+            noise = 1 + 0.001 * float(torch.rand((), generator=g))
+            b = per_shape_bias.get(gi, 1.0)
+            dense.append((gi, t, fd, (2e-6 + 1e-11 * macs) * b * noise))
+            csr.append((gi, t, fc, (3e-6 + 2e-11 * macs * 0.3) * b * noise * (fmt_slowdown if gi == 3 else 1.0)))
+    return dense, csr
+
+
+def test_cv_error_vs_dense_ignores_shared_error_and_sees_format_error():
+    # a shape that is slow for every kernel alike: no overstatement of csr's gain over dense
+    dense, csr = _synthetic({2: 1.5}, 1.0)
+    e = cv_error(csr, dense, q=0.9)
+    assert e["vs_dense"] < 0.1
+    # csr alone 2x slower than the model on one shape: its gain was overstated there
+    dense, csr = _synthetic({}, 2.0)
+    e = cv_error(csr, dense, q=0.9)
+    assert e["vs_dense"] > math.log(1.5)
+    assert e["slow"] > math.log(1.5) and e["n"] == len(csr)
+    assert cv_error([s for s in csr if s[0] == 0], dense) is None      # one group: nothing held out
+
+
+def _model(vs_dense: float | None) -> CostModel:
+    cm = CostModel.analytic(host_desc(2))
+    cm.coef["dense/tokens"] = [0.0, 1e-11, 0.0, 0.0, 0.0]
+    cm.coef["bsr:8x8/tokens"] = [0.0, 1e-11, 0.0, 0.0, 0.0]
+    if vs_dense is not None:
+        cm.error["bsr:8x8/tokens"] = {"slow": 0.0, "fast": 0.0, "vs_dense": vs_dense, "n": 10}
+    return cm
+
+
+def test_margin_is_the_flat_floor_without_error_bands():
+    assert no_regression_margin(CostModel.analytic(host_desc(2)), "csr", {}, 16) == NO_REGRESSION_MARGIN
+    assert no_regression_margin(_model(None), "bsr", {"block": (8, 8)}, 16) == NO_REGRESSION_MARGIN
+    assert no_regression_margin(_model(0.01), "bsr", {"block": (8, 8)}, 16) == NO_REGRESSION_MARGIN
+    assert no_regression_margin(_model(math.log(1.5)), "bsr", {"block": (8, 8)}, 16) == pytest.approx(1.5)
+    assert no_regression_margin(object(), "bsr", {"block": (8, 8)}, 16) == NO_REGRESSION_MARGIN
+
+
+def test_auto_refuses_a_gain_inside_the_measured_error():
+    """A block-sparse weight predicted 1.33x faster in BSR 8x8: taken when the model's measured error
+    for bsr:8x8 is small, refused (dense, with the reason naming the margin) when it is 1.5x."""
+    w = torch.randn(64, 64, generator=torch.Generator().manual_seed(0))
+    w = prune(w, "block:8x8", 0.25).weight
+    ch = _auto("w", w, 16, None, False, _model(0.0), None)
+    assert ch.format == "bsr" and ch.params["block"] == (8, 8)
+    ch = _auto("w", w, 16, None, False, _model(math.log(1.5)), None)
+    assert ch.format == "dense"
+    assert "below its 1.50x margin" in ch.reason
+    bsr = next(c for c in ch.candidates if c["format"] == "bsr" and c["params"]["block"] == [8, 8])
+    assert bsr["required_margin"] == pytest.approx(1.5)
+
+
+def test_calibrate_stores_error_bands_and_round_trips(tmp_path, monkeypatch):
+    """calibrate() with a synthetic measure (time = a linear function of the features + a per-format
+    bias on one shape): every key gets coefficients and an error band; JSON round trip keeps them."""
+    import sparsec.passes.cost.calibrate as C
+
+    monkeypatch.setattr(C, "SHAPES", ((32, 64), (64, 32), (48, 48)))
+    monkeypatch.setattr(C, "DENSITIES", (0.2, 0.5))
+    monkeypatch.setattr(C, "TOKENS", (1, 16, 64))
+
+    def measure(fmt, t):
+        f = features(Stats.of(fmt), t)
+        return 1e-6 + 1e-11 * f.macs + 1e-12 * f.bytes + 1e-10 * f.meta
+
+    cm = calibrate(measure, 2)
+    assert "dense/tokens" in cm.coef and "bsr:8x8/tokens" in cm.coef
+    assert "vs_dense" in cm.error["bsr:8x8/tokens"] and "vs_dense" not in cm.error["dense/tokens"]
+    assert cm.error["bsr:8x8/tokens"]["vs_dense"] < 0.05          # an exact linear truth: no error
+    p = str(tmp_path / "c.json")
+    cm.save(p)
+    back = CostModel.from_json(json.loads(open(p).read()))
+    assert back.error == cm.error and back.coef == cm.coef
+    assert back.samples.keys() == cm.samples.keys()
+
+
+def test_ensure_calibrated_redoes_an_old_layout(tmp_path, monkeypatch):
+    import sparsec.passes.cost.calibrate as C
+
+    monkeypatch.setenv("SPARSEC_CACHE", str(tmp_path))
+    calls = []
+    fake = CostModel.analytic(host_desc(2))
+    monkeypatch.setattr(C, "calibrate", lambda measure, threads: calls.append(threads) or fake)
+    old = {"target": fake.to_json()["target"], "coef": {}, "source": "v1"}
+    (tmp_path / (C.host_key(2) + ".json")).write_text(json.dumps(old))
+    msgs = []
+    ensure_calibrated(None, 2, msgs.append)
+    assert calls == [2] and "version 1" in msgs[0]
+    assert json.loads((tmp_path / (C.host_key(2) + ".json")).read_text())["version"] == C.CALIBRATION_VERSION
+    ensure_calibrated(None, 2, msgs.append)          # now current: not redone
+    assert calls == [2]
