@@ -8,7 +8,8 @@ cuBLAS (``F.linear``), cuSPARSE (``torch.mm(W.to_sparse_csr(), X^T)``), cuSPARSE
 20 calls (no launch gaps; ``loop`` in the JSON where a library could not be captured).
 ``sparsec`` = the fastest of sparsec's kernels for the pattern (bitmap "fragment" kernel, or the
 "tiled" kernel on its private tiled-CSR layout, best of its timed knob variants);
-``dispatch`` = the faster of that and sparsec's dense kernel for that shape, what a cost-model
+``dispatch`` = the faster of that and sparsec's dense kernel for that shape (the faster of the
+fragment dense kernel and, at T >= 32, the dlight shared-memory GEMM), what a cost-model
 dispatcher picking per layer would get. GB/s = bytes of the weight's buffers / time. Weights of 4096x4096 fp16 (32 MB) fit in the
 50 MB L2 across replays; the larger ones do not.
 """
@@ -109,7 +110,14 @@ def main():
             t_cublas, m_cublas = env.bench_graph(lambda: F.linear(x, w_full))
             nm_dense = f"b_dense_{O}x{K}x{T}"
             t_dense, _ = env.bench_graph(call(nm_dense, w_full, x, y)) if nm_dense in names else (None, None)
+            nm_dl = f"b_dldense_{O}x{K}x{T}"
+            t_dl, _ = env.bench_graph(call(nm_dl, w_full, x, y)) if nm_dl in names else (None, None)
+            t_frag = t_dense
+            if t_dl and (t_dense is None or t_dl < t_dense):
+                t_dense = t_dl
             base = {"O": O, "K": K, "T": T, "cublas_ms": t_cublas, "sparsec_dense_ms": t_dense,
+                    "dense_fragment_ms": t_frag, "dense_dlight_ms": t_dl,
+                    "dense_kernel": "dlight" if t_dense is not None and t_dense == t_dl else "fragment",
                     "dense_vs_cublas": t_cublas / t_dense if t_dense else None}
             for pat, (w, bufs, csr) in gpu.items():
                 r = dict(base, pattern=pat)

@@ -246,3 +246,18 @@ def test_tiled_kernel_refuses_what_it_cannot_do():
     func, args, knobs = cuda_matmul_primfunc(fmt, 4, bias=True, design="tiled")
     assert [a.name for a in args] == ["tc_values", "tc_pos", "tc_ptr", "X", "bias", "Y"]
     assert knobs["design"] == "tiled" and len(func.params) == 6
+
+
+def test_dlight_dense_kernel_tiles_through_shared_memory_on_tensor_cores():
+    import tvm
+
+    from sparsec.backends.cuda import toolchain as tc
+    from sparsec.backends.cuda.kernels import cuda_matmul_primfunc
+    from sparsec.ir.formats import Dense
+
+    w = Dense.from_dense(torch.zeros(100, 200, dtype=torch.float16))
+    func, args, knobs = cuda_matmul_primfunc(w, 130, bias=True, activation="gelu", design="dlight", name="dl")
+    assert [a.name for a in args] == ["values", "X", "bias", "Y"] and knobs == {"design": "dlight"}
+    ptx = tc.ptx(tc.build(tvm.IRModule({"dl": func}), "sm_90"), "sm_90")
+    assert re.search(r"wmma\.mma\.sync\.aligned\.\w+\.\w+\.m16n16k16\.f32\.f32", ptx)
+    assert re.search(r"(ld|st)\.shared", ptx) and ".local" not in ptx

@@ -50,7 +50,8 @@ def main():
     ap.add_argument("outdir")
     ap.add_argument("--arch", default="sm_90")
     ap.add_argument("--quick", action="store_true", help="small grids (for a smoke run)")
-    ap.add_argument("--design", help="only kernels of this design (fragment, tiled), for a focused run")
+    ap.add_argument("--design", help="only kernels of these designs (comma-separated: fragment, tiled, dlight), "
+                                     "for a focused run")
     ap.add_argument("--max-tokens", type=int, help="only benchmark kernels with T <= this")
     a = ap.parse_args()
     os.makedirs(a.outdir, exist_ok=True)
@@ -60,8 +61,9 @@ def main():
         chk = chk[::7]
         bench = [c for c in bench if c["O"] == 4096 and c["K"] == 4096]
     if a.design:
-        chk = [c for c in chk if c.get("design", "fragment") == a.design]
-        bench = [c for c in bench if c.get("design", "fragment") == a.design or c["format"] in ("dense", "bitmap")]
+        ds = a.design.split(",")
+        chk = [c for c in chk if c.get("design", "fragment") in ds]
+        bench = [c for c in bench if c.get("design", "fragment") in ds or c["format"] in ("dense", "bitmap")]
     if a.max_tokens:
         bench = [c for c in bench if c["T"] <= a.max_tokens]
     build(chk, os.path.join(a.outdir, "check.so"), a.arch)

@@ -65,7 +65,21 @@ def check_cases() -> list[dict]:
                 tag = "_".join(f"{v[0]}x{v[1]}" if isinstance(v, list) else str(v) for v in params.values())
                 out.append(case(f"chk{i}_{fmt}{tag}_{dtype}_{O}x{K}x{T}", fmt, params, O, K, T, dtype, bias, act,
                                 pat))
-    return out + tiled_check_cases()
+    return out + tiled_check_cases() + dlight_check_cases()
+
+
+def dlight_check_cases() -> list[dict]:
+    """The dlight dense GEMM (T >= 64): odd shapes, every epilogue, fp16 and bf16."""
+    out = []
+    for i, (O, K, T, dtype, bias, act) in enumerate([(100, 200, 130, "float16", True, "gelu"),
+                                                     (256, 512, 64, "float16", False, None),
+                                                     (300, 1000, 257, "float16", True, "relu"),
+                                                     (37, 77, 65, "float16", False, "silu"),
+                                                     (64, 96, 130, "bfloat16", True, None),
+                                                     (300, 1000, 129, "bfloat16", False, "gelu")]):
+        out.append(case(f"chk_dlight{i}_dense_{dtype}_{O}x{K}x{T}", "dense", {}, O, K, T, dtype, bias, act,
+                        ["dense"], design="dlight"))
+    return out
 
 
 # the tiled kernel: from bitmap and csr weights; odd shapes, empty rows, T > 32 (several token tiles),
@@ -145,6 +159,8 @@ def bench_cases() -> list[dict]:
     out = []
     for (O, K) in BENCH_SHAPES:
         for T in BENCH_TOKENS:
+            if T >= 32:
+                out.append(case(f"b_dldense_{O}x{K}x{T}", "dense", {}, O, K, T, design="dlight"))
             if T in TILED_TOKENS:
                 for v, kn in enumerate(tiled_variants(O, K, T)):
                     kn = {k: x for k, x in kn.items() if k != "design"}

@@ -151,14 +151,21 @@ def cuda_matmul_primfunc(weight, tokens: int, *, bias: bool = False, activation:
     ``design="tiled"``: ``tiled.py`` (decode once per stage into shared memory; skinny T, unstructured
     formats); its weight arguments are the kernel-private buffers ``tc_values, tc_pos, tc_ptr`` made by
     ``tiled_layout.build(weight, knobs["rt"], knobs["sc"])`` with the *returned* knobs.
+    ``design="dlight"``: dense weights, many tokens (``dense_dlight.py``: TVM's shared-memory wmma GEMM
+    schedule); same arguments as the fragment dense kernel.
     """
     if design == "tiled":
         from sparsec.backends.cuda.kernels.tiled import cuda_tiled_matmul_primfunc
 
         return cuda_tiled_matmul_primfunc(weight, tokens, bias=bias, activation=activation, knobs=knobs,
                                           name=name or f"sparsec_cuda_tiled_{meta_of(weight).format}_matmul")
+    if design == "dlight":
+        from sparsec.backends.cuda.kernels.dense_dlight import cuda_dlight_dense_primfunc
+
+        return cuda_dlight_dense_primfunc(weight, tokens, bias=bias, activation=activation, knobs=knobs,
+                                          name=name or "sparsec_cuda_dlight_dense_matmul")
     if design != "fragment":
-        raise KernelError(f"cuda kernel design {design!r} unknown; designs: fragment, tiled")
+        raise KernelError(f"cuda kernel design {design!r} unknown; designs: fragment, tiled, dlight")
     meta = meta_of(weight)
     spec = MatmulSpec(int(tokens), meta.rows, meta.cols, bool(bias), activation, meta.dtype)
     check_format(meta)
