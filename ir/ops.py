@@ -28,7 +28,8 @@ from sparsec.ir.types import TensorType, dtype_of_torch, torch_dtype
 
 class Op(str, enum.Enum):
     # -- matmul class (the sparsifiable ops: the weight is operand 1) --
-    LINEAR = "linear"            # (x, w[, b]) y = act(x @ w.T + b), w is [out, in]; activation none|relu|gelu|silu
+    LINEAR = "linear"            # (x, w[, b][, r]) y = act(x @ w.T + b) [+ r], w is [out, in]; activation
+    #                              none|relu|gelu|silu; residual=True: r (the last input, y's shape and dtype) added
     MATMUL = "matmul"            # (a, b) torch.matmul broadcasting semantics
     MM = "mm"                    # (a, b) 2-D
     BMM = "bmm"                  # (a, b) 3-D batched
@@ -124,17 +125,32 @@ def _t(v):
 
 
 # matmul class
-# A linear node may carry a fused epilogue activation (set by the fusion pass).
+# A linear node may carry a fused epilogue (set by the fusion pass): an activation, then a
+# residual add of its last input, which must have the output's exact shape and dtype (no
+# broadcasting, no promotion: the kernels add it elementwise in the output layout).
 EPILOGUES = {None: lambda y: y, "relu": torch.relu, "gelu": Fn.gelu, "silu": Fn.silu}
 
 
 def _linear_rule(i, a):
     if a["activation"] not in EPILOGUES:
         raise ModelError(f"linear: unknown epilogue activation {a['activation']!r}")
-    return EPILOGUES[a["activation"]](Fn.linear(*i))
+    if a["residual"] not in (False, True):
+        raise ModelError(f"linear: residual must be true or false, got {a['residual']!r}")
+    if not a["residual"]:
+        if len(i) > 3:
+            raise ModelError(f"linear: {len(i)} inputs without residual=True (x, w[, b] expected)")
+        return EPILOGUES[a["activation"]](Fn.linear(*i))
+    if len(i) < 3:
+        raise ModelError("linear: residual=True needs the residual as the last input (x, w[, b], r)")
+    *lin, r = i
+    y = EPILOGUES[a["activation"]](Fn.linear(*lin))
+    if tuple(r.shape) != tuple(y.shape) or r.dtype != y.dtype:
+        raise ModelError(f"linear: the residual must match the output exactly: got {r.dtype} "
+                         f"{list(r.shape)} for an output {y.dtype} {list(y.shape)}")
+    return y + r
 
 
-_reg(Op.LINEAR, (2, 3), _linear_rule, sparsifiable=True, activation=None)
+_reg(Op.LINEAR, (2, 4), _linear_rule, sparsifiable=True, activation=None, residual=False)
 _reg(Op.MATMUL, 2, lambda i, a: torch.matmul(*i), sparsifiable=True)
 _reg(Op.MM, 2, lambda i, a: torch.mm(*i), sparsifiable=True)
 _reg(Op.BMM, 2, lambda i, a: torch.bmm(*i), sparsifiable=True)

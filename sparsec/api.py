@@ -62,8 +62,16 @@ def layer_report(g: Graph, choices) -> list[dict]:
                     "sparsity": 1.0 - ch.density, "format": c.format, "params": c.value.param_values(),
                     "bytes": c.value.nbytes, "dense_bytes": c.value.dense_nbytes,
                     "bytes_vs_dense": c.value.nbytes / max(c.value.dense_nbytes, 1), "reason": ch.reason,
-                    "tokens": ch.tokens, "candidates": ch.candidates})
+                    "tokens": ch.tokens, "candidates": ch.candidates, "epilogue": epilogue_of(node)})
     return out
+
+
+def epilogue_of(node) -> str:
+    """What the fusion pass folded into the node's kernel: "", "gelu", "residual", "gelu+residual"."""
+    if node is None or node.op.value != "linear":
+        return ""
+    a = node.attr
+    return "+".join(e for e in (a.get("activation"), "residual" if a.get("residual") else None) if e)
 
 
 def compile(model, example_inputs=None, *, target: str = "llvm", sparsity: float | None = None,

@@ -41,8 +41,8 @@ def test_canonicalize_addmm_and_mm():
           const %b: f32[4] dense
           const %w.T: f32[4, 8] dense
           const %v.T: f32[3, 4] dense
-          %h: f32[2, 4] = linear(%x, %w.T, %b) {activation=None}
-          %y: f32[2, 3] = linear(%h, %v.T) {activation=None}
+          %h: f32[2, 4] = linear(%x, %w.T, %b) {activation=None, residual=False}
+          %y: f32[2, 3] = linear(%h, %v.T) {activation=None, residual=False}
           return %y
         }
         """)
@@ -73,9 +73,9 @@ def test_fuse_epilogue_only_single_user():
         graph main(%x: f32[2, 8]) {
           const %w: f32[4, 8] dense
           const %u: f32[4, 4] dense
-          %a: f32[2, 4] = linear(%x, %w) {activation=None}
+          %a: f32[2, 4] = linear(%x, %w) {activation=None, residual=False}
           %r: f32[2, 4] = relu(%a)
-          %b: f32[2, 4] = linear(%r, %u) {activation=None}
+          %b: f32[2, 4] = linear(%r, %u) {activation=None, residual=False}
           %g: f32[2, 4] = gelu(%b) {approximate="tanh"}
           %s: f32[2, 4] = silu(%b)
           %o: f32[2, 4] = add(%g, %s) {alpha=1}
@@ -86,8 +86,8 @@ def test_fuse_epilogue_only_single_user():
         graph main(%x: f32[2, 8]) {
           const %w: f32[4, 8] dense
           const %u: f32[4, 4] dense
-          %r: f32[2, 4] = linear(%x, %w) {activation="relu"}
-          %b: f32[2, 4] = linear(%r, %u) {activation=None}
+          %r: f32[2, 4] = linear(%x, %w) {activation="relu", residual=False}
+          %b: f32[2, 4] = linear(%r, %u) {activation=None, residual=False}
           %g: f32[2, 4] = gelu(%b) {approximate="tanh"}
           %s: f32[2, 4] = silu(%b)
           %o: f32[2, 4] = add(%g, %s) {alpha=1}
@@ -106,8 +106,8 @@ def _mlp_text():
         graph main(%x: f32[3, 16]) {
           const %w1: f32[32, 16] dense
           const %w2: f32[8, 32] dense
-          %h: f32[3, 32] = linear(%x, %w1) {activation=None}
-          %y: f32[3, 8] = linear(%h, %w2) {activation=None}
+          %h: f32[3, 32] = linear(%x, %w1) {activation=None, residual=False}
+          %y: f32[3, 8] = linear(%h, %w2) {activation=None, residual=False}
           return %y
         }
         """)

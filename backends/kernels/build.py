@@ -7,7 +7,8 @@ import threading
 import torch
 
 from sparsec.backends.kernels.common import (
-    KernelError, MatmulFamily, MatmulSpec, WeightMeta, check_meta, matmul_args, meta_of, torch_dtype,
+    KernelError, MatmulFamily, MatmulSpec, WeightMeta, check_meta, fuse_residual, matmul_args, meta_of,
+    torch_dtype,
 )
 from sparsec.backends.kernels.bitmap import BitmapFamily
 from sparsec.backends.kernels.bsr import BSRFamily
@@ -49,8 +50,8 @@ def _plan(family, meta, spec, knobs, target):
 
 
 def matmul_primfunc(weight, tokens: int, *, bias: bool = False, activation: str | None = None,
-                    target=None, knobs: dict | None = None, name: str | None = None):
-    """TIR for ``YT[O, T] = act(W @ XT + bias)``: returns ``(PrimFunc, args, resolved knobs)``.
+                    target=None, knobs: dict | None = None, name: str | None = None, residual: bool = False):
+    """TIR for ``YT[O, T] = act(W @ XT + bias) [+ RT]``: returns ``(PrimFunc, args, resolved knobs)``.
 
     ``weight`` is a format object (or its ``WeightMeta``); shapes are
     specialised to ``weight``'s matrix and ``tokens``; nnz-sized buffers are
@@ -58,12 +59,14 @@ def matmul_primfunc(weight, tokens: int, *, bias: bool = False, activation: str 
     """
     meta = meta_of(weight)
     family = family_for(meta.format)
-    spec = MatmulSpec(int(tokens), meta.rows, meta.cols, bool(bias), activation, meta.dtype)
+    spec = MatmulSpec(int(tokens), meta.rows, meta.cols, bool(bias), activation, meta.dtype, bool(residual))
     check_meta(meta, spec, family.format)
     family.check(meta)
     target = _target(target)
     plan = _plan(family, meta, spec, knobs, target)
     func = family.algorithm(meta, spec, plan)
+    if spec.residual:
+        func = fuse_residual(func, spec)
     name = name or f"sparsec_{meta.format}_matmul"
     func = func.with_attr("global_symbol", name)
     return func, matmul_args(meta, spec, family.buffer_shapes(meta)), dict(plan.knobs)
@@ -93,9 +96,12 @@ class CompiledKernel:
             raise KernelError(f"{self.meta.format} kernel was built without a bias; one was given")
 
     def run_t(self, xt: torch.Tensor, *buffers, bias: torch.Tensor | None = None,
-              out: torch.Tensor | None = None) -> torch.Tensor:
-        """Feature-major call: ``xt[K, T]`` -> ``yt[O, T]`` (no transposes)."""
+              out: torch.Tensor | None = None, residual_t: torch.Tensor | None = None) -> torch.Tensor:
+        """Feature-major call: ``xt[K, T]`` -> ``yt[O, T]`` (no transposes); ``residual_t[O, T]``."""
         self._check(buffers, bias)
+        if self.spec.residual != (residual_t is not None):
+            raise KernelError(f"{self.meta.format} kernel was built {'with' if self.spec.residual else 'without'} "
+                              f"a residual; {'none' if residual_t is None else 'one'} given")
         spec = self.spec
         if tuple(xt.shape) != (spec.in_features, spec.tokens) or xt.dtype != self._dtype:
             raise KernelError(f"{self.meta.format} kernel: XT must be {self._dtype} of shape "
@@ -105,6 +111,11 @@ class CompiledKernel:
         call = [compact(b) for b in buffers] + [compact(xt)]
         if bias is not None:
             call.append(compact(bias.to(self._dtype)))
+        if residual_t is not None:
+            if tuple(residual_t.shape) != (spec.out_features, spec.tokens):
+                raise KernelError(f"{self.meta.format} kernel: RT must be [{spec.out_features}, {spec.tokens}], "
+                                  f"got {tuple(residual_t.shape)}")
+            call.append(compact(residual_t.to(self._dtype)))
         call.append(out)
         self.func(*call)
         return out
@@ -141,11 +152,13 @@ _lock = threading.Lock()
 
 
 def build_matmul(weight, tokens: int, *, bias: bool = False, activation: str | None = None,
-                 target=None, knobs: dict | None = None) -> CompiledKernel:
+                 target=None, knobs: dict | None = None, residual: bool = False) -> CompiledKernel:
     """Build (or fetch from the in-process cache) the kernel for ``weight``'s meta and ``tokens``."""
     meta = meta_of(weight)
     target = _target(target)
     key = (meta, int(tokens), bool(bias), activation, str(target), tuple(sorted((knobs or {}).items())))
+    if residual:       # (the key without it is unchanged, for callers that index the cache)
+        key = key + (True,)
     with _lock:
         return _build_cached(key, target)
 
@@ -154,10 +167,11 @@ def build_matmul(weight, tokens: int, *, bias: bool = False, activation: str | N
 def _build_cached(key, target) -> CompiledKernel:
     import tvm
 
-    meta, tokens, bias, activation, _, knobs = key
+    meta, tokens, bias, activation, _, knobs = key[:6]
+    residual = len(key) > 6 and key[6]
     func, args, resolved = matmul_primfunc(meta, tokens, bias=bias, activation=activation, target=target,
-                                           knobs=dict(knobs))
+                                           knobs=dict(knobs), residual=residual)
     name = str(func.attrs["global_symbol"])
     module = tvm.tirx.build(tvm.IRModule({name: func}), target=target)
-    spec = MatmulSpec(tokens, meta.rows, meta.cols, bias, activation, meta.dtype)
+    spec = MatmulSpec(tokens, meta.rows, meta.cols, bias, activation, meta.dtype, residual)
     return CompiledKernel(meta, spec, resolved, target, args, module, name)

@@ -55,6 +55,7 @@ class MatmulSpec:
     bias: bool = False
     activation: str | None = None
     dtype: str = "float32"
+    residual: bool = False     # ``YT += RT[O, T]`` after the activation (``fuse_residual``)
 
     def __post_init__(self):
         for name in ("tokens", "out_features", "in_features"):
@@ -118,8 +119,56 @@ def matmul_args(meta: WeightMeta, spec: MatmulSpec, buffer_shapes: dict[str, tup
     args.append(Arg("XT", spec.dtype, (spec.in_features, spec.tokens)))
     if spec.bias:
         args.append(Arg("bias", spec.dtype, (spec.out_features,)))
+    if spec.residual:
+        args.append(Arg("RT", spec.dtype, (spec.out_features, spec.tokens)))
     args.append(Arg("YT", spec.dtype, (spec.out_features, spec.tokens)))
     return args
+
+
+def fuse_residual(func, spec: MatmulSpec):
+    """``func`` with the residual epilogue: every store ``YT[i] = v`` becomes ``YT[i] = v + RT[i]``.
+
+    Applied to any family's kernel after it is generated, so every format gets the same
+    epilogue ``YT = act(W @ XT + bias) + RT`` without each family spelling it out. The add is
+    in fp32 and rounded once to the output dtype. The kernel must write ``YT`` only (a family
+    that accumulated into ``YT`` would add the residual twice): one that reads it is refused.
+    The TVM in use exposes no Python statement mutator, so the rewrite goes through the
+    function's TVMScript text, which round-trips exactly; the result is re-parsed and checked.
+    """
+    import re
+
+    import tvm
+
+    text = func.script()
+    store = re.compile(r"^(\s*)YT\[(.+?)\] = (.+)$")
+    head = re.compile(r"YT: T\.Buffer\(")
+    lines, stores = [], 0
+    for ln in text.splitlines():
+        m = store.match(ln)
+        if m:
+            ind, idx, val = m.groups()
+            if "YT[" in val:
+                raise KernelError(f"residual epilogue: the {spec.dtype} kernel reads YT in its store "
+                                  f"({ln.strip()[:80]}); only write-only outputs can take a residual")
+            if spec.dtype == "float32":
+                ln = f"{ind}YT[{idx}] = {val} + RT[{idx}]"
+            else:
+                ln = (f'{ind}YT[{idx}] = T.Cast("{spec.dtype}", T.Cast("float32", {val}) + '
+                      f'T.Cast("float32", RT[{idx}]))')
+            stores += 1
+        elif "YT[" in ln:
+            raise KernelError(f"residual epilogue: the kernel reads YT ({ln.strip()[:80]}); "
+                              f"only write-only outputs can take a residual")
+        elif head.search(ln):
+            shape = f"({spec.out_features}, {spec.tokens})"
+            ln = head.sub(f'RT: T.Buffer({shape}, "{spec.dtype}"), YT: T.Buffer(', ln, count=1)
+        lines.append(ln)
+    if stores == 0:
+        raise KernelError("residual epilogue: the kernel has no store to YT")
+    out = tvm.script.from_source("\n".join(lines))
+    if [p.name for p in out.params][-2:] != ["RT", "YT"]:
+        raise KernelError(f"residual epilogue: unexpected parameters {[p.name for p in out.params]}")
+    return out
 
 
 def epilogue(activation: str | None) -> Callable:

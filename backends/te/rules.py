@@ -857,12 +857,21 @@ def _epilogue(out: TensorType, mm: te.Tensor, fn=None, name="epilogue") -> te.Te
     return _compute(out, g, name)
 
 
+_LINEAR_ACT = {None: None, "relu": lambda v: _relu(v, None), "gelu": lambda v: _gelu(v, "none"),
+               "silu": lambda v: v * _sigmoid(v)}
+
+
 def _linear(node, ins, out, attrs):
+    res = ins[-1] if attrs.get("residual") else None        # fused epilogue (passes.fuse)
+    ins = ins[:-1] if res is not None else ins
     x, w = ins[0], ins[1]
     bias = ins[2] if len(ins) > 2 else None
     xs, ws = _shape(x), _shape(w)
     if len(ws) != 2 or not xs:
         raise Unsupported(f"linear with input {xs} and weight {ws}")
+    if attrs.get("activation") not in _LINEAR_ACT:
+        raise Unsupported(f"linear epilogue activation {attrs.get('activation')!r}")
+    act = _LINEAR_ACT[attrs.get("activation")]
     O, K = ws
     acc = _acc(out.dtype)
     lead = list(xs[:-1]) if len(xs) > 1 else [1]
@@ -872,10 +881,19 @@ def _linear(node, ins, out, attrs):
         return x[tuple(b) + (i, k)] if len(xs) > 1 else x[(k,)]
 
     mm = _matmul_core(a_at, lambda b, k, j: wt[k, j], lead[:-1], lead[-1], O, K, acc)
-    if len(xs) == 1:  # [1, O] -> [O]
-        return _epilogue(out, mm, None if bias is None else
-                         (lambda v, i: v + _cast(_at(bias, i, 1), acc)), "linear")
-    fn = None if bias is None else (lambda v, i: v + _cast(_at(bias, i, len(out.shape)), acc))
+    nd = 1 if len(xs) == 1 else len(out.shape)     # [1, O] -> [O] for a 1-D input
+    if bias is None and act is None and res is None:
+        return _epilogue(out, mm, None, "linear")
+
+    def fn(v, i):
+        if bias is not None:
+            v = v + _cast(_at(bias, i, nd), acc)
+        if act is not None:
+            v = act(v)
+        if res is not None:
+            v = v + _cast(_at(res, i, nd), acc)
+        return v
+
     return _epilogue(out, mm, fn, "linear")
 
 

@@ -122,7 +122,9 @@ def layers_from_graph(graph) -> tuple[list[Layer], int]:
             layers.append(replace(_conv_layer(n.name, xs, ws, a.get("stride", 1), a.get("padding", 0),
                                               a.get("dilation", 1), a.get("groups", 1)), bias=len(n.inputs) > 2))
         else:
-            layers.append(_linear_layer(n.name, xs, ws, bias=len(n.inputs) > 2))
+            # a fused residual (passes.fuse) is the last input, not a bias
+            nb = len(n.inputs) - (1 if n.attr.get("residual") else 0)
+            layers.append(_linear_layer(n.name, xs, ws, bias=nb > 2))
             act = n.attr.get("activation", "none")
             if act in ("relu", "gelu"):
                 ys = types[n.name].shape

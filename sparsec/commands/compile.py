@@ -28,13 +28,15 @@ def print_explain(report: list[dict]) -> None:
     """Per layer: every candidate with its predicted (and measured) time, the choice and why."""
     for r in report:
         shape = "x".join(map(str, r["shape"]))
-        print(f"{r['weight']}  [{r['op']} {shape}, T={r['tokens']}, sparsity {r['sparsity']:.1%}]")
+        epi = f", fused {r['epilogue']}" if r.get("epilogue") else ""
+        print(f"{r['weight']}  [{r['op']} %{r['node']} {shape}, T={r['tokens']}, sparsity {r['sparsity']:.1%}{epi}]")
         for c in sorted(r["candidates"], key=lambda c: c.get("measured_s", c["predicted_s"])):
             params = ",".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in c["params"].items())
             name = c["format"] + (f"({params})" if params else "")
             meas = f"  measured {c['measured_s'] * 1e6:9.1f} us" if "measured_s" in c else ""
             mark = "->" if c["format"] == r["format"] and c["params"] == r["params"] else "  "
-            print(f"  {mark} {name:<26} predicted {c['predicted_s'] * 1e6:9.1f} us{meas}  {c['bytes']:>11,} B")
+            need = f"  needs {c['required_margin']:.2f}x" if "required_margin" in c else ""
+            print(f"  {mark} {name:<26} predicted {c['predicted_s'] * 1e6:9.1f} us{meas}  {c['bytes']:>11,} B{need}")
         print(f"     choice: {r['format']}: {r['reason']}")
 
 
