@@ -96,6 +96,9 @@ class BitmapFamily(MatmulFamily):
                         else:
                             YT[ti * tr + a, t0 + t] = st(epi(acc[t]))
 
+        n_chunks, per_chunk = plan.chunks(nti)   # see Plan.chunks: one allocation per chunk
+        in_range = (lambda i: i < nti) if n_chunks * per_chunk > nti else (lambda i: True)
+
         @T.prim_func
         def bitmap_matmul(a_bits: T.handle, a_tile_ptr: T.handle, a_values: T.handle, xt: T.handle,
                           b: T.handle, yt: T.handle):
@@ -107,11 +110,14 @@ class BitmapFamily(MatmulFamily):
             XT = T.match_buffer(xt, (K, TT), dt)
             bias = T.match_buffer(b, (O,), dt)
             YT = T.match_buffer(yt, (O, TT), dt)
-            for ti in par(nti):
-                for tb in range(ntile):
-                    tile_row(bits, tile_ptr, values, XT, bias, YT, ti, tb * tt, tt)
-                if ttail > 0:
-                    tile_row(bits, tile_ptr, values, XT, bias, YT, ti, ntile * tt, ttail)
+            for ti_c in par(n_chunks):
+                for ti_i in range(per_chunk):
+                    if in_range(ti_c * per_chunk + ti_i):
+                        ti = ti_c * per_chunk + ti_i
+                        for tb in range(ntile):
+                            tile_row(bits, tile_ptr, values, XT, bias, YT, ti, tb * tt, tt)
+                        if ttail > 0:
+                            tile_row(bits, tile_ptr, values, XT, bias, YT, ti, ntile * tt, ttail)
 
         func = bitmap_matmul
         return func if has_bias else drop_param(func, "bias")

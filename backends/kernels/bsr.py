@@ -8,9 +8,13 @@ BSR beats CSR at equal density). Columns past K in right-edge blocks are
 read as 0 through a select on a clamped index (only emitted when
 ``K % c != 0``); rows past O in bottom-edge blocks are not stored.
 
-Algorithm ``gemv`` (T = 1): per block row an ``r x c`` accumulator, the
-``c`` columns of a block vectorised (``x[col*c : col*c+c]`` is contiguous),
-a horizontal sum per row at the end.
+Algorithm ``gemv`` (T = 1): per block row ``chains`` independent ``r x c``
+accumulators (consecutive blocks go to different ones, so the FMA latency
+chain is ``chains`` times shorter), the ``c`` columns of a block vectorised
+(``x[col*c : col*c+c]`` is contiguous) or, for ``c == 1``, the ``r`` rows (one
+r-wide FMA with a broadcast ``x[col]`` per block); a horizontal sum per row at
+the end. 3072x768 at 90%, 8x1 blocks, 1 thread: 64 us with one scalar
+accumulator per row (~8 cycles per block), see docs/kernels_cpu.md.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ class BSRFamily(MatmulFamily):
     format = "bsr"
     knobs = (STRATEGY, T_TILE,
              Knob("unroll_block", (True, False), None, "unroll the r x c block body (default: r*c <= 64)"),
+             Knob("chains", (1, 2, 4, 8), None, "gemv: independent accumulator sets (default: 4 if r*c <= 32)"),
              PARALLEL)
 
     def buffer_shapes(self, meta):
@@ -38,6 +43,9 @@ class BSRFamily(MatmulFamily):
         if knobs.get("unroll_block") is None:
             r, c = meta.param("block")
             knobs["unroll_block"] = r * c <= 64
+        if knobs.get("chains") is None:
+            r, c = meta.param("block")
+            knobs["chains"] = 4 if r * c <= 32 else 1
 
     def algorithm(self, meta, spec, plan):
         O, K, TT = spec.out_features, spec.in_features, spec.tokens
@@ -61,6 +69,22 @@ class BSRFamily(MatmulFamily):
                 return ld(XT[k, t])
 
         if plan["strategy"] == "gemv":
+            U = plan["chains"]
+            # c == 1: the r values of a block are contiguous, vectorise over rows
+            # (one r-wide FMA per block with a broadcast x); else over the c columns
+            vrow = vec if c == 1 else urow
+            vcol = plan.serial if c == 1 else vec
+
+            @T.macro
+            def block_fma(indices, blocks, XT, acc, u, p):
+                for rr in vrow(r):
+                    for cc in vcol(c):
+                        acc[u, rr, cc] = acc[u, rr, cc] + ld(blocks[p, rr, cc]) * xload(
+                            XT, indices[p] * c + cc, 0)
+
+            n_chunks, per_chunk = plan.chunks(NBR)   # see Plan.chunks: one allocation per chunk
+            in_range = (lambda i: i < NBR) if n_chunks * per_chunk > NBR else (lambda i: True)
+
             @T.prim_func
             def bsr_gemv(a_indptr: T.handle, a_indices: T.handle, a_blocks: T.handle, xt: T.handle,
                          b: T.handle, yt: T.handle):
@@ -72,27 +96,37 @@ class BSRFamily(MatmulFamily):
                 XT = T.match_buffer(xt, (K, 1), dt)
                 bias = T.match_buffer(b, (O,), dt)
                 YT = T.match_buffer(yt, (O, 1), dt)
-                for br in par(NBR):
-                    start = indptr[br]
-                    acc = T.alloc_buffer((r, c), "float32", scope="local")
-                    s = T.alloc_buffer((1,), "float32", scope="local")
-                    for rr in urow(r):
-                        for cc in vec(c):
-                            acc[rr, cc] = T.float32(0)
-                    for p in range(indptr[br + 1] - start):
-                        for rr in urow(r):
-                            for cc in vec(c):
-                                acc[rr, cc] = acc[rr, cc] + ld(blocks[start + p, rr, cc]) * xload(
-                                    XT, indices[start + p] * c + cc, 0)
-                    for rr in urow(r):
-                        if row_ok(br * r + rr):
-                            s[0] = T.float32(0)
-                            for cc in plan.unroll(c):
-                                s[0] = s[0] + acc[rr, cc]
-                            if has_bias:
-                                YT[br * r + rr, 0] = st(epi(s[0] + ld(bias[br * r + rr])))
-                            else:
-                                YT[br * r + rr, 0] = st(epi(s[0]))
+                for br_c in par(n_chunks):
+                    for br_i in range(per_chunk):
+                        if in_range(br_c * per_chunk + br_i):
+                            br = br_c * per_chunk + br_i
+                            start = indptr[br]
+                            nb = indptr[br + 1] - start
+                            # U independent accumulator sets: the FMA latency chain is U times shorter
+                            acc = T.alloc_buffer((U, r, c), "float32", scope="local")
+                            s = T.alloc_buffer((1,), "float32", scope="local")
+                            for u in plan.unroll(U):
+                                for rr in vrow(r):
+                                    for cc in vcol(c):
+                                        acc[u, rr, cc] = T.float32(0)
+                            for p in range(nb // U):
+                                for u in plan.unroll(U):
+                                    block_fma(indices, blocks, XT, acc, u, start + p * U + u)
+                            for p in range(nb % U):
+                                block_fma(indices, blocks, XT, acc, 0, start + nb // U * U + p)
+                            for u in plan.unroll(U - 1):
+                                for rr in vrow(r):
+                                    for cc in vcol(c):
+                                        acc[0, rr, cc] = acc[0, rr, cc] + acc[u + 1, rr, cc]
+                            for rr in urow(r):
+                                if row_ok(br * r + rr):
+                                    s[0] = T.float32(0)
+                                    for cc in plan.unroll(c):
+                                        s[0] = s[0] + acc[0, rr, cc]
+                                    if has_bias:
+                                        YT[br * r + rr, 0] = st(epi(s[0] + ld(bias[br * r + rr])))
+                                    else:
+                                        YT[br * r + rr, 0] = st(epi(s[0]))
 
             func = bsr_gemv
         else:
@@ -120,6 +154,9 @@ class BSRFamily(MatmulFamily):
                             else:
                                 YT[br * r + rr, t0 + t] = st(epi(acc[rr, t]))
 
+            n_chunks, per_chunk = plan.chunks(NBR)   # see Plan.chunks: one allocation per chunk
+            in_range = (lambda i: i < NBR) if n_chunks * per_chunk > NBR else (lambda i: True)
+
             @T.prim_func
             def bsr_tokens(a_indptr: T.handle, a_indices: T.handle, a_blocks: T.handle, xt: T.handle,
                            b: T.handle, yt: T.handle):
@@ -131,11 +168,14 @@ class BSRFamily(MatmulFamily):
                 XT = T.match_buffer(xt, (K, TT), dt)
                 bias = T.match_buffer(b, (O,), dt)
                 YT = T.match_buffer(yt, (O, TT), dt)
-                for br in par(NBR):
-                    for tb in range(ntile):
-                        row_tile(indptr, indices, blocks, XT, bias, YT, br, tb * tt, tt)
-                    if ttail > 0:
-                        row_tile(indptr, indices, blocks, XT, bias, YT, br, ntile * tt, ttail)
+                for br_c in par(n_chunks):
+                    for br_i in range(per_chunk):
+                        if in_range(br_c * per_chunk + br_i):
+                            br = br_c * per_chunk + br_i
+                            for tb in range(ntile):
+                                row_tile(indptr, indices, blocks, XT, bias, YT, br, tb * tt, tt)
+                            if ttail > 0:
+                                row_tile(indptr, indices, blocks, XT, bias, YT, br, ntile * tt, ttail)
 
             func = bsr_tokens
         return func if has_bias else drop_param(func, "bias")

@@ -46,6 +46,9 @@ class CSRFamily(MatmulFamily):
             # scalar FMA chains (no lane inserts: fewer uops per non-zero)
             gvec = vec if plan["gather"] else unroll
 
+            n_chunks, per_chunk = plan.chunks(O)   # see Plan.chunks: one allocation per chunk
+            in_range = (lambda i: i < O) if n_chunks * per_chunk > O else (lambda i: True)
+
             @T.prim_func
             def csr_gemv(a_indptr: T.handle, a_indices: T.handle, a_values: T.handle, xt: T.handle,
                          b: T.handle, yt: T.handle):
@@ -57,29 +60,32 @@ class CSRFamily(MatmulFamily):
                 XT = T.match_buffer(xt, (K, 1), dt)
                 bias = T.match_buffer(b, (O,), dt)
                 YT = T.match_buffer(yt, (O, 1), dt)
-                for o in par(O):
-                    start = indptr[o]
-                    n = indptr[o + 1] - start
-                    acc = T.alloc_buffer((L,), "float32", scope="local")
-                    for l in vec(L):
-                        acc[l] = T.float32(0)
-                    for c in range(n // L):
-                        for l in gvec(L):
-                            acc[l] = acc[l] + ld(values[start + c * L + l]) * ld(
-                                XT[indices[start + c * L + l], 0])
-                    if n % L > 0:
-                        # masked vector tail: lanes past the row read its last entry, weighted 0
-                        for l in gvec(L):
-                            acc[l] = acc[l] + T.if_then_else(
-                                n // L * L + l < n,
-                                ld(values[start + T.min(n // L * L + l, n - 1)]) * ld(
-                                    XT[indices[start + T.min(n // L * L + l, n - 1)], 0]),
-                                T.float32(0))
-                    tree_sum(acc, L)
-                    if has_bias:
-                        YT[o, 0] = st(epi(acc[0] + ld(bias[o])))
-                    else:
-                        YT[o, 0] = st(epi(acc[0]))
+                for o_c in par(n_chunks):
+                    for o_i in range(per_chunk):
+                        if in_range(o_c * per_chunk + o_i):
+                            o = o_c * per_chunk + o_i
+                            start = indptr[o]
+                            n = indptr[o + 1] - start
+                            acc = T.alloc_buffer((L,), "float32", scope="local")
+                            for l in vec(L):
+                                acc[l] = T.float32(0)
+                            for c in range(n // L):
+                                for l in gvec(L):
+                                    acc[l] = acc[l] + ld(values[start + c * L + l]) * ld(
+                                        XT[indices[start + c * L + l], 0])
+                            if n % L > 0:
+                                # masked vector tail: lanes past the row read its last entry, weighted 0
+                                for l in gvec(L):
+                                    acc[l] = acc[l] + T.if_then_else(
+                                        n // L * L + l < n,
+                                        ld(values[start + T.min(n // L * L + l, n - 1)]) * ld(
+                                            XT[indices[start + T.min(n // L * L + l, n - 1)], 0]),
+                                        T.float32(0))
+                            tree_sum(acc, L)
+                            if has_bias:
+                                YT[o, 0] = st(epi(acc[0] + ld(bias[o])))
+                            else:
+                                YT[o, 0] = st(epi(acc[0]))
 
             func = csr_gemv
         else:
@@ -101,6 +107,9 @@ class CSRFamily(MatmulFamily):
                     else:
                         YT[o, t0 + t] = st(epi(acc[t]))
 
+            n_chunks, per_chunk = plan.chunks(O)   # see Plan.chunks: one allocation per chunk
+            in_range = (lambda i: i < O) if n_chunks * per_chunk > O else (lambda i: True)
+
             @T.prim_func
             def csr_tokens(a_indptr: T.handle, a_indices: T.handle, a_values: T.handle, xt: T.handle,
                            b: T.handle, yt: T.handle):
@@ -112,11 +121,14 @@ class CSRFamily(MatmulFamily):
                 XT = T.match_buffer(xt, (K, TT), dt)
                 bias = T.match_buffer(b, (O,), dt)
                 YT = T.match_buffer(yt, (O, TT), dt)
-                for o in par(O):
-                    for tb in range(full):
-                        row_tile(indptr, indices, values, XT, bias, YT, o, tb * tt, tt)
-                    if tail > 0:
-                        row_tile(indptr, indices, values, XT, bias, YT, o, full * tt, tail)
+                for o_c in par(n_chunks):
+                    for o_i in range(per_chunk):
+                        if in_range(o_c * per_chunk + o_i):
+                            o = o_c * per_chunk + o_i
+                            for tb in range(full):
+                                row_tile(indptr, indices, values, XT, bias, YT, o, tb * tt, tt)
+                            if tail > 0:
+                                row_tile(indptr, indices, values, XT, bias, YT, o, full * tt, tail)
 
             func = csr_tokens
         return func if has_bias else drop_param(func, "bias")

@@ -68,6 +68,9 @@ class GroupQuantFamily(MatmulFamily):
             L = min(plan["lanes"], g)
             full, tail = g // L, g % L
 
+            n_chunks, per_chunk = plan.chunks(O)   # see Plan.chunks: one allocation per chunk
+            in_range = (lambda i: i < O) if n_chunks * per_chunk > O else (lambda i: True)
+
             @T.prim_func
             def gq_gemv(a_indptr: T.handle, a_group_idx: T.handle, a_qvalues: T.handle, a_scales: T.handle,
                         a_zeros: T.handle, xt: T.handle, b: T.handle, yt: T.handle):
@@ -81,30 +84,33 @@ class GroupQuantFamily(MatmulFamily):
                 XT = T.match_buffer(xt, (K, 1), dt)
                 bias = T.match_buffer(b, (O,), dt)
                 YT = T.match_buffer(yt, (O, 1), dt)
-                for o in par(O):
-                    start = indptr[o]
-                    acc = T.alloc_buffer((L,), "float32", scope="local")
-                    s = T.alloc_buffer((1,), "float32", scope="local")
-                    for l in vec(L):
-                        acc[l] = T.float32(0)
-                    s[0] = T.float32(0)
-                    for p in range(indptr[o + 1] - start):
-                        col = group_idx[start + p] * g
-                        sc = scales[start + p]
-                        z = T.Cast("float32", zeros[start + p])
-                        for c in range(full):
+                for o_c in par(n_chunks):
+                    for o_i in range(per_chunk):
+                        if in_range(o_c * per_chunk + o_i):
+                            o = o_c * per_chunk + o_i
+                            start = indptr[o]
+                            acc = T.alloc_buffer((L,), "float32", scope="local")
+                            s = T.alloc_buffer((1,), "float32", scope="local")
                             for l in vec(L):
-                                acc[l] = acc[l] + (code(qvalues, start + p, c * L + l) - z) * sc * xload(
-                                    XT, col + c * L + l, 0)
-                        for e in unroll(tail):
-                            s[0] = s[0] + (code(qvalues, start + p, full * L + e) - z) * sc * xload(
-                                XT, col + full * L + e, 0)
-                    for l in unroll(L):
-                        s[0] = s[0] + acc[l]
-                    if has_bias:
-                        YT[o, 0] = st(epi(s[0] + ld(bias[o])))
-                    else:
-                        YT[o, 0] = st(epi(s[0]))
+                                acc[l] = T.float32(0)
+                            s[0] = T.float32(0)
+                            for p in range(indptr[o + 1] - start):
+                                col = group_idx[start + p] * g
+                                sc = scales[start + p]
+                                z = T.Cast("float32", zeros[start + p])
+                                for c in range(full):
+                                    for l in vec(L):
+                                        acc[l] = acc[l] + (code(qvalues, start + p, c * L + l) - z) * sc * xload(
+                                            XT, col + c * L + l, 0)
+                                for e in unroll(tail):
+                                    s[0] = s[0] + (code(qvalues, start + p, full * L + e) - z) * sc * xload(
+                                        XT, col + full * L + e, 0)
+                            for l in unroll(L):
+                                s[0] = s[0] + acc[l]
+                            if has_bias:
+                                YT[o, 0] = st(epi(s[0] + ld(bias[o])))
+                            else:
+                                YT[o, 0] = st(epi(s[0]))
 
             func = gq_gemv
         else:
@@ -131,6 +137,9 @@ class GroupQuantFamily(MatmulFamily):
                     else:
                         YT[o, t0 + t] = st(epi(acc[t]))
 
+            n_chunks, per_chunk = plan.chunks(O)   # see Plan.chunks: one allocation per chunk
+            in_range = (lambda i: i < O) if n_chunks * per_chunk > O else (lambda i: True)
+
             @T.prim_func
             def gq_tokens(a_indptr: T.handle, a_group_idx: T.handle, a_qvalues: T.handle, a_scales: T.handle,
                           a_zeros: T.handle, xt: T.handle, b: T.handle, yt: T.handle):
@@ -144,11 +153,14 @@ class GroupQuantFamily(MatmulFamily):
                 XT = T.match_buffer(xt, (K, TT), dt)
                 bias = T.match_buffer(b, (O,), dt)
                 YT = T.match_buffer(yt, (O, TT), dt)
-                for o in par(O):
-                    for tb in range(ntile):
-                        row_tile(indptr, group_idx, qvalues, scales, zeros, XT, bias, YT, o, tb * tt, tt)
-                    if ttail > 0:
-                        row_tile(indptr, group_idx, qvalues, scales, zeros, XT, bias, YT, o, ntile * tt, ttail)
+                for o_c in par(n_chunks):
+                    for o_i in range(per_chunk):
+                        if in_range(o_c * per_chunk + o_i):
+                            o = o_c * per_chunk + o_i
+                            for tb in range(ntile):
+                                row_tile(indptr, group_idx, qvalues, scales, zeros, XT, bias, YT, o, tb * tt, tt)
+                            if ttail > 0:
+                                row_tile(indptr, group_idx, qvalues, scales, zeros, XT, bias, YT, o, ntile * tt, ttail)
 
             func = gq_tokens
         return func if has_bias else drop_param(func, "bias")

@@ -78,6 +78,9 @@ class NMFamily(MatmulFamily):
             L = min(plan["lanes"], Q)
             full, tail = Q // L, Q % L
 
+            n_chunks, per_chunk = plan.chunks(O)   # see Plan.chunks: one allocation per chunk
+            in_range = (lambda i: i < O) if n_chunks * per_chunk > O else (lambda i: True)
+
             @T.prim_func
             def nm_gemv(a_values: T.handle, a_indices: T.handle, xt: T.handle, b: T.handle, yt: T.handle):
                 T.func_attr({"tirx.noalias": True})
@@ -86,25 +89,28 @@ class NMFamily(MatmulFamily):
                 XT = T.match_buffer(xt, (K, 1), dt)
                 bias = T.match_buffer(b, (O,), dt)
                 YT = T.match_buffer(yt, (O, 1), dt)
-                for o in par(O):
-                    acc = T.alloc_buffer((L,), "float32", scope="local")
-                    s = T.alloc_buffer((1,), "float32", scope="local")
-                    for l in vec(L):
-                        acc[l] = T.float32(0)
-                    for c in range(full):
-                        for l in vec(L):
-                            acc[l] = acc[l] + ld(values[o, c * L + l]) * ld(
-                                XT[(c * L + l) // n * m + T.Cast("int32", indices[o, c * L + l]), 0])
-                    s[0] = T.float32(0)
-                    for q in unroll(tail):
-                        s[0] = s[0] + ld(values[o, full * L + q]) * ld(
-                            XT[(full * L + q) // n * m + T.Cast("int32", indices[o, full * L + q]), 0])
-                    for l in unroll(L):
-                        s[0] = s[0] + acc[l]
-                    if has_bias:
-                        YT[o, 0] = st(epi(s[0] + ld(bias[o])))
-                    else:
-                        YT[o, 0] = st(epi(s[0]))
+                for o_c in par(n_chunks):
+                    for o_i in range(per_chunk):
+                        if in_range(o_c * per_chunk + o_i):
+                            o = o_c * per_chunk + o_i
+                            acc = T.alloc_buffer((L,), "float32", scope="local")
+                            s = T.alloc_buffer((1,), "float32", scope="local")
+                            for l in vec(L):
+                                acc[l] = T.float32(0)
+                            for c in range(full):
+                                for l in vec(L):
+                                    acc[l] = acc[l] + ld(values[o, c * L + l]) * ld(
+                                        XT[(c * L + l) // n * m + T.Cast("int32", indices[o, c * L + l]), 0])
+                            s[0] = T.float32(0)
+                            for q in unroll(tail):
+                                s[0] = s[0] + ld(values[o, full * L + q]) * ld(
+                                    XT[(full * L + q) // n * m + T.Cast("int32", indices[o, full * L + q]), 0])
+                            for l in unroll(L):
+                                s[0] = s[0] + acc[l]
+                            if has_bias:
+                                YT[o, 0] = st(epi(s[0] + ld(bias[o])))
+                            else:
+                                YT[o, 0] = st(epi(s[0]))
 
             func = nm_gemv
         else:
@@ -146,6 +152,9 @@ class NMFamily(MatmulFamily):
                             else:
                                 YT[ob * rb + r, t0 + t] = st(epi(acc[r, t]))
 
+            n_chunks, per_chunk = plan.chunks(NRB)   # see Plan.chunks: one allocation per chunk
+            in_range = (lambda i: i < NRB) if n_chunks * per_chunk > NRB else (lambda i: True)
+
             @T.prim_func
             def nm_tokens(a_values: T.handle, a_indices: T.handle, xt: T.handle, b: T.handle, yt: T.handle):
                 T.func_attr({"tirx.noalias": True})
@@ -154,11 +163,14 @@ class NMFamily(MatmulFamily):
                 XT = T.match_buffer(xt, (K, TT), dt)
                 bias = T.match_buffer(b, (O,), dt)
                 YT = T.match_buffer(yt, (O, TT), dt)
-                for ob in par(NRB):
-                    for tb in range(ntile):
-                        row_tile(values, indices, XT, bias, YT, ob, tb * tt, tt)
-                    if ttail > 0:
-                        row_tile(values, indices, XT, bias, YT, ob, ntile * tt, ttail)
+                for ob_c in par(n_chunks):
+                    for ob_i in range(per_chunk):
+                        if in_range(ob_c * per_chunk + ob_i):
+                            ob = ob_c * per_chunk + ob_i
+                            for tb in range(ntile):
+                                row_tile(values, indices, XT, bias, YT, ob, tb * tt, tt)
+                            if ttail > 0:
+                                row_tile(values, indices, XT, bias, YT, ob, ntile * tt, ttail)
 
             func = nm_tokens
         return func if has_bias else drop_param(func, "bias")
