@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 FLOATS = ("float32", "float64", "float16", "bfloat16")
+INTS = ("int64", "int32", "int16", "int8", "uint8")
 
 
 @dataclass
@@ -43,8 +44,9 @@ class TeSite:
 
     @property
     def tunable(self) -> bool:
-        """Float/bool inputs only: random inputs exercise it (index inputs would need valid ranges)."""
-        return all(dt in FLOATS or dt == "bool" for _, dt in self.inputs)
+        """Float, bool and integer inputs (integers drawn from {0, 1}: valid indices of any table
+        with two rows or more, e.g. an embedding lookup's); nothing else is generated."""
+        return all(dt in FLOATS or dt in INTS or dt == "bool" for _, dt in self.inputs)
 
 
 def site_key(desc) -> str:
@@ -52,12 +54,15 @@ def site_key(desc) -> str:
 
 
 def random_inputs(site: TeSite, seed: int = 0) -> list[torch.Tensor]:
-    """Inputs in [0.5, 1.5) (positive: sqrt/log/div stay finite), random bools for masks."""
+    """Floats in [0.5, 1.5) (positive: sqrt/log/div stay finite), random bools for masks,
+    integers in {0, 1} (indices valid in any table of two rows or more)."""
     g = torch.Generator().manual_seed(seed)
     out = []
     for shape, dt in site.inputs:
         if dt == "bool":
             out.append(torch.rand(tuple(shape), generator=g) < 0.5)
+        elif dt in INTS:
+            out.append(torch.randint(0, 2, tuple(shape), generator=g).to(getattr(torch, dt)))
         else:
             out.append((torch.rand(tuple(shape), generator=g) + 0.5).to(getattr(torch, dt)))
     return out
