@@ -33,11 +33,18 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def restore_weights(mdir: str, name: str, entry: dict) -> str:
-    """The artifact path; a weights-less artifact gets its weights/ copied from its twin."""
+    """The artifact path. An artifact shipped without weights/ gets them back: copied from its twin
+    (``weights_from``) or packed from the model rebuilt from code (``weights_from_code``); either way
+    ``sparsec.load`` checks every file against the manifest's sha256."""
     path = os.path.join(mdir, f"{name}.sparsec")
+    if os.path.isdir(os.path.join(path, "weights")):
+        return path
     src = entry.get("weights_from")
-    if src and not os.path.isdir(os.path.join(path, "weights")):
+    if src and os.path.isdir(os.path.join(mdir, src, "weights")):
         shutil.copytree(os.path.join(mdir, src, "weights"), os.path.join(path, "weights"))
+    elif entry.get("weights_from_code"):
+        model, _ = M.build(entry["model"])
+        M.write_weights(model, path)
     return path
 
 
