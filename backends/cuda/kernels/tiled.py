@@ -30,7 +30,7 @@ from sparsec.backends.kernels.common import Arg, KernelError, MatmulSpec, ceil_d
 
 KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128), "warps": (1, 2, 4, 8, 16), "ksplit": (1, 2, 3, 4, 6, 8, 12, 16),
          "tn": (8, 16, 24, 32), "pipe": (1, 2)}
-MAX_PER = 24                 # default split: at most this many stages per warp ...
+MAX_PER = 12                 # default split: at most this many stages per warp ...
 MIN_WARPS = 1024             # ... and about a block of 8 warps per H100 SM (132)
 
 
@@ -68,7 +68,7 @@ def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
         raise KernelError(f"cuda tiled kernel: dtype {spec.dtype} unsupported (float16, bfloat16)")
     Tt = spec.tokens
     tn = knobs.get("tn") or min(32, ceil_div(Tt, 8) * 8)
-    rt = knobs.get("rt") or (2 if Tt <= 16 else 4)
+    rt = knobs.get("rt") or (2 if Tt <= 32 else 4)
     sc = knobs.get("sc") or (64 if rt <= 2 else 32)
     ngr = ceil_div(spec.out_features, 16 * rt)
     nst = ceil_div(spec.in_features, sc)
@@ -79,12 +79,13 @@ def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
         # H100, 2026-11-23 (benchmarks/results/spmm_gpu.md): a split costs a Y-zeroing launch and fp16
         # atomics, so split only to keep a warp's stages <= MAX_PER (latency) and to give every SM a block
         ks = 1
+        max_per = MAX_PER if Tt <= 32 else 31        # more tokens: the atomics of a split cost more
         if spec.activation is None:
             for cand in KNOBS["ksplit"]:
                 if cand * warps > nst:
                     break
                 ks = cand
-                if ceil_div(nst, cand * warps) <= MAX_PER and ngr * ntt * cand * warps >= MIN_WARPS:
+                if ceil_div(nst, cand * warps) <= max_per and ngr * ntt * cand * warps >= MIN_WARPS:
                     break
     if spec.activation is not None and ks > 1:
         raise KernelError("cuda tiled kernel: ksplit > 1 sums partial results with atomics, which an "
