@@ -53,7 +53,7 @@ def main():
         cells = [r for r in rows if small(r) and r["pattern"] == f"unstructured{sp}"]
         if cells:
             out.append(f"- unstructured {sp} %, T ≤ 32, per shape/T (vs cuBLAS, kernel): " + ", ".join(
-                f"{r['O']}x{r['K']} T={r['T']}: {r['speedup_vs_cublas']:.2f} ({r.get('kernel')})" for r in cells))
+                f"{r['O']}x{r['K']} T={r['T']}: {r['speedup_vs_cublas']:.2f} ({r.get('kernel') or 'bitmap fragment'})" for r in cells))
     dn = sorted({(r["O"], r["K"], r["T"], r["dense_vs_cublas"]) for r in rows if r.get("dense_vs_cublas")})
     out.append(f"- sparsec dense vs cuBLAS (goal ≥ 0.8): T ≤ 32: "
                f"{min(x[3] for x in dn if x[2] <= 32):.2f}–{max(x[3] for x in dn if x[2] <= 32):.2f}; "
