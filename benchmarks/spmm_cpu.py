@@ -11,6 +11,7 @@ transposes a lone layer would add is measured too and reported beside
 (the same layout); torch dense computes ``F.linear(X, W)``.
 
     python benchmarks/spmm_cpu.py [--quick] [--rounds N] [--out benchmarks/results]
+        [--shapes 3072x768 --tokens 128 --sparsity 0.95 --formats csr --tag cells]
 
 Threads: ``TVM_NUM_THREADS`` (default: all usable CPUs) and
 ``torch.set_num_threads`` get the same number; scipy is single-threaded.
@@ -142,6 +143,12 @@ def run(args):
     shapes = [(3072, 768)] if args.quick else SHAPES
     tokens_list = [1, 128] if args.quick else TOKENS
     sparsities = [0.5, 0.9] if args.quick else SPARSITY
+    if args.shapes:
+        shapes = [tuple(int(v) for v in s.lower().split("x")) for s in args.shapes.split(",")]
+    if args.tokens:
+        tokens_list = [int(v) for v in args.tokens.split(",")]
+    if args.sparsity:
+        sparsities = [float(v) for v in args.sparsity.split(",")]
     machine = {"loadavg_before": os.getloadavg(), "cpu": cpu_model(), "mcpu": str(target.attrs["mcpu"]), "cores_usable": len(os.sched_getaffinity(0)),
                "tvm_threads": int(os.environ["TVM_NUM_THREADS"]), "torch_threads": torch.get_num_threads(),
                "scipy_threads": 1, "python": platform.python_version(), "torch": torch.__version__}
@@ -164,6 +171,8 @@ def run(args):
                 w_unstructured = make_weight(o, k, "unstructured", s)
                 methods.update(baselines(w_unstructured, x, xt))
                 for label, pattern, spec in formats_for(s):
+                    if args.formats and label not in args.formats.split(","):
+                        continue
                     w = w_unstructured if pattern == "unstructured" else make_weight(o, k, pattern, s)
                     fmt = pack(w, spec)
                     kern, fn, yt = ours(fmt, tokens, xt, target)
@@ -203,6 +212,7 @@ def run(args):
 
 def check_goals(cells) -> list[str]:
     lines = []
+    cells = [c for c in cells if c["formats"]]     # a --formats filter may leave a cell with none
 
     def sp(cell, m):
         return cell["speedup_vs_dense"].get(m, 0.0)
@@ -296,6 +306,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="3072x768, T in {1, 128}, sparsity {50, 90}%%")
     ap.add_argument("--rounds", type=int, default=15, help="interleaved rounds per cell (median kept)")
+    ap.add_argument("--shapes", default="", help="cell filter: OxK list, e.g. 3072x768,768x768")
+    ap.add_argument("--tokens", default="", help="cell filter: token counts, e.g. 1,128")
+    ap.add_argument("--sparsity", default="", help="cell filter: sparsities, e.g. 0.5,0.95")
+    ap.add_argument("--formats", default="", help="only these sparsec formats, e.g. csr,nm2:4 (baselines always run)")
     ap.add_argument("--tag", default="", help="suffix of the result files (e.g. t1 for a 1-thread run)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     run(ap.parse_args(argv))
