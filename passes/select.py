@@ -113,7 +113,7 @@ AUTO_BLOCKS = ((4, 4), (8, 8), (16, 1), (1, 16))
 NO_REGRESSION_MARGIN = 1.10
 
 
-def no_regression_margin(cost, fmt: str, params: dict, tokens: int) -> float:
+def no_regression_margin(cost, fmt: str, params: dict, tokens: int, variant: str | None = None) -> float:
     """How much faster than dense ``fmt`` must be predicted to be chosen over it (>= 1.10).
 
     With a calibrated model: ``exp(vs_dense)`` of the fit used for ``fmt`` at these tokens, the
@@ -126,7 +126,8 @@ def no_regression_margin(cost, fmt: str, params: dict, tokens: int) -> float:
     from sparsec.passes.cost.model import variant_of
 
     band = getattr(cost, "error_band", None)
-    e = band(fmt, variant_of(fmt, params), tokens) if band is not None else None
+    variant = variant_of(fmt, params) if variant is None else variant
+    e = band(fmt, variant, tokens) if band is not None else None
     if not e or "vs_dense" not in e:
         return NO_REGRESSION_MARGIN
     return max(NO_REGRESSION_MARGIN, math.exp(e["vs_dense"]))
@@ -225,12 +226,12 @@ def _auto(name, w2, t, pat, lossy_ok, cost, measure) -> Choice:
         st = Stats.estimate(w2, cname, params)
         obj = pack_choice(w2, Choice(name, cname, params, density, "")) if packed else st
         cands.append({"format": cname, "params": _jsonable(params), "bytes": st.nbytes,
-                      "predicted_s": cost.predict(obj, t), "_params": params})
+                      "predicted_s": cost.predict(obj, t), "_params": params, "_variant": st.variant})
     cands.sort(key=lambda c: c["predicted_s"])
     dense = next(c for c in cands if c["format"] == "dense")
     for c in cands:
         if c is not dense:
-            c["required_margin"] = round(no_regression_margin(cost, c["format"], c["_params"], t), 4)
+            c["required_margin"] = round(no_regression_margin(cost, c["format"], c["_params"], t, c["_variant"]), 4)
     # a predicted gain inside the model's error band is not worth the risk of a regression
     safe = [c for c in cands if c is dense or c["predicted_s"] * c["required_margin"] <= dense["predicted_s"]]
     best = safe[0]
@@ -254,5 +255,6 @@ def _auto(name, w2, t, pat, lossy_ok, cost, measure) -> Choice:
                   f"({dense[key] / best[key]:.2f}x){margin_note}")
     for c in cands:
         c.pop("_params", None)
+        c.pop("_variant", None)
     params = {k: tuple(v) if isinstance(v, list) else v for k, v in best["params"].items()}
     return Choice(name, best["format"], params, density, reason, t, cands)

@@ -114,6 +114,7 @@ def test_ensure_calibrated_redoes_an_old_layout(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSEC_CACHE", str(tmp_path))
     calls = []
     fake = CostModel.analytic(host_desc(2))
+    fake.kernels = C.kernels_hash()
     monkeypatch.setattr(C, "calibrate", lambda measure, threads: calls.append(threads) or fake)
     old = {"target": fake.to_json()["target"], "coef": {}, "source": "v1"}
     (tmp_path / (C.host_key(2) + ".json")).write_text(json.dumps(old))
@@ -123,3 +124,33 @@ def test_ensure_calibrated_redoes_an_old_layout(tmp_path, monkeypatch):
     assert json.loads((tmp_path / (C.host_key(2) + ".json")).read_text())["version"] == C.CALIBRATION_VERSION
     ensure_calibrated(None, 2, msgs.append)          # now current: not redone
     assert calls == [2]
+    # measured other kernel sources: redone
+    p = tmp_path / (C.host_key(2) + ".json")
+    d = json.loads(p.read_text())
+    d["kernels"] = "0" * 12
+    p.write_text(json.dumps(d))
+    ensure_calibrated(None, 2, msgs.append)
+    assert calls == [2, 2] and "other kernel sources" in msgs[-1]
+
+
+def test_full_block_bsr_is_its_own_variant_with_fallback():
+    """BSR storing (nearly) every block is the variant "RxC+full", predicted by its own fit, or by the
+    block-sparse "RxC" fit where a calibration has none."""
+    from sparsec.passes.cost.model import FULL
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(64, 64, generator=g)
+    full = Stats.estimate(prune(w, "unstructured", 0.5).weight, "bsr", {"block": (8, 8)})
+    sparse = Stats.estimate(prune(w, "block:8x8", 0.5).weight, "bsr", {"block": (8, 8)})
+    assert full.variant == "8x8" + FULL and sparse.variant == "8x8"
+    assert Stats.of(BSR.from_dense(prune(w, "unstructured", 0.5).weight, block=(8, 8))).variant == "8x8" + FULL
+    cm = CostModel.analytic(host_desc(2))
+    cm.coef["bsr:8x8/tokens"] = [1e-6, 1e-11, 0.0, 0.0, 0.0]
+    assert cm.fit_key("bsr", full.variant, 16) == "bsr:8x8/tokens"
+    a = cm.predict(full, 16)
+    cm.coef["bsr:8x8+full/tokens"] = [1e-6, 2e-11, 0.0, 0.0, 0.0]
+    cm.error["bsr:8x8+full/tokens"] = {"slow": 0, "fast": 0, "vs_dense": math.log(1.3), "n": 5}
+    assert cm.fit_key("bsr", full.variant, 16) == "bsr:8x8+full/tokens"
+    assert cm.predict(full, 16) > a and cm.predict(sparse, 16) < cm.predict(full, 16)
+    assert no_regression_margin(cm, "bsr", {"block": (8, 8)}, 16, full.variant) == pytest.approx(1.3)
+    assert no_regression_margin(cm, "bsr", {"block": (8, 8)}, 16, sparse.variant) == NO_REGRESSION_MARGIN

@@ -32,9 +32,10 @@ from sparsec.passes.cost.targets import TargetDesc, host_desc
 from sparsec.passes.prune import prune
 
 SHAPES = ((256, 512), (1024, 512), (512, 2048), (2048, 1024), (1024, 2048))
-# 2: error bands, samples, full-block BSR samples (a version-1 file still loads: no error bands, so
-# select_formats falls back to its flat margin; `sparsec calibrate` again to get them)
-CALIBRATION_VERSION = 2
+# 2: error bands, samples, full-block BSR samples; 3: full-block BSR fitted as its own variant
+# ("bsr:8x8+full"). An older file still loads (no error bands: select_formats falls back to its flat
+# margin; no "+full" fits: the block-sparse ones are used); `sparsec calibrate` again to get them.
+CALIBRATION_VERSION = 3
 ERROR_QUANTILE = 0.5     # the median: the typical (systematic) overstatement, not the noise tail
 TOKENS = (1, 16, 64, 256)
 DENSITIES = (0.05, 0.2, 0.5)
@@ -77,6 +78,8 @@ def candidates_for(w: torch.Tensor, density: float, first: bool):
         # BSR of an *unstructured* weight at low sparsity: every block is stored (half of it zeros), so
         # the kernel does dense work plus its block-index overhead. Auto selection meets this case on
         # every unstructured layer; block-pruned samples alone never show the model a full block row.
+        # Their Stats variant is "RxC+full": fitted apart from the block-sparse samples (a different
+        # access pattern: one linear fit of both mispredicted each, by up to 2x at one token).
         out += [BSR.from_dense(un, block=b) for b in BLOCKS]
     out.append(GroupQuant.from_dense(prune(w, "group:32", 1 - density).weight, group=32, bits=4))
     if first:   # density-independent formats once per shape
@@ -107,7 +110,9 @@ def calibrate(measure: Callable, threads: int, progress: Callable[[int, int, str
         samples.setdefault(f"{fmt.name}/{regime(t)}", []).append((si, t, f, s))
         if st.variant:
             samples.setdefault(f"{fmt.name}:{st.variant}/{regime(t)}", []).append((si, t, f, s))
-    return fit_model(desc, samples, f"calibrated on {len(jobs)} kernels")
+    model = fit_model(desc, samples, f"calibrated on {len(jobs)} kernels")
+    model.kernels = kernels_hash()
+    return model
 
 
 def fit_model(desc: TargetDesc, samples: dict[str, list], source: str) -> CostModel:
@@ -164,18 +169,38 @@ def cv_error(samples: list, dense: list | None = None, q: float | None = None) -
     return out
 
 
+def kernels_hash() -> str:
+    """sha256 (12 hex) of the CPU kernel families' sources: a calibration measured other kernels
+    when it differs."""
+    import hashlib
+    from pathlib import Path
+
+    import sparsec.backends.kernels as K
+
+    root = Path(K.__file__).parent
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def ensure_calibrated(measure: Callable, threads: int, say: Callable[[str], None] = print) -> CostModel:
-    """The stored calibration if it is of the current layout, else calibrate now and store it
-    (benchmarks: a stale cache file must not silently stand for the current model)."""
+    """The stored calibration if it is of the current layout and measured the current kernels,
+    else calibrate now and store it (benchmarks: a stale cache file must not silently stand for
+    the current model; `sparsec compile` uses whatever is stored)."""
     import json
 
     p = calibration_path(threads)
     try:
         with open(p) as f:
             d = json.load(f)
-        if d.get("version", 1) >= CALIBRATION_VERSION:
+        if d.get("version", 1) < CALIBRATION_VERSION:
+            say(f"calibration {p} is version {d.get('version', 1)} < {CALIBRATION_VERSION}: calibrating again")
+        elif d.get("kernels") != kernels_hash():
+            say(f"calibration {p} measured other kernel sources: calibrating again")
+        else:
             return CostModel.from_json(d)
-        say(f"calibration {p} is version {d.get('version', 1)} < {CALIBRATION_VERSION}: calibrating again")
     except (OSError, ValueError):
         say(f"no calibration at {p}: calibrating (a few minutes)")
     model = calibrate(measure, threads)

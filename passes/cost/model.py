@@ -80,12 +80,14 @@ class Stats:
         elif name == "bsr":
             r, c = fmt.block
             work, meta = fmt.nnzb * r * c, fmt.nnzb + fmt.grid[0]
+            full = fmt.nnzb >= FULL_BLOCKS * fmt.grid[0] * fmt.grid[1]
         elif name == "groupquant":
             ngk = int(fmt.group_idx.numel())
             work, meta = ngk * fmt.group, ngk * (fmt.group + 2)
         else:
             raise ValueError(f"no cost features for format {name!r}")
-        return cls(name, rows, k, item, work, fmt.nbytes, meta, variant_of(name, fmt.param_values()))
+        var = variant_of(name, fmt.param_values())
+        return cls(name, rows, k, item, work, fmt.nbytes, meta, var + FULL if name == "bsr" and full else var)
 
     @classmethod
     def estimate(cls, w: torch.Tensor, name: str, params: dict) -> "Stats":
@@ -119,11 +121,18 @@ class Stats:
             nblk = int(p.reshape(nbr, r, nbc, c).any(3).any(1).sum())
             if name == "bsr":
                 return cls(name, rows, k, item, nblk * r * c, (nbr + 1) * idx + nblk * (idx + r * c * item),
-                           nblk + nbr, var)
+                           nblk + nbr, var + FULL if nblk >= FULL_BLOCKS * nbr * nbc else var)
             g, bits = params["group"], params.get("bits", 4)
             return cls(name, rows, k, item, nblk * g,
                        (rows + 1) * idx + nblk * (idx + math.ceil(g * bits / 8) + 5), nblk * (g + 2), var)
         raise ValueError(f"no cost features for format {name!r}")
+
+
+# BSR with (nearly) every block stored -- an unstructured weight at low sparsity -- streams its
+# block rows like a dense matrix: a performance regime of its own, calibrated on its own samples
+# (variant "8x8+full"); lookups fall back to the block-sparse fit ("8x8") where it is missing.
+FULL_BLOCKS = 0.9
+FULL = "+full"
 
 
 def variant_of(name: str, params: dict) -> str:
@@ -161,6 +170,7 @@ class CostModel:
     error: dict[str, dict] = field(default_factory=dict)
     # (format, regime) -> [[group, tokens, macs, bytes, meta, rows, seconds], ...]: the measurements fitted
     samples: dict[str, list] = field(default_factory=dict)
+    kernels: str = ""          # calibrate.kernels_hash() of the kernels measured ("" = unknown)
 
     @classmethod
     def analytic(cls, target: TargetDesc) -> "CostModel":
@@ -172,20 +182,24 @@ class CostModel:
         return [t.launch_us * 1e-6, 2.0 / (t.peak_flops * EFFICIENCY.get(fmt, 0.2)), 1.0 / t.mem_bw(int(nbytes)),
                 cycle, 20 * cycle]
 
+    def fit_key(self, fmt: str, variant: str, tokens: int) -> str | None:
+        """The calibrated fit used: this exact variant (``bsr:8x8+full/tokens``), else the variant
+        without ``+full``, else the family's (``bsr/tokens``); None: analytic defaults."""
+        r = regime(tokens)
+        for key in (f"{fmt}:{variant}/{r}", f"{fmt}:{variant.removesuffix(FULL)}/{r}", f"{fmt}/{r}"):
+            if self.coef.get(key):
+                return key
+        return None
+
     def coefficients(self, fmt: str, variant: str, tokens: int, nbytes: float) -> list[float]:
         """The fit for this exact variant (e.g. ``bsr:4x4/tokens``), else the family's, else analytic."""
-        r = regime(tokens)
-        return (self.coef.get(f"{fmt}:{variant}/{r}") or self.coef.get(f"{fmt}/{r}")
-                or self.default_coef(fmt, nbytes))
+        key = self.fit_key(fmt, variant, tokens)
+        return self.coef[key] if key else self.default_coef(fmt, nbytes)
 
     def error_band(self, fmt: str, variant: str, tokens: int) -> dict | None:
         """The calibrated error of the fit :meth:`coefficients` uses (None: not calibrated)."""
-        r = regime(tokens)
-        if self.coef.get(f"{fmt}:{variant}/{r}"):
-            return self.error.get(f"{fmt}:{variant}/{r}")
-        if self.coef.get(f"{fmt}/{r}"):
-            return self.error.get(f"{fmt}/{r}")
-        return None
+        key = self.fit_key(fmt, variant, tokens)
+        return self.error.get(key) if key else None
 
     def predict(self, fmt, tokens: int) -> float:
         """Seconds for one call; ``fmt`` is a packed format or its ``Stats``."""
@@ -199,12 +213,12 @@ class CostModel:
         from sparsec.passes.cost.calibrate import CALIBRATION_VERSION
 
         return {"version": CALIBRATION_VERSION, "target": asdict(self.target), "coef": self.coef,
-                "source": self.source, "error": self.error, "samples": self.samples}
+                "source": self.source, "error": self.error, "samples": self.samples, "kernels": self.kernels}
 
     @classmethod
     def from_json(cls, d: dict) -> "CostModel":
         return cls(TargetDesc(**d["target"]), {k: list(v) for k, v in d["coef"].items()}, d.get("source", "file"),
-                   {k: dict(v) for k, v in d.get("error", {}).items()}, d.get("samples", {}))
+                   {k: dict(v) for k, v in d.get("error", {}).items()}, d.get("samples", {}), d.get("kernels", ""))
 
     def save(self, path: str) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
