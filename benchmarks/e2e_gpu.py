@@ -122,7 +122,11 @@ def main() -> int:
                "sparsec_ms": t_sc, "sparsec_graph_ms": t_sc_graph, "speedup_vs_eager": t_eager / t_sc,
                "speedup_graph_vs_eager": t_eager / t_sc_graph, "speedup_graph_vs_inductor": t_ind / t_sc_graph,
                "steps": entry["steps"], "functions": entry["functions"], "dense_fp16_weight_bytes": dense_bytes,
-               "profile": prof}
+               "profile": prof,
+               # per linear: format + kernel design of the H100 cost rule (backends/cuda/select.py)
+               "kernels": {n: {key: k[key] for key in ("weight", "format", "design", "predicted_us",
+                                                       "dense_predicted_us")}
+                           for n, k in art.manifest.get("kernels", {}).items()}}
         rows.append(row)
         print(f"BERT-base encoder {b}x128 fp16 90%: eager {t_eager:.3f} ms | inductor {t_ind:.3f} ms | sparsec "
               f"{t_sc:.3f} ms (graph {t_sc_graph:.3f} ms) | sparsec/eager {t_eager / t_sc:.2f}x (graph "

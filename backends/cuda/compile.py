@@ -42,8 +42,8 @@ from sparsec.ir.types import TensorType
 
 DTYPES = ("float16", "bfloat16", "float32")
 DEFAULT_DTYPE = "float16"
-# cuda --format auto: a weight at most this dense is stored as a bitmap (tile 8x32, the kernel's fast path)
-BITMAP_MAX_DENSITY = 0.35
+# cuda --format auto: the format and kernel design come from the H100 cost rule (backends/cuda/select.py);
+# a bitmap weight uses the 8x32 tile (the fragment kernel's fast path)
 BITMAP_TILE = (8, 32)
 # N:M patterns auto picks nm for (the slot loaders verified on the H100); others go by density
 NM_FAST = ((2, 4), (1, 4), (2, 8), (4, 16))
@@ -65,8 +65,12 @@ def cast_model(model: torch.nn.Module, inputs: tuple, dtype: str) -> tuple[torch
 
 # -- format selection for the GPU ------------------------------------------------------------------
 
-def cuda_choice(name: str, w: torch.Tensor, fmt: str, pattern):
-    """The format of one weight on CUDA: ``fmt`` if forced (bitmap with the 8x32 tile), else by density."""
+def cuda_choice(name: str, w: torch.Tensor, fmt: str, pattern, tokens: int = 1):
+    """The format of one weight on CUDA: ``fmt`` if forced (bitmap with the 8x32 tile), else the fastest
+    (format, kernel design) by the H100 cost rule (``backends/cuda/select.py``) at ``tokens`` tokens,
+    dense always a candidate: a sparse format only where one of its designs is predicted faster than
+    every dense design (by ``SPARSE_MARGIN``)."""
+    from sparsec.backends.cuda import select as S
     from sparsec.passes.select import Choice, choose, detect_nm, matrix_dims
 
     rows, k = matrix_dims(tuple(w.shape))
@@ -77,12 +81,24 @@ def cuda_choice(name: str, w: torch.Tensor, fmt: str, pattern):
     if fmt != "auto":
         return choose(name, w, fmt, pattern)
     nm = detect_nm(w2) if density <= 0.5 else None
-    if nm in NM_FAST:
-        return Choice(name, "nm", {"n": nm[0], "m": nm[1]}, density, f"follows {nm[0]}:{nm[1]} exactly")
-    if density <= BITMAP_MAX_DENSITY:
-        return Choice(name, "bitmap", {"tile": BITMAP_TILE}, density,
-                      f"density {density:.1%} <= {BITMAP_MAX_DENSITY:.0%}: bitmap 8x32 (load as sparse)")
-    return Choice(name, "dense", {}, density, f"density {density:.1%} > {BITMAP_MAX_DENSITY:.0%}: dense")
+    sparse = ["nm"] if nm in NM_FAST else (["bitmap"] if density <= S.SPARSE_MAX_DENSITY else [])
+    dtype = str(w.dtype).replace("torch.", "")
+    cands = S.choose(rows, k, tokens, density, dtype, sparse)
+    pick, dense = S.pick(cands)
+    params = {"n": nm[0], "m": nm[1]} if pick["format"] == "nm" else \
+        {"tile": BITMAP_TILE} if pick["format"] == "bitmap" else {}
+    what = f"{nm[0]}:{nm[1]} " if pick["format"] == "nm" else ""
+    if pick is dense:
+        alt = [c for c in cands if c["format"] != "dense"]
+        why = (f"; best sparse {alt[0]['format']} {alt[0]['design']} {alt[0]['predicted_us']} us" if alt else
+               f"; density {density:.1%}: no sparse candidate")
+    else:
+        why = f" vs dense {dense['design']} {dense['predicted_us']} us"
+    ch = Choice(name, pick["format"], params, density,
+                f"T={tokens}: {what}{pick['format']} {pick['design']} predicted {pick['predicted_us']} us"
+                f"{why} (H100 cost rule, backends/cuda/select.py)")
+    ch.candidates = cands
+    return ch
 
 
 def select_formats_cuda(g: Graph, fmt: str, pattern, choices: list) -> Graph:
@@ -98,7 +114,7 @@ def select_formats_cuda(g: Graph, fmt: str, pattern, choices: list) -> Graph:
         w = c.dense()
         if w.dtype not in (torch.float32, torch.float16, torch.bfloat16):
             continue
-        ch = cuda_choice(name, w, fmt, pat)
+        ch = cuda_choice(name, w, fmt, pat, tokens.get(name, 1))
         ch.tokens = tokens.get(name, 1)
         choices.append(ch)
         if ch.format != "dense" or not isinstance(c.value, Dense):
@@ -195,6 +211,7 @@ class _CudaPlanner(_Planner):
     def __init__(self, g: Graph, target, arch: str):
         super().__init__(g, target)
         self.arch = arch
+        self.kernels: dict[str, dict] = {}    # matmul node -> format, design, predicted time (manifest "kernels")
 
     def kind(self, node: Node) -> str:
         if (node.op == Op.EXPAND and node.inputs[0] not in self.consts
@@ -266,22 +283,47 @@ class _CudaPlanner(_Planner):
         self.step(sym, [self.arg(e) for e in externals] + [out], node.name)
 
     def _matmul(self, node: Node, fmt: SparseFormat, x2: str, tokens: int, bias, activation, what: str) -> str:
+        """One matmul step; the kernel design is the fastest of the stored format's designs by the H100
+        cost rule (``select.best_design``) at this token count; a design whose kernel cannot be generated
+        for the shape (e.g. shared memory) falls back to the fragment family."""
+        from sparsec.backends.cuda import select as S
         from sparsec.backends.cuda.kernels.matmul import cuda_matmul_primfunc
+        from sparsec.backends.cuda.tuned import knobs_for
 
         k, o = math.prod(fmt.shape[1:]), fmt.shape[0]
         dtype = self.types[x2].dtype
         if fmt.dtype_name != dtype:
             raise ModelError(f"{node.where()}: weight is {fmt.dtype_name}, activation is {dtype}")
-        from sparsec.backends.cuda.tuned import knobs_for
-
-        try:
-            func, args, knobs = cuda_matmul_primfunc(fmt, tokens, bias=bias is not None, activation=activation,
-                                                     knobs=knobs_for(fmt.name, o, k, tokens))
-        except Exception as exc:
-            raise ModelError(f"{node.where()}: --target cuda: {fmt.name} {o}x{k} weight: {exc}") from None
-        sym = self.add_func(func, f"{fmt.name} {what} {o}x{k} T={tokens} knobs={knobs}", f"{fmt.name}_mm")
         w = node.inputs[1]
-        buffers = [self.const_value(f"{w}/{b}", getattr(fmt, b)) for b in fmt.buffers]
+        density = fmt.nnz / max(o * k, 1) if fmt.name != "dense" else 1.0
+        design, us, dense_us = S.best_design(fmt.name, o, k, tokens, density, dtype)
+        func = None
+        if design != "fragment":
+            try:
+                func, args, knobs = cuda_matmul_primfunc(fmt, tokens, bias=bias is not None,
+                                                         activation=activation, design=design)
+            except Exception:  # noqa: BLE001  (this shape is outside the design: the fragment kernel runs it)
+                design, us = "fragment", S.predict_us(fmt.name, "fragment", o, k, tokens, density)
+        if func is None:
+            try:
+                func, args, knobs = cuda_matmul_primfunc(fmt, tokens, bias=bias is not None, activation=activation,
+                                                         knobs=knobs_for(fmt.name, o, k, tokens))
+            except Exception as exc:
+                raise ModelError(f"{node.where()}: --target cuda: {fmt.name} {o}x{k} weight: {exc}") from None
+        if design == "tiled":
+            from sparsec.backends.cuda.kernels import tiled_layout
+
+            rt, sc = knobs["rt"], knobs["sc"]
+            layout = tiled_layout.build(fmt, rt, sc)          # kernel-private layout, from the format's buffers
+            buffers = [self.const_value(f"{w}/tiled.{rt}.{sc}.{b}", layout[b]) for b in tiled_layout.BUFFERS]
+        else:
+            buffers = [self.const_value(f"{w}/{b}", getattr(fmt, b)) for b in fmt.buffers]
+        sym = self.add_func(func, f"{fmt.name} {what} {o}x{k} T={tokens} design={design} knobs={knobs}",
+                            f"{fmt.name}_{design}_mm")
+        self.kernels[node.name] = {"weight": w, "format": fmt.name, "design": design, "shape": [o, k],
+                                   "tokens": tokens, "density": round(density, 4), "knobs": knobs,
+                                   "predicted_us": round(us, 2), "dense_predicted_us": round(dense_us, 2),
+                                   "function": sym}
         y2 = self.temp(node.name + ".y2", TensorType((tokens, o), dtype))
         call = buffers + [x2] + ([self.arg(bias)] if bias is not None else []) + [y2]
         if len(call) != len(args):
@@ -343,10 +385,11 @@ class CompiledCuda:
     dtype: str
     functions: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    kernels: dict[str, dict] = field(default_factory=dict)   # per matmul node: format, design, predictions
 
     @property
     def manifest_info(self) -> dict:
-        return {"device": "cuda", "arch": self.arch, "dtype": self.dtype}
+        return {"device": "cuda", "arch": self.arch, "dtype": self.dtype, "kernels": self.kernels}
 
     def executor(self):
         from sparsec.backends.cuda.executor import CudaExecutor
@@ -417,4 +460,6 @@ def compile_graph_cuda(g: Graph, arch: str = "sm_90", dtype: str = DEFAULT_DTYPE
             "steps": p.steps, "device": "cuda"}
     timings = {"lower_s": t1 - t0, "build_s": t2 - t1, "functions": len({s["func"] for s in p.steps}),
                "steps": len(p.steps)}
-    return CompiledCuda(g, target, lib, plan, p.const_tensors, arch, dtype, p.func_doc, timings)
+    live = {s["node"] for s in p.steps}
+    kernels = {n: k for n, k in p.kernels.items() if n in live}
+    return CompiledCuda(g, target, lib, plan, p.const_tensors, arch, dtype, p.func_doc, timings, kernels)

@@ -1,7 +1,9 @@
 """Kernel knobs for the CUDA matmul families, measured on a GPU (scripts/gpu/bert_knobs.py).
 
 ``knobs_for(format, O, K, T)`` returns the fastest verified ``{"warps", "tn"}`` for a measured
-shape, else None (the family's default rule). Keys: ``"<format> <O>x<K>@<T>"``.
+shape, else None (the family's default rule). Keys: ``"<format> <O>x<K>@<T>"``. These are knobs of the
+``fragment`` design only (``tiled`` and ``dlight`` run their own defaults); their measured times are the
+``MEASURED`` entries of the cost rule (``backends/cuda/select.py``), which picks the design per linear.
 """
 from __future__ import annotations
 

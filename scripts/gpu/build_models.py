@@ -75,7 +75,9 @@ def main() -> int:
         entry = {"model": key, "dtype": dtype, "arch": args.arch, "batch": batch,
                  "checksum": M.checksum(model), "steps": c.timings["steps"],
                  "functions": c.timings["functions"], "build_s": round(time.perf_counter() - t0, 1),
-                 "formats": {r["weight"]: r["format"] for r in c.report}}
+                 "formats": {r["weight"]: r["format"] for r in c.report},
+                 # per matmul: format + kernel design picked by the H100 cost rule (backends/cuda/select.py)
+                 "designs": {k["weight"]: f"{k['format']} {k['design']}" for k in c.compiled.kernels.values()}}
         if key == "bert_base":
             # ship it without weights/ (30 MB): check here that packing the model rebuilt from code
             # reproduces every file bit for bit, then drop them (check_models/e2e_gpu repack them)
@@ -94,8 +96,12 @@ def main() -> int:
                 shutil.rmtree(keep)
                 entry["weights_from_code"] = True
         index[name] = entry
+        from collections import Counter
+
+        mix = Counter(entry["designs"].values())
         print(f"{name}: {c.timings['steps']} steps, {c.timings['functions']} functions, "
-              f"{entry['build_s']} s -> {path}", flush=True)
+              f"{entry['build_s']} s -> {path}; matmuls: {', '.join(f'{n} {d}' for d, n in sorted(mix.items()))}",
+              flush=True)
     tmp = index_path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(index, f, indent=1)

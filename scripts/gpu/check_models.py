@@ -79,7 +79,8 @@ def check_one(mdir: str, name: str, entry: dict) -> dict:
             "tol": TOL[entry["dtype"]], "torch_lowp_vs_fp32": max(rel(r, r2) for r, r2 in zip(ref, ref32)),
             "sparsec_vs_fp32": max(rel(o, r2) for o, r2 in zip(outs, ref32)),
             "dtype": entry["dtype"], "steps": entry["steps"], "load_s": round(load_s, 2),
-            "formats": sorted(set(entry["formats"].values()))}
+            "formats": sorted(set(entry["formats"].values())),
+            "designs": sorted(set(entry.get("designs", {}).values()))}
 
 
 def _tuple(y) -> tuple:
@@ -103,7 +104,7 @@ def main() -> int:
         if "max_rel_err" in r:
             print(f"[{'OK ' if r['ok'] else 'BAD'}] {name:<14} {r['dtype']:<9} max rel err vs torch {r['max_rel_err']:.2e} "
                   f"(tol {r['tol']:.0e}; torch {r['dtype']} vs fp32 {r['torch_lowp_vs_fp32']:.2e}, sparsec vs fp32 "
-                  f"{r['sparsec_vs_fp32']:.2e}) {r['steps']} steps {','.join(r['formats'])}", flush=True)
+                  f"{r['sparsec_vs_fp32']:.2e}) {r['steps']} steps {','.join(r['designs'] or r['formats'])}", flush=True)
         else:
             print(f"[BAD] {name:<14} {r['error']}", flush=True)
     results["passed"] = len(index) - bad

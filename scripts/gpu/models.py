@@ -203,7 +203,15 @@ def write_weights(model: nn.Module, artifact: str) -> int:
                 w = state[name].to(getattr(torch, man["dtype"]))
                 packed[name] = classes[fmt].from_dense(w, **{k: tuple(v) if isinstance(v, list) else v
                                                             for k, v in p.items()})
-            t = getattr(packed[name], buf)
+            if buf.startswith("tiled."):      # the tiled kernel's private layout "tiled.<rt>.<sc>.<buffer>"
+                from sparsec.backends.cuda.kernels import tiled_layout
+
+                _, rt, sc, b = buf.split(".")
+                if (name, rt, sc) not in packed:
+                    packed[(name, rt, sc)] = tiled_layout.build(packed[name], int(rt), int(sc))
+                t = packed[(name, rt, sc)][b]
+            else:
+                t = getattr(packed[name], buf)
         else:
             t = state[name].to(getattr(torch, dtypes.get(key, man["dtype"])))
         t = t.detach().contiguous().cpu()

@@ -1,0 +1,142 @@
+"""Per-linear kernel design + format for --target cuda: a GPU cost rule fitted to H100 measurements.
+
+A sparse weight is not always faster on the GPU: the bitmap *fragment* kernel is instruction-bound
+(its time hardly depends on sparsity), the ``tiled`` kernel wins for few tokens, and for many tokens
+a dense shared-memory GEMM (``dlight``) beats both. ``choose(O, K, T, density, dtype, formats)``
+predicts the time of every (format, design) pair that can run the layer and returns them sorted;
+format selection (``compile.py: cuda_choice``, ``--format auto``) stores the weight in the format of the
+fastest candidate, and the planner runs the fastest design of the stored format at the layer's actual
+token count (``best_design``). **Dense is always a candidate**, and a sparse format is kept only if it is
+predicted at least 5 % faster than the best dense design (``SPARSE_MARGIN``), so a layer is never
+compiled to a design predicted slower than dense (the no-regression guarantee, by prediction).
+A forced ``--format`` is kept as asked; the planner still picks the faster of its designs.
+
+Designs (``backends/cuda/kernels``; ``T`` = tokens, ``O x K`` = weight, ``d`` = density):
+
+| design | formats | dtypes | tokens | predicted time (us) |
+| --- | --- | --- | --- | --- |
+| ``fragment`` dense | dense | all | any | ``3.0 + max(2OK / 2.60e6, OKT / 3.90e7)`` |
+| ``dlight`` | dense | fp16/bf16 | T >= 128 | ``5.96 + waves * K * 0.01552``, ``waves = ceil(ceil(T/128) ceil(O/128) / 132)`` |
+| ``fragment`` bitmap 8x32 | bitmap | all | any | ``8.28 + max((2dOK + OK/8) / 0.949e6, OKT / 3.66e7)`` |
+| ``fragment`` nm | nm | all | any | ``4.47 + max(3dOK / 0.907e6, OKT / 2.68e7)`` |
+| ``tiled`` | bitmap, nm | fp16/bf16 | T <= 128 | ``3.0 + max(B / 3.54e6, ceil(T/32) (4.40e-4 S + 1.59e-6 dOK))`` |
+
+``B`` = tiled layout bytes (4 per non-zero + 16 per stage), ``S`` = stages ``ceil(O/16rt) ceil(K/sc)``
+(``rt, sc`` = 2, 64 for T <= 32 else 4, 32: the kernel's defaults). Each formula is
+``launch + max(bytes / bandwidth, work / rate)`` with constants fitted (least squares on log time) to:
+
+- ``benchmarks/results/spmm_gpu_tiled_dev.json`` (H100, 2026-11-23): dense fragment (24 cells,
+  median error x1.23, worst x2.5), dlight (T = 128/1024, 8 cells, worst x1.02; the wave count is that
+  of 128x128 output tiles, which is what fits), bitmap fragment (96 cells + the 6 tuned BERT cells,
+  median x1.16), tiled (80 cells T = 1..128, 50-90 %, median x1.19, worst x1.53);
+- ``benchmarks/results/spmm_gpu.json``: nm fragment (2:4, 1:4, 2:8; 72 cells, median x1.20);
+- ``MEASURED`` below: exact shapes timed on the H100 replace the formula (the tuned bitmap knobs of
+  BERT-base's linears, ``benchmarks/results/e2e_gpu_knobs.json``).
+
+Outside a design's measured token range it is not a candidate (dlight at T = 32 was 13x slower than
+at 128; tiled was never timed above 130 tokens). The launch floor of the dense fragment kernel is
+bounded below at 3 us (the unconstrained fit puts it at 0, which would favour dense for tiny layers).
+The formulas are predictions: at BERT-base sizes (<= 2.4 M weights) every kernel is a few
+microseconds and the error of the fit is of the order of the differences; the GPU check measures it.
+"""
+from __future__ import annotations
+
+import math
+
+# (format, design, O, K, T) -> us, measured on the H100 (bitmap 8x32 at 90 %, the TUNED knobs of tuned.py)
+MEASURED: dict[tuple, float] = {
+    ("bitmap", "fragment", 768, 768, 128): 7.79,
+    ("bitmap", "fragment", 768, 768, 1024): 20.30,
+    ("bitmap", "fragment", 3072, 768, 128): 13.32,
+    ("bitmap", "fragment", 3072, 768, 1024): 47.88,
+    ("bitmap", "fragment", 768, 3072, 128): 18.23,
+    ("bitmap", "fragment", 768, 3072, 1024): 48.46,
+}
+
+H100_SMS = 132
+DLIGHT_MIN_T = 128          # measured at 128 and 1024; at 32 it is 13x slower than the wave model
+TILED_MAX_T = 128           # measured up to 128 (checked to 130)
+HALF = ("float16", "bfloat16")
+# --format auto: a sparse format is a candidate up to this density (the measured range: 50-90 % sparse)
+SPARSE_MAX_DENSITY = 0.5
+# a sparse format is chosen only if predicted at most this fraction of the best dense time: below 5 %
+# the fit (median error x1.2) cannot tell them apart, and dense is the baseline (no regression)
+SPARSE_MARGIN = 0.95
+
+
+def _cd(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def tiled_shape(T: int) -> tuple[int, int]:
+    """The tiled kernel's default ``(rt, sc)`` for ``T`` tokens (``kernels/tiled.py: resolve``)."""
+    rt = 2 if T <= 32 else 4
+    return rt, (64 if rt <= 2 else 32)
+
+
+def predict_us(fmt: str, design: str, O: int, K: int, T: int, density: float) -> float:
+    """Predicted H100 time of one matmul ``Y[T, O] = X[T, K] @ W^T`` (see the module docstring)."""
+    key = (fmt, design, O, K, T)
+    if key in MEASURED:
+        return MEASURED[key]
+    ok, okt = O * K, O * K * T
+    if fmt == "dense" and design == "fragment":
+        return 3.0 + max(2 * ok / 2.60e6, okt / 3.90e7)
+    if fmt == "dense" and design == "dlight":
+        waves = _cd(_cd(T, 128) * _cd(O, 128), H100_SMS)
+        return 5.96 + waves * K * 0.01552
+    if fmt == "bitmap" and design == "fragment":
+        return 8.28 + max((2 * density * ok + ok / 8) / 0.949e6, okt / 3.66e7)
+    if fmt == "nm" and design == "fragment":
+        return 4.47 + max(3 * density * ok / 0.907e6, okt / 2.68e7)
+    if design == "tiled":
+        rt, sc = tiled_shape(T)
+        stages = _cd(O, 16 * rt) * _cd(K, sc)
+        nnz = density * ok
+        return 3.0 + max((4 * nnz + 16 * stages) / 3.54e6, _cd(T, 32) * (4.40e-4 * stages + 1.59e-6 * nnz))
+    raise KeyError(f"no cost rule for {fmt} {design}")
+
+
+def designs_for(fmt: str, T: int, dtype: str) -> list[str]:
+    """Kernel designs that can run a ``fmt`` weight at ``T`` tokens in ``dtype`` (within measured ranges)."""
+    if fmt == "dense":
+        return ["fragment"] + (["dlight"] if dtype in HALF and T >= DLIGHT_MIN_T else [])
+    if fmt in ("bitmap", "nm"):
+        return ["fragment"] + (["tiled"] if dtype in HALF and T <= TILED_MAX_T else [])
+    return ["fragment"]                  # csr, bsr, groupquant (forced formats): the fragment family
+
+
+def choose(O: int, K: int, T: int, density: float, dtype: str, formats) -> list[dict]:
+    """Every (format, design) candidate for the layer, fastest first; ``formats`` are the stored formats
+    that may hold the weight (``"dense"`` is always added). Ties keep dense first."""
+    fmts = ["dense"] + [f for f in formats if f != "dense"]
+    out = []
+    for f in fmts:
+        for d in designs_for(f, T, dtype):
+            try:
+                us = predict_us(f, d, O, K, T, 1.0 if f == "dense" else density)
+            except KeyError:
+                continue
+            out.append({"format": f, "design": d, "predicted_us": round(us, 2),
+                        "source": "measured" if (f, d, O, K, T) in MEASURED else "fit"})
+    out.sort(key=lambda c: (c["predicted_us"], c["format"] != "dense"))
+    return out
+
+
+def best_design(fmt: str, O: int, K: int, T: int, density: float, dtype: str) -> tuple[str, float, float]:
+    """For a weight already stored as ``fmt``: ``(design, predicted us, predicted us of the best dense)``."""
+    cands = [c for c in choose(O, K, T, density, dtype, [fmt]) if c["format"] == fmt]
+    dense = min(c["predicted_us"] for c in choose(O, K, T, density, dtype, []))
+    if not cands:
+        return "fragment", math.inf, dense
+    return cands[0]["design"], cands[0]["predicted_us"], dense
+
+
+def pick(cands: list[dict]) -> tuple[dict, dict]:
+    """``(chosen, best dense)`` of ``choose``'s candidates: the fastest sparse one if it is predicted at
+    most ``SPARSE_MARGIN`` of the best dense time, else the best dense."""
+    dense = next(c for c in cands if c["format"] == "dense")
+    best = cands[0]
+    if best["format"] != "dense" and best["predicted_us"] <= SPARSE_MARGIN * dense["predicted_us"]:
+        return best, dense
+    return dense, dense
