@@ -231,7 +231,8 @@ def _auto(name, w2, t, pat, lossy_ok, cost, measure) -> Choice:
     dense = next(c for c in cands if c["format"] == "dense")
     for c in cands:
         if c is not dense:
-            c["required_margin"] = round(no_regression_margin(cost, c["format"], c["_params"], t, c["_variant"]), 4)
+            c["required_margin"] = round(no_regression_margin(cost, c["format"], c["_params"], t,
+                                                              c["_variant"]), 4)
     # a predicted gain inside the model's error band is not worth the risk of a regression
     safe = [c for c in cands if c is dense or c["predicted_s"] * c["required_margin"] <= dense["predicted_s"]]
     best = safe[0]
@@ -239,9 +240,11 @@ def _auto(name, w2, t, pat, lossy_ok, cost, measure) -> Choice:
     margin_note = ""
     if best is not cands[0]:
         top = cands[0]
-        margin_note = (f" ({top['format']}{_variant_note(top)} predicted {dense['predicted_s'] / top['predicted_s']:.2f}x "
-                       f"faster than dense, below its {top['required_margin']:.2f}x margin)")
+        margin_note = (f" ({top['format']}{_variant_note(top)} predicted "
+                       f"{dense['predicted_s'] / top['predicted_s']:.2f}x faster than dense, below its "
+                       f"{top['required_margin']:.2f}x margin)")
     if measure is not None:
+        margin_note = ""        # measured: the fastest measured wins, no margin
         timed = cands[:2] + ([dense] if dense not in cands[:2] else [])
         for c in timed:
             c["measured_s"] = measure(pack_choice(w2, Choice(name, c["format"], c["_params"], density, "")), t)
@@ -249,7 +252,8 @@ def _auto(name, w2, t, pat, lossy_ok, cost, measure) -> Choice:
         how = "measured"
     key = "measured_s" if how == "measured" else "predicted_s"
     if best is dense:
-        reason = f"dense is fastest ({how} {dense[key] * 1e6:.1f} us){margin_note}"
+        reason = (f"dense kept ({how} {dense[key] * 1e6:.1f} us){margin_note}" if margin_note else
+                  f"dense is fastest ({how} {dense[key] * 1e6:.1f} us)")
     else:
         reason = (f"lowest {how} time: {best[key] * 1e6:.1f} us vs dense {dense[key] * 1e6:.1f} us "
                   f"({dense[key] / best[key]:.2f}x){margin_note}")
