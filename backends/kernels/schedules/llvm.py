@@ -71,7 +71,10 @@ def llvm_plan(family, meta: WeightMeta, spec: MatmulSpec, knobs: dict, target) -
     if resolved.get("strategy") == "gemv" and spec.tokens != 1:
         raise KernelError(f"{family.format} kernel: strategy 'gemv' needs tokens == 1, got {spec.tokens}")
     if "t_tile" in resolved and resolved["t_tile"] is None:
-        resolved["t_tile"] = auto_t_tile(spec.tokens, family.acc_rows(meta, resolved), lanes)
+        # a family may prefer another register tile than "acc_rows x (16 registers)"
+        pref = getattr(family, "preferred_tile", None)
+        t = pref(meta, spec, resolved, lanes) if pref is not None else None
+        resolved["t_tile"] = t or auto_t_tile(spec.tokens, family.acc_rows(meta, resolved), lanes)
     if "t_tile" in resolved:
         resolved["t_tile"] = min(resolved["t_tile"], spec.tokens)
     if "lanes" in resolved and resolved["lanes"] is None:
