@@ -225,62 +225,19 @@ class _CudaPlanner(_Planner):
                                  f"(groups={node.attr['groups']}); use --spec to keep it dense")
         return k
 
-    def te_node(self, node: Node, out: str) -> None:
-        """One GPU-scheduled TE function for ``node`` and the injective producers fused into it."""
-        from tvm import te
+    def lower_root(self, node: Node, tensor):
+        """Softmax gets its CUDA form (a max reducer dlight can bind to threads); the rest the TE rule."""
+        if node.op in (Op.SOFTMAX, Op.LOG_SOFTMAX) and node.type.shape and node.type.dtype in DTYPES:
+            return softmax_cuda(node, tensor(node.inputs[0]), node.type)
+        return super().lower_root(node, tensor)
 
-        from sparsec.backends.te.rules import ScalarConst, lower_node
+    def schedule_te(self, func, node: Node, key, externals: list[str], doc: str):
+        """GPU schedule (dlight rules or plain thread binding); the schedule's name goes into the doc."""
         from sparsec.backends.te.schedule_cuda import schedule_cuda
 
-        externals: list[str] = []
-
-        def desc(name: str):
-            p = self.producers.get(name)
-            if p is not None and self.fused_into.get(name):
-                return (p.op.value, p.attrs, tuple(desc(i) for i in p.inputs), (p.type.shape, p.type.dtype))
-            c = self.consts.get(name)
-            if c is not None and len(c.value.shape) == 0:
-                v = c.dense().item()
-                return ("scalar", c.type.dtype, type(v).__name__, repr(v))
-            if name not in externals:
-                externals.append(name)
-            t = self.types[name] if c is None else c.type
-            return ("ext", externals.index(name), t.shape, t.dtype)
-
-        key = ("group", node.op.value, node.attrs, tuple(desc(i) for i in node.inputs),
-               (node.type.shape, node.type.dtype))
-        sym = self._by_key.get(key)
-        if sym is None:
-            memo: dict[str, object] = {}
-            holders: dict[str, object] = {}
-
-            def tensor(name: str):
-                if name in memo:
-                    return memo[name]
-                p = self.producers.get(name)
-                c = self.consts.get(name)
-                if p is not None and self.fused_into.get(name):
-                    t = lower_node(p, [tensor(i) for i in p.inputs], p.type)
-                elif c is not None and len(c.value.shape) == 0:
-                    t = ScalarConst(c.dense().item(), c.type.dtype)
-                else:
-                    typ = self.types[name] if c is None else c.type
-                    t = holders[name] = te.placeholder(tuple(typ.shape), typ.dtype, name=f"in{len(holders)}")
-                memo[name] = t
-                return t
-
-            if node.op in (Op.SOFTMAX, Op.LOG_SOFTMAX) and node.type.shape and node.type.dtype in DTYPES:
-                result = softmax_cuda(node, tensor(node.inputs[0]), node.type)
-            else:
-                result = lower_node(node, [tensor(i) for i in node.inputs], node.type)
-            func = te.create_prim_func([*(holders[e] for e in externals), result])
-            func = schedule_cuda(func, self.target)
-            fused = sorted({self.producers[n].op.value for n, c in self.fused_into.items() if c and
-                            self._fused_root(n) == node.name})
-            doc = f"{node.op.value} {node.type}" + (f" (fused: {', '.join(fused)})" if fused else "")
-            doc += f" [{func.attrs['sparsec.gpu_schedule']}]" if "sparsec.gpu_schedule" in func.attrs else ""
-            sym = self._by_key[key] = self.add_func(func, doc, node.op.value)
-        self.step(sym, [self.arg(e) for e in externals] + [out], node.name)
+        func = schedule_cuda(func, self.target)
+        doc += f" [{func.attrs['sparsec.gpu_schedule']}]" if "sparsec.gpu_schedule" in func.attrs else ""
+        return func, doc
 
     def _matmul(self, node: Node, fmt: SparseFormat, x2: str, tokens: int, bias, activation, what: str) -> str:
         """One matmul step; the kernel design is the fastest of the stored format's designs by the H100

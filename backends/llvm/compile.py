@@ -181,7 +181,6 @@ class _Planner:
         """One TE function for ``node`` and the injective producers fused into it."""
         from tvm import te
 
-        from sparsec.backends import te_ops
         from sparsec.backends.te.rules import ScalarConst, lower_node
 
         externals: list[str] = []
@@ -222,17 +221,30 @@ class _Planner:
                 memo[name] = t
                 return t
 
-            result = lower_node(node, [tensor(i) for i in node.inputs], node.type)
+            result = self.lower_root(node, tensor)
             func = te.create_prim_func([*(holders[e] for e in externals), result])
             fused = sorted({self.producers[n].op.value for n, c in self.fused_into.items() if c and
                             self._fused_root(n) == node.name})
             doc = f"{node.op.value} {node.type}" + (f" (fused: {', '.join(fused)})" if fused else "")
-            site = self._te_site(node, key, externals, func, doc)
-            func = te_ops.schedule_cpu(func, self.target, knobs=self.te_knobs_for(site))
+            func, doc = self.schedule_te(func, node, key, externals, doc)
             sym = self._by_key[key] = self.add_func(func, doc, node.op.value)
         if key in self.sites:
             self.sites[key].count += 1
         self.step(sym, [self.arg(e) for e in externals] + [out], node.name)
+
+    def lower_root(self, node: Node, tensor):
+        """The TE expression of ``node`` itself, its inputs given by ``tensor(name)`` (target hook)."""
+        from sparsec.backends.te.rules import lower_node
+
+        return lower_node(node, [tensor(i) for i in node.inputs], node.type)
+
+    def schedule_te(self, func, node: Node, key, externals: list[str], doc: str):
+        """Schedule a TE function for this target; returns (func, doc) (target hook: CPU schedules are
+        tunable sites)."""
+        from sparsec.backends import te_ops
+
+        site = self._te_site(node, key, externals, func, doc)
+        return te_ops.schedule_cpu(func, self.target, knobs=self.te_knobs_for(site)), doc
 
     def _te_site(self, node: Node, key, externals: list[str], func, doc: str):
         """The tunable description of a TE function (see backends/te/sites.py)."""
