@@ -36,6 +36,25 @@ def _dl(t: torch.Tensor):
     return tvm.runtime.from_dlpack(t)
 
 
+def copy_inputs(slots: Sequence[tuple], inputs: Sequence, non_blocking: bool = False) -> bool:
+    """Check ``inputs`` against the compiled input slots ``(name, buffer, torch dtype, shape)`` and copy
+    each into its buffer; True when they were all numpy arrays (the caller then returns numpy)."""
+    if len(inputs) != len(slots):
+        raise ModelError(f"compiled model takes {len(slots)} inputs "
+                         f"({', '.join(n for n, *_ in slots)}), got {len(inputs)}")
+    as_numpy = bool(inputs) and all(isinstance(x, np.ndarray) for x in inputs)
+    for (name, buf, dt, shape), x in zip(slots, inputs):
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(x)
+        if not isinstance(x, torch.Tensor):
+            raise ModelError(f"input {name}: expected a tensor, got {type(x).__name__}")
+        if tuple(x.shape) != shape or x.dtype != dt:
+            raise ModelError(f"input {name}: expected {str(dt).replace('torch.', '')}{list(shape)}, "
+                             f"got {str(x.dtype).replace('torch.', '')}{list(x.shape)}")
+        buf.copy_(x, non_blocking=non_blocking)
+    return as_numpy
+
+
 class Executor:
     """Runs ``plan`` with the functions of ``lib`` and the constant tensors ``consts``."""
 
@@ -73,19 +92,7 @@ class Executor:
         self.profile: dict[str, float] | None = None
 
     def __call__(self, *inputs) -> tuple:
-        if len(inputs) != len(self._inputs):
-            raise ModelError(f"compiled model takes {len(self._inputs)} inputs "
-                             f"({', '.join(n for n, *_ in self._inputs)}), got {len(inputs)}")
-        as_numpy = bool(inputs) and all(isinstance(x, np.ndarray) for x in inputs)
-        for (name, buf, dt, shape), x in zip(self._inputs, inputs):
-            if isinstance(x, np.ndarray):
-                x = torch.from_numpy(x)
-            if not isinstance(x, torch.Tensor):
-                raise ModelError(f"input {name}: expected a tensor, got {type(x).__name__}")
-            if tuple(x.shape) != shape or x.dtype != dt:
-                raise ModelError(f"input {name}: expected {str(dt).replace('torch.', '')}{list(shape)}, "
-                                 f"got {str(x.dtype).replace('torch.', '')}{list(x.shape)}")
-            buf.copy_(x)
+        as_numpy = copy_inputs(self._inputs, inputs)
         prof = self.profile
         for f, args, s in self._steps:
             if prof is None:

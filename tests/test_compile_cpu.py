@@ -171,6 +171,25 @@ def test_wrong_input_shape_is_refused(artifact):
         sparsec.load(path)(torch.randn(3, 32))
 
 
+def test_copy_inputs_checks_every_slot():
+    """The input check shared by the CPU and GPU executors: count, type, dtype and shape, named."""
+    import numpy as np
+
+    from sparsec.backends.runtime import copy_inputs
+
+    slots = [("x", torch.zeros(2, 3), torch.float32, (2, 3)), ("ids", torch.zeros(4, dtype=torch.int64),
+                                                               torch.int64, (4,))]
+    with pytest.raises(ModelError, match=r"takes 2 inputs \(x, ids\), got 1"):
+        copy_inputs(slots, [torch.ones(2, 3)])
+    with pytest.raises(ModelError, match="input ids: expected a tensor, got list"):
+        copy_inputs(slots, [torch.ones(2, 3), [1, 2, 3, 4]])
+    with pytest.raises(ModelError, match=r"input x: expected float32\[2, 3\], got float64\[2, 3\]"):
+        copy_inputs(slots, [torch.ones(2, 3, dtype=torch.float64), torch.arange(4)])
+    assert copy_inputs(slots, [np.full((2, 3), 2, np.float32), np.arange(4)]) is True
+    assert slots[0][1].eq(2).all() and slots[1][1].tolist() == [0, 1, 2, 3]
+    assert copy_inputs(slots, [torch.ones(2, 3), torch.arange(4)]) is False
+
+
 # -- CLI ----------------------------------------------------------------------------
 
 def cli(*args, cwd=ROOT):

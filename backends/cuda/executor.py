@@ -77,20 +77,9 @@ class CudaExecutor:
 
     def load_inputs(self, *inputs) -> bool:
         """Copy ``inputs`` into the input buffers; True when they were numpy arrays."""
-        if len(inputs) != len(self._inputs):
-            raise ModelError(f"compiled model takes {len(self._inputs)} inputs "
-                             f"({', '.join(n for n, *_ in self._inputs)}), got {len(inputs)}")
-        as_numpy = bool(inputs) and all(isinstance(x, np.ndarray) for x in inputs)
-        for (name, buf, dt, shape), x in zip(self._inputs, inputs):
-            if isinstance(x, np.ndarray):
-                x = torch.from_numpy(x)
-            if not isinstance(x, torch.Tensor):
-                raise ModelError(f"input {name}: expected a tensor, got {type(x).__name__}")
-            if tuple(x.shape) != shape or x.dtype != dt:
-                raise ModelError(f"input {name}: expected {str(dt).replace('torch.', '')}{list(shape)}, "
-                                 f"got {str(x.dtype).replace('torch.', '')}{list(x.shape)}")
-            buf.copy_(x, non_blocking=True)
-        return as_numpy
+        from sparsec.backends.runtime import copy_inputs
+
+        return copy_inputs(self._inputs, inputs, non_blocking=True)
 
     def launch(self) -> None:
         """Run every step on torch's current stream (capturable in a CUDA graph)."""
