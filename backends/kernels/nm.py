@@ -62,6 +62,9 @@ class NMFamily(MatmulFamily):
         (8 rows x 32 tokens reads a 2:4 3072x768 weight, 5.9 MB, 4 times: at 2 threads
         3072x768 T = 128 took 2.1-2.7 ms vs 1.6-1.7 ms, 768x3072 2.4-4.0 vs 2.3 ms).
         Elsewhere (16 registers with AVX2, T <= 16) the default 8-row tile."""
+        if lanes < 8 and knobs.get("row_block") is None:
+            knobs["row_block"] = self.narrow_row_block(spec, lanes)    # sizes the token tile too
+            return None
         if lanes != 16 or spec.tokens <= lanes or knobs.get("row_block") not in (None, 4):
             return None
         from sparsec.backends.kernels.schedules.llvm import auto_t_tile
@@ -73,9 +76,16 @@ class NMFamily(MatmulFamily):
         knobs["row_block"] = 4
         return t
 
+    @staticmethod
+    def narrow_row_block(spec, lanes):
+        """128-bit SIMD (NEON): llvm-mca on a 2:4 128x128 weight, cycles vs dense for
+        1/2/4/8 rows per tile: T = 64 and 128 Neoverse-N1 0.63/0.72/0.83/1.12, Cortex-A76
+        0.57/0.64/0.78/1.04; T = 16 N1 1.00/0.84/0.82/1.16, A76 0.69/0.81/0.72/1.04."""
+        return 4 if spec.tokens <= 4 * lanes else 1
+
     def resolve_knobs(self, meta, spec, knobs, lanes):
         if knobs.get("row_block") is None:
-            knobs["row_block"] = self.default_row_block(meta)
+            knobs["row_block"] = self.default_row_block(meta) if lanes >= 8 else self.narrow_row_block(spec, lanes)
 
     def buffer_shapes(self, meta):
         q = ceil_div(meta.cols, meta.param("m")) * meta.param("n")
