@@ -125,16 +125,23 @@ class LocalRunner:
     def run(self, w2: torch.Tensor, tokens: int, configs: list[Config]) -> list[MeasureResult]:
         if not configs:
             return []
+        out, err, timed_out, rc = self._spawn(
+            {"w2": w2.contiguous(), "tokens": int(tokens), "target": self.target_sig,
+             "configs": [(c.format, c.params, c.knobs) for c in configs], "settings": vars(self.settings)},
+            len(configs))
+        return parse_results(out, err, configs, timed_out, rc, self.name)
+
+    def _spawn(self, job: dict, n_configs: int) -> tuple[str, str, bool, int]:
+        """Run one measurement job in a fresh process (own session, killed whole on timeout);
+        returns (stdout, stderr, timed out, return code)."""
         with tempfile.TemporaryDirectory(prefix="sparsec-tune-") as d:
-            job = os.path.join(d, "job.pt")
-            torch.save({"w2": w2.contiguous(), "tokens": int(tokens), "target": self.target_sig,
-                        "configs": [(c.format, c.params, c.knobs) for c in configs],
-                        "settings": vars(self.settings)}, job)
+            path = os.path.join(d, "job.pt")
+            torch.save(job, path)
             env = dict(os.environ)
             if self.threads:
                 env["TVM_NUM_THREADS"] = str(self.threads)
-            timeout = self.timeout_s + self.per_config_s * len(configs)
-            proc = subprocess.Popen([sys.executable, "-m", "sparsec.passes.autotune.measure", job],
+            timeout = self.timeout_s + self.per_config_s * n_configs
+            proc = subprocess.Popen([sys.executable, "-m", "sparsec.passes.autotune.measure", path],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                     start_new_session=True)
             try:
@@ -144,7 +151,7 @@ class LocalRunner:
                 os.killpg(proc.pid, signal.SIGKILL)       # our own child's process group
                 out, err = proc.communicate()
                 timed_out = True
-        return parse_results(out, err, configs, timed_out, proc.returncode, self.name)
+        return out, err, timed_out, proc.returncode
 
 
     def run_sites(self, sites: list, configs: list[tuple[int, dict]]) -> list["MeasureResult"]:
@@ -152,26 +159,11 @@ class LocalRunner:
         are (index into ``sites``, knobs); one process, checked against the site's reference first."""
         if not configs:
             return []
-        with tempfile.TemporaryDirectory(prefix="sparsec-tune-") as d:
-            job = os.path.join(d, "job.pt")
-            torch.save({"kind": "te", "sites": sites, "target": self.target_sig,
-                        "configs": [(si, dict(k)) for si, k in configs], "settings": vars(self.settings)}, job)
-            env = dict(os.environ)
-            if self.threads:
-                env["TVM_NUM_THREADS"] = str(self.threads)
-            timeout = self.timeout_s + self.per_config_s * len(configs)
-            proc = subprocess.Popen([sys.executable, "-m", "sparsec.passes.autotune.measure", job],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                    start_new_session=True)
-            try:
-                out, err = proc.communicate(timeout=timeout)
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)       # our own child's process group
-                out, err = proc.communicate()
-                timed_out = True
+        out, err, timed_out, rc = self._spawn(
+            {"kind": "te", "sites": sites, "target": self.target_sig,
+             "configs": [(si, dict(k)) for si, k in configs], "settings": vars(self.settings)}, len(configs))
         cfgs = [Config.make("te", {"site": sites[si].key}, k) for si, k in configs]
-        return parse_results(out, err, cfgs, timed_out, proc.returncode, self.name)
+        return parse_results(out, err, cfgs, timed_out, rc, self.name)
 
 
 def parse_results(out: str, err: str, configs: list[Config], timed_out: bool, rc, runner: str):
