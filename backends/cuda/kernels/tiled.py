@@ -29,7 +29,7 @@ from tvm.script import tirx as T
 from sparsec.backends.kernels.common import Arg, KernelError, MatmulSpec, ceil_div, epilogue, meta_of
 
 KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128), "warps": (1, 2, 4, 8, 16), "ksplit": (1, 2, 3, 4, 6, 8, 12, 16),
-         "tn": (8, 16, 24, 32), "pipe": (1, 2)}
+         "tn": (8, 16, 24, 32), "pipe": (1, 2), "sync": ("warp", "block")}
 MAX_PER = 12                 # default split: at most this many stages per warp ...
 MIN_WARPS = 1024             # ... and about a block of 8 warps per H100 SM (132)
 
@@ -43,6 +43,7 @@ class TiledSpec:
     ksplit: int
     tn: int
     pipe: int = 1
+    sync: str = "warp"
 
     @property
     def ngroups(self) -> int:
@@ -54,7 +55,7 @@ class TiledSpec:
 
     def knobs(self) -> dict:
         return {"design": "tiled", "rt": self.rt, "sc": self.sc, "warps": self.warps, "ksplit": self.ksplit,
-                "tn": self.tn, "pipe": self.pipe}
+                "tn": self.tn, "pipe": self.pipe, "sync": self.sync}
 
 
 def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
@@ -93,7 +94,7 @@ def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
     smem = warps * (16 * rt * sc + 8) * 2 + (16 * rt + 4) * tn * 4
     if smem > 48 * 1024:
         raise KernelError(f"cuda tiled kernel: {smem} bytes of shared memory (at most 48 KiB): lower warps, rt or sc")
-    return TiledSpec(spec, rt, sc, warps, ks, tn, knobs.get("pipe") or 1)
+    return TiledSpec(spec, rt, sc, warps, ks, tn, knobs.get("pipe") or 1, knobs.get("sync") or "warp")
 
 
 def tiled_args(ts: TiledSpec, dtype: str) -> list[Arg]:
@@ -132,6 +133,7 @@ def generate(ts: TiledSpec):
     PER = ceil_div(NST, KS * W)         # stages per warp
     SHFL = PER <= 31                    # the warp's stage pointers fit one per lane
     PIPE = ts.pipe
+    WSYNC = ts.sync == "warp"
     NCH = SC // 32
     VECK = K % 8 == 0
     HAS_BIAS = sp.bias
@@ -182,6 +184,13 @@ def generate(ts: TiledSpec):
         return s_first(bz, ty) + si < s_end(bz, ty)
 
     @T.macro
+    def sync_stage():
+        if WSYNC:
+            T.evaluate(T.cuda.warp_sync())
+        else:
+            T.tvm_storage_sync("shared")
+
+    @T.macro
     def stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, cv, cp, nv, np_, v2, p2, si, by, bz, ty, tx, bx):
         # one stage of the warp: cv/cp hold its first batch (loaded earlier); nv/np_ receive the next one
         if SHFL:
@@ -204,7 +213,7 @@ def generate(ts: TiledSpec):
                 if i * 32 + tx < NZ:
                     for j in T.vectorized(8):
                         st[ty * SW + (i * 32 + tx) * 8 + j] = zero
-        T.tvm_storage_sync("shared")
+        sync_stage()
         if active(bz, ty, si):
             if sv[1] + tx < sv[2]:
                 for j in T.unroll(8):
@@ -224,7 +233,7 @@ def generate(ts: TiledSpec):
                         nv[j] = vals[sv[2] * 8 + tx * 8 + j]
                     for j in T.vectorized(8):
                         np_[j] = pos[sv[2] * 8 + tx * 8 + j]
-        T.tvm_storage_sync("shared")
+        sync_stage()
         if active(bz, ty, si):
             for c in T.unroll(NCH):
                 for r in T.unroll(RT):
@@ -237,11 +246,18 @@ def generate(ts: TiledSpec):
                             T.evaluate(T.ptx_legacy.mma("m16n8k16", "row", "col", ptx_t, ptx_t, "fp32",
                                                         af.data, 0, xs.data, (c * NS + ns) * 8 + mm * 4,
                                                         acc.data, (r * NS + ns) * 4, False, dtype="float32"))
-        T.tvm_storage_sync("shared")
+        sync_stage()
 
     @T.macro
     def body(vals, pos, sptr, X, bias, Y, bx, by, bz, ty, tx):
-        st = T.alloc_buffer((W * SW,), dt, scope="shared")
+        st_ = T.alloc_buffer((W * SW,), dt, scope="shared")
+        if WSYNC:
+            # the warp-private stage buffers through a pointer without the "shared" scope: TVM's ThreadSync
+            # does not see them, so a stage needs __syncwarp only (nvcc still emits ld/st.shared)
+            stp: T.let = T.call_extern("handle", "(void*)", T.address_of(st_[0]))
+            st = T.decl_buffer((W * SW,), dt, data=stp)
+        else:
+            st = T.decl_buffer((W * SW,), dt, data=st_.data, scope="shared")
         red = T.alloc_buffer((NRED,), "float32", scope="shared")
         acc = T.alloc_buffer((ACC,), "float32", scope="local")
         vv = T.alloc_buffer((8,), dt, scope="local")
@@ -285,6 +301,8 @@ def generate(ts: TiledSpec):
                       tx, bx)
                 stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, v3, p3, vv, pv, v2, p2, 2 * si2 + 1, by, bz,
                       ty, tx, bx)
+        if WSYNC and tx >= 32:                      # never true: keeps st_'s extent (its accesses go through stp)
+            xv[0] = st_[sv[0] % (W * SW)]
         T.tvm_storage_sync("shared")
         # partial sums of the warps -> red[row, tok]
         for r in T.unroll(RT):

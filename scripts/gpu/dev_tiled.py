@@ -1,0 +1,186 @@
+"""Focused GPU run for the ``tiled`` kernel (issue #12): correctness of the tiled check cases + timing of
+kernel variants vs cuBLAS at decode token counts, in one process.
+
+    python scripts/gpu/dev_tiled.py build out/dev_tiled            # here: TVM + nvcc (no GPU)
+    python scripts/gpu/dev_tiled.py run out/dev_tiled OUT.json     # GPU machine: torch + TVM runtime bundle
+
+Correctness: every tiled case of ``cases.py`` plus every timed kernel at every sparsity, vs
+``F.linear`` in fp32 on the GPU (torch's own dense weight; independent of sparsec's lowering).
+Timing: per cell, cuBLAS (``F.linear`` fp16) and every variant captured as CUDA graphs of 20 calls,
+replayed round-robin (interleaved) ``ROUNDS`` times; medians.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (9216, 36864)]
+TOKENS = [1, 8, 16, 32]
+SPARSITY = [0.7, 0.8, 0.9]
+ROUNDS = 9
+
+
+def variants(O, K, T):
+    """(label, knobs): the previous kernel (block barriers per stage) and the warp-synchronised one with
+    the default split, half of it and twice it."""
+    from sparsec.backends.cuda.kernels.tiled import KNOBS, resolve
+    from sparsec.backends.kernels.common import KernelError, MatmulSpec
+
+    spec = MatmulSpec(T, O, K, False, None, "float16")
+    d = resolve(spec, {"sync": "warp"})
+    ks = list(KNOBS["ksplit"])
+    i = ks.index(d.ksplit)
+    out = [("block", {"sync": "block"}), ("warp", {"sync": "warp"})]
+    if i > 0:
+        out.append(("warp_ks_lo", {"sync": "warp", "ksplit": ks[max(0, i - 2)]}))
+    if i + 1 < len(ks):
+        out.append(("warp_ks_hi", {"sync": "warp", "ksplit": ks[min(len(ks) - 1, i + 2)]}))
+    res = []
+    for lab, kn in out:
+        try:
+            resolve(spec, kn)
+            res.append((lab, kn))
+        except KernelError:
+            pass
+    return res
+
+
+def build(outdir):
+    import build_kernels as B
+    import cases as C
+
+    os.makedirs(outdir, exist_ok=True)
+    cs = C.tiled_check_cases()
+    bench = []
+    for (O, K) in SHAPES:
+        for T in TOKENS:
+            for lab, kn in variants(O, K, T):
+                bench.append(C.case(f"d_{lab}_{O}x{K}x{T}", "bitmap", {"tile": [8, 32]}, O, K, T, knobs=kn,
+                                    design="tiled"))
+                bench[-1]["label"] = lab
+    B.build(cs + bench, os.path.join(outdir, "dev.so"), "sm_90")
+    json.dump({"check": cs, "bench": bench}, open(os.path.join(outdir, "cases.json"), "w"), indent=1)
+
+
+def run(kdir, outp):
+    import env
+    import torch
+    import torch.nn.functional as F
+
+    from sparsec.backends.cuda.kernels import tiled_layout as TL
+    from sparsec.backends.cuda.runtime import load_library
+
+    cases = json.load(open(os.path.join(kdir, "cases.json")))
+    lib = load_library(os.path.join(kdir, "dev.so"))
+    dev = torch.device("cuda")
+    acts = {None: lambda v: v, "relu": F.relu, "gelu": F.gelu, "silu": F.silu}
+    tol = {"float16": 1e-2, "bfloat16": 3e-2}
+    out = {"machine": env.machine_info(), "check": [], "cells": []}
+    t0 = time.time()
+    for i, c in enumerate(cases["check"]):
+        w = env.make_weight(c, seed=i)
+        fmt = env.pack(c, w)
+        k = c["resolved_knobs"]
+        lay = TL.build(fmt, k["rt"], k["sc"])
+        dt = getattr(torch, c["dtype"])
+        g = torch.Generator().manual_seed(1000 + i)
+        x = torch.randn(c["T"], c["K"], generator=g).to(dt)
+        b = (torch.randn(c["O"], generator=g) * 0.1).to(dt) if c["bias"] else None
+        ref = x.float() @ fmt.to_dense().float().t()
+        if b is not None:
+            ref = ref + b.float()
+        ref = acts[c["activation"]](ref)
+        y = torch.full((c["T"], c["O"]), float("nan"), dtype=dt, device=dev)
+        lib[c["name"]](*[lay[n].to(dev) for n in TL.BUFFERS], x.to(dev), *([b.to(dev)] if b is not None else []), y)
+        torch.cuda.synchronize()
+        err = float((y.float().cpu() - ref).abs().max() / ref.abs().max().clamp_min(1e-6))
+        out["check"].append({"name": c["name"], "knobs": k, "rel_err": err, "ok": err <= tol[c["dtype"]]})
+        print(f"[{'OK ' if err <= tol[c['dtype']] else 'BAD'}] {c['name']:<48} {err:.2e}", flush=True)
+    by_cell = {}
+    for c in cases["bench"]:
+        by_cell.setdefault((c["O"], c["K"], c["T"]), []).append(c)
+    for (O, K) in SHAPES:
+        wf = torch.randn(O, K, device=dev, dtype=torch.float16) * (1.0 / K ** 0.5)
+        for s in SPARSITY:
+            w = wf * (torch.rand(O, K, device=dev) >= s)
+            lays = {}
+            for T in TOKENS:
+                x = torch.randn(T, K, device=dev, dtype=torch.float16)
+                ref = F.linear(x.float(), w.float())
+                y = torch.empty(T, O, device=dev, dtype=torch.float16)
+                fns = {"cublas": (lambda x=x: F.linear(x, w))}
+                cell = {"O": O, "K": K, "T": T, "sparsity": s, "err": {}, "knobs": {}}
+                for c in by_cell[(O, K, T)]:
+                    kn = c["resolved_knobs"]
+                    key = (kn["rt"], kn["sc"])
+                    if key not in lays:
+                        lays[key] = TL.build(w, *key)
+                    args = [lays[key][n] for n in TL.BUFFERS]
+                    f = lib[c["name"]]
+                    y.fill_(float("nan"))
+                    f(*args, x, y)
+                    torch.cuda.synchronize()
+                    cell["err"][c["label"]] = float((y.float() - ref).abs().max() / ref.abs().max())
+                    cell["knobs"][c["label"]] = kn
+                    cell["bytes"] = TL.nbytes(lays[key])
+                    fns[c["label"]] = (lambda f=f, args=args, x=x, y=y: f(*args, x, y))
+                cell["us"] = interleaved(fns)
+                out["cells"].append(cell)
+                u = cell["us"]
+                print(f"{O}x{K} T={T:<3} s={s} cuBLAS {u['cublas']:.1f}us " + " ".join(
+                    f"{k} {v:.1f}us x{u['cublas'] / v:.2f} (err {cell['err'][k]:.1e})"
+                    for k, v in u.items() if k != "cublas"), flush=True)
+                json.dump(out, open(outp, "w"), indent=1)
+            del lays
+        del wf
+        torch.cuda.empty_cache()
+    out["seconds"] = time.time() - t0
+    json.dump(out, open(outp, "w"), indent=1)
+    bad = [c["name"] for c in out["check"] if not c["ok"]]
+    badb = [(c["O"], c["K"], c["T"], c["sparsity"], k) for c in out["cells"] for k, e in c["err"].items() if e > 1e-2]
+    print(f"check: {len(out['check']) - len(bad)}/{len(out['check'])} ok {bad}; bench errors > 1e-2: {badb}")
+
+
+def interleaved(fns: dict, iters: int = 20) -> dict:
+    """Median µs per call of each function: CUDA graphs of ``iters`` calls, replayed round-robin."""
+    import torch
+
+    from sparsec.backends.cuda.runtime import on_torch_stream
+
+    graphs = {}
+    for k, fn in fns.items():
+        fn()
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            fn()
+        torch.cuda.current_stream().wait_stream(s)
+        with on_torch_stream(torch.cuda.graph(g)):
+            for _ in range(iters):
+                fn()
+        g.replay()
+        graphs[k] = g
+    torch.cuda.synchronize()
+    times = {k: [] for k in graphs}
+    for _ in range(ROUNDS):
+        for k, g in graphs.items():
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            g.replay()
+            b.record()
+            b.synchronize()
+            times[k].append(a.elapsed_time(b) * 1e3 / iters)
+    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "build":
+        build(sys.argv[2])
+    else:
+        run(sys.argv[2], sys.argv[3])
