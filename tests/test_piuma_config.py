@@ -3,7 +3,7 @@ import pytest
 
 from sparsec.errors import ConfigError, ParameterError
 from sparsec.sim.piuma import load_config
-from sparsec.sim.piuma.config import DEFAULT_TOML, PiumaConfig
+from sparsec.sim.piuma.config import DEFAULT_TOML, PiumaConfig, from_dict
 
 
 def test_defaults_match_dataclass_defaults():
@@ -78,3 +78,22 @@ def test_default_toml_documents_every_field():
             assert f"[{section}]" in text
             for name in fields:
                 assert f"\n{name} =" in text, f"{section}.{name} missing from default.toml"
+
+
+def test_dram_efficiency_scales_rate_and_is_a_fraction():
+    from sparsec.sim.piuma import simulate
+    from sparsec.sim.piuma.inputs import rmat
+    cfg = load_config()
+    assert cfg.dram.efficiency == 1.0
+    half = cfg.with_(dram__efficiency=0.125)
+    assert half.dram_words_per_cycle == pytest.approx(cfg.dram_words_per_cycle / 8)
+    with pytest.raises(ConfigError, match="dram.efficiency"):
+        from_dict({"dram": {"efficiency": 1.5}}, "x")
+    # a machine with 1/8 of the sustained DRAM rate can never be faster, and
+    # still respects its own DRAM bound
+    A = rmat(9, 8, seed=1)
+    for algo in ("outer", "smash"):
+        fast = simulate(A, A, algo, cfg)
+        slow = simulate(A, A, algo, half)
+        assert slow.cycles >= fast.cycles
+        assert slow.cycles >= slow.counters["dram_accesses"] / half.dram_words_per_cycle

@@ -61,6 +61,7 @@ class DramConfig:
     gbytes_per_s_per_channel: float = 35.2
     access_bytes: int = 8
     latency: int = 90
+    efficiency: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ ZERO_OK = {
     ("core", "threads_per_mtp"),
 }
 # Fields bounded above by 1.
-FRACTIONS = {("scratchpad", "table_fraction"), ("smash", "load_factor")}
+FRACTIONS = {("scratchpad", "table_fraction"), ("smash", "load_factor"), ("dram", "efficiency")}
 
 
 @dataclass(frozen=True)
@@ -163,9 +164,12 @@ class PiumaConfig:
     # -- derived quantities -------------------------------------------------
     @property
     def dram_words_per_cycle(self) -> float:
-        """Aggregate DRAM throughput in 8-byte accesses per core cycle."""
+        """Aggregate sustained DRAM throughput in 8-byte accesses per core cycle:
+        the data-bus peak times ``dram.efficiency`` (the fraction of it that
+        independent 8-byte accesses sustain)."""
         d = self.dram
-        return d.channels * d.gbytes_per_s_per_channel / (d.access_bytes * self.clock_ghz)
+        return (d.channels * d.gbytes_per_s_per_channel * d.efficiency
+                / (d.access_bytes * self.clock_ghz))
 
     def with_(self, **dotted: Any) -> "PiumaConfig":
         """Copy with fields replaced, keys like ``core__count`` or ``clock_ghz``."""
