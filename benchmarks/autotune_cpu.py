@@ -1,7 +1,10 @@
 """Autotuning on the CPU: tuned (formats x knobs) vs default schedules vs the format-selection pass alone.
 
-Part 1, the SpMM grid (BERT-base shapes, 90% unstructured, T in {16, 128}):
-per cell the tuner runs under its share of the budget; then three kernels are
+Part 1, the SpMM grid of issue 10 (BERT-base shapes 768x768, 3072x768, 768x3072;
+T in {1, 16, 128}; 50/70/90/95% unstructured: 36 cells, ``--quick``: 3x768 at 90%,
+T in {1, 16, 128}): per cell the tuner runs under an equal share of 60% of the
+budget (~10 s a cell at ``--budget 600``: the formats' default knobs first, then
+as much of the knob space as fits; printed per cell); then three kernels are
 timed in this process, interleaved, medians: ``select`` (the cost model's
 format, default knobs: the selection pass alone), ``default`` (the fastest
 format measured with default knobs) and ``tuned`` (the tuner's pick).
@@ -12,7 +15,11 @@ with the database after `autotune` of the model: its non-matmul functions
 TE schedules) and its sparse layers (formats x kernel knobs). Both compiled
 models are profiled per step (median over runs, grouped by operation).
 
-    .venv/bin/python benchmarks/autotune_cpu.py [--budget 600] [--quick] [--layers 2]
+    .venv/bin/python benchmarks/autotune_cpu.py [--budget 600] [--quick] [--layers 2] [--allow-busy]
+
+The machine must be quiet: with 2 cores, one busy core makes every serial schedule
+win. The load average is printed before and after, and the run refuses to start when
+the 1-minute load is above 0.5 unless ``--allow-busy`` (then the JSON says ``busy``).
 
 Goals (issue 10): tuned >= 1.3x default schedules on the median cell; e2e >= 1.2x.
 """
@@ -73,7 +80,11 @@ def step_profile(compiled, x, runs: int = 15) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--budget", type=float, default=600, help="total seconds (grid + BERT tuning and timing)")
-    ap.add_argument("--quick", action="store_true", help="one shape (3072x768)")
+    ap.add_argument("--quick", action="store_true", help="one shape (3072x768), 90%% only")
+    ap.add_argument("--sparsity", default=None, help="comma-separated grid sparsities (default 0.5,0.7,0.9,0.95)")
+    ap.add_argument("--tokens", default="1,16,128", help="comma-separated grid token counts")
+    ap.add_argument("--allow-busy", action="store_true",
+                    help="run even when the 1-minute load average is above 0.5 (numbers then favour serial)")
     ap.add_argument("--layers", type=int, default=2, help="BERT encoder layers (all share 3 tuned shapes)")
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--out", default="autotune_cpu.json", help="results file name in benchmarks/results/")
@@ -90,28 +101,43 @@ def main(argv=None) -> int:
     target = host_target()
     info = machine(threads)
     info["loadavg_before"] = os.getloadavg()
-    print(f"machine: {info['cpu']}, threads {threads}, torch {info['torch']}, tvm {info['tvm']}; budget {args.budget:.0f}s")
+    busy = info["loadavg_before"][0] > 0.5
+    info["busy"] = busy
+    print(f"machine: {info['cpu']}, threads {threads}, torch {info['torch']}, tvm {info['tvm']}; budget {args.budget:.0f}s; "
+          f"load average before {' '.join(f'{v:.2f}' for v in info['loadavg_before'])}")
+    if busy:
+        msg = (f"load average {info['loadavg_before'][0]:.2f} > 0.5: another job is using a core; parallel "
+               f"schedules lose to serial ones on a busy 2-core box and the tuned/default ratios are not "
+               f"representative")
+        if not args.allow_busy:
+            print(f"REFUSED: {msg}. Rerun on a quiet machine, or pass --allow-busy.", file=sys.stderr)
+            return 2
+        print(f"WARNING: {msg} (--allow-busy: the results file says busy=true)", file=sys.stderr, flush=True)
     tmp = tempfile.mkdtemp(prefix="sparsec-autotune-bench-")
     db = TuningDB(os.path.join(tmp, "tuning.jsonl"))
     tuner = Tuner(db, LocalRunner(target), target)
     shapes = [(3072, 768)] if args.quick else [(768, 768), (3072, 768), (768, 3072)]
-    cells_spec = [(o, k, t) for o, k in shapes for t in (16, 128)]
+    sparsities = [float(v) for v in (args.sparsity or ("0.9" if args.quick else "0.5,0.7,0.9,0.95")).split(",")]
+    tokens = [int(v) for v in args.tokens.split(",")]
+    cells_spec = [(o, k, sp, t) for o, k in shapes for sp in sparsities for t in tokens]
     grid_budget = args.budget * 0.6
+    print(f"grid: {len(cells_spec)} cells, {grid_budget:.0f}s in all (~{grid_budget / len(cells_spec):.0f}s a cell)")
     cells = []
     t_start = time.time()
-    for i, (o, k, t) in enumerate(cells_spec):
-        w = torch.randn(o, k, generator=torch.Generator().manual_seed(i))
-        w2 = prune(w, "unstructured", 0.9).weight
+    for i, (o, k, sp, t) in enumerate(cells_spec):
+        w = torch.randn(o, k, generator=torch.Generator().manual_seed(shapes.index((o, k))))
+        w2 = prune(w, "unstructured", sp).weight
         share = (grid_budget - (time.time() - t_start)) / (len(cells_spec) - i)
-        res = tuner.tune_layer(Layer(f"{o}x{k} T={t}", w2, t), deadline=time.time() + max(20.0, share))
+        res = tuner.tune_layer(Layer(f"{o}x{k} {sp:.2f} T={t}", w2, t), deadline=time.time() + max(5.0, share))
         times = cell_kernels(res, w2, t, target)
-        cell = {"O": o, "K": k, "tokens": t, "sparsity": 0.9, "trials": res.trials, "space": res.space_size,
+        cell = {"O": o, "K": k, "tokens": t, "sparsity": sp, "budget_s": share, "trials": res.trials,
+                "space": res.space_size,
                 "select": res.baseline.config.label, "default": res.default_best.config.label,
                 "tuned": res.best.config.label, "times_s": times,
                 "tuned_vs_default": times["default"] / times["tuned"],
                 "tuned_vs_select": times["select"] / times["tuned"]}
         cells.append(cell)
-        print(f"{o:4d}x{k:<4d} T={t:<3d} trials {res.trials:3d}/{res.space_size:4d}  select {cell['select']} "
+        print(f"{o:4d}x{k:<4d} {sp:.2f} T={t:<3d} budget {share:3.0f}s trials {res.trials:3d}/{res.space_size:4d}  select {cell['select']} "
               f"{times['select'] * 1e6:.0f} us | default {cell['default']} {times['default'] * 1e6:.0f} us | "
               f"tuned {cell['tuned']} {times['tuned'] * 1e6:.0f} us | tuned/default {cell['tuned_vs_default']:.2f}x "
               f"tuned/select {cell['tuned_vs_select']:.2f}x", flush=True)
@@ -158,6 +184,8 @@ def main(argv=None) -> int:
     print(f"formats: selection {sorted({r['format'] for r in c_sel.report})}, "
           f"tuned {sorted({r['format'] for r in c_tun.report})}")
     info["loadavg_after"] = os.getloadavg()
+    print(f"load average after {' '.join(f'{v:.2f}' for v in info['loadavg_after'])}"
+          + ("  (BUSY machine: see the warning above)" if busy else ""))
     out = {"machine": info, "config": vars(args), "cells": cells,
            "median_tuned_vs_default": med_d, "median_tuned_vs_select": med_s,
            "bert": {"layers": args.layers, "seq": args.seq, "tune_s": tune_s, "times_s": t, "speedup": e2e,
