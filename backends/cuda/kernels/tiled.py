@@ -301,8 +301,6 @@ def generate(ts: TiledSpec):
                       tx, bx)
                 stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, v3, p3, vv, pv, v2, p2, 2 * si2 + 1, by, bz,
                       ty, tx, bx)
-        if WSYNC and tx >= 32:                      # never true: keeps st_'s extent (its accesses go through stp)
-            xv[0] = st_[sv[0] % (W * SW)]
         T.tvm_storage_sync("shared")
         # partial sums of the warps -> red[row, tok]
         for r in T.unroll(RT):
@@ -333,6 +331,11 @@ def generate(ts: TiledSpec):
                     else:
                         T.evaluate(T.call_extern(dt, "atomicAdd", T.address_of(Y[tok, row]),
                                                  T.Cast(dt, red[n * RS + rr])))
+        if WSYNC and sv[1] < 0:
+            # never true (stage pointers are >= 0), but not provably: a read of st_ over its whole extent at the
+            # very end. st_'s accesses go through stp, so without it TVM shrinks the allocation and
+            # StorageRewrite reuses it for `red` while warps still stage (a race)
+            Y[0, 0] = st_[T.max(sv[1], 0) % (W * SW)]
 
     NY = TT * O
     if KS == 1:
