@@ -1,6 +1,6 @@
 """How good is the format choice? The cost model's pick vs the measured best, on the CPU SpMM grid.
 
-    .venv/bin/python benchmarks/cost_model_quality.py [--quick] [--repeat 5]
+    .venv/bin/python benchmarks/cost_model_quality.py [--quick] [--rounds 5]
 
 For every cell (BERT-base weight shape x tokens x sparsity x pruning pattern)
 all exact candidate formats are measured on this CPU, and the format
@@ -8,6 +8,11 @@ all exact candidate formats are measured on this CPU, and the format
 measured best. Prints the share of cells where the pick is within 10% of
 the best (goal >= 90%), the cells where the pick is slower than dense (goal:
 none), and the worst misses; writes benchmarks/results/cost_model_quality.json.
+Each cell's candidates are timed *interleaved*: ``--rounds`` rounds, each
+timing every candidate once (one batch of >= 2 ms of back-to-back calls, the
+order rotated per round), and each candidate's time is the median over the
+rounds, so one slow sample (another job on the shared cores) does not decide
+a cell; every sample is stored (``samples``).
 The cost model is the calibrated one (its calibration grid uses different
 shapes); a missing or older-layout calibration is redone first. Each cell also
 records every candidate's required no-regression margin (the calibrated
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,10 +32,22 @@ import torch  # noqa: E402
 from benchmarks.common import machine, write_json  # noqa: E402
 
 
+def interleaved(fmts: dict, tokens: int, rounds: int, measure) -> dict[str, list[float]]:
+    """``key -> [seconds per round]``: every format timed once per round, the order rotated."""
+    keys = list(fmts)
+    for key in keys:                       # build every kernel (cached) and warm up before timing
+        measure(fmts[key], tokens, repeat=1, min_time=1e-4)
+    out = {key: [] for key in keys}
+    for r in range(rounds):
+        for key in keys[r % len(keys):] + keys[:r % len(keys)]:
+            out[key].append(measure(fmts[key], tokens, repeat=1))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds per cell (median)")
     args = ap.parse_args(argv)
 
     from sparsec.backends.llvm.measure import measure_matmul
@@ -61,18 +79,18 @@ def main(argv=None) -> int:
                 w = prune(base, pat, None if ":" in pat and "block" not in pat else s).weight
                 for t in tokens:
                     ch = _auto("w", w, t, None, False, cm, None)
-                    measured = {}
+                    fmts = {}
                     for c in ch.candidates:
                         params = {kk: tuple(v) if isinstance(v, list) else v for kk, v in c["params"].items()}
-                        fmt = pack_choice(w, Choice("w", c["format"], params, 0.0, ""))
-                        key = c["format"] + str(params)
-                        measured[key] = measure_matmul(fmt, t, repeat=args.repeat)
+                        fmts[c["format"] + str(params)] = pack_choice(w, Choice("w", c["format"], params, 0.0, ""))
+                    samples = interleaved(fmts, t, args.rounds, measure_matmul)
+                    measured = {key: statistics.median(v) for key, v in samples.items()}
                     pick = ch.format + str({kk: tuple(v) if isinstance(v, list) else v for kk, v in ch.params.items()})
                     best_key = min(measured, key=measured.get)
                     dense = measured["dense{}"]
                     cell = {"O": o, "K": k, "tokens": t, "sparsity": s, "pattern": pat, "pick": pick,
                             "best": best_key, "t_pick": measured[pick], "t_best": measured[best_key],
-                            "t_dense": dense, "measured": measured,
+                            "t_dense": dense, "measured": measured, "samples": samples,
                             "predicted": {c["format"] + str(c["params"]): c["predicted_s"] for c in ch.candidates},
                             "required_margin": {c["format"] + str(c["params"]): c["required_margin"]
                                                 for c in ch.candidates if "required_margin" in c},
@@ -95,7 +113,7 @@ def main(argv=None) -> int:
     for c in worst:
         print(f"  {c['O']}x{c['K']} T={c['tokens']} {c['pattern']} s={c['sparsity']}: pick {c['pick']} "
               f"{c['pick_vs_best']:.2f}x the best ({c['best']})")
-    out = {"machine": info, "cost_model": cm.source, "within_10pct": within, "slower_than_dense": len(slower),
+    out = {"machine": info, "cost_model": cm.source, "rounds": args.rounds, "within_10pct": within, "slower_than_dense": len(slower),
            "slower_than_dense_beyond_5pct": len(slower_noise), "cells": cells,
            "goals": {"within_10pct": 0.9, "slower_than_dense": 0}}
     print("wrote", write_json("cost_model_quality.json", out))

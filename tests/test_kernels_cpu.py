@@ -167,6 +167,8 @@ def test_bert_like_shape(kind, params, tokens):
     ("groupquant", {"group": 32, "bits": 4}, {"unroll_group": False, "t_tile": 16}),
     ("groupquant", {"group": 32, "bits": 8}, {"lanes": 8}),
     ("dense", {}, {"row_block": 1, "t_tile": 8}),
+    ("dense", {}, {"row_block": 12}),                             # 17 rows: a 12-row block + 5 edge rows
+    ("dense", {}, {"row_block": 6, "lanes": 8}),                  # gemv: 45 = 5 x 8 + 5 tail columns
 ])
 @pytest.mark.parametrize("tokens", [1, 20])
 def test_non_default_knobs(kind, params, knobs, tokens):
