@@ -15,7 +15,10 @@ of 8 values, one of 8 positions, 8 shared stores), plus a fixed cost per stage (
   the stage's activations (the B fragments, 8 contiguous halves per lane and n8 tile) are loaded
   before the scatter, so their latency overlaps it;
 - per stage: zero the buffer, barrier, scatter the non-zeros to their fragment slots, barrier, then per 32-column chunk and row tile two ``ld.shared.v4`` + ``mma.sync.m16n8k16``
-  (fp32 accumulation);
+  (fp32 accumulation), barrier. With ``sync="warp"`` (default) the barriers are ``__syncwarp``: the stage
+  buffer is warp-private and reached through a pointer TVM's ThreadSync does not see (it would make them
+  ``__syncthreads``), so warps run ahead of each other; ``sync="block"`` is the previous kernel
+  (H100, 2026-11-23: warp is 1.02-1.25x faster in every decode cell, ``benchmarks/results/spmm_gpu_tiled_warp.*``);
 - the warps' partial sums meet in shared memory (fp32 ``atomicAdd``); with one k split the block
   applies bias + activation and stores Y; with ``ksplit > 1`` (no activation) a first kernel zeroes
   Y and every block adds its partial result with fp16/bf16 ``atomicAdd`` (bias by split 0).
