@@ -261,3 +261,96 @@ def test_dlight_dense_kernel_tiles_through_shared_memory_on_tensor_cores():
     ptx = tc.ptx(tc.build(tvm.IRModule({"dl": func}), "sm_90"), "sm_90")
     assert re.search(r"wmma\.mma\.sync\.aligned\.\w+\.\w+\.m16n16k16\.f32\.f32", ptx)
     assert re.search(r"(ld|st)\.shared", ptx) and ".local" not in ptx
+
+
+# ---------------------------------------------------------------- design="mma" (dense and 2:4 mma.sp)
+def _nm24(O_, K_, dtype, seed=0):
+    from sparsec.ir.formats import NM
+
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(O_, K_, generator=g)
+    G = K_ // 4
+    keep = torch.zeros(O_, G, 4, dtype=torch.bool)
+    keep.scatter_(2, torch.rand(O_, G, 4, generator=g).argsort(-1)[..., :2], True)
+    keep[0, :3] = False                       # groups with 0 and 1 non-zeros: padding slots in the format
+    keep[1, 0, 3] = True
+    keep[1, 0, :3] = False
+    return NM.from_dense((w * keep.view(O_, K_)).to(dtype), n=2, m=4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_mma_layout_encodes_the_format(dtype):
+    """sp_values + 2-bit metadata decode (independently of the kernel) to the format's own dense weight."""
+    from sparsec.backends.cuda.kernels import mma_layout as ML
+
+    fmt = _nm24(37, 64, dtype)
+    lay = ML.build(fmt)
+    assert lay["sp_values"].shape == (37, 32) and lay["sp_values"].dtype == dtype
+    assert lay["sp_meta"].shape == (3, 4, 8) and lay["sp_meta"].dtype == torch.int32
+    assert torch.equal(ML.to_dense(lay, 37, 64), fmt.to_dense().float())
+    # every group's two positions are distinct and increasing (what mma.sp requires)
+    w = lay["sp_meta"].long() & 0xFFFFFFFF
+    nib = (torch.stack([w & 0xFFFF, w >> 16], -1).unsqueeze(-1) >> (torch.arange(4) * 4)) & 0xF
+    assert bool(((nib & 3) < (nib >> 2)).all())
+
+
+@pytest.fixture(scope="module")
+def built_mma():
+    import tvm
+
+    from sparsec.backends.cuda import toolchain as tc
+    from sparsec.backends.cuda.kernels import cuda_matmul_primfunc
+    from sparsec.ir.formats import Dense
+
+    funcs = {}
+    for dt, tag in ((torch.float16, "f16"), (torch.bfloat16, "bf16")):
+        dense = Dense.from_dense(torch.zeros(100, 200, dtype=dt))
+        funcs[f"mma_dense_{tag}"] = cuda_matmul_primfunc(dense, 130, bias=True, activation="gelu", design="mma",
+                                                         name=f"mma_dense_{tag}")[0]
+        funcs[f"mma_nm_{tag}"] = cuda_matmul_primfunc(_nm24(100, 208, dt), 130, design="mma",
+                                                      name=f"mma_nm_{tag}")[0]
+    lib = tc.build(tvm.IRModule(funcs), "sm_90")
+    ptx = tc.ptx(lib, "sm_90")
+    bodies = {}
+    for m in re.finditer(r"\.entry (\w+)\(", ptx):
+        nxt = ptx.find(".entry ", m.end())
+        bodies[m.group(1)] = ptx[m.end(): nxt if nxt > 0 else len(ptx)]
+    return bodies
+
+
+@pytest.mark.parametrize("tag,ptx_t", [("f16", "f16"), ("bf16", "bf16")])
+def test_mma_kernels_pipeline_through_shared_memory_on_tensor_cores(built_mma, tag, ptx_t):
+    dense = next(b for n, b in built_mma.items() if f"mma_dense_{tag}" in n)
+    sp = next(b for n, b in built_mma.items() if f"mma_nm_{tag}" in n)
+    for body in (dense, sp):
+        assert "cp.async.cg.shared.global" in body and "cp.async.wait_group" in body
+        assert "ldmatrix.sync.aligned.m8n8.x4.shared.b16" in body
+        assert ".local" not in body                       # fragments and accumulators stay in registers
+    assert re.search(rf"mma\.sync\.aligned\.m16n8k16\.row\.col\.f32\.{ptx_t}\.{ptx_t}\.f32", dense)
+    assert "mma.sp" not in dense
+    assert re.search(rf"mma\.sp\.sync\.aligned\.m16n8k16\.row\.col\.f32\.{ptx_t}\.{ptx_t}\.f32", sp)
+    assert not re.search(r"mma\.sync", sp)
+
+
+def test_mma_kernel_arguments_and_refusals():
+    from sparsec.backends.cuda.kernels import cuda_matmul_primfunc
+    from sparsec.backends.kernels.common import KernelError as KE
+    from sparsec.ir.formats import NM, Dense
+
+    func, args, knobs = cuda_matmul_primfunc(_nm24(40, 64, torch.float16), 8, bias=True, design="mma")
+    assert [a.name for a in args] == ["sp_values", "sp_meta", "X", "bias", "Y"]
+    assert args[1].shape == (3, 4, 8) and knobs["design"] == "mma"
+    with pytest.raises(KE, match="multiple of 8"):
+        cuda_matmul_primfunc(Dense.from_dense(torch.zeros(16, 20, dtype=torch.float16)), 8, design="mma")
+    with pytest.raises(KE, match="multiple of 16"):
+        cuda_matmul_primfunc(_nm24(16, 40, torch.float16), 8, design="mma")
+    with pytest.raises(KE, match="dense or 2:4"):
+        cuda_matmul_primfunc(NM.from_dense(torch.zeros(16, 64, dtype=torch.float16), n=1, m=4), 8, design="mma")
+    with pytest.raises(KE, match="float16, bfloat16"):
+        cuda_matmul_primfunc(Dense.from_dense(torch.zeros(16, 64)), 8, design="mma")
+    with pytest.raises(KE, match="shared memory"):
+        cuda_matmul_primfunc(Dense.from_dense(torch.zeros(16, 64, dtype=torch.float16)), 8, design="mma",
+                             knobs=dict(bm=128, bn=128, bk=64, stages=5, wm=2, wn=2))
+    with pytest.raises(KE, match="unknown knob"):
+        cuda_matmul_primfunc(Dense.from_dense(torch.zeros(16, 64, dtype=torch.float16)), 8, design="mma",
+                             knobs={"tn": 8})

@@ -1,10 +1,11 @@
-"""CUDA matmul kernel families (see ``matmul``, ``tiled``) and their build helpers.
+"""CUDA matmul kernel families (see ``matmul``, ``tiled``, ``mma_gemm``) and their build helpers.
 
 Imported lazily: ``tiled_layout`` (pure torch) must load on a GPU machine that has only the TVM
 runtime, where ``tvm.script`` is absent.
 """
 _MATMUL = ("FORMATS", "KNOBS", "CudaKernelSpec", "check_format", "cuda_matmul_primfunc", "matmul_args", "resolve")
 _TILED = ("cuda_tiled_matmul_primfunc",)
+_MMA = ("cuda_mma_matmul_primfunc",)
 
 
 def __getattr__(name):
@@ -16,4 +17,8 @@ def __getattr__(name):
         from sparsec.backends.cuda.kernels import tiled
 
         return getattr(tiled, name)
+    if name in _MMA:
+        from sparsec.backends.cuda.kernels import mma_gemm
+
+        return getattr(mma_gemm, name)
     raise AttributeError(name)

@@ -153,6 +153,9 @@ def cuda_matmul_primfunc(weight, tokens: int, *, bias: bool = False, activation:
     ``tiled_layout.build(weight, knobs["rt"], knobs["sc"])`` with the *returned* knobs.
     ``design="dlight"``: dense weights, many tokens (``dense_dlight.py``: TVM's shared-memory wmma GEMM
     schedule); same arguments as the fragment dense kernel.
+    ``design="mma"``: dense or 2:4 weights, many tokens (``mma_gemm.py``: cp.async-pipelined shared-memory
+    tiles, ldmatrix, ``mma.sync`` / ``mma.sp`` for 2:4); 2:4 weights are passed as the kernel-private
+    ``sp_values, sp_meta`` of ``mma_layout.build(weight)``.
     """
     if design == "tiled":
         from sparsec.backends.cuda.kernels.tiled import cuda_tiled_matmul_primfunc
@@ -164,8 +167,12 @@ def cuda_matmul_primfunc(weight, tokens: int, *, bias: bool = False, activation:
 
         return cuda_dlight_dense_primfunc(weight, tokens, bias=bias, activation=activation, knobs=knobs,
                                           name=name or "sparsec_cuda_dlight_dense_matmul")
+    if design == "mma":
+        from sparsec.backends.cuda.kernels.mma_gemm import cuda_mma_matmul_primfunc
+
+        return cuda_mma_matmul_primfunc(weight, tokens, bias=bias, activation=activation, knobs=knobs, name=name)
     if design != "fragment":
-        raise KernelError(f"cuda kernel design {design!r} unknown; designs: fragment, tiled, dlight")
+        raise KernelError(f"cuda kernel design {design!r} unknown; designs: fragment, tiled, dlight, mma")
     meta = meta_of(weight)
     spec = MatmulSpec(int(tokens), meta.rows, meta.cols, bool(bias), activation, meta.dtype)
     check_format(meta)
