@@ -1,7 +1,7 @@
 """Focused GPU run for the ``tiled`` kernel (issue #12): correctness of the tiled check cases + timing of
 kernel variants vs cuBLAS at decode token counts, in one process.
 
-    python scripts/gpu/dev_tiled.py build out/dev_tiled            # here: TVM + nvcc (no GPU)
+    python scripts/gpu/dev_tiled.py build out/dev_tiled [sync|pipe]   # here: TVM + nvcc (no GPU)
     python scripts/gpu/dev_tiled.py run out/dev_tiled OUT.json     # GPU machine: torch + TVM runtime bundle
 
 Correctness: every tiled case of ``cases.py`` plus every timed kernel at every sparsity, vs
@@ -24,9 +24,10 @@ SPARSITY = [0.7, 0.8, 0.9]
 ROUNDS = 9
 
 
-def variants(O, K, T):
-    """(label, knobs): the previous kernel (block barriers per stage) and the warp-synchronised one with
-    the default split, half of it and twice it."""
+def variants(O, K, T, which="sync"):
+    """(label, knobs). ``sync``: the previous kernel (block barriers per stage) and the warp-synchronised one
+    with the default split and splits two steps down/up; ``pipe``: block, warp, and warp with the compressed
+    stream prefetched one stage ahead at the stage's start (pipe=2) or two stages ahead (pipe=3)."""
     from sparsec.backends.cuda.kernels.tiled import KNOBS, resolve
     from sparsec.backends.kernels.common import KernelError, MatmulSpec
 
@@ -35,9 +36,11 @@ def variants(O, K, T):
     ks = list(KNOBS["ksplit"])
     i = ks.index(d.ksplit)
     out = [("block", {"sync": "block"}), ("warp", {"sync": "warp"})]
-    if i > 0:
+    if which == "pipe":
+        out += [("warp_pipe2", {"sync": "warp", "pipe": 2}), ("warp_pipe3", {"sync": "warp", "pipe": 3})]
+    elif i > 0:
         out.append(("warp_ks_lo", {"sync": "warp", "ksplit": ks[max(0, i - 2)]}))
-    if i + 1 < len(ks):
+    if which == "sync" and i + 1 < len(ks):
         out.append(("warp_ks_hi", {"sync": "warp", "ksplit": ks[min(len(ks) - 1, i + 2)]}))
     res = []
     for lab, kn in out:
@@ -49,16 +52,19 @@ def variants(O, K, T):
     return res
 
 
-def build(outdir):
+def build(outdir, which="sync"):
     import build_kernels as B
     import cases as C
 
     os.makedirs(outdir, exist_ok=True)
     cs = C.tiled_check_cases()
+    if which == "pipe":                       # every check case again with pipe=3 where it sets no pipe
+        cs += [dict(c, name=c["name"] + "_p3", knobs=dict(c["knobs"], pipe=3)) for c in C.tiled_check_cases()
+               if "pipe" not in c["knobs"]]
     bench = []
     for (O, K) in SHAPES:
         for T in TOKENS:
-            for lab, kn in variants(O, K, T):
+            for lab, kn in variants(O, K, T, which):
                 bench.append(C.case(f"d_{lab}_{O}x{K}x{T}", "bitmap", {"tile": [8, 32]}, O, K, T, knobs=kn,
                                     design="tiled"))
                 bench[-1]["label"] = lab
@@ -181,6 +187,6 @@ def interleaved(fns: dict, iters: int = 20) -> dict:
 
 if __name__ == "__main__":
     if sys.argv[1] == "build":
-        build(sys.argv[2])
+        build(sys.argv[2], *sys.argv[3:4])
     else:
         run(sys.argv[2], sys.argv[3])

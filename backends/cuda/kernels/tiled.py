@@ -32,7 +32,7 @@ from tvm.script import tirx as T
 from sparsec.backends.kernels.common import Arg, KernelError, MatmulSpec, ceil_div, epilogue, meta_of
 
 KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128), "warps": (1, 2, 4, 8, 16), "ksplit": (1, 2, 3, 4, 6, 8, 12, 16),
-         "tn": (8, 16, 24, 32), "pipe": (1, 2), "sync": ("warp", "block")}
+         "tn": (8, 16, 24, 32), "pipe": (1, 2, 3), "sync": ("warp", "block")}
 MAX_PER = 12                 # default split: at most this many stages per warp ...
 MIN_WARPS = 1024             # ... and about a block of 8 warps per H100 SM (132)
 
@@ -200,10 +200,14 @@ def generate(ts: TiledSpec):
             sv[1] = T.tvm_warp_shuffle(FULL, sv[0], T.min(si, 31), 32, 32)
             sv[2] = T.tvm_warp_shuffle(FULL, sv[0], T.min(si + 1, 31), 32, 32)
             sv[3] = T.tvm_warp_shuffle(FULL, sv[0], T.min(si + 2, 31), 32, 32)
+            if PIPE == 3:
+                sv[4] = T.tvm_warp_shuffle(FULL, sv[0], T.min(si + 3, 31), 32, 32)
         else:
             sv[1] = sptr[bx * NST + T.min(s_first(bz, ty) + si, s_end(bz, ty))]
             sv[2] = sptr[bx * NST + T.min(s_first(bz, ty) + si + 1, s_end(bz, ty))]
             sv[3] = sptr[bx * NST + T.min(s_first(bz, ty) + si + 2, s_end(bz, ty))]
+            if PIPE == 3:
+                sv[4] = sptr[bx * NST + T.min(s_first(bz, ty) + si + 3, s_end(bz, ty))]
         if active(bz, ty, si):
             if PIPE == 2:
                 if active(bz, ty, si + 1) and sv[2] + tx < sv[3]:
@@ -211,6 +215,13 @@ def generate(ts: TiledSpec):
                         nv[j] = vals[sv[2] * 8 + tx * 8 + j]
                     for j in T.vectorized(8):
                         np_[j] = pos[sv[2] * 8 + tx * 8 + j]
+            if PIPE == 3:
+                # two stages ahead: nv/np_ receive the first batch of stage si + 2
+                if active(bz, ty, si + 2) and sv[3] + tx < sv[4]:
+                    for j in T.vectorized(8):
+                        nv[j] = vals[sv[3] * 8 + tx * 8 + j]
+                    for j in T.vectorized(8):
+                        np_[j] = pos[sv[3] * 8 + tx * 8 + j]
             load_x(X, xv, xs, by, tx, s_first(bz, ty) + si)
             for i in T.unroll(ZIT):
                 if i * 32 + tx < NZ:
@@ -269,12 +280,14 @@ def generate(ts: TiledSpec):
         p2 = T.alloc_buffer((8,), "int16", scope="local")
         v3 = T.alloc_buffer((8,), dt, scope="local")
         p3 = T.alloc_buffer((8,), "int16", scope="local")
+        v4 = T.alloc_buffer((8,), dt, scope="local")
+        p4 = T.alloc_buffer((8,), "int16", scope="local")
         xv = T.alloc_buffer((8,), dt, scope="local")
         xs = T.alloc_buffer((NCH * NS * 8,), dt, scope="local")
         av = T.alloc_buffer((8,), dt, scope="local")
         af = T.alloc_buffer((8,), dt, scope="local")
-        # [0] the stage pointer of the lane's stage, [1] lo, [2] hi, [3] next hi (units of 8 entries)
-        sv = T.alloc_buffer((4,), "int32", scope="local")
+        # [0] the stage pointer of the lane's stage, [1] lo, [2] hi, [3] next hi, [4] the one after (units of 8)
+        sv = T.alloc_buffer((5,), "int32", scope="local")
         for i in T.unroll(ceil_div(NRED, W * 32)):
             if i * W * 32 + ty * 32 + tx < NRED:
                 red[i * W * 32 + ty * 32 + tx] = T.float32(0)
@@ -292,11 +305,30 @@ def generate(ts: TiledSpec):
                 vv[j] = vals[sv[1] * 8 + tx * 8 + j]
             for j in T.vectorized(8):
                 pv[j] = pos[sv[1] * 8 + tx * 8 + j]
+        if PIPE == 3:                               # and the first batch of the second stage
+            if SHFL:
+                sv[3] = T.tvm_warp_shuffle(FULL, sv[0], 2, 32, 32)
+            else:
+                sv[3] = sptr[bx * NST + T.min(s_first(bz, ty) + 2, s_end(bz, ty))]
+            if s_first(bz, ty) + 1 < s_end(bz, ty) and sv[2] + tx < sv[3]:
+                for j in T.vectorized(8):
+                    v3[j] = vals[sv[2] * 8 + tx * 8 + j]
+                for j in T.vectorized(8):
+                    p3[j] = pos[sv[2] * 8 + tx * 8 + j]
         # a constant trip count for every warp: TVM's ThreadSync makes the stage barriers block-wide
         # (__syncthreads), so every warp must reach them; a warp past its range idles
         if PIPE == 1:
             for si in range(PER):
                 stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, vv, pv, vv, pv, v2, p2, si, by, bz, ty, tx, bx)
+        elif PIPE == 3:
+            # three register sets: the first batch of stage si + 2 is issued at the start of stage si
+            for si3 in range((PER + 2) // 3):
+                stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, vv, pv, v4, p4, v2, p2, 3 * si3, by, bz, ty,
+                      tx, bx)
+                stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, v3, p3, vv, pv, v2, p2, 3 * si3 + 1, by, bz,
+                      ty, tx, bx)
+                stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, v4, p4, v3, p3, v2, p2, 3 * si3 + 2, by, bz,
+                      ty, tx, bx)
         else:
             # two register sets: the next stage's first batch is issued at the start of this one
             for si2 in range((PER + 1) // 2):
