@@ -127,8 +127,8 @@ def main(argv=None) -> int:
     for i, (o, k, sp, t) in enumerate(cells_spec):
         w = torch.randn(o, k, generator=torch.Generator().manual_seed(shapes.index((o, k))))
         w2 = prune(w, "unstructured", sp).weight
-        share = (grid_budget - (time.time() - t_start)) / (len(cells_spec) - i)
-        res = tuner.tune_layer(Layer(f"{o}x{k} {sp:.2f} T={t}", w2, t), deadline=time.time() + max(10.0, share))
+        share = max(10.0, (grid_budget - (time.time() - t_start)) / (len(cells_spec) - i))
+        res = tuner.tune_layer(Layer(f"{o}x{k} {sp:.2f} T={t}", w2, t), deadline=time.time() + share)
         if res.baseline is None or res.default_best is None or res.best is None:
             # the budget ran out before the selection's format / a default was measured
             cells.append({"O": o, "K": k, "tokens": t, "sparsity": sp, "budget_s": share, "trials": res.trials,
