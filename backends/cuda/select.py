@@ -19,6 +19,8 @@ Designs (``backends/cuda/kernels``; ``T`` = tokens, ``O x K`` = weight, ``d`` = 
 | ``dlight`` | dense | fp16/bf16 | T >= 128 | ``5.96 + waves * K * 0.01552``, ``waves = ceil(ceil(T/128) ceil(O/128) / 132)`` |
 | ``fragment`` bitmap 8x32 | bitmap | all | any | ``8.28 + max((2dOK + OK/8) / 0.949e6, OKT / 3.66e7)`` |
 | ``fragment`` nm | nm | all | any | ``4.47 + max(3dOK / 0.907e6, OKT / 2.68e7)`` |
+| ``mma`` dense | dense | fp16/bf16 | T >= 128 | ``3.0 + max(OK / 0.66e6, OKT / 1.10e8)`` |
+| ``mma`` 2:4 (``mma.sp``) | nm 2:4, K % 16 == 0 | fp16/bf16 | T >= 128 | ``3.0 + max(OK / 0.65e6, OKT / 1.30e8)`` |
 | ``tiled`` | bitmap, nm | fp16/bf16 | T <= 128 | ``3.0 + max(B / 3.54e6, ceil(T/32) (4.40e-4 S + 1.59e-6 dOK))`` |
 
 ``B`` = tiled layout bytes (4 per non-zero + 16 per stage), ``S`` = stages ``ceil(O/16rt) ceil(K/sc)``
@@ -29,6 +31,8 @@ Designs (``backends/cuda/kernels``; ``T`` = tokens, ``O x K`` = weight, ``d`` = 
   median error x1.23, worst x2.5), dlight (T = 128/1024, 8 cells, worst x1.02; the wave count is that
   of 128x128 output tiles, which is what fits), bitmap fragment (96 cells + the 6 tuned BERT cells,
   median x1.16), tiled (80 cells T = 1..128, 50-90 %, median x1.19, worst x1.53);
+- ``benchmarks/results/spmm_gpu_mma_dev.json`` (H100, 2026-11-23): mma dense and 2:4 with their default
+  knobs (4 LLM shapes x T = 128, 1024; 8 cells each, worst x1.2);
 - ``benchmarks/results/spmm_gpu.json``: nm fragment (2:4, 1:4, 2:8; 72 cells, median x1.20);
 - ``MEASURED`` below: exact shapes timed on the H100 replace the formula (the tuned bitmap knobs of
   BERT-base's linears, ``benchmarks/results/e2e_gpu_knobs.json``).
@@ -56,6 +60,7 @@ MEASURED: dict[tuple, float] = {
 H100_SMS = 132
 DLIGHT_MIN_T = 128          # measured at 128 and 1024; at 32 it is 13x slower than the wave model
 TILED_MAX_T = 128           # measured up to 128 (checked to 130)
+MMA_MIN_T = 128             # the mma design was timed at 128 and 1024 tokens
 HALF = ("float16", "bfloat16")
 # --format auto: a sparse format is a candidate up to this density (the measured range: 50-90 % sparse)
 SPARSE_MAX_DENSITY = 0.5
@@ -89,6 +94,10 @@ def predict_us(fmt: str, design: str, O: int, K: int, T: int, density: float) ->
         return 8.28 + max((2 * density * ok + ok / 8) / 0.949e6, okt / 3.66e7)
     if fmt == "nm" and design == "fragment":
         return 4.47 + max(3 * density * ok / 0.907e6, okt / 2.68e7)
+    if fmt == "dense" and design == "mma":
+        return 3.0 + max(ok / 0.66e6, okt / 1.10e8)
+    if fmt == "nm" and design == "mma":
+        return 3.0 + max(ok / 0.65e6, okt / 1.30e8)
     if design == "tiled":
         rt, sc = tiled_shape(T)
         stages = _cd(O, 16 * rt) * _cd(K, sc)
@@ -100,9 +109,11 @@ def predict_us(fmt: str, design: str, O: int, K: int, T: int, density: float) ->
 def designs_for(fmt: str, T: int, dtype: str) -> list[str]:
     """Kernel designs that can run a ``fmt`` weight at ``T`` tokens in ``dtype`` (within measured ranges)."""
     if fmt == "dense":
-        return ["fragment"] + (["dlight"] if dtype in HALF and T >= DLIGHT_MIN_T else [])
+        return (["fragment"] + (["dlight"] if dtype in HALF and T >= DLIGHT_MIN_T else [])
+                + (["mma"] if dtype in HALF and T >= MMA_MIN_T else []))
     if fmt in ("bitmap", "nm"):
-        return ["fragment"] + (["tiled"] if dtype in HALF and T <= TILED_MAX_T else [])
+        return (["fragment"] + (["tiled"] if dtype in HALF and T <= TILED_MAX_T else [])
+                + (["mma"] if fmt == "nm" and dtype in HALF and T >= MMA_MIN_T else []))
     return ["fragment"]                  # csr, bsr, groupquant (forced formats): the fragment family
 
 
