@@ -10,7 +10,8 @@ cuBLAS (``F.linear``), cuSPARSE (``torch.mm(W.to_sparse_csr(), X^T)``), cuSPARSE
 "tiled" kernel on its private tiled-CSR layout, best of its timed knob variants);
 ``dispatch`` = the faster of that and sparsec's dense kernel for that shape (the faster of the
 fragment dense kernel and, at T >= 32, the dlight shared-memory GEMM), what a cost-model
-dispatcher picking per layer would get. GB/s = bytes of the weight's buffers / time. Weights of 4096x4096 fp16 (32 MB) fit in the
+dispatcher picking per layer would get; at T >= 128 sparsec's dense includes the ``mma`` GEMM and 2:4 the
+``mma.sp`` kernel (``mma_gemm.py``). GB/s = bytes of the weight's buffers / time. Weights of 4096x4096 fp16 (32 MB) fit in the
 50 MB L2 across replays; the larger ones do not.
 """
 from __future__ import annotations
@@ -112,12 +113,17 @@ def main():
             t_dense, _ = env.bench_graph(call(nm_dense, w_full, x, y)) if nm_dense in names else (None, None)
             nm_dl = f"b_dldense_{O}x{K}x{T}"
             t_dl, _ = env.bench_graph(call(nm_dl, w_full, x, y)) if nm_dl in names else (None, None)
+            nm_mma = f"b_mmadense_{O}x{K}x{T}"
+            t_mma, _ = env.bench_graph(call(nm_mma, w_full, x, y)) if nm_mma in names else (None, None)
             t_frag = t_dense
+            dense_kernel = "fragment"
             if t_dl and (t_dense is None or t_dl < t_dense):
-                t_dense = t_dl
+                t_dense, dense_kernel = t_dl, "dlight"
+            if t_mma and (t_dense is None or t_mma < t_dense):
+                t_dense, dense_kernel = t_mma, "mma"
             base = {"O": O, "K": K, "T": T, "cublas_ms": t_cublas, "sparsec_dense_ms": t_dense,
-                    "dense_fragment_ms": t_frag, "dense_dlight_ms": t_dl,
-                    "dense_kernel": "dlight" if t_dense is not None and t_dense == t_dl else "fragment",
+                    "dense_fragment_ms": t_frag, "dense_dlight_ms": t_dl, "dense_mma_ms": t_mma,
+                    "dense_kernel": dense_kernel,
                     "dense_vs_cublas": t_cublas / t_dense if t_dense else None}
             for pat, (w, bufs, csr) in gpu.items():
                 r = dict(base, pattern=pat)
@@ -160,6 +166,16 @@ def main():
                         continue
                     r["format"] = f"nm({pat})"
                     r["sparsec_ms"], _ = env.bench_graph(call(kname, bufs["values"], bufs["indices"], x, y))
+                    r["kernel"] = "nm fragment"
+                    sname = f"b_mmanm24_{O}x{K}x{T}"
+                    if pat == "2:4" and sname in names:    # mma.sp on the kernel-private layout (from the format)
+                        from sparsec.backends.cuda.kernels import mma_layout as ML
+
+                        lay = ML.build(dataclasses.replace(packs[pat][1], values=bufs["values"],
+                                                           indices=bufs["indices"]))
+                        r["mma_sp_ms"], _ = env.bench_graph(call(sname, lay["sp_values"], lay["sp_meta"], x, y))
+                        if r["mma_sp_ms"] < r["sparsec_ms"]:
+                            r["sparsec_ms"], r["kernel"] = r["mma_sp_ms"], "mma.sp"
                     if pat == "2:4":
                         try:
                             from torch.sparse import to_sparse_semi_structured

@@ -50,7 +50,7 @@ def main():
     ap.add_argument("outdir")
     ap.add_argument("--arch", default="sm_90")
     ap.add_argument("--quick", action="store_true", help="small grids (for a smoke run)")
-    ap.add_argument("--design", help="only kernels of these designs (comma-separated: fragment, tiled, dlight), "
+    ap.add_argument("--design", help="only kernels of these designs (comma-separated: fragment, tiled, dlight, mma), "
                                      "for a focused run")
     ap.add_argument("--max-tokens", type=int, help="only benchmark kernels with T <= this")
     a = ap.parse_args()

@@ -65,7 +65,28 @@ def check_cases() -> list[dict]:
                 tag = "_".join(f"{v[0]}x{v[1]}" if isinstance(v, list) else str(v) for v in params.values())
                 out.append(case(f"chk{i}_{fmt}{tag}_{dtype}_{O}x{K}x{T}", fmt, params, O, K, T, dtype, bias, act,
                                 pat))
-    return out + tiled_check_cases() + dlight_check_cases()
+    return out + tiled_check_cases() + dlight_check_cases() + mma_check_cases()
+
+
+def mma_check_cases() -> list[dict]:
+    """The mma design (dense and 2:4 ``mma.sp``): O, K, T not multiples of the tiles, every epilogue,
+    fp16 and bf16, default and explicit tile knobs."""
+    out = []
+    grid = [(100, 200, 130, "float16", True, "gelu", {}), (1000, 512, 77, "bfloat16", False, None, {}),
+            (64, 64, 128, "float16", True, "relu", {}), (130, 1032, 1030, "float16", False, "silu", {}),
+            (100, 200, 130, "bfloat16", True, None, dict(bm=32, bn=128, bk=32, wm=1, wn=4, stages=4)),
+            (257, 264, 33, "float16", False, None, dict(bm=128, bn=128, bk=32, wm=4, wn=2, stages=3))]
+    for i, (O, K, T, dt, bias, act, kn) in enumerate(grid):
+        out.append(case(f"chk_mma{i}_dense_{dt}_{O}x{K}x{T}", "dense", {}, O, K, T, dt, bias, act, ["dense"],
+                        kn, design="mma"))
+    grid = [(100, 208, 130, "float16", True, "gelu", {}), (1000, 512, 77, "bfloat16", False, None, {}),
+            (64, 64, 128, "float16", False, None, {}), (130, 1040, 1030, "bfloat16", True, "relu", {}),
+            (100, 208, 130, "float16", False, "silu", dict(bm=32, bn=128, bk=32, wm=1, wn=4, stages=4)),
+            (257, 272, 33, "float16", True, None, dict(bm=128, bn=64, bk=64, wm=4, wn=2, stages=2))]
+    for i, (O, K, T, dt, bias, act, kn) in enumerate(grid):
+        out.append(case(f"chk_mma{i}_nm24_{dt}_{O}x{K}x{T}", "nm", {"n": 2, "m": 4}, O, K, T, dt, bias, act,
+                        ["nm", 2, 4], kn, design="mma"))
+    return out
 
 
 def dlight_check_cases() -> list[dict]:
@@ -163,6 +184,9 @@ def bench_cases() -> list[dict]:
         for T in BENCH_TOKENS:
             if T >= 32:
                 out.append(case(f"b_dldense_{O}x{K}x{T}", "dense", {}, O, K, T, design="dlight"))
+            if T >= 128:      # the mma design (dense, and 2:4 on the sparse tensor cores), default knobs
+                out.append(case(f"b_mmadense_{O}x{K}x{T}", "dense", {}, O, K, T, design="mma"))
+                out.append(case(f"b_mmanm24_{O}x{K}x{T}", "nm", {"n": 2, "m": 4}, O, K, T, design="mma"))
             if T in TILED_TOKENS:
                 for v, kn in enumerate(tiled_variants(O, K, T)):
                     kn = {k: x for k, x in kn.items() if k != "design"}

@@ -53,6 +53,11 @@ def main():
                 k = c["resolved_knobs"]
                 lay = TL.build(fmt, k["rt"], k["sc"])
                 bufs = [lay[n].to(dev) for n in TL.BUFFERS]
+            elif c.get("design") == "mma" and c["format"] == "nm":   # mma.sp operands, from the format's buffers
+                from sparsec.backends.cuda.kernels import mma_layout as ML
+
+                lay = ML.build(fmt)
+                bufs = [lay[n].to(dev) for n in ML.BUFFERS]
             else:
                 want = tuple((b, dtype_name(getattr(fmt, b).dtype)) for b in fmt.buffers)
                 if want != C.buffer_dtypes(c["format"], c["dtype"]):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,22 +31,7 @@ def variants(T):
 def check_cases():
     import cases as C
 
-    out = []
-    grid = [(100, 200, 130, "float16", True, "gelu", {}), (1000, 512, 77, "bfloat16", False, None, {}),
-            (64, 64, 128, "float16", True, "relu", {}), (130, 1032, 1030, "float16", False, "silu", {}),
-            (100, 200, 130, "bfloat16", True, None, dict(bm=32, bn=128, bk=32, wm=1, wn=4, stages=4)),
-            (257, 264, 33, "float16", False, None, dict(bm=128, bn=128, bk=32, wm=4, wn=2, stages=3))]
-    for i, (O, K, T, dt, bias, act, kn) in enumerate(grid):
-        out.append(C.case(f"chk_mma{i}_dense_{dt}_{O}x{K}x{T}", "dense", {}, O, K, T, dt, bias, act, ["dense"],
-                          kn, design="mma"))
-    grid = [(100, 208, 130, "float16", True, "gelu", {}), (1000, 512, 77, "bfloat16", False, None, {}),
-            (64, 64, 128, "float16", False, None, {}), (130, 1040, 1030, "bfloat16", True, "relu", {}),
-            (100, 208, 130, "float16", False, "silu", dict(bm=32, bn=128, bk=32, wm=1, wn=4, stages=4)),
-            (257, 272, 33, "float16", True, None, dict(bm=128, bn=64, bk=64, wm=4, wn=2, stages=2))]
-    for i, (O, K, T, dt, bias, act, kn) in enumerate(grid):
-        out.append(C.case(f"chk_mma{i}_nm24_{dt}_{O}x{K}x{T}", "nm", {"n": 2, "m": 4}, O, K, T, dt, bias, act,
-                          ["nm", 2, 4], kn, design="mma"))
-    return out
+    return C.mma_check_cases()
 
 
 def bench_cases():
