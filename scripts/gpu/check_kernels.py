@@ -21,7 +21,6 @@ TOL = {"float16": 1e-2, "bfloat16": 3e-2, "float32": 1e-4}
 
 def main():
     import torch
-    import torch.nn.functional as F
 
     from sparsec.backends.cuda.runtime import load_library
     from sparsec.ir.formats import dtype_name
@@ -35,7 +34,6 @@ def main():
     lo, hi = int(sys.argv[3]), int(sys.argv[4])
     lib = load_library(os.path.join(kdir, "check.so"))
     dev = torch.device("cuda")
-    acts = {None: lambda v: v, "relu": F.relu, "gelu": F.gelu, "silu": F.silu}
     results, bad = [], 0
     t0 = time.time()
     for i, c in enumerate(cases):
@@ -64,14 +62,7 @@ def main():
                     raise RuntimeError(f"buffer dtypes {want} differ from the built kernel's")
                 bufs = [getattr(fmt, n).contiguous().to(dev) for n in fmt.buffers]
             dt = getattr(torch, c["dtype"])
-            g = torch.Generator().manual_seed(1000 + i)
-            x = torch.randn(c["T"], c["K"], generator=g).to(dt)
-            b = (torch.randn(c["O"], generator=g) * 0.1).to(dt) if c["bias"] else None
-            wd = fmt.to_dense().float()
-            ref = x.float() @ wd.t()
-            if b is not None:
-                ref = ref + b.float()
-            ref = acts[c["activation"]](ref)
+            x, b, ref = env.case_io(c, fmt, i)
             y = torch.full((c["T"], c["O"]), float("nan"), dtype=dt, device=dev)
             args = bufs + [x.to(dev)] + ([b.to(dev)] if b is not None else []) + [y]
             lib[c["name"]](*args)

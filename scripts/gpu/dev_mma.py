@@ -68,7 +68,6 @@ def run(kdir, outp):
 
     meta = json.load(open(os.path.join(kdir, "cases.json")))
     dev = torch.device("cuda")
-    acts = {None: lambda v: v, "relu": F.relu, "gelu": F.gelu, "silu": F.silu}
     res = {"machine": env.machine_info(), "check": [], "bench": []}
     lib = load_library(os.path.join(kdir, "check.so"))
     for i, c in enumerate(meta["check"]):
@@ -82,13 +81,7 @@ def run(kdir, outp):
             else:
                 bufs = [fmt.values.contiguous().to(dev)]
             dt = getattr(torch, c["dtype"])
-            g = torch.Generator().manual_seed(1000 + i)
-            x = torch.randn(c["T"], c["K"], generator=g).to(dt)
-            b = (torch.randn(c["O"], generator=g) * 0.1).to(dt) if c["bias"] else None
-            ref = x.float() @ fmt.to_dense().float().t()
-            if b is not None:
-                ref = ref + b.float()
-            ref = acts[c["activation"]](ref)
+            x, b, ref = env.case_io(c, fmt, i)
             y = torch.full((c["T"], c["O"]), float("nan"), dtype=dt, device=dev)
             lib[c["name"]](*bufs, x.to(dev), *([b.to(dev)] if b is not None else []), y)
             torch.cuda.synchronize()

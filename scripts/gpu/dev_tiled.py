@@ -83,7 +83,6 @@ def run(kdir, outp):
     cases = json.load(open(os.path.join(kdir, "cases.json")))
     lib = load_library(os.path.join(kdir, "dev.so"))
     dev = torch.device("cuda")
-    acts = {None: lambda v: v, "relu": F.relu, "gelu": F.gelu, "silu": F.silu}
     tol = {"float16": 1e-2, "bfloat16": 3e-2}
     out = {"machine": env.machine_info(), "check": [], "cells": []}
     t0 = time.time()
@@ -93,13 +92,7 @@ def run(kdir, outp):
         k = c["resolved_knobs"]
         lay = TL.build(fmt, k["rt"], k["sc"])
         dt = getattr(torch, c["dtype"])
-        g = torch.Generator().manual_seed(1000 + i)
-        x = torch.randn(c["T"], c["K"], generator=g).to(dt)
-        b = (torch.randn(c["O"], generator=g) * 0.1).to(dt) if c["bias"] else None
-        ref = x.float() @ fmt.to_dense().float().t()
-        if b is not None:
-            ref = ref + b.float()
-        ref = acts[c["activation"]](ref)
+        x, b, ref = env.case_io(c, fmt, i)
         y = torch.full((c["T"], c["O"]), float("nan"), dtype=dt, device=dev)
         lib[c["name"]](*[lay[n].to(dev) for n in TL.BUFFERS], x.to(dev), *([b.to(dev)] if b is not None else []), y)
         torch.cuda.synchronize()

@@ -70,6 +70,24 @@ def make_weight(c: dict, seed: int = 0):
     return w
 
 
+def case_io(c: dict, fmt, i: int):
+    """A check case's inputs and fp32 reference on the CPU: ``(x, bias or None, F.linear in fp32 + act)``.
+
+    ``i`` (the case's index) seeds the activations, so every check script draws the same inputs."""
+    import torch
+    import torch.nn.functional as F
+
+    acts = {None: lambda v: v, "relu": F.relu, "gelu": F.gelu, "silu": F.silu}
+    dt = getattr(torch, c["dtype"])
+    g = torch.Generator().manual_seed(1000 + i)
+    x = torch.randn(c["T"], c["K"], generator=g).to(dt)
+    b = (torch.randn(c["O"], generator=g) * 0.1).to(dt) if c["bias"] else None
+    ref = x.float() @ fmt.to_dense().float().t()
+    if b is not None:
+        ref = ref + b.float()
+    return x, b, acts[c["activation"]](ref)
+
+
 def pack(c: dict, w):
     """The case's format object from the dense weight (in the case's dtype)."""
     import torch
