@@ -113,13 +113,16 @@ AUTO_BLOCKS = ((4, 4), (8, 8), (16, 1), (1, 16))
 NO_REGRESSION_MARGIN = 1.10
 
 
-def no_regression_margin(cost, fmt: str, params: dict, tokens: int, variant: str | None = None) -> float:
+def no_regression_margin(cost, fmt: str, params: dict, tokens: int, variant: str | None = None,
+                         cols: int | None = None) -> float:
     """How much faster than dense ``fmt`` must be predicted to be chosen over it (>= 1.10).
 
     With a calibrated model: ``exp(vs_dense)`` of the fit used for ``fmt`` at these tokens, the
     calibrated (held-out) amount by which the model overstated that format's gain over dense
     (``sparsec.passes.cost.calibrate.cv_error``); the flat ``NO_REGRESSION_MARGIN`` where the
-    model has no measured error (analytic, or other cost models).
+    model has no measured error (analytic, or other cost models). For a layer whose K (``cols``)
+    is beyond the largest K calibrated, at least ``exp(extrap_vs_dense)``: the overstatement the
+    fit showed when it was itself made to extrapolate in K (``calibrate.extrapolation_error``).
     """
     import math
 
@@ -130,7 +133,11 @@ def no_regression_margin(cost, fmt: str, params: dict, tokens: int, variant: str
     e = band(fmt, variant, tokens) if band is not None else None
     if not e or "vs_dense" not in e:
         return NO_REGRESSION_MARGIN
-    return max(NO_REGRESSION_MARGIN, math.exp(e["vs_dense"]))
+    m = max(NO_REGRESSION_MARGIN, math.exp(e["vs_dense"]))
+    beyond = cols is not None and getattr(cost, "cols_max", 0) and cols > cost.cols_max
+    if beyond and "extrap_vs_dense" in e:
+        m = max(m, math.exp(e["extrap_vs_dense"]))
+    return m
 
 
 def _variant_note(c: dict) -> str:
@@ -232,7 +239,7 @@ def _auto(name, w2, t, pat, lossy_ok, cost, measure) -> Choice:
     for c in cands:
         if c is not dense:
             c["required_margin"] = round(no_regression_margin(cost, c["format"], c["_params"], t,
-                                                              c["_variant"]), 4)
+                                                              c["_variant"], int(w2.shape[1])), 4)
     # a predicted gain inside the model's error band is not worth the risk of a regression
     safe = [c for c in cands if c is dense or c["predicted_s"] * c["required_margin"] <= dense["predicted_s"]]
     best = safe[0]

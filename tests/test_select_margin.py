@@ -154,3 +154,72 @@ def test_full_block_bsr_is_its_own_variant_with_fallback():
     assert cm.predict(full, 16) > a and cm.predict(sparse, 16) < cm.predict(full, 16)
     assert no_regression_margin(cm, "bsr", {"block": (8, 8)}, 16, full.variant) == pytest.approx(1.3)
     assert no_regression_margin(cm, "bsr", {"block": (8, 8)}, 16, sparse.variant) == NO_REGRESSION_MARGIN
+
+
+def _extrap_model(extrap: float) -> CostModel:
+    cm = _model(0.0)
+    cm.cols_max = 2048
+    cm.error["bsr:8x8/tokens"]["extrap_vs_dense"] = extrap
+    return cm
+
+
+def test_margin_widens_only_beyond_the_calibrated_k():
+    cm = _extrap_model(math.log(1.3))
+    blk = {"block": (8, 8)}
+    assert no_regression_margin(cm, "bsr", blk, 16, cols=1024) == NO_REGRESSION_MARGIN
+    assert no_regression_margin(cm, "bsr", blk, 16, cols=2048) == NO_REGRESSION_MARGIN
+    assert no_regression_margin(cm, "bsr", blk, 16, cols=3072) == pytest.approx(1.3)
+    assert no_regression_margin(cm, "bsr", blk, 16) == NO_REGRESSION_MARGIN     # K unknown
+    cm.cols_max = 0                                                           # range unknown: no guard
+    assert no_regression_margin(cm, "bsr", blk, 16, cols=3072) == NO_REGRESSION_MARGIN
+
+
+def test_auto_keeps_dense_for_an_extrapolated_gain():
+    """A 1.33x predicted BSR gain on a layer with K = 4096 > the calibrated 2048: refused when the fit
+    overstated gains by 1.5x while extrapolating in K, kept on a K = 1024 layer of the same weight."""
+    w = torch.randn(64, 4096, generator=torch.Generator().manual_seed(0))
+    w = prune(w, "block:8x8", 0.25).weight
+    ch = _auto("w", w, 16, None, False, _extrap_model(math.log(1.5)), None)
+    assert ch.format == "dense" and "1.50x margin" in ch.reason
+    ch = _auto("w", w[:, :1024].contiguous(), 16, None, False, _extrap_model(math.log(1.5)), None)
+    assert ch.format == "bsr"
+
+
+def test_extrapolation_error_sees_a_fit_that_breaks_at_large_k():
+    from sparsec.passes.cost.calibrate import extrapolation_error
+
+    dense, csr = _synthetic({}, 2.0)            # csr 2x slower than linear on group 3 only
+    assert extrapolation_error(csr, dense, {3}, q=0.5) > math.log(1.5)
+    assert extrapolation_error(csr, dense, {2}, q=0.5) < 0.1         # group 2 is linear: no overstatement
+    assert extrapolation_error(csr, dense, {0, 1, 2, 3}) is None       # nothing left to fit on
+
+
+def test_ensure_calibrated_refits_a_v3_file_without_measuring(tmp_path, monkeypatch):
+    """A version-3 file of the current kernels is refitted from its stored samples (gaining cols_max
+    and extrapolation errors), never re-measured."""
+    import sparsec.passes.cost.calibrate as C
+
+    monkeypatch.setenv("SPARSEC_CACHE", str(tmp_path))
+    shapes = ((32, 64), (64, 32), (48, 128), (40, 128))
+    monkeypatch.setattr(C, "SHAPES", shapes)
+    monkeypatch.setattr(C, "DENSITIES", (0.2, 0.5))
+    monkeypatch.setattr(C, "TOKENS", (1, 16, 64))
+
+    def measure(fmt, t):
+        f = features(Stats.of(fmt), t)
+        return 1e-6 + 1e-11 * f.macs + 1e-12 * f.bytes + 1e-10 * f.meta
+
+    cm = calibrate(measure, 2)
+    d = cm.to_json()
+    d["version"] = 3
+    d.pop("cols_max")
+    for e in d["error"].values():
+        e.pop("extrap_vs_dense", None)
+    (tmp_path / (C.host_key(2) + ".json")).write_text(json.dumps(d))
+    monkeypatch.setattr(C, "calibrate", lambda *a, **k: pytest.fail("re-measured"))
+    msgs = []
+    back = ensure_calibrated(None, 2, msgs.append)
+    assert "refitting" in msgs[0] and back.cols_max == 128
+    assert "extrap_vs_dense" in back.error["bsr:8x8/tokens"]
+    assert back.coef == cm.coef
+    assert json.loads((tmp_path / (C.host_key(2) + ".json")).read_text())["version"] == C.CALIBRATION_VERSION

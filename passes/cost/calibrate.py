@@ -35,8 +35,13 @@ SHAPES = ((256, 512), (1024, 512), (512, 2048), (2048, 1024), (1024, 2048))
 # 2: error bands, samples, full-block BSR samples; 3: full-block BSR fitted as its own variant
 # ("bsr:8x8+full"). An older file still loads (no error bands: select_formats falls back to its flat
 # margin; no "+full" fits: the block-sparse ones are used); `sparsec calibrate` again to get them.
-CALIBRATION_VERSION = 3
+# 4: the calibrated K range and each fit's extrapolation error (a v3 file with samples is refitted
+# from its stored samples, not re-measured)
+CALIBRATION_VERSION = 4
 ERROR_QUANTILE = 0.5     # the median: the typical (systematic) overstatement, not the noise tail
+# beyond the calibrated K the model extrapolates, which the held-out error above does not measure:
+# the upper quartile of the overstatement seen when the largest calibrated K is itself extrapolated
+EXTRAP_QUANTILE = 0.75
 TOKENS = (1, 16, 64, 256)
 DENSITIES = (0.05, 0.2, 0.5)
 BLOCKS = ((4, 4), (8, 8), (16, 1), (1, 16))
@@ -115,17 +120,63 @@ def calibrate(measure: Callable, threads: int, progress: Callable[[int, int, str
     return model
 
 
-def fit_model(desc: TargetDesc, samples: dict[str, list], source: str) -> CostModel:
-    """Coefficients and cross-validated error bands per key from ``key -> [(group, tokens, Features, s)]``."""
+def fit_model(desc: TargetDesc, samples: dict[str, list], source: str, shapes=None) -> CostModel:
+    """Coefficients and cross-validated error bands per key from ``key -> [(group, tokens, Features, s)]``
+    (group = index into ``shapes``, default ``SHAPES``: the calibrated (O, K) of each group)."""
+    shapes = SHAPES if shapes is None else shapes
+    cols = {gi: k for gi, (_, k) in enumerate(shapes)}
+    far = {gi for gi, k in cols.items() if k == max(cols.values())}
     coef = {key: fit([(f, s) for _, _, f, s in v]) for key, v in samples.items()}
     error = {}
     for key, v in samples.items():
         dense = samples.get("dense/" + key.split("/")[1])
         e = cv_error(v, dense if dense is not v else None)
         if e is not None:
+            x = extrapolation_error(v, dense, far) if dense is not None and dense is not v else None
+            if x is not None:
+                e["extrap_vs_dense"] = x
             error[key] = e
     raw = {key: [[gi, t, *f.vector()[1:], s] for gi, t, f, s in v] for key, v in samples.items()}
-    return CostModel(desc, coef, source, error, raw)
+    return CostModel(desc, coef, source, error, raw, cols_max=max(cols.values()))
+
+
+def refit(model: CostModel, shapes=None) -> CostModel:
+    """The same measurements fitted again (a newer layout of the error bands; nothing re-measured)."""
+    from sparsec.passes.cost.model import Features
+
+    samples = {key: [(int(r[0]), int(r[1]), Features(*r[2:6]), float(r[6])) for r in rows]
+               for key, rows in model.samples.items()}
+    out = fit_model(model.target, samples, model.source, shapes)
+    out.kernels = model.kernels
+    return out
+
+
+def extrapolation_error(samples: list, dense: list, far: set, q: float | None = None) -> float | None:
+    """How much the model overstates a format's gain over dense when it extrapolates in K: both fits
+    made without the groups ``far`` (those with the largest calibrated K), the ``q``-quantile
+    (``EXTRAP_QUANTILE``) over those groups of log((measured / measured_dense) / (predicted /
+    predicted_dense)), floored at 0. None when there is nothing to hold out or to fit on."""
+    import math
+
+    import numpy as np
+
+    q = EXTRAP_QUANTILE if q is None else q
+
+    def held(rows):
+        train = [(f, s) for gi, _, f, s in rows if gi not in far]
+        if not train or len(train) == len(rows):
+            return None
+        c = fit(train)
+        return {(gi, t, i): (s, max(sum(ci * xi for ci, xi in zip(c, f.vector())), 1e-12))
+                for i, (gi, t, f, s) in enumerate(rows) if gi in far}
+
+    ho, hd = held(samples), held(dense)
+    if not ho or not hd:
+        return None
+    hd = {(gi, t): sp for (gi, t, _), sp in hd.items()}
+    rel = [math.log(s / p) - math.log(hd[(gi, t)][0] / hd[(gi, t)][1])
+           for (gi, t, _), (s, p) in ho.items() if (gi, t) in hd]
+    return max(0.0, float(np.quantile(np.array(rel), q))) if rel else None
 
 
 def _held_out(samples: list) -> dict:
@@ -195,6 +246,11 @@ def ensure_calibrated(measure: Callable, threads: int, say: Callable[[str], None
     try:
         with open(p) as f:
             d = json.load(f)
+        if d.get("version", 1) == 3 and d.get("samples") and d.get("kernels") == kernels_hash():
+            say(f"calibration {p} is version 3: refitting its stored samples (nothing re-measured)")
+            model = refit(CostModel.from_json(d))
+            model.save(p)
+            return model
         if d.get("version", 1) < CALIBRATION_VERSION:
             say(f"calibration {p} is version {d.get('version', 1)} < {CALIBRATION_VERSION}: calibrating again")
         elif d.get("kernels") != kernels_hash():
@@ -216,6 +272,11 @@ def load_calibrated(threads: int) -> CostModel | None:
         return None
     try:
         with open(p) as f:
-            return CostModel.from_json(json.load(f))
+            d = json.load(f)
+        model = CostModel.from_json(d)
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    if d.get("version", 1) == 3 and model.samples:
+        model = refit(model)            # same measurements, current error bands (K range, extrapolation)
+        model.save(p)
+    return model

@@ -171,6 +171,7 @@ class CostModel:
     # (format, regime) -> [[group, tokens, macs, bytes, meta, rows, seconds], ...]: the measurements fitted
     samples: dict[str, list] = field(default_factory=dict)
     kernels: str = ""          # calibrate.kernels_hash() of the kernels measured ("" = unknown)
+    cols_max: int = 0          # the largest K calibrated (0 = unknown): beyond it the model extrapolates
 
     @classmethod
     def analytic(cls, target: TargetDesc) -> "CostModel":
@@ -213,12 +214,14 @@ class CostModel:
         from sparsec.passes.cost.calibrate import CALIBRATION_VERSION
 
         return {"version": CALIBRATION_VERSION, "target": asdict(self.target), "coef": self.coef,
-                "source": self.source, "error": self.error, "samples": self.samples, "kernels": self.kernels}
+                "source": self.source, "error": self.error, "samples": self.samples, "kernels": self.kernels,
+                "cols_max": self.cols_max}
 
     @classmethod
     def from_json(cls, d: dict) -> "CostModel":
         return cls(TargetDesc(**d["target"]), {k: list(v) for k, v in d["coef"].items()}, d.get("source", "file"),
-                   {k: dict(v) for k, v in d.get("error", {}).items()}, d.get("samples", {}), d.get("kernels", ""))
+                   {k: dict(v) for k, v in d.get("error", {}).items()}, d.get("samples", {}), d.get("kernels", ""),
+                   int(d.get("cols_max", 0)))
 
     def save(self, path: str) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
