@@ -84,12 +84,12 @@ def test_auto_refuses_a_gain_inside_the_measured_error():
     assert bsr["required_margin"] == pytest.approx(1.5)
 
 
-def test_calibrate_stores_error_bands_and_round_trips(tmp_path, monkeypatch):
-    """calibrate() with a synthetic measure (time = a linear function of the features + a per-format
-    bias on one shape): every key gets coefficients and an error band; JSON round trip keeps them."""
+def _linear_calibration(monkeypatch, shapes) -> CostModel:
+    """calibrate() on a small grid of ``shapes`` with a synthetic measure: time = a linear function
+    of the features (no kernel is built or timed)."""
     import sparsec.passes.cost.calibrate as C
 
-    monkeypatch.setattr(C, "SHAPES", ((32, 64), (64, 32), (48, 48)))
+    monkeypatch.setattr(C, "SHAPES", shapes)
     monkeypatch.setattr(C, "DENSITIES", (0.2, 0.5))
     monkeypatch.setattr(C, "TOKENS", (1, 16, 64))
 
@@ -97,7 +97,13 @@ def test_calibrate_stores_error_bands_and_round_trips(tmp_path, monkeypatch):
         f = features(Stats.of(fmt), t)
         return 1e-6 + 1e-11 * f.macs + 1e-12 * f.bytes + 1e-10 * f.meta
 
-    cm = calibrate(measure, 2)
+    return calibrate(measure, 2)
+
+
+def test_calibrate_stores_error_bands_and_round_trips(tmp_path, monkeypatch):
+    """calibrate() with a synthetic measure (time = a linear function of the features + a per-format
+    bias on one shape): every key gets coefficients and an error band; JSON round trip keeps them."""
+    cm = _linear_calibration(monkeypatch, ((32, 64), (64, 32), (48, 48)))
     assert "dense/tokens" in cm.coef and "bsr:8x8/tokens" in cm.coef
     assert "vs_dense" in cm.error["bsr:8x8/tokens"] and "vs_dense" not in cm.error["dense/tokens"]
     assert cm.error["bsr:8x8/tokens"]["vs_dense"] < 0.05          # an exact linear truth: no error
@@ -200,16 +206,7 @@ def test_ensure_calibrated_refits_a_v3_file_without_measuring(tmp_path, monkeypa
     import sparsec.passes.cost.calibrate as C
 
     monkeypatch.setenv("SPARSEC_CACHE", str(tmp_path))
-    shapes = ((32, 64), (64, 32), (48, 128), (40, 128))
-    monkeypatch.setattr(C, "SHAPES", shapes)
-    monkeypatch.setattr(C, "DENSITIES", (0.2, 0.5))
-    monkeypatch.setattr(C, "TOKENS", (1, 16, 64))
-
-    def measure(fmt, t):
-        f = features(Stats.of(fmt), t)
-        return 1e-6 + 1e-11 * f.macs + 1e-12 * f.bytes + 1e-10 * f.meta
-
-    cm = calibrate(measure, 2)
+    cm = _linear_calibration(monkeypatch, ((32, 64), (64, 32), (48, 128), (40, 128)))
     d = cm.to_json()
     d["version"] = 3
     d.pop("cols_max")
