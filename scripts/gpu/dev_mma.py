@@ -20,18 +20,42 @@ TOKENS = [128, 1024]
 TOL = {"float16": 1e-2, "bfloat16": 3e-2}
 
 
+T128 = dict(bm=128, bn=128, bk=32, wm=2, wn=4, stages=3)
+
+
 def variants(T):
     if T >= 512:
-        return [{}, dict(bm=64, bn=128, bk=32, wm=2, wn=4, stages=4), dict(bm=128, bn=64, bk=32, wm=2, wn=2, stages=4),
-                dict(bm=64, bn=64, bk=32, wm=2, wn=2, stages=4), dict(bm=128, bn=128, bk=32, wm=4, wn=2, stages=3)]
-    return [{}, dict(bm=64, bn=64, bk=32, wm=2, wn=2, stages=4), dict(bm=64, bn=128, bk=32, wm=2, wn=4, stages=4),
-            dict(bm=32, bn=128, bk=32, wm=1, wn=4, stages=4), dict(bm=32, bn=64, bk=32, wm=1, wn=2, stages=4)]
+        return [{}, dict(T128, gm=1), dict(bm=128, bn=64, bk=32, wm=4, wn=2, stages=4),
+                dict(T128, wm=4, wn=2), dict(bm=64, bn=128, bk=32, wm=2, wn=4, stages=4)]
+    return [{}, dict(T128, ks=1), dict(T128, ks=2), dict(T128, ks=4), dict(T128, ks=8),
+            dict(bm=64, bn=128, bk=32, wm=2, wn=4, stages=4, ks=2), dict(bm=32, bn=64, bk=64, wm=1, wn=4, stages=4)]
+
+
+# split-K (fp16/bf16 atomics: red.v4 when O % 8 == 0, element atomics otherwise), staged epilogue,
+# rasterisation groups: odd O, K not a multiple of bk, T not a multiple of bn, bias, bf16
+SPLIT_CHECK = [
+    # (fmt, O, K, T, dtype, bias, act, knobs)
+    ("dense", 1000, 512, 130, "float16", True, None, dict(T128, ks=4)),
+    ("dense", 1003, 520, 77, "bfloat16", True, None, dict(T128, ks=3)),
+    ("dense", 4096, 4096, 128, "float16", False, None, {}),
+    ("dense", 1160, 512, 1030, "float16", True, "relu", dict(T128, gm=4)),
+    ("dense", 1003, 520, 200, "float16", False, "gelu", dict(T128, ks=1, gm=16)),
+    ("nm", 257, 272, 129, "float16", True, None, dict(bm=128, bn=64, bk=64, wm=4, wn=2, stages=2, ks=2)),
+    ("nm", 1024, 1040, 200, "bfloat16", False, None, dict(T128, ks=8)),
+    ("nm", 1160, 512, 1030, "float16", False, "silu", dict(T128, gm=16)),
+    ("nm", 4096, 4096, 128, "bfloat16", True, None, {}),
+]
 
 
 def check_cases():
     import cases as C
 
-    return C.mma_check_cases()
+    out = C.mma_check_cases()
+    for i, (f, O, K, T, dt, bias, act, kn) in enumerate(SPLIT_CHECK):
+        params, pat = ({}, ["dense"]) if f == "dense" else ({"n": 2, "m": 4}, ["nm", 2, 4])
+        out.append(C.case(f"chk_mmaks{i}_{f}_{dt}_{O}x{K}x{T}", f, params, O, K, T, dt, bias, act, pat, kn,
+                          design="mma"))
+    return out
 
 
 def bench_cases():

@@ -68,14 +68,21 @@ class CudaKernelSpec:
         return ceil_div(self.spec.out_features, ROWS), ceil_div(self.spec.tokens, self.tn)
 
 
-def resolve(meta: WeightMeta, spec: MatmulSpec, knobs: dict | None) -> CudaKernelSpec:
+def check_knobs(kind: str, knobs: dict | None, space: tuple) -> dict:
+    """``knobs`` as a new dict, after refusing names not in ``space`` (a tuple of ``Knob``) and values not
+    among a knob's candidates (``None`` = the default); ``kind`` names the kernel in the errors."""
     knobs = dict(knobs or {})
-    space = {k.name: k for k in KNOBS}
+    by = {k.name: k for k in space}
     for name, v in knobs.items():
-        if name not in space:
-            raise KernelError(f"cuda {meta.format} kernel: unknown knob {name!r}; knobs are {', '.join(space)}")
-        if v is not None and v not in space[name].candidates:
-            raise KernelError(f"cuda {meta.format} kernel: knob {name}={v!r} is not one of {space[name].candidates}")
+        if name not in by:
+            raise KernelError(f"{kind} kernel: unknown knob {name!r}; knobs are {', '.join(by)}")
+        if v is not None and v not in by[name].candidates:
+            raise KernelError(f"{kind} kernel: knob {name}={v!r} is not one of {by[name].candidates}")
+    return knobs
+
+
+def resolve(meta: WeightMeta, spec: MatmulSpec, knobs: dict | None) -> CudaKernelSpec:
+    knobs = check_knobs(f"cuda {meta.format}", knobs, KNOBS)
     compute = "simt" if spec.dtype == "float32" else "mma"
     tn = knobs.get("tn")
     if tn is None:

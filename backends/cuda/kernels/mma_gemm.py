@@ -35,8 +35,13 @@ KNOBS = (
     Knob("wm", (1, 2, 4), None, "warps along O"),
     Knob("wn", (1, 2, 4), None, "warps along T"),
     Knob("stages", (2, 3, 4, 5), None, "cp.async pipeline depth"),
+    Knob("ks", (1, 2, 3, 4, 6, 8), None, "split-K: blocks per output tile, each a K range, summed with fp16/bf16 "
+                                          "atomics into a zeroed Y (no activation)"),
+    Knob("gm", (1, 4, 8, 16), None, "block rasterisation: O tiles per group swept over every token tile"),
 )
 SMEM_LIMIT = 48 * 1024          # static shared memory per block
+CPAD = 8                        # staged epilogue: row pitch bm + 8 halves (conflict-free fragment stores)
+SMS = 132                       # H100 SMs
 
 
 @dataclass(frozen=True)
@@ -49,41 +54,62 @@ class MmaSpec:
     wm: int
     wn: int
     stages: int
+    ks: int = 1
+    gm: int = 8
 
     def smem_bytes(self) -> int:
         a = self.bm * self.bk * (1 if self.sparse else 2)
         m = self.bm * self.bk // 8 if self.sparse else 0
-        return self.stages * (a + self.bn * self.bk * 2 + m)
+        ring = self.stages * (a + self.bn * self.bk * 2)
+        return max(ring, self.bn * (self.bm + CPAD) * 2) + self.stages * m
 
 
-def default_knobs(O: int, K: int, T: int, sparse: bool = False) -> dict:
-    """Tile defaults: large tiles when there are enough blocks to fill 132 SMs, smaller ones otherwise."""
+def default_knobs(O: int, K: int, T: int, sparse: bool = False, activation: str | None = None) -> dict:
+    """Tile defaults. T >= 512: 128x128 tiles (64x128 when they leave SMs idle). 32 < T < 512: 128-row
+    tiles split along K until the grid fills the 132 SMs (split-K needs no activation; with one, the
+    smaller tiles of the previous rule). T <= 32: 32x32 tiles."""
     if T >= 512:
         kn = dict(bm=128, bn=128, bk=32, wm=2, wn=4, stages=3)
-        if ceil_div(O, 128) * ceil_div(T, 128) < 132:
+        if ceil_div(O, 128) * ceil_div(T, 128) < SMS:
             kn = dict(bm=64, bn=128, bk=32, wm=2, wn=4, stages=4)
     elif T > 32:
-        kn = dict(bm=64, bn=64, bk=32, wm=2, wn=2, stages=4)
-        if ceil_div(O, 64) * ceil_div(T, 64) < 132:
-            kn = dict(bm=32, bn=64, bk=64, wm=1, wn=4, stages=4)
+        bn = 128 if T > 64 else 64
+        kn = dict(bm=128, bn=bn, bk=32, wm=2, wn=4 if bn == 128 else 2, stages=3 if bn == 128 else 4)
+        tiles = ceil_div(O, 128) * ceil_div(T, bn)
+        nk = ceil_div(K, 32)
+        ks = 1
+        for cand in (1, 2, 3, 4, 6, 8):
+            if ceil_div(nk, cand) < 8:
+                break
+            ks = cand
+            if tiles * cand >= 2 * SMS:
+                break
+        kn["ks"] = ks
+        if activation is not None or tiles * ks < SMS:
+            kn = dict(bm=64, bn=64, bk=32, wm=2, wn=2, stages=4)
+            if ceil_div(O, 64) * ceil_div(T, 64) < SMS:
+                kn = dict(bm=32, bn=64, bk=64, wm=1, wn=4, stages=4)
     else:
         kn = dict(bm=32, bn=32, bk=64, wm=2, wn=2, stages=4)
     if sparse and kn["bk"] == 32 and kn["bm"] == 32:
         kn["bk"] = 64
+    kn.setdefault("ks", 1)
+    kn.setdefault("gm", 8)
     return kn
 
 
 def resolve(O: int, K: int, T: int, sparse: bool, knobs: dict | None, spec: MatmulSpec) -> MmaSpec:
-    knobs = dict(knobs or {})
-    space = {k.name: k for k in KNOBS}
-    for name, v in knobs.items():
-        if name not in space:
-            raise KernelError(f"cuda mma kernel: unknown knob {name!r}; knobs are {', '.join(space)}")
-        if v is not None and v not in space[name].candidates:
-            raise KernelError(f"cuda mma kernel: knob {name}={v!r} is not one of {space[name].candidates}")
-    kn = default_knobs(O, K, T, sparse)
+    from sparsec.backends.cuda.kernels.matmul import check_knobs
+
+    knobs = check_knobs("cuda mma", knobs, KNOBS)
+    kn = default_knobs(O, K, T, sparse, spec.activation)
     kn.update({k: v for k, v in knobs.items() if v is not None})
-    ms = MmaSpec(spec, sparse, kn["bm"], kn["bn"], kn["bk"], kn["wm"], kn["wn"], kn["stages"])
+    nk = ceil_div(K, kn["bk"])
+    ks = ceil_div(nk, ceil_div(nk, kn["ks"]))          # no empty K range
+    ms = MmaSpec(spec, sparse, kn["bm"], kn["bn"], kn["bk"], kn["wm"], kn["wn"], kn["stages"], ks, kn["gm"])
+    if ms.ks > 1 and spec.activation is not None:
+        raise KernelError("cuda mma kernel: ks > 1 sums partial results with atomics, which an activation "
+                          "cannot follow; use ks=1")
     wtm, wtn = ms.bm // ms.wm, ms.bn // ms.wn
     if ms.bm % ms.wm or wtm % 16 or ms.bn % ms.wn or wtn % 16:
         raise KernelError(f"cuda mma kernel: warp tile {ms.bm}/{ms.wm} x {ms.bn}/{ms.wn} must be multiples of 16")
@@ -134,7 +160,7 @@ def cuda_mma_matmul_primfunc(weight, tokens: int, *, bias: bool = False, activat
         args.append(Arg("bias", dt, (O,)))
     args.append(Arg("Y", dt, (TT, O)))
     return func, args, {"design": "mma", "bm": ms.bm, "bn": ms.bn, "bk": ms.bk, "wm": ms.wm, "wn": ms.wn,
-                        "stages": ms.stages}
+                        "stages": ms.stages, "ks": ms.ks, "gm": ms.gm}
 
 
 def _generate(ms: MmaSpec):
@@ -143,16 +169,15 @@ def _generate(ms: MmaSpec):
     spec = ms.spec
     O, K, TT, dt = spec.out_features, spec.in_features, spec.tokens, spec.dtype
     SP = ms.sparse
-    BM, BN, BK, WM, WN, S = ms.bm, ms.bn, ms.bk, ms.wm, ms.wn, ms.stages
+    BM, BN, BK, WM, WN, S, KS = ms.bm, ms.bn, ms.bk, ms.wm, ms.wn, ms.stages, ms.ks
     NT = 32 * WM * WN
     WTM, WTN = BM // WM, BN // WN
     MF, NF = WTM // 16, WTN // 8
     NK = ceil_div(K, BK)
+    NKS = ceil_div(NK, KS)                   # k-tiles per split (the last split may have fewer)
     KA = K // 2 if SP else K                 # A row length (compressed for 2:4)
     BKA = BK // 2 if SP else BK              # A tile row length
     CHA, CHB = BKA // 8, BK // 8             # 16-byte chunks per tile row
-    A_CP, B_CP = BM * CHA, BN * CHB          # 16-byte copies per stage
-    A_IT, B_IT = ceil_div(A_CP, NT), ceil_div(B_CP, NT)
     KB16 = K // 16
     NRT16 = ceil_div(O, 16)
     M_CP = (BM // 16) * (BK // 16) * 2      # 16-byte copies of metadata per stage (8 words per 16x16 block)
@@ -163,39 +188,42 @@ def _generate(ms: MmaSpec):
     pt = {"float16": "f16", "bfloat16": "bf16"}[dt]
     MMA = f"mma.sync.aligned.m16n8k16.row.col.f32.{pt}.{pt}.f32"
     MMASP = f"mma.sp.sync.aligned.m16n8k16.row.col.f32.{pt}.{pt}.f32"
+    RED = f"red.global.add.noftz.v4.{pt}x2"
     CP = "cp.async.cg.shared.global"
     LDX4 = "ldmatrix.sync.aligned.m8n8.x4.shared.b16"
-    ASZ = S * BM * BKA
+    ASZ = S * BM * BKA                       # A ring at [0, ASZ), B ring at [ASZ, ASZ + BSZ) of one buffer
     BSZ = S * BN * BK
+    CST = BM + CPAD                          # staged epilogue tile [BN, CST] over the ring (after the loop)
+    SMN = max(ASZ + BSZ, BN * CST)
     MSZ = S * MW if SP else 1
+    C_CP = BN * (BM // 8)                    # 16-byte chunks of the staged tile
     grid_m, grid_n = ceil_div(O, BM), ceil_div(TT, BN)
+    GM = min(ms.gm, grid_m)
+    VEC = O % 8 == 0                         # Y rows 16-byte aligned: whole chunks as one store / red
+    zero = T.Cast(dt, T.float32(0))
 
     def cvt(e):
         return T.Cast(dt, e)
 
     @T.macro
-    def load_stage(Wv, Wm, X, As, Bs, Ms, tid, bx, by, kt, st):
-        # weight (A) tile: BM rows x CHA chunks; 2:4 rows are compressed (K/2 long)
-        for it in T.unroll(A_IT):
+    def cp_tile(Sm, base, src, row0, col0, NR, NC, CH, NROWS, tid):
+        # NROWS x CH 16-byte chunks of src[row0:, col0:] -> Sm[base:] (rows of CH chunks, XOR-swizzled);
+        # src-size 0 zero-fills chunks outside the NR x NC matrix
+        for it in T.unroll(ceil_div(NROWS * CH, NT)):
             e = it * NT + tid
-            if e < A_CP:
-                r = e // CHA
-                c = e % CHA
-                row = bx * BM + r
-                kc = kt * BKA + c * 8
-                T.ptx[CP](T.address_of(As[st * BM * BKA + r * BKA + (c ^ _swz(r, CHA)) * 8]),
-                          T.address_of(Wv[T.min(row, O - 1), T.min(kc, KA - 8)]), 16,
-                          T.if_then_else(row < O and kc < KA, T.uint32(16), T.uint32(0)))
-        for it in T.unroll(B_IT):
-            e = it * NT + tid
-            if e < B_CP:
-                r = e // CHB
-                c = e % CHB
-                tok = by * BN + r
-                kc = kt * BK + c * 8
-                T.ptx[CP](T.address_of(Bs[st * BN * BK + r * BK + (c ^ _swz(r, CHB)) * 8]),
-                          T.address_of(X[T.min(tok, TT - 1), T.min(kc, K - 8)]), 16,
-                          T.if_then_else(tok < TT and kc < K, T.uint32(16), T.uint32(0)))
+            if e < NROWS * CH:
+                r = e // CH
+                c = e % CH
+                row = row0 + r
+                kc = col0 + c * 8
+                T.ptx[CP](T.address_of(Sm[base + r * CH * 8 + (c ^ _swz(r, CH)) * 8]),
+                          T.address_of(src[T.min(row, NR - 1), T.min(kc, NC - 8)]), 16,
+                          T.if_then_else(row < NR and kc < NC, T.uint32(16), T.uint32(0)))
+
+    @T.macro
+    def load_stage(Wv, Wm, X, Sm, Ms, tid, bx, by, kt, st):
+        cp_tile(Sm, st * BM * BKA, Wv, bx * BM, kt * BKA, O, KA, CHA, BM, tid)      # weight (A), 2:4 compressed
+        cp_tile(Sm, ASZ + st * BN * BK, X, by * BN, kt * BK, TT, K, CHB, BN, tid)   # activations (B)
         if SP:
             # metadata: per 16-row block of the tile, BK/16 blocks of 8 words (two 16-byte copies each)
             for it in T.unroll(M_IT):
@@ -210,7 +238,7 @@ def _generate(ms: MmaSpec):
                               T.if_then_else(grb < NRT16 and kb < KB16, T.uint32(16), T.uint32(0)))
 
     @T.macro
-    def compute_stage(As, Bs, Ms, af, bf, acc, mt, lane, wmi, wni, st):
+    def compute_stage(Sm, Ms, af, bf, acc, mt, lane, wmi, wni, st):
         for kk in T.unroll(BK // 16):
             # A fragments
             for mf in T.unroll(MF):
@@ -219,19 +247,19 @@ def _generate(ms: MmaSpec):
                         ra = wmi * WTM + mf * 16 + lane % 16
                         ca = (kk // 2) * 2 + lane // 16
                         T.ptx[LDX4](af[mf * 4 + 0], af[mf * 4 + 1], af[mf * 4 + 2], af[mf * 4 + 3],
-                                    T.address_of(As[st * BM * BKA + ra * BKA + (ca ^ _swz(ra, CHA)) * 8]))
+                                    T.address_of(Sm[st * BM * BKA + ra * BKA + (ca ^ _swz(ra, CHA)) * 8]))
                     mt[mf] = Ms[st * MW + ((wmi * WTM + mf * 16) // 16) * (BK // 16) * 8 + kk * 8 + lane // 4]
                 else:
                     ra = wmi * WTM + mf * 16 + lane % 16
                     ca = kk * 2 + lane // 16
                     T.ptx[LDX4](af[mf * 4 + 0], af[mf * 4 + 1], af[mf * 4 + 2], af[mf * 4 + 3],
-                                T.address_of(As[st * BM * BKA + ra * BKA + (ca ^ _swz(ra, CHA)) * 8]))
+                                T.address_of(Sm[st * BM * BKA + ra * BKA + (ca ^ _swz(ra, CHA)) * 8]))
             # B fragments, two n8 tiles per ldmatrix.x4
             for nf2 in T.unroll(NF // 2):
                 rb = wni * WTN + nf2 * 16 + (lane // 16) * 8 + lane % 8
                 cb = kk * 2 + (lane // 8) % 2
                 T.ptx[LDX4](bf[nf2 * 4 + 0], bf[nf2 * 4 + 1], bf[nf2 * 4 + 2], bf[nf2 * 4 + 3],
-                            T.address_of(Bs[st * BN * BK + rb * BK + (cb ^ _swz(rb, CHB)) * 8]))
+                            T.address_of(Sm[ASZ + st * BN * BK + rb * BK + (cb ^ _swz(rb, CHB)) * 8]))
             for mf in T.unroll(MF):
                 for nf in T.unroll(NF):
                     ai = (mf * NF + nf) * 4
@@ -246,46 +274,98 @@ def _generate(ms: MmaSpec):
                                    bf[nf * 2], bf[nf * 2 + 1], acc[ai], acc[ai + 1], acc[ai + 2], acc[ai + 3])
 
     @T.macro
+    def tile(Wv, Wm, X, bias, Y, bx, by, bz, tid):
+        Sm = T.alloc_buffer((SMN,), dt, scope="shared")
+        Su = T.decl_buffer((SMN // 2,), "uint32", data=Sm.data, scope="shared")
+        Ms = T.alloc_buffer((MSZ,), "uint32", scope="shared")
+        af = T.alloc_buffer((MF * 4,), "uint32", scope="local")
+        bf = T.alloc_buffer((NF * 2,), "uint32", scope="local")
+        mt = T.alloc_buffer((MF,), "uint32", scope="local")
+        acc = T.alloc_buffer((MF * NF * 4,), "float32", scope="local")
+        cv = T.alloc_buffer((8,), dt, scope="local")
+        cu = T.alloc_buffer((4,), "uint32", scope="local")
+        lane = tid % 32
+        wmi = (tid // 32) % WM
+        wni = tid // (32 * WM)
+        k0 = bz * NKS                                   # this split's first k-tile
+        nkz = T.min(NKS, NK - k0)                       # and its k-tile count (>= 1)
+        for i in T.unroll(MF * NF * 4):
+            acc[i] = T.float32(0)
+        for s0 in T.unroll(S - 1):
+            if s0 < nkz:
+                load_stage(Wv, Wm, X, Sm, Ms, tid, bx, by, k0 + s0, s0)
+            T.ptx["cp.async.commit_group"]()
+        for i in range(nkz):
+            T.ptx["cp.async.wait_group"](S - 2)
+            T.tvm_storage_sync("shared")
+            if i + S - 1 < nkz:
+                load_stage(Wv, Wm, X, Sm, Ms, tid, bx, by, k0 + i + S - 1, (i + S - 1) % S)
+            T.ptx["cp.async.commit_group"]()
+            compute_stage(Sm, Ms, af, bf, acc, mt, lane, wmi, wni, i % S)
+        # staged epilogue: accumulators (+ bias, activation) -> Sm[token, row] -> 16-byte rows of Y.
+        # c0,c1 = (row g, tokens 2q, 2q+1), c2,c3 = (row g+8, ...)
+        T.ptx["cp.async.wait_group"](0)
+        T.tvm_storage_sync("shared")
+        for mf in T.unroll(MF):
+            for nf in T.unroll(NF):
+                for h in T.unroll(2):
+                    for j in T.unroll(2):
+                        ol = wmi * WTM + mf * 16 + lane // 4 + 8 * h
+                        tl = wni * WTN + nf * 8 + (lane % 4) * 2 + j
+                        v = acc[(mf * NF + nf) * 4 + h * 2 + j]
+                        if HAS_BIAS:
+                            if KS == 1:
+                                Sm[tl * CST + ol] = cvt(epi(v + T.Cast("float32", bias[T.min(bx * BM + ol, O - 1)])))
+                            else:
+                                Sm[tl * CST + ol] = cvt(v + T.if_then_else(
+                                    bz == 0, T.Cast("float32", bias[T.min(bx * BM + ol, O - 1)]), T.float32(0)))
+                        else:
+                            Sm[tl * CST + ol] = cvt(epi(v))
+        T.tvm_storage_sync("shared")
+        for it in T.unroll(ceil_div(C_CP, NT)):
+            e = it * NT + tid
+            if e < C_CP:
+                n = e // (BM // 8)
+                c = e % (BM // 8)
+                t = by * BN + n
+                o = bx * BM + c * 8
+                if t < TT and o < O:
+                    if VEC:
+                        if KS == 1:
+                            for jj in T.vectorized(8):
+                                cv[jj] = Sm[n * CST + c * 8 + jj]
+                            for jj in T.vectorized(8):
+                                Y[t, o + jj] = cv[jj]
+                        else:
+                            for jj in T.vectorized(4):
+                                cu[jj] = Su[(n * CST + c * 8) // 2 + jj]
+                            T.ptx[RED](T.address_of(Y[t, o]), cu[0], cu[1], cu[2], cu[3])
+                    else:
+                        for jj in T.unroll(8):
+                            if o + jj < O:
+                                if KS == 1:
+                                    Y[t, o + jj] = Sm[n * CST + c * 8 + jj]
+                                else:
+                                    T.evaluate(T.call_extern(dt, "atomicAdd", T.address_of(Y[t, o + jj]),
+                                                             Sm[n * CST + c * 8 + jj]))
+
+    @T.macro
     def body(Wv, Wm, X, bias, Y):
-        for by in T.thread_binding(grid_n, thread="blockIdx.y"):
-            for bx in T.thread_binding(grid_m, thread="blockIdx.x"):
+        if KS > 1:
+            # split-K sums into Y with atomics: zero it first (a launch of its own)
+            Yf = T.decl_buffer((TT * O,), dt, data=Y.data)
+            for zb in T.thread_binding(ceil_div(TT * O, 256 * 8), thread="blockIdx.x"):
+                for zt in T.thread_binding(256, thread="threadIdx.x"):
+                    for jj in T.unroll(8):
+                        if (zb * 256 + zt) * 8 + jj < TT * O:
+                            Yf[(zb * 256 + zt) * 8 + jj] = zero
+        for bz in T.thread_binding(KS, thread="blockIdx.y"):
+            for lin in T.thread_binding(grid_m * grid_n, thread="blockIdx.x"):
                 for tid in T.thread_binding(NT, thread="threadIdx.x"):
-                    As = T.alloc_buffer((ASZ,), dt, scope="shared")
-                    Bs = T.alloc_buffer((BSZ,), dt, scope="shared")
-                    Ms = T.alloc_buffer((MSZ,), "uint32", scope="shared")
-                    af = T.alloc_buffer((MF * 4,), "uint32", scope="local")
-                    bf = T.alloc_buffer((NF * 2,), "uint32", scope="local")
-                    mt = T.alloc_buffer((MF,), "uint32", scope="local")
-                    acc = T.alloc_buffer((MF * NF * 4,), "float32", scope="local")
-                    lane = tid % 32
-                    wmi = (tid // 32) % WM
-                    wni = tid // (32 * WM)
-                    for i in T.unroll(MF * NF * 4):
-                        acc[i] = T.float32(0)
-                    for s0 in T.unroll(S - 1):
-                        if s0 < NK:
-                            load_stage(Wv, Wm, X, As, Bs, Ms, tid, bx, by, s0, s0)
-                        T.ptx["cp.async.commit_group"]()
-                    for kt in range(NK):
-                        T.ptx["cp.async.wait_group"](S - 2)
-                        T.tvm_storage_sync("shared")
-                        if kt + S - 1 < NK:
-                            load_stage(Wv, Wm, X, As, Bs, Ms, tid, bx, by, kt + S - 1, (kt + S - 1) % S)
-                        T.ptx["cp.async.commit_group"]()
-                        compute_stage(As, Bs, Ms, af, bf, acc, mt, lane, wmi, wni, kt % S)
-                    # epilogue: c0,c1 = (row g, tokens 2q, 2q+1), c2,c3 = (row g+8, ...)
-                    for mf in T.unroll(MF):
-                        for nf in T.unroll(NF):
-                            for h in T.unroll(2):
-                                for j in T.unroll(2):
-                                    o = bx * BM + wmi * WTM + mf * 16 + lane // 4 + 8 * h
-                                    t = by * BN + wni * WTN + nf * 8 + (lane % 4) * 2 + j
-                                    if o < O and t < TT:
-                                        if HAS_BIAS:
-                                            Y[t, o] = cvt(epi(acc[(mf * NF + nf) * 4 + h * 2 + j]
-                                                              + T.Cast("float32", bias[o])))
-                                        else:
-                                            Y[t, o] = cvt(epi(acc[(mf * NF + nf) * 4 + h * 2 + j]))
+                    # rasterisation: groups of GM row tiles, each swept over every token tile (L2 reuse)
+                    gsz = T.min(GM, grid_m - (lin // (GM * grid_n)) * GM)
+                    r = lin % (GM * grid_n)
+                    tile(Wv, Wm, X, bias, Y, (lin // (GM * grid_n)) * GM + r % gsz, r // gsz, bz, tid)
 
     if SP:
         @T.prim_func
