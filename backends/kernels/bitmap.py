@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
+from sparsec.backends.kernels.parallelism import resolve_in_plan
 from sparsec.backends.kernels.common import (
     PARALLEL, T_TILE, Knob, MatmulFamily, ceil_div, drop_param, epilogue, loader, storer, token_tiles,
 )
@@ -38,6 +39,7 @@ class BitmapFamily(MatmulFamily):
         return {"bits": (nti, ntj, ceil_div(tr * tc, 8)), "tile_ptr": (nti * ntj + 1,), "values": ("nnz",)}
 
     def resolve_knobs(self, meta, spec, knobs, lanes):
+        resolve_in_plan(meta, spec, knobs)      # parallel=None given a meta only: the size rule
         if knobs.get("unroll_rows") is None:
             knobs["unroll_rows"] = meta.param("tile")[0] <= 16
 

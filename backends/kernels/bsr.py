@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
+from sparsec.backends.kernels.parallelism import resolve_in_plan
 from sparsec.backends.kernels.common import (
     PARALLEL, STRATEGY, T_TILE, Knob, MatmulFamily, ceil_div, drop_param, epilogue, loader, storer, token_tiles,
 )
@@ -40,6 +41,7 @@ class BSRFamily(MatmulFamily):
         return meta.param("block")[0]
 
     def resolve_knobs(self, meta, spec, knobs, lanes):
+        resolve_in_plan(meta, spec, knobs)      # parallel=None given a meta only: the size rule
         if knobs.get("unroll_block") is None:
             r, c = meta.param("block")
             knobs["unroll_block"] = r * c <= 64

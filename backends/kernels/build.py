@@ -16,6 +16,7 @@ from sparsec.backends.kernels.csr import CSRFamily
 from sparsec.backends.kernels.dense import DenseFamily
 from sparsec.backends.kernels.groupquant import GroupQuantFamily
 from sparsec.backends.kernels.nm import NMFamily
+from sparsec.backends.kernels.parallelism import resolve_parallel
 from sparsec.backends.kernels.schedules.llvm import llvm_plan
 
 FAMILIES: dict[str, MatmulFamily] = {f.format: f for f in (
@@ -63,6 +64,7 @@ def matmul_primfunc(weight, tokens: int, *, bias: bool = False, activation: str 
     check_meta(meta, spec, family.format)
     family.check(meta)
     target = _target(target)
+    knobs = resolve_parallel(weight, spec.tokens, knobs, target)    # the size rule, from nnz when known
     plan = _plan(family, meta, spec, knobs, target)
     func = family.algorithm(meta, spec, plan)
     if spec.residual:
@@ -156,6 +158,9 @@ def build_matmul(weight, tokens: int, *, bias: bool = False, activation: str | N
     """Build (or fetch from the in-process cache) the kernel for ``weight``'s meta and ``tokens``."""
     meta = meta_of(weight)
     target = _target(target)
+    # the parallel default depends on the weight's stored entries, which the meta lacks: resolved here
+    knobs = resolve_parallel(weight, tokens, knobs, target) if knobs is None or "parallel" not in knobs \
+        or knobs["parallel"] is None else knobs
     key = (meta, int(tokens), bool(bias), activation, str(target), tuple(sorted((knobs or {}).items())))
     if residual:       # (the key without it is unchanged, for callers that index the cache)
         key = key + (True,)

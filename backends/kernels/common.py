@@ -306,7 +306,11 @@ STRATEGY = Knob("strategy", ("tokens", "gemv"), None,
                 "tokens: vectorise over tokens; gemv (T = 1 only): vectorise over the reduction")
 T_TILE = Knob("t_tile", (8, 16, 32, 48, 64, 96, 128, 192, 256), None,
               "tokens per accumulator tile (default: what fits the vector registers)")
-PARALLEL = Knob("parallel", (True, False), True, "outer row loop over the thread pool")
+# None: the size rule of ``parallelism.py`` (serial when the pool's wake-up costs more than the
+# split saves); the tuner tries True and False.
+PARALLEL = Knob("parallel", (True, False), None,
+                "outer row loop over the thread pool (default: when the estimated serial time is long "
+                "enough, parallelism.PARALLEL_MIN_US)")
 
 
 def meta_of(weight) -> WeightMeta:

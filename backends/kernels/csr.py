@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
+from sparsec.backends.kernels.parallelism import resolve_in_plan
 from sparsec.backends.kernels.common import (
     PARALLEL, STRATEGY, T_TILE, Knob, MatmulFamily, drop_param, epilogue, loader, pow2_at_least, storer,
     token_tiles,
@@ -58,6 +59,7 @@ class CSRFamily(MatmulFamily):
         return auto_t_tile(spec.tokens, self.default_chains(auto_t_tile(spec.tokens, 1, lanes), lanes), lanes)
 
     def resolve_knobs(self, meta, spec, knobs, lanes):
+        resolve_in_plan(meta, spec, knobs)      # parallel=None given a meta only: the size rule
         if knobs.get("chains") is None:
             knobs["chains"] = 1 if spec.tokens == 1 else self.default_chains(knobs["t_tile"], lanes)
 

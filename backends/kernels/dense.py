@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
+from sparsec.backends.kernels.parallelism import resolve_in_plan
 from sparsec.backends.kernels.common import (
     PARALLEL, STRATEGY, T_TILE, Knob, MatmulFamily, ceil_div, drop_param, epilogue, loader, storer, token_tiles,
 )
@@ -90,6 +91,7 @@ class DenseFamily(MatmulFamily):
         return tile
 
     def resolve_knobs(self, meta, spec, knobs, lanes):
+        resolve_in_plan(meta, spec, knobs)      # parallel=None given a meta only: the size rule
         if knobs.get("row_block") is None:
             knobs["row_block"] = 4 if spec.tokens == 1 else self.rows_for(knobs["t_tile"], lanes)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
+from sparsec.backends.kernels.parallelism import resolve_in_plan
 from sparsec.backends.kernels.common import (
     PARALLEL, STRATEGY, T_TILE, Knob, MatmulFamily, ceil_div, drop_param, epilogue, loader, storer, token_tiles,
 )
@@ -37,6 +38,7 @@ class GroupQuantFamily(MatmulFamily):
                 "scales": ("ngk",), "zeros": ("ngk",)}
 
     def resolve_knobs(self, meta, spec, knobs, lanes):
+        resolve_in_plan(meta, spec, knobs)      # parallel=None given a meta only: the size rule
         if knobs.get("unroll_group") is None:
             knobs["unroll_group"] = meta.param("group") <= 64
 

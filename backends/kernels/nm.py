@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
+from sparsec.backends.kernels.parallelism import resolve_in_plan
 from sparsec.backends.kernels.common import (
     PARALLEL, STRATEGY, T_TILE, KernelError, Knob, MatmulFamily, ceil_div, drop_param, epilogue, loader,
     storer, token_tiles,
@@ -84,6 +85,7 @@ class NMFamily(MatmulFamily):
         return 4 if spec.tokens <= 4 * lanes else 1
 
     def resolve_knobs(self, meta, spec, knobs, lanes):
+        resolve_in_plan(meta, spec, knobs)      # parallel=None given a meta only: the size rule
         if knobs.get("row_block") is None:
             knobs["row_block"] = self.default_row_block(meta) if lanes >= 8 else self.narrow_row_block(spec, lanes)
 
