@@ -25,10 +25,11 @@ T128 = dict(bm=128, bn=128, bk=32, wm=2, wn=4, stages=3)
 
 def variants(T):
     if T >= 512:
-        return [{}, dict(T128, gm=1), dict(bm=128, bn=64, bk=32, wm=4, wn=2, stages=4),
-                dict(T128, wm=4, wn=2), dict(bm=64, bn=128, bk=32, wm=2, wn=4, stages=4)]
-    return [{}, dict(T128, ks=1), dict(T128, ks=2), dict(T128, ks=4), dict(T128, ks=8),
-            dict(bm=64, bn=128, bk=32, wm=2, wn=4, stages=4, ks=2), dict(bm=32, bn=64, bk=64, wm=1, wn=4, stages=4)]
+        return [{}, dict(T128, gm=8)]
+    return [{}, dict(bm=128, bn=64, bk=32, wm=4, wn=2, stages=4, ks=8), dict(bm=128, bn=64, bk=32, wm=4, wn=2, stages=4, ks=4),
+            dict(bm=128, bn=64, bk=64, wm=4, wn=2, stages=2, ks=8), dict(bm=64, bn=128, bk=32, wm=2, wn=4, stages=4, ks=8),
+            dict(bm=32, bn=64, bk=64, wm=1, wn=4, stages=4, ks=2), dict(bm=32, bn=64, bk=64, wm=1, wn=4, stages=4),
+            dict(bm=64, bn=64, bk=32, wm=2, wn=2, stages=4, ks=4), dict(T128, wm=4, wn=2, ks=8)]
 
 
 # split-K (fp16/bf16 atomics: red.v4 when O % 8 == 0, element atomics otherwise), staged epilogue,
