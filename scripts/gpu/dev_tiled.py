@@ -1,7 +1,7 @@
 """Focused GPU run for the ``tiled`` kernel (issue #12): correctness of the tiled check cases + timing of
 kernel variants vs cuBLAS at decode token counts, in one process.
 
-    python scripts/gpu/dev_tiled.py build out/dev_tiled [sync|pipe]   # here: TVM + nvcc (no GPU)
+    python scripts/gpu/dev_tiled.py build out/dev_tiled [sync|pipe|bank]   # here: TVM + nvcc (no GPU)
     python scripts/gpu/dev_tiled.py run out/dev_tiled OUT.json     # GPU machine: torch + TVM runtime bundle
 
 Correctness: every tiled case of ``cases.py`` plus every timed kernel at every sparsity, vs
@@ -18,6 +18,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+TL_DEFAULT_ORDER = "bank"     # tiled_layout.build's default (kept here: this module imports no torch at the top)
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (9216, 36864)]
 TOKENS = [1, 8, 16, 32]
 SPARSITY = [0.7, 0.8, 0.9]
@@ -27,7 +28,10 @@ ROUNDS = 9
 def variants(O, K, T, which="sync"):
     """(label, knobs). ``sync``: the previous kernel (block barriers per stage) and the warp-synchronised one
     with the default split and splits two steps down/up; ``pipe``: block, warp, and warp with the compressed
-    stream prefetched one stage ahead at the stage's start (pipe=2) or two stages ahead (pipe=3)."""
+    stream prefetched one stage ahead at the stage's start (pipe=2) or two stages ahead (pipe=3); ``bank``: the
+    warp kernel (default knobs) on the previous layout order (``tiled_layout.build(..., order="rows")``, label
+    ``warp``) and on the default ``order="bank"`` (label ``warp_bank``: the same kernel, the stage entries
+    permuted against shared-memory bank conflicts). Other sets time the default layout order."""
     from sparsec.backends.cuda.kernels.tiled import KNOBS, resolve
     from sparsec.backends.kernels.common import KernelError, MatmulSpec
 
@@ -36,6 +40,8 @@ def variants(O, K, T, which="sync"):
     ks = list(KNOBS["ksplit"])
     i = ks.index(d.ksplit)
     out = [("block", {"sync": "block"}), ("warp", {"sync": "warp"})]
+    if which == "bank":
+        return [("warp", {"sync": "warp"}), ("warp_bank", {"sync": "warp"})]
     if which == "pipe":
         out += [("warp_pipe2", {"sync": "warp", "pipe": 2}), ("warp_pipe3", {"sync": "warp", "pipe": 3})]
     elif i > 0:
@@ -61,6 +67,8 @@ def build(outdir, which="sync"):
     if which == "pipe":                       # every check case again with pipe=3 where it sets no pipe
         cs += [dict(c, name=c["name"] + "_p3", knobs=dict(c["knobs"], pipe=3)) for c in C.tiled_check_cases()
                if "pipe" not in c["knobs"]]
+    if which == "bank":                       # every check case again on the previous (row-major) layout order
+        cs += [dict(c, name=c["name"] + "_rows", order="rows") for c in C.tiled_check_cases()]
     bench = []
     for (O, K) in SHAPES:
         for T in TOKENS:
@@ -68,6 +76,8 @@ def build(outdir, which="sync"):
                 bench.append(C.case(f"d_{lab}_{O}x{K}x{T}", "bitmap", {"tile": [8, 32]}, O, K, T, knobs=kn,
                                     design="tiled"))
                 bench[-1]["label"] = lab
+                if which == "bank":
+                    bench[-1]["order"] = "bank" if lab.endswith("_bank") else "rows"
     B.build(cs + bench, os.path.join(outdir, "dev.so"), "sm_90")
     json.dump({"check": cs, "bench": bench}, open(os.path.join(outdir, "cases.json"), "w"), indent=1)
 
@@ -90,14 +100,15 @@ def run(kdir, outp):
         w = env.make_weight(c, seed=i)
         fmt = env.pack(c, w)
         k = c["resolved_knobs"]
-        lay = TL.build(fmt, k["rt"], k["sc"])
+        lay = TL.build(fmt, k["rt"], k["sc"], order=c.get("order", TL_DEFAULT_ORDER))
         dt = getattr(torch, c["dtype"])
         x, b, ref = env.case_io(c, fmt, i)
         y = torch.full((c["T"], c["O"]), float("nan"), dtype=dt, device=dev)
         lib[c["name"]](*[lay[n].to(dev) for n in TL.BUFFERS], x.to(dev), *([b.to(dev)] if b is not None else []), y)
         torch.cuda.synchronize()
         err = float((y.float().cpu() - ref).abs().max() / ref.abs().max().clamp_min(1e-6))
-        out["check"].append({"name": c["name"], "knobs": k, "rel_err": err, "ok": err <= tol[c["dtype"]]})
+        out["check"].append({"name": c["name"], "knobs": k, "order": c.get("order", TL_DEFAULT_ORDER),
+                             "rel_err": err, "ok": err <= tol[c["dtype"]]})
         print(f"[{'OK ' if err <= tol[c['dtype']] else 'BAD'}] {c['name']:<48} {err:.2e}", flush=True)
     by_cell = {}
     for c in cases["bench"]:
@@ -115,9 +126,10 @@ def run(kdir, outp):
                 cell = {"O": O, "K": K, "T": T, "sparsity": s, "err": {}, "knobs": {}}
                 for c in by_cell[(O, K, T)]:
                     kn = c["resolved_knobs"]
-                    key = (kn["rt"], kn["sc"])
+                    key = (kn["rt"], kn["sc"], c.get("order", TL_DEFAULT_ORDER))
                     if key not in lays:
-                        lays[key] = TL.build(w, *key)
+                        lays[key] = TL.build(w, *key[:2], order=key[2])
+                        cell.setdefault("store_wavefronts", {})[key[2]] = TL.store_wavefronts(lays[key])
                     args = [lays[key][n] for n in TL.BUFFERS]
                     f = lib[c["name"]]
                     y.fill_(float("nan"))
