@@ -125,3 +125,26 @@ def test_tuner_space_keeps_both_settings():
         resolved = {sp._resolved({**sp.defaults, "parallel": v}) for v in vals}
         assert len(resolved) == 2
         assert {dict(r)["parallel"] for r in resolved} == {True, False}
+
+
+def test_im2col_rule_and_conv_matches_torch(monkeypatch):
+    from sparsec.backends.kernels import build_conv2d
+    from sparsec.backends.kernels.conv import ConvSpec, im2col_primfunc
+
+    assert not P.im2col_parallel(20_000, cores=2)
+    assert P.im2col_parallel(2_000_000, cores=2)
+    assert not P.im2col_parallel(2_000_000, cores=1)
+    spec = ConvSpec(1, 64, 56, 56, (3, 3), (1, 1), (1, 1))
+    assert "T.parallel" in im2col_primfunc(spec, parallel=True).script()
+    assert "T.parallel" not in im2col_primfunc(spec, parallel=False).script()
+    monkeypatch.setattr(P, "_host_cores", lambda: 2)
+    assert "T.parallel" in im2col_primfunc(spec).script()                       # 1.8M elements
+    assert "T.parallel" not in im2col_primfunc(ConvSpec(1, 3, 8, 8, (3, 3))).script()
+    g = torch.Generator().manual_seed(7)
+    w = torch.randn(8, 3, 3, 3, generator=g)
+    w[torch.rand(8, 3, 3, 3, generator=g) < 0.7] = 0
+    x = torch.randn(1, 3, 9, 9, generator=g)
+    fo = CSR.from_dense(w.reshape(8, 27))
+    for knobs in (None, {"parallel": True}, {"parallel": False}):
+        y = build_conv2d(fo, x.shape, kernel=3, padding=1, knobs=knobs).run_format(x, fo)
+        assert torch.allclose(y, F.conv2d(x, w, padding=1), rtol=1e-4, atol=1e-4)

@@ -65,8 +65,9 @@ def _pair(v, name):
     return a, b
 
 
-def im2col_primfunc(spec: ConvSpec, name: str = "sparsec_im2col"):
-    """TIR: ``X[N, C, H, W] -> cols[C*kh*kw, N*Ho*Wo]`` (zero padding), rows in parallel."""
+def im2col_primfunc(spec: ConvSpec, name: str = "sparsec_im2col", parallel: bool | None = None):
+    """TIR: ``X[N, C, H, W] -> cols[C*kh*kw, N*Ho*Wo]`` (zero padding), rows in parallel when
+    ``parallel`` (default: ``parallelism.im2col_parallel``, the matmuls' size rule)."""
     import tvm
     from tvm import s_tir, te, tirx
 
@@ -88,7 +89,11 @@ def im2col_primfunc(spec: ConvSpec, name: str = "sparsec_im2col"):
     func = te.create_prim_func([X, cols]).with_attr("global_symbol", name)
     sch = s_tir.Schedule(tvm.IRModule({name: func}))
     k, t = sch.get_loops(sch.get_sblock("cols", func_name=name))
-    sch.parallel(k)
+    if parallel is None:
+        from sparsec.backends.kernels.parallelism import im2col_parallel
+        parallel = im2col_parallel(K * T)
+    if parallel:
+        sch.parallel(k)
     return sch.mod[name].with_attr("global_symbol", name)
 
 

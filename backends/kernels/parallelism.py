@@ -30,7 +30,7 @@ from __future__ import annotations
 # parallel = POOL_WAKE_US + serial / PARALLEL_SPEEDUP over all of them gave 2.26 us and 1.95 (kernels
 # above 500 us: serial/parallel median 1.96, quartiles 1.93-2.01). Measured crossover: serial wins
 # at <= 5 us of serial work (csr 256x256 90% T=1 5.0 us: 0.83x), ties at ~4 us, parallel wins from
-# 6.7 us on (1.24-1.61x at 7-15 us). With a 1-thread pool a parallel loop never wins (0.15-0.99x in
+# 6.7 us on (1.24-1.61x at 7-15 us). With a 1-thread pool a parallel loop never wins (0.15-1.04x in
 # all 110 kernels measured so; the pool size is checked, ``pool_threads``).
 POOL_WAKE_US = 2.3
 PARALLEL_SPEEDUP = 1.95
@@ -52,6 +52,18 @@ SERIAL_NS = {
     "nm":         ((2.12, 0.0, 0.309, 0.0),         (0.0, 0.0, 0.098, 0.0168)),
     "groupquant": ((13.1, 0.0, 0.266, 0.0),         (0.0, 0.0, 0.634, 0.0169)),
 }
+
+
+# im2col (conv2d): serial ns per element of ``cols[C*kh*kw, N*Ho*Wo]``; 0.070-0.077 measured on 64-128
+# channels at 28x28-56x56, 3x3 (serial/parallel 1.78-1.95x with 2 threads, 0.76-0.78x at <= 37k elements).
+IM2COL_NS = 0.075
+
+
+def im2col_parallel(elements: int, cores: int | None = None) -> bool:
+    """The size rule for the im2col copy of ``elements`` outputs."""
+    if cores is None:
+        cores = _host_cores()
+    return cores > 1 and elements * IM2COL_NS / 1000.0 >= PARALLEL_MIN_US
 
 
 def stored_entries(fmt) -> int:
@@ -140,5 +152,5 @@ def _host_cores() -> int:
     return min(num_threads(), pool_threads())
 
 
-__all__ = ["POOL_WAKE_US", "PARALLEL_SPEEDUP", "PARALLEL_MIN_US", "SERIAL_NS", "stored_entries", "serial_us",
+__all__ = ["IM2COL_NS", "im2col_parallel", "POOL_WAKE_US", "PARALLEL_SPEEDUP", "PARALLEL_MIN_US", "SERIAL_NS", "stored_entries", "serial_us",
            "parallel_default", "resolve_parallel", "resolve_in_plan", "target_cores"]
