@@ -53,3 +53,34 @@ def test_tiled_block_sync_variant_is_still_available():
     src, _ = _source({"sync": "block"})
     body = src[src.rindex('extern "C" __global__'):]
     assert "tvm_builtin_cuda_warp_sync();" not in body and body.count("__syncthreads();") == 5
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_tiled_unscatter_clears_once_then_writes_zeros_back_to_the_scattered_slots(dtype):
+    """clear="unscatter": the stage buffer is zeroed once before the stage loop (one more __syncwarp), then each
+    stage stores zeros at its own slots (16-bit scattered stores) instead of zeroing the whole buffer with
+    16-byte stores per stage; the first batch's slots are kept in a register array ``sp``."""
+    src, ptx = _source({"clear": "unscatter"}, dtype)
+    zero_src, _ = _source({}, dtype)
+    body = src[src.rindex('extern "C" __global__'):]
+    zbody = zero_src[zero_src.rindex('extern "C" __global__'):]
+    assert body.count("tvm_builtin_cuda_warp_sync();") == 4 and body.count("__syncthreads();") == 2
+    assert "sp_ptr" not in zbody
+    # zeros written back (through the warp-private pointer): 8 slots of the first batch (kept in sp) and 8 per
+    # further batch (slots re-read into p2)
+    st = r"\(\(\w+\*\)stp\)\["
+    back = st + r"\(+\(\(int\)threadIdx\.y\) \* \d+\) \+ \(\(int\)(sp|p2)_ptr\[\d\]\)\)\] = __float2\w*_rn\(0"
+    zback = st + r"[^\]]*\] = __float2\w*_rn\(0"
+    assert [m.group(1) for m in re.finditer(back, body)] == ["sp"] * 8 + ["p2"] * 8
+    assert not re.findall(zback, zbody)
+    assert re.search(r"st\.shared\.u16", ptx) and "bar.warp.sync" in ptx
+
+
+def test_tiled_unscatter_needs_pipe_1():
+    from sparsec.backends.cuda.kernels.tiled import resolve
+    from sparsec.backends.kernels.common import KernelError, MatmulSpec
+
+    spec = MatmulSpec(4, 256, 512, False, None, "float16")
+    assert resolve(spec, None).clear == "zero" and resolve(spec, {"clear": "unscatter"}).knobs()["clear"] == "unscatter"
+    with pytest.raises(KernelError):
+        resolve(spec, {"clear": "unscatter", "pipe": 2})

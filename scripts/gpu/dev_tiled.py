@@ -1,7 +1,7 @@
 """Focused GPU run for the ``tiled`` kernel (issue #12): correctness of the tiled check cases + timing of
 kernel variants vs cuBLAS at decode token counts, in one process.
 
-    python scripts/gpu/dev_tiled.py build out/dev_tiled [sync|pipe|bank]   # here: TVM + nvcc (no GPU)
+    python scripts/gpu/dev_tiled.py build out/dev_tiled [sync|pipe|bank|clear]   # here: TVM + nvcc (no GPU)
     python scripts/gpu/dev_tiled.py run out/dev_tiled OUT.json     # GPU machine: torch + TVM runtime bundle
 
 Correctness: every tiled case of ``cases.py`` plus every timed kernel at every sparsity, vs
@@ -31,7 +31,9 @@ def variants(O, K, T, which="sync"):
     stream prefetched one stage ahead at the stage's start (pipe=2) or two stages ahead (pipe=3); ``bank``: the
     warp kernel (default knobs) on the previous layout order (``tiled_layout.build(..., order="rows")``, label
     ``warp``) and on the default ``order="bank"`` (label ``warp_bank``: the same kernel, the stage entries
-    permuted against shared-memory bank conflicts). Other sets time the default layout order."""
+    permuted against shared-memory bank conflicts). Other sets time the default layout order. ``clear``: warp
+    (stage buffer zeroed per stage) vs ``clear="unscatter"`` (zeroed once, then zeros written back to the slots
+    each stage filled), at the default split and the split one step up."""
     from sparsec.backends.cuda.kernels.tiled import KNOBS, resolve
     from sparsec.backends.kernels.common import KernelError, MatmulSpec
 
@@ -42,7 +44,11 @@ def variants(O, K, T, which="sync"):
     out = [("block", {"sync": "block"}), ("warp", {"sync": "warp"})]
     if which == "bank":
         return [("warp", {"sync": "warp"}), ("warp_bank", {"sync": "warp"})]
-    if which == "pipe":
+    if which == "clear":
+        out = [("warp", {}), ("unsc", {"clear": "unscatter"})]
+        if i + 1 < len(ks):
+            out.append(("unsc_ks_hi", {"clear": "unscatter", "ksplit": ks[i + 1]}))
+    elif which == "pipe":
         out += [("warp_pipe2", {"sync": "warp", "pipe": 2}), ("warp_pipe3", {"sync": "warp", "pipe": 3})]
     elif i > 0:
         out.append(("warp_ks_lo", {"sync": "warp", "ksplit": ks[max(0, i - 2)]}))
@@ -67,6 +73,11 @@ def build(outdir, which="sync"):
     if which == "pipe":                       # every check case again with pipe=3 where it sets no pipe
         cs += [dict(c, name=c["name"] + "_p3", knobs=dict(c["knobs"], pipe=3)) for c in C.tiled_check_cases()
                if "pipe" not in c["knobs"]]
+    if which == "clear":                      # every pipe=1 check case again with clear="unscatter"
+        cs += [dict(c, name=c["name"] + "_unsc", knobs=dict(c["knobs"], clear="unscatter"))
+               for c in C.tiled_check_cases() if c["knobs"].get("pipe", 1) == 1]
+        cs += [dict(c, name=c["name"] + "_unsc_block", knobs=dict(c["knobs"], clear="unscatter", sync="block"))
+               for c in C.tiled_check_cases()[:6] if c["knobs"].get("pipe", 1) == 1]
     if which == "bank":                       # every check case again on the previous (row-major) layout order
         cs += [dict(c, name=c["name"] + "_rows", order="rows") for c in C.tiled_check_cases()]
     bench = []

@@ -19,6 +19,12 @@ of 8 values, one of 8 positions, 8 shared stores), plus a fixed cost per stage (
   buffer is warp-private and reached through a pointer TVM's ThreadSync does not see (it would make them
   ``__syncthreads``), so warps run ahead of each other; ``sync="block"`` is the previous kernel
   (H100, 2026-11-23: warp is 1.02-1.25x faster in every decode cell, ``benchmarks/results/spmm_gpu_tiled_warp.*``);
+- ``clear="unscatter"`` (opt-in): the stage buffer is zeroed once; after its mma each stage writes zeros back
+  to the slots it scattered (first batch's slots kept in registers, further batches' re-read) instead of the
+  next stage zeroing the whole buffer. H100, 2026-11-23 (``benchmarks/results/dev/tiled_clear.*``): faster at
+  90 % (1.07-1.15x on the three LLM shapes at T <= 16, T = 32 0.93-1.06x), slower at 70 % (0.77-0.94x) and
+  mostly at 80 % (0.88-1.02x); the kernel does not know
+  the density, so the caller picks it (one 256-entry batch per stage, i.e. density <= 12.5 % at rt=2, sc=64);
 - the warps' partial sums meet in shared memory (fp32 ``atomicAdd``); with one k split the block
   applies bias + activation and stores Y; with ``ksplit > 1`` (no activation) a first kernel zeroes
   Y and every block adds its partial result with fp16/bf16 ``atomicAdd`` (bias by split 0).
@@ -32,7 +38,8 @@ from tvm.script import tirx as T
 from sparsec.backends.kernels.common import Arg, KernelError, MatmulSpec, ceil_div, epilogue, meta_of
 
 KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128), "warps": (1, 2, 4, 8, 16), "ksplit": (1, 2, 3, 4, 6, 8, 12, 16),
-         "tn": (8, 16, 24, 32), "pipe": (1, 2, 3), "sync": ("warp", "block")}
+         "tn": (8, 16, 24, 32), "pipe": (1, 2, 3), "sync": ("warp", "block"),
+         "clear": ("zero", "unscatter")}
 MAX_PER = 12                 # default split: at most this many stages per warp ...
 MIN_WARPS = 1024             # ... and about a block of 8 warps per H100 SM (132)
 
@@ -47,6 +54,7 @@ class TiledSpec:
     tn: int
     pipe: int = 1
     sync: str = "warp"
+    clear: str = "zero"
 
     @property
     def ngroups(self) -> int:
@@ -58,7 +66,7 @@ class TiledSpec:
 
     def knobs(self) -> dict:
         return {"design": "tiled", "rt": self.rt, "sc": self.sc, "warps": self.warps, "ksplit": self.ksplit,
-                "tn": self.tn, "pipe": self.pipe, "sync": self.sync}
+                "tn": self.tn, "pipe": self.pipe, "sync": self.sync, "clear": self.clear}
 
 
 def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
@@ -97,7 +105,10 @@ def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
     smem = warps * (16 * rt * sc + 8) * 2 + (16 * rt + 4) * tn * 4
     if smem > 48 * 1024:
         raise KernelError(f"cuda tiled kernel: {smem} bytes of shared memory (at most 48 KiB): lower warps, rt or sc")
-    return TiledSpec(spec, rt, sc, warps, ks, tn, knobs.get("pipe") or 1, knobs.get("sync") or "warp")
+    pipe, clear = knobs.get("pipe") or 1, knobs.get("clear") or "zero"
+    if clear == "unscatter" and pipe != 1:
+        raise KernelError("cuda tiled kernel: clear='unscatter' needs pipe=1")
+    return TiledSpec(spec, rt, sc, warps, ks, tn, pipe, knobs.get("sync") or "warp", clear)
 
 
 def tiled_args(ts: TiledSpec, dtype: str) -> list[Arg]:
@@ -137,6 +148,8 @@ def generate(ts: TiledSpec):
     SHFL = PER <= 31                    # the warp's stage pointers fit one per lane
     PIPE = ts.pipe
     WSYNC = ts.sync == "warp"
+    UNSC = ts.clear == "unscatter"      # clear a stage by writing zeros back to the slots it scattered (else:
+                                        # zero the whole stage buffer before the scatter)
     NCH = SC // 32
     VECK = K % 8 == 0
     HAS_BIAS = sp.bias
@@ -194,7 +207,8 @@ def generate(ts: TiledSpec):
             T.tvm_storage_sync("shared")
 
     @T.macro
-    def stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, cv, cp, nv, np_, v2, p2, si, by, bz, ty, tx, bx):
+    def stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, cv, cp, nv, np_, v2, p2, si, by, bz, ty, tx, bx,
+              sp):
         # one stage of the warp: cv/cp hold its first batch (loaded earlier); nv/np_ receive the next one
         if SHFL:
             sv[1] = T.tvm_warp_shuffle(FULL, sv[0], T.min(si, 31), 32, 32)
@@ -223,15 +237,19 @@ def generate(ts: TiledSpec):
                     for j in T.vectorized(8):
                         np_[j] = pos[sv[3] * 8 + tx * 8 + j]
             load_x(X, xv, xs, by, tx, s_first(bz, ty) + si)
-            for i in T.unroll(ZIT):
-                if i * 32 + tx < NZ:
-                    for j in T.vectorized(8):
-                        st[ty * SW + (i * 32 + tx) * 8 + j] = zero
+            if not UNSC:
+                for i in T.unroll(ZIT):
+                    if i * 32 + tx < NZ:
+                        for j in T.vectorized(8):
+                            st[ty * SW + (i * 32 + tx) * 8 + j] = zero
         sync_stage()
         if active(bz, ty, si):
             if sv[1] + tx < sv[2]:
                 for j in T.unroll(8):
                     st[ty * SW + T.Cast("int32", cp[j])] = cv[j]
+                if UNSC:
+                    for j in T.unroll(8):
+                        sp[j] = cp[j]
             for it in range(1, (sv[2] - sv[1] + 31) // 32):
                 if sv[1] + it * 32 + tx < sv[2]:
                     for j in T.vectorized(8):
@@ -261,6 +279,19 @@ def generate(ts: TiledSpec):
                                                         af.data, 0, xs.data, (c * NS + ns) * 8 + mm * 4,
                                                         acc.data, (r * NS + ns) * 4, False, dtype="float32"))
         sync_stage()
+        if UNSC:
+            # zeros back to the slots of this stage (the first batch's slots kept in registers, the others
+            # re-read); the next stage's first barrier orders them before its scatter
+            if active(bz, ty, si):
+                if sv[1] + tx < sv[2]:
+                    for j in T.unroll(8):
+                        st[ty * SW + T.Cast("int32", sp[j])] = zero
+                for it in range(1, (sv[2] - sv[1] + 31) // 32):
+                    if sv[1] + it * 32 + tx < sv[2]:
+                        for j in T.vectorized(8):
+                            p2[j] = pos[sv[1] * 8 + it * 256 + tx * 8 + j]
+                        for j in T.unroll(8):
+                            st[ty * SW + T.Cast("int32", p2[j])] = zero
 
     @T.macro
     def body(vals, pos, sptr, X, bias, Y, bx, by, bz, ty, tx):
@@ -282,6 +313,7 @@ def generate(ts: TiledSpec):
         p3 = T.alloc_buffer((8,), "int16", scope="local")
         v4 = T.alloc_buffer((8,), dt, scope="local")
         p4 = T.alloc_buffer((8,), "int16", scope="local")
+        sp = T.alloc_buffer((8,), "int16", scope="local")        # clear="unscatter": the first batch's slots
         xv = T.alloc_buffer((8,), dt, scope="local")
         xs = T.alloc_buffer((NCH * NS * 8,), dt, scope="local")
         av = T.alloc_buffer((8,), dt, scope="local")
@@ -315,27 +347,35 @@ def generate(ts: TiledSpec):
                     v3[j] = vals[sv[2] * 8 + tx * 8 + j]
                 for j in T.vectorized(8):
                     p3[j] = pos[sv[2] * 8 + tx * 8 + j]
+        if UNSC:
+            # the stage buffer is zeroed once; every stage then writes zeros back to the slots it filled
+            for i in T.unroll(ZIT):
+                if i * 32 + tx < NZ:
+                    for j in T.vectorized(8):
+                        st[ty * SW + (i * 32 + tx) * 8 + j] = zero
+            sync_stage()
         # a constant trip count for every warp: TVM's ThreadSync makes the stage barriers block-wide
         # (__syncthreads), so every warp must reach them; a warp past its range idles
         if PIPE == 1:
             for si in range(PER):
-                stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, vv, pv, vv, pv, v2, p2, si, by, bz, ty, tx, bx)
+                stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, vv, pv, vv, pv, v2, p2, si, by, bz, ty, tx, bx,
+                      sp)
         elif PIPE == 3:
             # three register sets: the first batch of stage si + 2 is issued at the start of stage si
             for si3 in range((PER + 2) // 3):
                 stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, vv, pv, v4, p4, v2, p2, 3 * si3, by, bz, ty,
-                      tx, bx)
+                      tx, bx, sp)
                 stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, v3, p3, vv, pv, v2, p2, 3 * si3 + 1, by, bz,
-                      ty, tx, bx)
+                      ty, tx, bx, sp)
                 stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, v4, p4, v3, p3, v2, p2, 3 * si3 + 2, by, bz,
-                      ty, tx, bx)
+                      ty, tx, bx, sp)
         else:
             # two register sets: the next stage's first batch is issued at the start of this one
             for si2 in range((PER + 1) // 2):
                 stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, vv, pv, v3, p3, v2, p2, 2 * si2, by, bz, ty,
-                      tx, bx)
+                      tx, bx, sp)
                 stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, v3, p3, vv, pv, v2, p2, 2 * si2 + 1, by, bz,
-                      ty, tx, bx)
+                      ty, tx, bx, sp)
         T.tvm_storage_sync("shared")
         # partial sums of the warps -> red[row, tok]
         for r in T.unroll(RT):
