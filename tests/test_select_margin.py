@@ -212,11 +212,30 @@ def test_ensure_calibrated_refits_a_v3_file_without_measuring(tmp_path, monkeypa
     d.pop("cols_max")
     for e in d["error"].values():
         e.pop("extrap_vs_dense", None)
-    (tmp_path / (C.host_key(2) + ".json")).write_text(json.dumps(d))
+    (tmp_path / (C.host_key(1) + ".json")).write_text(json.dumps(d))
     monkeypatch.setattr(C, "calibrate", lambda *a, **k: pytest.fail("re-measured"))
     msgs = []
-    back = ensure_calibrated(None, 2, msgs.append)
+    back = ensure_calibrated(None, 1, msgs.append)
     assert "refitting" in msgs[0] and back.cols_max == 128
     assert "extrap_vs_dense" in back.error["bsr:8x8/tokens"]
     assert back.coef == cm.coef
-    assert json.loads((tmp_path / (C.host_key(2) + ".json")).read_text())["version"] == C.CALIBRATION_VERSION
+    assert json.loads((tmp_path / (C.host_key(1) + ".json")).read_text())["version"] == C.CALIBRATION_VERSION
+
+
+def test_old_multithread_calibration_is_not_used(tmp_path, monkeypatch):
+    """v3/v4 files were measured with TVM's pool at one thread whatever their key said: for threads > 1
+    `sparsec compile` does not use one (analytic model instead) and ensure_calibrated measures again."""
+    import sparsec.passes.cost.calibrate as C
+
+    monkeypatch.setenv("SPARSEC_CACHE", str(tmp_path))
+    cm = _linear_calibration(monkeypatch, ((32, 64), (64, 32), (48, 128), (40, 128)))
+    d = cm.to_json()
+    d["version"] = 4
+    (tmp_path / (C.host_key(2) + ".json")).write_text(json.dumps(d))
+    assert C.load_calibrated(2) is None
+    calls = []
+    monkeypatch.setattr(C, "calibrate", lambda measure, threads: calls.append(threads) or cm)
+    msgs = []
+    ensure_calibrated(None, 2, msgs.append)
+    assert calls == [2] and "one-thread TVM pool" in msgs[0]
+    assert C.load_calibrated(2) is not None          # the new file (v5) is used

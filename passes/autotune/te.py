@@ -4,7 +4,7 @@ the layout transposes around the feature-major matmuls ("sites", ``backends/te/s
 - ``graph_sites(g, target)``: the sites ``compile_graph`` builds for the graph (lowered, not built);
 - ``SiteSpace``: the knob assignments (``TE_KNOBS`` / ``TRANSPOSE_KNOBS``, declared by the
   schedules) that give *different* scheduled functions for this site (structural hash), the
-  default (all ``None``: the rules, what compile builds without a database) first;
+  default (the knobs' defaults: the rules, what compile builds without a database) first;
 - ``tune_sites``: every distinct assignment measured (the spaces are small: at most 9) by
   the runner, a batch of sites per process; each kernel checked against the site's reference
   (the IR's torch semantics in float64) before it is timed; then the best and the default

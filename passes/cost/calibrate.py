@@ -37,7 +37,11 @@ SHAPES = ((256, 512), (1024, 512), (512, 2048), (2048, 1024), (1024, 2048))
 # margin; no "+full" fits: the block-sparse ones are used); `sparsec calibrate` again to get them.
 # 4: the calibrated K range and each fit's extrapolation error (a v3 file with samples is refitted
 # from its stored samples, not re-measured)
-CALIBRATION_VERSION = 4
+# 5: measured with TVM's pool sized to ``threads`` (sparsec sets TVM_NUM_THREADS at import; before, the
+# pool had half the logical CPUs: ONE thread on a 2-vCPU VM, whatever ``threads`` said). A v3/v4 file
+# keyed by threads > 1 measured one-thread kernels and is calibrated again (threads == 1: still true,
+# refitted from its samples like v3)
+CALIBRATION_VERSION = 5
 ERROR_QUANTILE = 0.5     # the median: the typical (systematic) overstatement, not the noise tail
 # beyond the calibrated K the model extrapolates, which the held-out error above does not measure:
 # the upper quartile of the overstatement seen when the largest calibrated K is itself extrapolated
@@ -236,6 +240,13 @@ def kernels_hash() -> str:
     return h.hexdigest()[:12]
 
 
+def _refittable(d: dict, threads: int) -> bool:
+    """An older file whose stored samples are still true measurements of this key: v3/v4 at one
+    thread (the pool fix of v5 changed nothing there; refit adds v4's K range and extrapolation errors)."""
+    v = d.get("version", 1)
+    return bool(d.get("samples")) and 3 <= v < CALIBRATION_VERSION and threads == 1
+
+
 def ensure_calibrated(measure: Callable, threads: int, say: Callable[[str], None] = print) -> CostModel:
     """The stored calibration if it is of the current layout and measured the current kernels,
     else calibrate now and store it (benchmarks: a stale cache file must not silently stand for
@@ -246,13 +257,14 @@ def ensure_calibrated(measure: Callable, threads: int, say: Callable[[str], None
     try:
         with open(p) as f:
             d = json.load(f)
-        if d.get("version", 1) == 3 and d.get("samples") and d.get("kernels") == kernels_hash():
-            say(f"calibration {p} is version 3: refitting its stored samples (nothing re-measured)")
+        if _refittable(d, threads) and d.get("kernels") == kernels_hash():
+            say(f"calibration {p} is version {d['version']}: refitting its stored samples (nothing re-measured)")
             model = refit(CostModel.from_json(d))
             model.save(p)
             return model
         if d.get("version", 1) < CALIBRATION_VERSION:
-            say(f"calibration {p} is version {d.get('version', 1)} < {CALIBRATION_VERSION}: calibrating again")
+            why = " (measured with a one-thread TVM pool)" if d.get("version", 1) >= 3 and threads > 1 else ""
+            say(f"calibration {p} is version {d.get('version', 1)} < {CALIBRATION_VERSION}{why}: calibrating again")
         elif d.get("kernels") != kernels_hash():
             say(f"calibration {p} measured other kernel sources: calibrating again")
         else:
@@ -276,7 +288,9 @@ def load_calibrated(threads: int) -> CostModel | None:
         model = CostModel.from_json(d)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if d.get("version", 1) == 3 and model.samples:
+    if d.get("version", 1) < CALIBRATION_VERSION and threads > 1:
+        return None                     # measured one-thread kernels for a multi-thread key (see v5)
+    if _refittable(d, threads):
         model = refit(model)            # same measurements, current error bands (K range, extrapolation)
         model.save(p)
     return model
