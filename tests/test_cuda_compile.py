@@ -291,6 +291,9 @@ def test_every_design_builds_and_is_reported(compiled_designs, tmp_path):
     # the tiled layout is a compile-time constant built from the format's buffers
     mid = c.graph.constant("mid.weight").value
     kn = by_weight["mid.weight"]["knobs"]
+    # the planner's tiled knobs: clear="unscatter" at <= 1/8 density (this layer's 90 %), else the default
+    assert kn["clear"] == ("unscatter" if by_weight["mid.weight"]["density"] <= S.UNSCATTER_MAX_DENSITY else "zero")
+    assert kn["clear"] == "unscatter"
     lay = tiled_layout.build(mid, kn["rt"], kn["sc"])
     for b in tiled_layout.BUFFERS:
         assert torch.equal(c.compiled.consts[f"mid.weight/tiled.{kn['rt']}.{kn['sc']}.{b}"], lay[b])
@@ -362,3 +365,16 @@ def test_forced_nm_runs_the_faster_nm_design():
         assert torch.equal(c.compiled.consts[f"a.weight/mma.{b}"], lay[b])
     want = S.best_design("nm", 1024, 1024, 8, ks["b.weight"]["density"], "float16")[0]
     assert ks["b.weight"]["design"] == want
+
+
+def test_mma_rule_knows_split_k_needs_no_activation():
+    """The mma defaults split K at T < 512 unless an activation is fused (atomics cannot apply it): the rule
+    predicts the split kernel faster, and only there."""
+    from sparsec.backends.cuda import select as S
+
+    for fmt in ("dense", "nm"):
+        plain = S.predict_us(fmt, "mma", 4096, 4096, 128, 0.5)
+        act = S.predict_us(fmt, "mma", 4096, 4096, 128, 0.5, activation=True)
+        assert plain < act
+        assert S.predict_us(fmt, "mma", 4096, 4096, 1024, 0.5) == S.predict_us(fmt, "mma", 4096, 4096, 1024, 0.5, True)
+    assert S.tiled_knobs(0.1) == {"clear": "unscatter"} and S.tiled_knobs(0.3) == {}

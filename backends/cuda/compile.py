@@ -253,12 +253,13 @@ class _CudaPlanner(_Planner):
             raise ModelError(f"{node.where()}: weight is {fmt.dtype_name}, activation is {dtype}")
         w = node.inputs[1]
         density = fmt.nnz / max(o * k, 1) if fmt.name != "dense" else 1.0
-        design, us, dense_us = S.best_design(fmt.name, o, k, tokens, density, dtype)
+        design, us, dense_us = S.best_design(fmt.name, o, k, tokens, density, dtype, activation is not None)
         func = None
         if design != "fragment":
             try:
-                func, args, knobs = cuda_matmul_primfunc(fmt, tokens, bias=bias is not None,
-                                                         activation=activation, design=design)
+                func, args, knobs = cuda_matmul_primfunc(fmt, tokens, bias=bias is not None, activation=activation,
+                                                         design=design,
+                                                         knobs=S.tiled_knobs(density) if design == "tiled" else None)
             except Exception:  # noqa: BLE001  (this shape is outside the design: the fragment kernel runs it)
                 design, us = "fragment", S.predict_us(fmt.name, "fragment", o, k, tokens, density)
         if func is None:

@@ -19,12 +19,14 @@ Designs (``backends/cuda/kernels``; ``T`` = tokens, ``O x K`` = weight, ``d`` = 
 | ``dlight`` | dense | fp16/bf16 | T >= 128 | ``5.96 + waves * K * 0.01552``, ``waves = ceil(ceil(T/128) ceil(O/128) / 132)`` |
 | ``fragment`` bitmap 8x32 | bitmap | all | any | ``8.28 + max((2dOK + OK/8) / 0.949e6, OKT / 3.66e7)`` |
 | ``fragment`` nm | nm | all | any | ``4.47 + max(3dOK / 0.907e6, OKT / 2.68e7)`` |
-| ``mma`` dense | dense | fp16/bf16 | T >= 128 | ``3.0 + max(OK / 0.66e6, OKT / 1.10e8)`` |
-| ``mma`` 2:4 (``mma.sp``) | nm 2:4, K % 16 == 0 | fp16/bf16 | T >= 128 | ``3.0 + max(OK / 0.65e6, OKT / 1.30e8)`` |
-| ``tiled`` | bitmap, nm | fp16/bf16 | T <= 128 | ``3.0 + max(B / 3.54e6, ceil(T/32) (4.40e-4 S + 1.59e-6 dOK))`` |
+| ``mma`` dense | dense | fp16/bf16 | T >= 128 | ``3.0 + max(OK / 0.77e6, OKT / 1.25e8)`` (with an activation: 0.66e6, 1.10e8) |
+| ``mma`` 2:4 (``mma.sp``) | nm 2:4, K % 16 == 0 | fp16/bf16 | T >= 128 | ``3.0 + max(OK / 1.0e6, OKT / 1.33e8)`` (with an activation: 0.65e6, 1.30e8) |
+| ``tiled`` | bitmap, nm | fp16/bf16 | T <= 128 | ``3.0 + f max(B / 3.54e6, ceil(T/32) (4.40e-4 S + 1.59e-6 dOK))`` |
 
 ``B`` = tiled layout bytes (4 per non-zero + 16 per stage), ``S`` = stages ``ceil(O/16rt) ceil(K/sc)``
-(``rt, sc`` = 2, 64 for T <= 32 else 4, 32: the kernel's defaults). Each formula is
+(``rt, sc`` = 2, 64 for T <= 32 else 4, 32: the kernel's defaults), ``f`` = 0.97 (bank-ordered layout, median
+1.03x), 0.90 at density <= ``UNSCATTER_MAX_DENSITY`` (``clear="unscatter"``, 1.07-1.15x at 90 %, T <= 16;
+``benchmarks/results/dev/tiled_{bank,clear}.json``). Each formula is
 ``launch + max(bytes / bandwidth, work / rate)`` with constants fitted (least squares on log time) to:
 
 - ``benchmarks/results/spmm_gpu_tiled_dev.json`` (H100, 2026-11-23): dense fragment (24 cells,
@@ -32,7 +34,9 @@ Designs (``backends/cuda/kernels``; ``T`` = tokens, ``O x K`` = weight, ``d`` = 
   of 128x128 output tiles, which is what fits), bitmap fragment (96 cells + the 6 tuned BERT cells,
   median x1.16), tiled (80 cells T = 1..128, 50-90 %, median x1.19, worst x1.53);
 - ``benchmarks/results/spmm_gpu_mma_dev.json`` (H100, 2026-11-23): mma dense and 2:4 with their default
-  knobs (4 LLM shapes x T = 128, 1024; 8 cells each, worst x1.2);
+  knobs (4 LLM shapes x T = 128, 1024; 8 cells each, worst x1.2); refitted to the split-K defaults
+  (``spmm_gpu_mma_splitk2.json``: ``ks`` up to 8 at T < 512, which a fused activation cannot use: those
+  layers keep the old tiles and the old constants);
 - ``benchmarks/results/spmm_gpu.json``: nm fragment (2:4, 1:4, 2:8; 72 cells, median x1.20);
 - ``MEASURED`` below: exact shapes timed on the H100 replace the formula (the tuned bitmap knobs of
   BERT-base's linears, ``benchmarks/results/e2e_gpu_knobs.json``).
@@ -67,6 +71,8 @@ SPARSE_MAX_DENSITY = 0.5
 # a sparse format is chosen only if predicted at most this fraction of the best dense time: below 5 %
 # the fit (median error x1.2) cannot tell them apart, and dense is the baseline (no regression)
 SPARSE_MARGIN = 0.95
+# tiled kernel: clear="unscatter" up to this density (``tiled_knobs``)
+UNSCATTER_MAX_DENSITY = 0.125
 
 
 def _cd(a: int, b: int) -> int:
@@ -79,8 +85,15 @@ def tiled_shape(T: int) -> tuple[int, int]:
     return rt, (64 if rt <= 2 else 32)
 
 
-def predict_us(fmt: str, design: str, O: int, K: int, T: int, density: float) -> float:
-    """Predicted H100 time of one matmul ``Y[T, O] = X[T, K] @ W^T`` (see the module docstring)."""
+def tiled_knobs(density: float) -> dict:
+    """Knobs the planner gives the tiled kernel beyond its defaults: ``clear="unscatter"`` when a stage holds
+    about one 256-entry batch or less (density <= 1/8 at the default rt, sc), where it measured faster."""
+    return {"clear": "unscatter"} if density <= UNSCATTER_MAX_DENSITY else {}
+
+
+def predict_us(fmt: str, design: str, O: int, K: int, T: int, density: float, activation: bool = False) -> float:
+    """Predicted H100 time of one matmul ``Y[T, O] = X[T, K] @ W^T`` (see the module docstring);
+    ``activation``: a fused activation (the mma design then runs without split-K)."""
     key = (fmt, design, O, K, T)
     if key in MEASURED:
         return MEASURED[key]
@@ -94,15 +107,17 @@ def predict_us(fmt: str, design: str, O: int, K: int, T: int, density: float) ->
         return 8.28 + max((2 * density * ok + ok / 8) / 0.949e6, okt / 3.66e7)
     if fmt == "nm" and design == "fragment":
         return 4.47 + max(3 * density * ok / 0.907e6, okt / 2.68e7)
+    split = T < 512 and not activation          # the mma defaults split K at T < 512 (not with an activation)
     if fmt == "dense" and design == "mma":
-        return 3.0 + max(ok / 0.66e6, okt / 1.10e8)
+        return 3.0 + (max(ok / 0.77e6, okt / 1.25e8) if split else max(ok / 0.66e6, okt / 1.10e8))
     if fmt == "nm" and design == "mma":
-        return 3.0 + max(ok / 0.65e6, okt / 1.30e8)
+        return 3.0 + (max(ok / 1.0e6, okt / 1.33e8) if split else max(ok / 0.65e6, okt / 1.30e8))
     if design == "tiled":
         rt, sc = tiled_shape(T)
         stages = _cd(O, 16 * rt) * _cd(K, sc)
         nnz = density * ok
-        return 3.0 + max((4 * nnz + 16 * stages) / 3.54e6, _cd(T, 32) * (4.40e-4 * stages + 1.59e-6 * nnz))
+        f = 0.90 if tiled_knobs(density) else 0.97
+        return 3.0 + f * max((4 * nnz + 16 * stages) / 3.54e6, _cd(T, 32) * (4.40e-4 * stages + 1.59e-6 * nnz))
     raise KeyError(f"no cost rule for {fmt} {design}")
 
 
@@ -117,7 +132,7 @@ def designs_for(fmt: str, T: int, dtype: str) -> list[str]:
     return ["fragment"]                  # csr, bsr, groupquant (forced formats): the fragment family
 
 
-def choose(O: int, K: int, T: int, density: float, dtype: str, formats) -> list[dict]:
+def choose(O: int, K: int, T: int, density: float, dtype: str, formats, activation: bool = False) -> list[dict]:
     """Every (format, design) candidate for the layer, fastest first; ``formats`` are the stored formats
     that may hold the weight (``"dense"`` is always added). Ties keep dense first."""
     fmts = ["dense"] + [f for f in formats if f != "dense"]
@@ -125,7 +140,7 @@ def choose(O: int, K: int, T: int, density: float, dtype: str, formats) -> list[
     for f in fmts:
         for d in designs_for(f, T, dtype):
             try:
-                us = predict_us(f, d, O, K, T, 1.0 if f == "dense" else density)
+                us = predict_us(f, d, O, K, T, 1.0 if f == "dense" else density, activation)
             except KeyError:
                 continue
             out.append({"format": f, "design": d, "predicted_us": round(us, 2),
@@ -134,10 +149,11 @@ def choose(O: int, K: int, T: int, density: float, dtype: str, formats) -> list[
     return out
 
 
-def best_design(fmt: str, O: int, K: int, T: int, density: float, dtype: str) -> tuple[str, float, float]:
+def best_design(fmt: str, O: int, K: int, T: int, density: float, dtype: str,
+                activation: bool = False) -> tuple[str, float, float]:
     """For a weight already stored as ``fmt``: ``(design, predicted us, predicted us of the best dense)``."""
-    cands = [c for c in choose(O, K, T, density, dtype, [fmt]) if c["format"] == fmt]
-    dense = min(c["predicted_us"] for c in choose(O, K, T, density, dtype, []))
+    cands = [c for c in choose(O, K, T, density, dtype, [fmt], activation) if c["format"] == fmt]
+    dense = min(c["predicted_us"] for c in choose(O, K, T, density, dtype, [], activation))
     if not cands:
         return "fragment", math.inf, dense
     return cands[0]["design"], cands[0]["predicted_us"], dense

@@ -162,7 +162,9 @@ def tiled_variants(O, K, T) -> list[dict]:
     d = resolve(spec, None)
     out, seen = [], set()
     # (pipe=2 and warps 4/16 were timed on the H100 on 2026-11-23 and never won by more than noise)
-    cands = [{}, {"ksplit": min(16, d.ksplit * 2)}, {"rt": 2 if d.rt != 2 else 4, "sc": 64 if d.rt != 2 else 32}]
+    # clear="unscatter": what the planner uses at <= 1/8 density (select.tiled_knobs); kept where it is faster
+    cands = [{}, {"ksplit": min(16, d.ksplit * 2)}, {"rt": 2 if d.rt != 2 else 4, "sc": 64 if d.rt != 2 else 32},
+             {"clear": "unscatter"}]
     if T >= 128:
         cands = [{}]
     for kn in cands:
