@@ -377,4 +377,6 @@ def test_mma_rule_knows_split_k_needs_no_activation():
         act = S.predict_us(fmt, "mma", 4096, 4096, 128, 0.5, activation=True)
         assert plain < act
         assert S.predict_us(fmt, "mma", 4096, 4096, 1024, 0.5) == S.predict_us(fmt, "mma", 4096, 4096, 1024, 0.5, True)
+    # a BERT-size layer is too small to split (fewer tiles x splits than SMs): the unsplit constants
+    assert S.predict_us("dense", "mma", 768, 768, 128, 1.0) == S.predict_us("dense", "mma", 768, 768, 128, 1.0, True)
     assert S.tiled_knobs(0.1) == {"clear": "unscatter"} and S.tiled_knobs(0.3) == {}

@@ -21,12 +21,14 @@ Designs (``backends/cuda/kernels``; ``T`` = tokens, ``O x K`` = weight, ``d`` = 
 | ``fragment`` nm | nm | all | any | ``4.47 + max(3dOK / 0.907e6, OKT / 2.68e7)`` |
 | ``mma`` dense | dense | fp16/bf16 | T >= 128 | ``3.0 + max(OK / 0.77e6, OKT / 1.25e8)`` (with an activation: 0.66e6, 1.10e8) |
 | ``mma`` 2:4 (``mma.sp``) | nm 2:4, K % 16 == 0 | fp16/bf16 | T >= 128 | ``3.0 + max(OK / 1.0e6, OKT / 1.33e8)`` (with an activation: 0.65e6, 1.30e8) |
-| ``tiled`` | bitmap, nm | fp16/bf16 | T <= 128 | ``3.0 + f max(B / 3.54e6, ceil(T/32) (4.40e-4 S + 1.59e-6 dOK))`` |
+| ``tiled`` | bitmap, nm | fp16/bf16 | T <= 128 | ``3.0 + max(B / 3.54e6, ceil(T/32) (4.40e-4 S + 1.59e-6 dOK))`` |
 
 ``B`` = tiled layout bytes (4 per non-zero + 16 per stage), ``S`` = stages ``ceil(O/16rt) ceil(K/sc)``
-(``rt, sc`` = 2, 64 for T <= 32 else 4, 32: the kernel's defaults), ``f`` = 0.97 (bank-ordered layout, median
-1.03x), 0.90 at density <= ``UNSCATTER_MAX_DENSITY`` (``clear="unscatter"``, 1.07-1.15x at 90 %, T <= 16;
-``benchmarks/results/dev/tiled_{bank,clear}.json``). Each formula is
+(``rt, sc`` = 2, 64 for T <= 32 else 4, 32: the kernel's defaults). The tiled kernel has since become 3-15 %
+faster on the LLM shapes (bank-ordered layout; ``clear="unscatter"`` at <= 1/8 density,
+``benchmarks/results/dev/tiled_{bank,clear}.json``), which is deliberately NOT folded in: at BERT-base sizes
+the rule already overstates tiled (session 3's all-tiled 1x128 encoder: 1.46 ms as a CUDA graph; session 4's all-dense
+``mma`` one: 0.93 ms, ``docs/cuda.md``), and a 3-10 % cut flips its FFN layers to tiled. Each formula is
 ``launch + max(bytes / bandwidth, work / rate)`` with constants fitted (least squares on log time) to:
 
 - ``benchmarks/results/spmm_gpu_tiled_dev.json`` (H100, 2026-11-23): dense fragment (24 cells,
@@ -35,8 +37,9 @@ Designs (``backends/cuda/kernels``; ``T`` = tokens, ``O x K`` = weight, ``d`` = 
   median x1.16), tiled (80 cells T = 1..128, 50-90 %, median x1.19, worst x1.53);
 - ``benchmarks/results/spmm_gpu_mma_dev.json`` (H100, 2026-11-23): mma dense and 2:4 with their default
   knobs (4 LLM shapes x T = 128, 1024; 8 cells each, worst x1.2); refitted to the split-K defaults
-  (``spmm_gpu_mma_splitk2.json``: ``ks`` up to 8 at T < 512, which a fused activation cannot use: those
-  layers keep the old tiles and the old constants);
+  (``spmm_gpu_mma_splitk2.json``: ``ks`` up to 8 at T < 512 where ``mma_gemm.default_knobs`` splits K;
+  a fused activation cannot use split-K, and small layers (< 132 tiles x splits) are not split: those
+  keep the old tiles and the old constants);
 - ``benchmarks/results/spmm_gpu.json``: nm fragment (2:4, 1:4, 2:8; 72 cells, median x1.20);
 - ``MEASURED`` below: exact shapes timed on the H100 replace the formula (the tuned bitmap knobs of
   BERT-base's linears, ``benchmarks/results/e2e_gpu_knobs.json``).
@@ -107,7 +110,9 @@ def predict_us(fmt: str, design: str, O: int, K: int, T: int, density: float, ac
         return 8.28 + max((2 * density * ok + ok / 8) / 0.949e6, okt / 3.66e7)
     if fmt == "nm" and design == "fragment":
         return 4.47 + max(3 * density * ok / 0.907e6, okt / 2.68e7)
-    split = T < 512 and not activation          # the mma defaults split K at T < 512 (not with an activation)
+    if design == "mma":                         # the split-K constants only where the defaults split K
+        from sparsec.backends.cuda.kernels.mma_gemm import default_knobs
+        split = default_knobs(O, K, T, fmt == "nm", "act" if activation else None)["ks"] > 1
     if fmt == "dense" and design == "mma":
         return 3.0 + (max(ok / 0.77e6, okt / 1.25e8) if split else max(ok / 0.66e6, okt / 1.10e8))
     if fmt == "nm" and design == "mma":
@@ -116,8 +121,7 @@ def predict_us(fmt: str, design: str, O: int, K: int, T: int, density: float, ac
         rt, sc = tiled_shape(T)
         stages = _cd(O, 16 * rt) * _cd(K, sc)
         nnz = density * ok
-        f = 0.90 if tiled_knobs(density) else 0.97
-        return 3.0 + f * max((4 * nnz + 16 * stages) / 3.54e6, _cd(T, 32) * (4.40e-4 * stages + 1.59e-6 * nnz))
+        return 3.0 + max((4 * nnz + 16 * stages) / 3.54e6, _cd(T, 32) * (4.40e-4 * stages + 1.59e-6 * nnz))
     raise KeyError(f"no cost rule for {fmt} {design}")
 
 
