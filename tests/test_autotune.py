@@ -298,3 +298,21 @@ def test_cli_autotune_runs_and_resumes(tmp_path):
     # the layout transposes around the matmul are tuned too (their own keys), and tabled
     assert {x["key"]["op"] for x in recs} - {"matmul"} == {"te:transpose"}
     assert "transpose 8x32" in r.stdout
+
+
+def test_db_best_is_decided_by_confirmation_and_drops_flaky_configs(tmp_path):
+    """`sparsec compile` reads a layer's knobs through TuningDB.best: the interleaved confirmation of the
+    finalists decides over a lucky first sample, and a configuration that ever failed never counts."""
+    db = TuningDB(str(tmp_path / "t.jsonl"))
+    k = TuningKey("matmul:csr", (64, 64, 1), "float32", "csr", (), "-", "t", "f", "v")
+    d, lucky, flaky = {"parallel": None}, {"parallel": False}, {"parallel": True}
+    db.append(Record(k, d, "ok", 2e-5, [2e-5]))
+    db.append(Record(k, lucky, "ok", 1e-5, [1e-5]))
+    assert db.best(k).knobs == lucky                      # no confirmation yet: the fastest sample
+    db.append(Record(k, d, "ok", 2.1e-5, [2.1e-5], runner="local:confirm"))
+    db.append(Record(k, lucky, "ok", 2.4e-5, [2.4e-5], runner="local:confirm"))
+    assert db.best(k).knobs == d                          # the confirmation decides
+    db.append(Record(k, flaky, "ok", 0.5e-5, [0.5e-5], runner="local:confirm"))
+    assert db.best(k).knobs == flaky
+    db.append(Record(k, flaky, "wrong", None, [], "max relative error 1 > 1e-4", runner="local:confirm"))
+    assert db.best(k).knobs == d                          # failed once: out

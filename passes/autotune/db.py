@@ -217,8 +217,15 @@ class TuningDB:
         return list(self.by_key.get(key.digest(), []))
 
     def best(self, key: TuningKey) -> Record | None:
-        """The fastest correct record for ``key`` (a record that failed the check never counts)."""
-        ok = [r for r in self.by_key.get(key.digest(), []) if r.ok]
+        """The fastest configuration of ``key`` none of whose records failed (wrong/error/timeout: a
+        flaky kernel never counts), among the confirmation measurements when there are some (the
+        interleaved re-measurement of the finalists decides, not a lucky first sample)."""
+        recs = self.by_key.get(key.digest(), [])
+        bad = {canon_knobs(r.knobs) for r in recs if r.status != "ok"}
+        ok = [r for r in recs if r.ok and canon_knobs(r.knobs) not in bad]
+        confirmed = [r for r in ok if r.runner.endswith(":confirm")]
+        if confirmed:
+            ok = confirmed
         return min(ok, key=lambda r: r.time_s) if ok else None
 
     def measured(self, key: TuningKey, knobs: dict) -> Record | None:

@@ -37,15 +37,9 @@ def site_key(site, target_sig: str, features: str, versions_: str) -> TuningKey:
 
 
 def best_knobs(db: TuningDB, key: TuningKey) -> Record | None:
-    """The fastest configuration of ``key`` none of whose records failed (wrong/error/timeout);
-    among the confirmation measurements when there are some."""
-    recs = db.for_key(key)
-    bad = {canon_knobs(r.knobs) for r in recs if r.status != "ok"}
-    ok = [r for r in recs if r.ok and canon_knobs(r.knobs) not in bad]
-    confirmed = [r for r in ok if r.runner.endswith(":confirm")]
-    if confirmed:      # the interleaved re-measurement of the finalists decides
-        ok = confirmed
-    return min(ok, key=lambda r: r.time_s) if ok else None
+    """The fastest configuration of ``key`` none of whose records failed, among the confirmation
+    measurements when there are some (``TuningDB.best``)."""
+    return db.best(key)
 
 
 class SiteSpace:
