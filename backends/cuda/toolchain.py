@@ -32,7 +32,7 @@ import threading
 
 from sparsec.ir.errors import ParameterError, SparsecError
 
-ARCHS = ("sm_90", "sm_80", "sm_86", "sm_89")
+ARCHS = ("sm_90", "sm_80", "sm_86", "sm_89", "sm_90a")   # sm_90a: Hopper arch-specific (wgmma), design="wgmma"
 DEFAULT_ARCH = "sm_90"
 # what libtvm_runtime_cuda.so of apache-tvm 0.27.0.post1 imports (used when binutils' nm is missing)
 _KNOWN_CU_SYMBOLS = ("cuDeviceGetName", "cuFuncSetAttribute", "cuGetErrorName", "cuGetErrorString",

@@ -6,6 +6,7 @@ runtime, where ``tvm.script`` is absent.
 _MATMUL = ("FORMATS", "KNOBS", "CudaKernelSpec", "check_format", "cuda_matmul_primfunc", "matmul_args", "resolve")
 _TILED = ("cuda_tiled_matmul_primfunc",)
 _MMA = ("cuda_mma_matmul_primfunc",)
+_WGMMA = ("cuda_wgmma_matmul_primfunc",)
 
 
 def __getattr__(name):
@@ -21,4 +22,8 @@ def __getattr__(name):
         from sparsec.backends.cuda.kernels import mma_gemm
 
         return getattr(mma_gemm, name)
+    if name in _WGMMA:
+        from sparsec.backends.cuda.kernels import wgmma_gemm
+
+        return getattr(wgmma_gemm, name)
     raise AttributeError(name)

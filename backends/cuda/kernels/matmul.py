@@ -178,8 +178,12 @@ def cuda_matmul_primfunc(weight, tokens: int, *, bias: bool = False, activation:
         from sparsec.backends.cuda.kernels.mma_gemm import cuda_mma_matmul_primfunc
 
         return cuda_mma_matmul_primfunc(weight, tokens, bias=bias, activation=activation, knobs=knobs, name=name)
+    if design == "wgmma":   # Hopper wgmma.mma_async, dense; the module must be built for arch "sm_90a"
+        from sparsec.backends.cuda.kernels.wgmma_gemm import cuda_wgmma_matmul_primfunc
+
+        return cuda_wgmma_matmul_primfunc(weight, tokens, bias=bias, activation=activation, knobs=knobs, name=name)
     if design != "fragment":
-        raise KernelError(f"cuda kernel design {design!r} unknown; designs: fragment, tiled, dlight, mma")
+        raise KernelError(f"cuda kernel design {design!r} unknown; designs: fragment, tiled, dlight, mma, wgmma")
     meta = meta_of(weight)
     spec = MatmulSpec(int(tokens), meta.rows, meta.cols, bool(bias), activation, meta.dtype)
     check_format(meta)

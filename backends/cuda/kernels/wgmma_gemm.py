@@ -1,0 +1,321 @@
+"""``design="wgmma"``: a Hopper (sm_90a) warpgroup-MMA GEMM for many tokens, dense weights.
+
+Problem (torch layout): ``Y[T, O] = act(X[T, K] @ W[O, K]^T + bias)``. As in ``mma_gemm``, the weight is
+the MMA ``A`` operand (M = O) and ``X`` the ``B`` operand (N = T); both are K-major in global memory and in
+shared memory, so neither is transposed (``imm-trans-a = imm-trans-b = 0``).
+
+- grid ``(ceil(O/bm) * ceil(T/bn), ks)``; ``bm / 64`` warpgroups (128 threads each), warpgroup ``g`` owns
+  rows ``[64 g, 64 g + 64)`` of the block tile and all ``bn`` tokens: one ``wgmma.mma_async.m64n{bn}k16``
+  per 16 reduction columns, fp32 accumulators in registers (``bn / 2`` per thread);
+- ``bk = 64``: a tile row is 128 bytes, stored in the **128-byte swizzled K-major** layout the matrix
+  descriptor names (16-byte chunk ``c`` of row ``r`` at ``r * 128 + ((c ^ (r % 8)) * 16)``, 8-row groups
+  1024 bytes apart: stride byte offset 1024, every tile base 1024-byte aligned). The k16 slices of a tile
+  are the same descriptor with the start address advanced by 32 bytes;
+- every thread fills a ``stages``-deep ring in **dynamic shared memory** (> 48 KB; TVM's CUDA runtime
+  raises ``cudaFuncAttributeMaxDynamicSharedMemorySize`` itself) with 16-byte ``cp.async.cg``
+  (``src-size`` 0 zero-fills rows / columns outside the matrix: O, T, K tails). Per k-tile:
+  ``cp.async.wait_group``, ``fence.proxy.async.shared::cta`` (cp.async writes are generic-proxy, wgmma
+  reads async-proxy), one barrier, the copies of the tile ``stages - 2`` ahead, then ``wgmma.fence``,
+  ``bk / 16`` wgmma, ``commit_group`` and ``wait_group 1`` (one k-tile of wgmma in flight: the slot being
+  refilled was last read two k-tiles ago);
+- epilogue as ``mma_gemm``: accumulators (+ bias, activation) staged through shared memory as
+  ``[token, row]``, written as 16-byte rows of ``Y``; split-K (``ks > 1``) zeroes ``Y`` and sums with
+  ``red.global.add.noftz.v4`` fp16x2/bf16x2 (no activation).
+
+Must be compiled for ``sm_90a`` (``toolchain.build(mod, "sm_90a")``): wgmma has no ``sm_90`` encoding.
+A wrong descriptor (layout, offsets, swizzle) reads the wrong elements and shows up as a wrong result in
+the GPU check (``scripts/gpu/dev_wgmma.py``), not as a crash.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sparsec.backends.kernels.common import Arg, KernelError, Knob, MatmulSpec, ceil_div, epilogue, meta_of
+
+ARCH = "sm_90a"
+KNOBS = (
+    Knob("bm", (64, 128, 192, 256), None, "weight rows (O) per block: bm/64 consumer warpgroups"),
+    Knob("bn", (32, 64, 96, 128, 160, 192, 224, 256), None, "tokens per block (the wgmma N)"),
+    Knob("stages", (3, 4, 5, 6, 7, 8), None, "cp.async ring depth (tiles in flight: stages - 2)"),
+    Knob("ks", (1, 2, 3, 4, 6, 8), None, "split-K: blocks per output tile, summed with fp16/bf16 atomics into a "
+                                          "zeroed Y (no activation)"),
+    Knob("gm", (1, 4, 8, 16), None, "block rasterisation: O tiles per group swept over every token tile"),
+)
+BK = 64                          # 128-byte rows of fp16/bf16: the 128B swizzle atom
+SMEM_LIMIT = 227 * 1024          # H100 dynamic shared memory per block
+ALIGN = 1024                     # 128B-swizzle atoms (8 rows x 128 B) must start 1024-byte aligned
+CPAD = 8
+SMS = 132
+
+
+@dataclass(frozen=True)
+class WgmmaSpec:
+    spec: MatmulSpec
+    bm: int
+    bn: int
+    stages: int
+    ks: int = 1
+    gm: int = 1
+
+    def smem_bytes(self) -> int:
+        ring = self.stages * (self.bm + self.bn) * BK * 2
+        return max(ring, self.bn * (self.bm + CPAD) * 2) + ALIGN
+
+
+def default_knobs(O: int, K: int, T: int, activation: str | None = None) -> dict:
+    """T >= 512: 128x256 tiles (128x128 when they leave SMs idle); fewer tokens: 128-row tiles of the
+    tokens, split along K (>= 8 k-tiles each) towards ~2 blocks per SM unless an activation follows."""
+    nk = ceil_div(K, BK)
+    if T >= 512:
+        kn = dict(bm=128, bn=256, stages=4)
+        if ceil_div(O, 128) * ceil_div(T, 256) < SMS:
+            kn = dict(bm=128, bn=128, stages=5)
+        kn["ks"] = 1
+    else:
+        bn = min(256, max(32, ceil_div(T, 32) * 32)) if T > 128 else min(128, max(32, ceil_div(T, 16) * 16))
+        kn = dict(bm=128 if bn <= 128 else 64, bn=bn, stages=5 if bn <= 128 else 4)
+        tiles = ceil_div(O, kn["bm"]) * ceil_div(T, bn)
+        ks = 1
+        if activation is None:
+            for cand in (1, 2, 3, 4, 6, 8):
+                if ceil_div(nk, cand) < 8:
+                    break
+                ks = cand
+                if tiles * cand >= 2 * SMS:
+                    break
+        kn["ks"] = ks
+    kn.setdefault("gm", 1)
+    return kn
+
+
+def resolve(O: int, K: int, T: int, knobs: dict | None, spec: MatmulSpec) -> WgmmaSpec:
+    from sparsec.backends.cuda.kernels.matmul import check_knobs
+
+    knobs = check_knobs("cuda wgmma", knobs, KNOBS)
+    kn = default_knobs(O, K, T, spec.activation)
+    kn.update({k: v for k, v in knobs.items() if v is not None})
+    nk = ceil_div(K, BK)
+    ks = ceil_div(nk, ceil_div(nk, kn["ks"]))
+    ws = WgmmaSpec(spec, kn["bm"], kn["bn"], kn["stages"], ks, kn["gm"])
+    if ws.ks > 1 and spec.activation is not None:
+        raise KernelError("cuda wgmma kernel: ks > 1 sums partial results with atomics, which an activation "
+                          "cannot follow; use ks=1")
+    if ws.bm % 64 or ws.bn % 16 or not 16 <= ws.bn <= 256:
+        raise KernelError(f"cuda wgmma kernel: bm={ws.bm} must be a multiple of 64 and bn={ws.bn} a multiple "
+                          "of 16 in [16, 256]")
+    if ws.bm // 64 * ws.bn // 2 > 128 * 2:
+        raise KernelError(f"cuda wgmma kernel: bm={ws.bm}, bn={ws.bn}: too many accumulators")
+    if ws.smem_bytes() > SMEM_LIMIT:
+        raise KernelError(f"cuda wgmma kernel: {ws.smem_bytes()} bytes of shared memory > {SMEM_LIMIT} "
+                          f"(bm={ws.bm}, bn={ws.bn}, stages={ws.stages})")
+    return ws
+
+
+def cuda_wgmma_matmul_primfunc(weight, tokens: int, *, bias: bool = False, activation: str | None = None,
+                               knobs: dict | None = None, name: str | None = None):
+    """``(PrimFunc, args, knobs)``: ``values[O, K], X[T, K], [bias[O]], Y[T, O]`` (dense fp16/bf16).
+    Build the module with ``arch="sm_90a"``."""
+    meta = meta_of(weight)
+    if meta.format != "dense":
+        raise KernelError(f"cuda wgmma kernel: dense weights only (got {meta.format!r}); 2:4 uses design='mma'")
+    if meta.dtype not in ("float16", "bfloat16"):
+        raise KernelError(f"cuda wgmma kernel: dtype {meta.dtype} unsupported (float16, bfloat16)")
+    spec = MatmulSpec(int(tokens), meta.rows, meta.cols, bool(bias), activation, meta.dtype)
+    O, K, TT = spec.out_features, spec.in_features, spec.tokens
+    if K % 8 or K < 8:
+        raise KernelError(f"cuda wgmma kernel: K={K} must be a multiple of 8 (16-byte rows)")
+    ws = resolve(O, K, TT, knobs, spec)
+    func = _generate(ws).with_attr("global_symbol", name or "sparsec_cuda_wgmma_dense_matmul")
+    dt = spec.dtype
+    args = [Arg("values", dt, (O, K)), Arg("X", dt, (TT, K))]
+    if bias:
+        args.append(Arg("bias", dt, (O,)))
+    args.append(Arg("Y", dt, (TT, O)))
+    return func, args, {"design": "wgmma", "bm": ws.bm, "bn": ws.bn, "bk": BK, "stages": ws.stages,
+                        "ks": ws.ks, "gm": ws.gm}
+
+
+def swizzled_chunk(r, c):
+    """16-byte chunk slot of chunk ``c`` of tile row ``r`` (128-byte rows, tile 1024-byte aligned): the
+    128B swizzle (byte address bits [4, 7) ^= bits [7, 10)). Python ints or TIR expressions."""
+    return c ^ (r % 8)
+
+
+def smem_descriptor(addr_expr):
+    """64-bit wgmma matrix descriptor of a K-major 128B-swizzled tile at shared address ``addr_expr``
+    (uint32): start address >> 4 in bits [0, 14), leading byte offset 1 (unused when swizzled), stride byte
+    offset 1024 B (>> 4 = 64) in bits [32, 46), layout type 1 (128B swizzle) in bits [62, 64)."""
+    from tvm import tirx
+
+    const = (1 << 62) | (64 << 32) | (1 << 16)
+    return tirx.Cast("uint64", (addr_expr >> 4) & tirx.const(0x3FFF, "uint32")) + tirx.const(const, "uint64")
+
+
+def _generate(ws: WgmmaSpec):
+    from tvm.script import tirx as T
+
+    spec = ws.spec
+    O, K, TT, dt = spec.out_features, spec.in_features, spec.tokens, spec.dtype
+    BM, BN, S, KS = ws.bm, ws.bn, ws.stages, ws.ks
+    NWG = BM // 64
+    NT = 128 * NWG
+    NACC = BN // 2                          # fp32 accumulators per thread (m64 x bn over 128 threads)
+    NK = ceil_div(K, BK)
+    NKS = ceil_div(NK, KS)
+    LA = S - 2                              # k-tiles of copies in flight ahead of the one computed
+    CH = BK // 8                            # 16-byte chunks per tile row (8)
+    ASZ = BM * BK                           # elements per A stage
+    BSZ = BN * BK
+    STG = ASZ + BSZ                         # elements per stage (A then B, both 1024-byte aligned)
+    CST = BM + CPAD
+    SMN = max(S * STG, BN * CST) + ALIGN // 2   # + alignment slack (elements)
+    HAS_BIAS = spec.bias
+    epi = epilogue(spec.activation)
+    pt = {"float16": "f16", "bfloat16": "bf16"}[dt]
+    WG = f"wgmma.mma_async.sync.aligned.m64n{BN}k16.f32.{pt}.{pt}"
+    RED = f"red.global.add.noftz.v4.{pt}x2"
+    CP = "cp.async.cg.shared.global"
+    C_CP = BN * (BM // 8)
+    grid_m, grid_n = ceil_div(O, BM), ceil_div(TT, BN)
+    GM = min(ws.gm, grid_m)
+    VEC = O % 8 == 0
+    zero = T.Cast(dt, T.float32(0))
+
+    def cvt(e):
+        return T.Cast(dt, e)
+
+    @T.macro
+    def cp_tile(Sm, base, src, row0, col0, NR, NROWS, tid):
+        for it in T.unroll(ceil_div(NROWS * CH, NT)):
+            e = it * NT + tid
+            if e < NROWS * CH:
+                r = e // CH
+                c = e % CH
+                row = row0 + r
+                kc = col0 + c * 8
+                T.ptx[CP](T.address_of(Sm[base + r * BK + swizzled_chunk(r, c) * 8]),
+                          T.address_of(src[T.min(row, NR - 1), T.min(kc, K - 8)]), 16,
+                          T.if_then_else(row < NR and kc < K, T.uint32(16), T.uint32(0)))
+
+    @T.macro
+    def tile(Sm, W, X, bias, Y, bx, by, bz, tid):
+        Su = T.decl_buffer((SMN // 2,), "uint32", data=Sm.data, scope="shared.dyn")
+        acc = T.alloc_buffer((NACC,), "float32", scope="local")
+        cv = T.alloc_buffer((8,), dt, scope="local")
+        cu = T.alloc_buffer((4,), "uint32", scope="local")
+        # 1024-byte aligned start of the ring inside the dynamic shared memory (in elements)
+        sbase = T.cuda.cvta_generic_to_shared(T.address_of(Sm[0]))
+        off = T.Cast("int32", ((T.uint32(ALIGN) - (sbase % T.uint32(ALIGN))) % T.uint32(ALIGN)) // T.uint32(2))
+        wg = tid // 128
+        lt = tid % 128
+        k0 = bz * NKS
+        nkz = T.min(NKS, NK - k0)
+        for i in T.unroll(NACC):
+            acc[i] = T.float32(0)
+        for s0 in T.unroll(LA):
+            if s0 < nkz:
+                cp_tile(Sm, off + s0 * STG, W, bx * BM, (k0 + s0) * BK, O, BM, tid)
+                cp_tile(Sm, off + s0 * STG + ASZ, X, by * BN, (k0 + s0) * BK, TT, BN, tid)
+            T.ptx["cp.async.commit_group"]()
+        for i in range(nkz):
+            T.ptx["cp.async.wait_group"](LA - 1)
+            T.ptx["fence.proxy.async.shared::cta"]()
+            T.tvm_storage_sync("shared")
+            if i + LA < nkz:
+                st = (i + LA) % S
+                cp_tile(Sm, off + st * STG, W, bx * BM, (k0 + i + LA) * BK, O, BM, tid)
+                cp_tile(Sm, off + st * STG + ASZ, X, by * BN, (k0 + i + LA) * BK, TT, BN, tid)
+            T.ptx["cp.async.commit_group"]()
+            T.ptx["wgmma.fence.sync.aligned"]()
+            sa = sbase + T.Cast("uint32", (off + (i % S) * STG + wg * 64 * BK) * 2)
+            sb = sbase + T.Cast("uint32", (off + (i % S) * STG + ASZ) * 2)
+            for kk in T.unroll(BK // 16):
+                T.ptx[WG](*[acc[j] for j in range(NACC)],
+                          smem_descriptor(sa + T.uint32(kk * 32)), smem_descriptor(sb + T.uint32(kk * 32)),
+                          True, 1, 1, 0, 0)
+            T.ptx["wgmma.commit_group.sync.aligned"]()
+            T.ptx["wgmma.wait_group.sync.aligned"](1)
+        T.ptx["wgmma.wait_group.sync.aligned"](0)
+        T.ptx["cp.async.wait_group"](0)
+        T.tvm_storage_sync("shared")
+        # staged epilogue: d[4j + 2h + e] = (row 16 w + lane/4 + 8h, token 8j + 2 (lane%4) + e)
+        for j in T.unroll(BN // 8):
+            for h in T.unroll(2):
+                for e in T.unroll(2):
+                    ol = wg * 64 + (lt // 32) * 16 + (lt % 32) // 4 + 8 * h
+                    tl = j * 8 + (lt % 4) * 2 + e
+                    v = acc[j * 4 + h * 2 + e]
+                    if HAS_BIAS:
+                        if KS == 1:
+                            Sm[tl * CST + ol] = cvt(epi(v + T.Cast("float32", bias[T.min(bx * BM + ol, O - 1)])))
+                        else:
+                            Sm[tl * CST + ol] = cvt(v + T.if_then_else(
+                                bz == 0, T.Cast("float32", bias[T.min(bx * BM + ol, O - 1)]), T.float32(0)))
+                    else:
+                        Sm[tl * CST + ol] = cvt(epi(v))
+        T.tvm_storage_sync("shared")
+        for it in T.unroll(ceil_div(C_CP, NT)):
+            e = it * NT + tid
+            if e < C_CP:
+                n = e // (BM // 8)
+                c = e % (BM // 8)
+                t = by * BN + n
+                o = bx * BM + c * 8
+                if t < TT and o < O:
+                    if VEC:
+                        if KS == 1:
+                            for jj in T.vectorized(8):
+                                cv[jj] = Sm[n * CST + c * 8 + jj]
+                            for jj in T.vectorized(8):
+                                Y[t, o + jj] = cv[jj]
+                        else:
+                            for jj in T.vectorized(4):
+                                cu[jj] = Su[(n * CST + c * 8) // 2 + jj]
+                            T.ptx[RED](T.address_of(Y[t, o]), cu[0], cu[1], cu[2], cu[3])
+                    else:
+                        for jj in T.unroll(8):
+                            if o + jj < O:
+                                if KS == 1:
+                                    Y[t, o + jj] = Sm[n * CST + c * 8 + jj]
+                                else:
+                                    T.evaluate(T.call_extern(dt, "atomicAdd", T.address_of(Y[t, o + jj]),
+                                                             Sm[n * CST + c * 8 + jj]))
+
+    @T.macro
+    def body(W, X, bias, Y):
+        if KS > 1:
+            Yf = T.decl_buffer((TT * O,), dt, data=Y.data)
+            for zb in T.thread_binding(ceil_div(TT * O, 256 * 8), thread="blockIdx.x"):
+                for zt in T.thread_binding(256, thread="threadIdx.x"):
+                    for jj in T.unroll(8):
+                        if (zb * 256 + zt) * 8 + jj < TT * O:
+                            Yf[(zb * 256 + zt) * 8 + jj] = zero
+        for bz in T.thread_binding(KS, thread="blockIdx.y"):
+            for lin in T.thread_binding(grid_m * grid_n, thread="blockIdx.x"):
+                for tid in T.thread_binding(NT, thread="threadIdx.x"):
+                    gsz = T.min(GM, grid_m - (lin // (GM * grid_n)) * GM)
+                    r = lin % (GM * grid_n)
+                    # the dynamic shared memory is one `extern __shared__` array per module and name: a
+                    # fp16 and a bf16 kernel declaring it under one name with two types do not compile
+                    if dt == "float16":
+                        wgmma_smem_f16 = T.alloc_buffer((SMN,), dt, scope="shared.dyn")
+                        tile(wgmma_smem_f16, W, X, bias, Y, (lin // (GM * grid_n)) * GM + r % gsz, r // gsz, bz, tid)
+                    else:
+                        wgmma_smem_bf16 = T.alloc_buffer((SMN,), dt, scope="shared.dyn")
+                        tile(wgmma_smem_bf16, W, X, bias, Y, (lin // (GM * grid_n)) * GM + r % gsz, r // gsz, bz,
+                             tid)
+
+    @T.prim_func
+    def kern(a_values: T.handle, x: T.handle, b: T.handle, y: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        W = T.match_buffer(a_values, (O, K), dt)
+        X = T.match_buffer(x, (TT, K), dt)
+        bias = T.match_buffer(b, (O,), dt)
+        Y = T.match_buffer(y, (TT, O), dt)
+        body(W, X, bias, Y)
+
+    if not HAS_BIAS:
+        from sparsec.backends.kernels.common import drop_param
+
+        kern = drop_param(kern, "bias")
+    return kern

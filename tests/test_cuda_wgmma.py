@@ -1,0 +1,167 @@
+"""design="wgmma" (Hopper wgmma.mma_async GEMM, dense): generated and nvcc-compiled for sm_90a here (no GPU),
+the instructions it must use checked in the PTX; the 128B-swizzle layout the kernel writes with cp.async
+checked against the hardware's swizzle function, and the matrix descriptor's bit fields.
+
+Numerical correctness runs on an H100: ``scripts/gpu/dev_wgmma.py`` (benchmarks/results/dev/wgmma_*.log).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None and not os.path.exists("/usr/local/cuda/bin/nvcc"),
+                                reason="nvcc not installed")
+
+
+def _dense(O, K, dt=torch.float16):
+    from sparsec.ir.formats import Dense
+
+    return Dense.from_dense(torch.randn(O, K, generator=torch.Generator().manual_seed(0)).to(dt))
+
+
+CONFIGS = {
+    # sym: (O, K, T, dtype, bias, act, knobs)
+    "wg_f16_split": (1000, 520, 130, torch.float16, True, None, dict(bm=128, bn=128, stages=4, ks=3)),
+    "wg_bf16_gelu": (100, 200, 77, torch.bfloat16, True, "gelu", {}),
+    "wg_f16_256": (1160, 512, 1030, torch.float16, False, "relu", dict(bm=256, bn=128, stages=4)),
+    "wg_f16_n256": (520, 1000, 300, torch.float16, False, None, dict(bm=128, bn=256, stages=3)),
+}
+
+
+@pytest.fixture(scope="module")
+def built():
+    import tvm
+
+    from sparsec.backends.cuda import toolchain as tc
+    from sparsec.backends.cuda.kernels import cuda_matmul_primfunc
+
+    funcs, knobs = {}, {}
+    for sym, (O, K, T, dt, bias, act, kn) in CONFIGS.items():
+        funcs[sym], _, knobs[sym] = cuda_matmul_primfunc(_dense(O, K, dt), T, bias=bias, activation=act, knobs=kn,
+                                                         name=sym, design="wgmma")
+    lib = tc.build(tvm.IRModule(funcs), "sm_90a")       # fp16 and bf16 kernels in one module
+    ptx = tc.ptx(lib, "sm_90a")
+    bodies = {}
+    for m in re.finditer(r"\.entry (\w+)\(", ptx):
+        start = m.end()
+        nxt = ptx.find(".entry ", start)
+        bodies[m.group(1)] = ptx[start: nxt if nxt > 0 else len(ptx)]
+    return funcs, knobs, bodies, tc.device_source(lib)
+
+
+def _main(bodies, sym):
+    """The GEMM kernel of ``sym`` (split-K adds a zeroing kernel: the main one is ``_kernel_1``)."""
+    cands = [b for n, b in bodies.items() if n.startswith(sym + "_kernel") and "wgmma" in b]
+    assert len(cands) == 1, sorted(bodies)
+    return cands[0]
+
+
+def test_wgmma_kernels_use_warpgroup_mma_from_descriptors(built):
+    _, knobs, bodies, src = built
+    for sym, (O, K, T, dt, *_rest) in CONFIGS.items():
+        body = _main(bodies, sym)
+        pt = "f16" if dt == torch.float16 else "bf16"
+        bn = knobs[sym]["bn"]
+        # m64nNk16 with two 64-bit descriptors (ss form), fp32 accumulators
+        assert re.search(rf"wgmma\.mma_async\.sync\.aligned\.m64n{bn}k16\.f32\.{pt}\.{pt}", body), sym
+        for ins in ("wgmma.fence.sync.aligned", "wgmma.commit_group.sync.aligned", "wgmma.wait_group.sync.aligned 1",
+                    "wgmma.wait_group.sync.aligned 0", "fence.proxy.async.shared::cta", "cp.async.cg.shared.global",
+                    "cp.async.wait_group"):
+            assert ins in body, (sym, ins)
+        assert "ldmatrix" not in body and "mma.sync" not in body
+        # 4 k16 slices per 64-column k-tile (nvcc may unroll the k loop: a multiple of 4)
+        n = len(re.findall(r"wgmma\.mma_async", body))
+        assert n >= 4 and n % 4 == 0, (sym, n)
+    # the dynamic shared memory array is declared once per element type (fp16 + bf16 in one module)
+    assert "extern __shared__" in src and "wgmma_smem_f16" in src and "wgmma_smem_bf16" in src
+    # split-K: fp16x2 vector atomics into Y
+    assert "red.global.add.noftz.v4.f16x2" in _main(bodies, "wg_f16_split")
+    assert knobs["wg_f16_split"]["ks"] == 3 and knobs["wg_f16_256"]["bm"] == 256
+
+
+def test_wgmma_needs_sm_90a():
+    """sm_90 has no wgmma encoding: ptxas refuses the kernel (the caller must build with arch='sm_90a')."""
+    import tvm
+
+    from sparsec.backends.cuda import toolchain as tc
+    from sparsec.backends.cuda.kernels import cuda_matmul_primfunc
+
+    f = cuda_matmul_primfunc(_dense(128, 128), 128, design="wgmma", name="wg_90")[0]
+    with pytest.raises(Exception, match="(?i)wgmma|sm_90a|not supported"):
+        tc.build(tvm.IRModule({"wg_90": f}), "sm_90")
+    assert tc.check_arch("sm_90a") == "sm_90a"
+
+
+def test_wgmma_rejects_what_it_cannot_compute():
+    from sparsec.backends.kernels.common import KernelError
+    from sparsec.backends.cuda.kernels import cuda_matmul_primfunc
+    from sparsec.ir.formats import NM
+
+    nm = torch.zeros(64, 64, dtype=torch.float16)
+    nm[:, ::2] = 1
+    with pytest.raises(KernelError, match="dense weights only"):
+        cuda_matmul_primfunc(NM.from_dense(nm, n=2, m=4), 128, design="wgmma")
+    with pytest.raises(KernelError, match="multiple of 8"):
+        cuda_matmul_primfunc(_dense(64, 60), 128, design="wgmma")
+    with pytest.raises(KernelError, match="dtype float32"):
+        cuda_matmul_primfunc(_dense(64, 64, torch.float32), 128, design="wgmma")
+    with pytest.raises(KernelError, match="activation"):
+        cuda_matmul_primfunc(_dense(64, 4096), 128, activation="relu", knobs={"ks": 4}, design="wgmma")
+    with pytest.raises(KernelError, match="shared memory"):
+        cuda_matmul_primfunc(_dense(64, 4096), 1024, knobs=dict(bm=128, bn=256, stages=6), design="wgmma")
+    with pytest.raises(KernelError, match="accumulators"):
+        cuda_matmul_primfunc(_dense(64, 4096), 1024, knobs=dict(bm=256, bn=256, stages=3), design="wgmma")
+    with pytest.raises(KernelError, match="not one of"):
+        cuda_matmul_primfunc(_dense(64, 4096), 1024, knobs=dict(bm=96), design="wgmma")
+
+
+def _swizzled_offset(r, c):
+    """Where the kernel's cp.async puts 16-byte chunk ``c`` of tile row ``r`` (bytes from the tile base)."""
+    from sparsec.backends.cuda.kernels.wgmma_gemm import swizzled_chunk
+
+    return r * 128 + swizzled_chunk(r, c) * 16
+
+
+def test_swizzle_matches_the_hardware_128B_pattern():
+    """wgmma with a 128B-swizzled K-major descriptor (stride byte offset 1024) reads element (r, k) of the
+    tile at canonical byte address r*128 + 2k, XOR-ed: bits [4,7) ^= bits [7,10) (CUTLASS Swizzle<3,4,3>).
+    Build the shared-memory image the kernel writes and read it back the hardware's way, including the
+    +32-byte start-address advance of each k16 slice."""
+    R, K = 128, 64
+    tile = torch.arange(R * K, dtype=torch.int32).view(R, K)       # element ids
+    smem = torch.full((R * 128 // 2,), -1, dtype=torch.int32)      # one slot per 2-byte element
+    for r in range(R):
+        for c in range(8):
+            off = _swizzled_offset(r, c) // 2
+            smem[off:off + 8] = tile[r, c * 8:(c + 1) * 8]
+    assert (smem >= 0).all()
+
+    def hw(addr):
+        return addr ^ (((addr >> 7) & 7) << 4)
+
+    for kk in range(4):                           # k16 slice kk: descriptor start + 32 * kk bytes
+        for r in range(R):
+            for k in range(16):
+                a = (r // 8) * 1024 + (r % 8) * 128 + kk * 32 + 2 * k    # SBO = 1024 between 8-row groups
+                assert smem[hw(a) // 2] == tile[r, kk * 16 + k], (kk, r, k)
+
+
+def test_descriptor_fields():
+    from tvm import tirx
+
+    from sparsec.backends.cuda.kernels.wgmma_gemm import smem_descriptor
+
+    addr = 0x1_2C00 + 32                            # a shared-memory byte address (uint32)
+    e = smem_descriptor(tirx.const(addr, "uint32"))
+    assert isinstance(e, tirx.Add) and "uint64" in str(e.ty)
+    v = int(e.b.value)                              # the constant fields
+    assert v & 0x3FFF == 0                                     # start address: the runtime term
+    assert "uint32(" + str(addr) + ") >> T.uint32(4) & T.uint32(16383)" in str(e.a)   # (addr >> 4) & 0x3FFF
+    assert (v >> 16) & 0x3FFF == 1                             # leading byte offset (unused, swizzled K-major)
+    assert (v >> 32) & 0x3FFF == 1024 >> 4                     # stride byte offset: 8 rows x 128 B
+    assert (v >> 49) & 0x7 == 0                                # base offset: tiles 1024-byte aligned
+    assert v >> 62 == 1                                        # layout type 1: 128-byte swizzle
