@@ -32,14 +32,22 @@ def machine(threads: int) -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeat: int = 10, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per call of each function, runs interleaved so drift hits all alike."""
+def interleaved(fns: dict[str, Callable[[], object]], repeat: int = 10, warmup: int = 2,
+                settle_s: float = 0.01) -> dict[str, float]:
+    """Median seconds per call of each function, runs interleaved so drift hits all alike.
+
+    ``settle_s``: a pause before each timed call, so that the previous function's thread pool (torch's
+    OpenMP workers, TVM's pool) has stopped spinning: its spin would take a core from the next function
+    (on a 2-core machine a TVM model run right after a parallel torch op measured 3x slower; docs/cpu.md
+    "Threads")."""
     for _ in range(warmup):
         for f in fns.values():
             f()
     ts = {k: [] for k in fns}
     for _ in range(repeat):
         for k, f in fns.items():
+            if settle_s:
+                time.sleep(settle_s)
             t0 = time.perf_counter()
             f()
             ts[k].append(time.perf_counter() - t0)

@@ -316,3 +316,44 @@ def test_db_best_is_decided_by_confirmation_and_drops_flaky_configs(tmp_path):
     assert db.best(k).knobs == flaky
     db.append(Record(k, flaky, "wrong", None, [], "max relative error 1 > 1e-4", runner="local:confirm"))
     assert db.best(k).knobs == d                          # failed once: out
+
+
+def test_db_best_keeps_the_default_unless_reliably_faster(tmp_path):
+    """A tuned configuration replaces the confirmed default (INCUMBENT) only when it is MIN_GAIN faster
+    and the two interquartile ranges are apart: a within-noise "win" of a 10-70 us kernel measured
+    slower than the default on re-measurement."""
+    from sparsec.passes.autotune.db import CONFIRM, INCUMBENT, MIN_GAIN, beats
+
+    db = TuningDB(str(tmp_path / "t.jsonl"))
+    k = TuningKey("matmul:csr", (64, 64, 1), "float32", "csr", (), "-", "t", "f", "v")
+    d, a, b = {"chains": None}, {"chains": 2}, {"chains": 8}
+    tight = lambda m: [m * f for f in (0.99, 0.995, 1.0, 1.0, 1.005, 1.01, 1.0)]   # noqa: E731
+    db.append(Record(k, d, "ok", 2e-5, tight(2e-5), runner="local" + INCUMBENT))
+    db.append(Record(k, a, "ok", 2e-5 * (1 - MIN_GAIN / 2), tight(2e-5 * (1 - MIN_GAIN / 2)), runner="local" + CONFIRM))
+    assert db.best(k).knobs == d                           # 1 % faster: inside the margin
+    wide = [1.2e-5, 1.4e-5, 1.6e-5, 1.7e-5, 2.2e-5, 2.4e-5, 1.6e-5]
+    db.append(Record(k, b, "ok", 1.6e-5, wide, runner="local" + CONFIRM))
+    assert db.best(k).knobs == d                           # 20 % faster median, but its spread overlaps
+    db.append(Record(k, b, "ok", 1.61e-5, tight(1.61e-5), runner="local" + CONFIRM))
+    assert db.best(k).knobs == b                           # the latest confirmation: reliably faster
+    assert beats(db.best(k), Record(k, d, "ok", 2e-5, tight(2e-5)))
+    assert not beats(Record(k, d, "ok", 2e-5, tight(2e-5)), db.best(k))
+
+
+def test_tuner_keeps_default_knobs_within_the_margin(tmp_path, two_formats):
+    """Search with injected times: a non-default CSR schedule 1 % faster than CSR's default is not picked,
+    one 30 % faster is."""
+    from sparsec.passes.autotune.db import INCUMBENT
+
+    for gain, want_default in ((0.01, True), (0.30, False)):
+        def timef(c, gain=gain):
+            if c.format == "dense":
+                return 1e-4
+            return 1e-5 * (1 - gain if c.knobs_dict.get("t_tile") == 8 else 1.0)
+        db = TuningDB(str(tmp_path / f"t{gain}.jsonl"))
+        r = Tuner(db, FakeRunner(timef)).tune_layer(small_layer())
+        assert r.best.config.format == "csr"
+        assert (r.best.config == r.default_best.config) == want_default, r.best.config.label
+        k = Tuner(db, FakeRunner(timef)).key(r.layer, r.best.config)
+        assert db.best(k).knobs == r.best.config.knobs_dict          # what compile reads agrees
+        assert any(x.runner.endswith(INCUMBENT) for x in db.for_key(k))

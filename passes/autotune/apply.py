@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from sparsec.passes.autotune.db import TuningDB
+from sparsec.passes.autotune.db import TuningDB, beats
 from sparsec.passes.autotune.space import (
     Config, format_candidates, host_features, key_of_format, make_key, stored_fraction, target_signature,
     versions,
@@ -58,22 +58,23 @@ def knobs_for(db: TuningDB, target=None, features: str | None = None) -> Callabl
 
 def tuned_choice(db: TuningDB, w2: torch.Tensor, tokens: int, pattern, lossy_ok: bool, tsig: str, feats: str,
                  vers: str):
-    """(format, params, time, dense time) of the fastest tuned candidate, or None when not tuned."""
+    """``(format, params, record, dense record, records)`` of the fastest tuned candidate (``records``:
+    ``(format, Config params) -> TuningDB.best`` of every tuned candidate), or None when not tuned."""
     shape = (w2.shape[0], w2.shape[1], int(tokens))
     dt = str(w2.dtype).replace("torch.", "")
-    best, dense_t, found = None, None, 0
+    best, dense, recs = None, None, {}
     for f, p in format_candidates(w2, pattern, lossy_ok):
         rec = db.best(make_key(f, p, shape, dt, stored_fraction(w2, f, p), tsig, feats, vers))
         if rec is None:
             continue
-        found += 1
+        recs[(f, Config.make(f, p, {}).params)] = rec
         if f == "dense":
-            dense_t = rec.time_s
-        if best is None or rec.time_s < best[2]:
-            best = (f, p, rec.time_s)
-    if best is None or dense_t is None or found < 2:     # dense and at least one sparse format tuned
+            dense = rec
+        if best is None or rec.time_s < best[2].time_s:
+            best = (f, p, rec)
+    if best is None or dense is None or len(recs) < 2:     # dense and at least one sparse format tuned
         return None
-    return best[0], best[1], best[2], dense_t
+    return best[0], best[1], best[2], dense, recs
 
 
 def tuned_selection(select_pass: Callable, choices: list, db: TuningDB, target=None, fmt: str = "auto",
@@ -99,10 +100,17 @@ def tuned_selection(select_pass: Callable, choices: list, db: TuningDB, target=N
             got = tuned_choice(db, w2, ch.tokens, pat, False, tsig, feats, vers)
             if got is None:
                 continue
-            f, p, t, dense_t = got
+            f, p, rec, dense, recs = got
+            t, dense_t = rec.time_s, dense.time_s
             params = Config.make(f, p, {}).params_dict
             same = f == ch.format and params == {k: tuple(v) if isinstance(v, list) else v
                                                   for k, v in ch.params.items()}
+            sel = recs.get((ch.format, Config.make(ch.format, ch.params, {}).params))
+            if not same and sel is not None and not beats(rec, sel):
+                # the selection's own format was tuned too, and the faster one is not reliably faster
+                ch.reason = (f"tuned: kept {ch.format} ({sel.time_s * 1e6:.1f} us): {f} "
+                             f"{t * 1e6:.1f} us is within the measurement's spread")
+                continue
             ch.reason = (f"tuned: {t * 1e6:.1f} us vs dense {dense_t * 1e6:.1f} us ({dense_t / t:.2f}x)"
                          + ("" if same else f"; selection alone picked {ch.format}"))
             if not same:

@@ -36,6 +36,26 @@ from sparsec.ir.errors import SerializationError
 
 SCHEMA = 1
 
+MIN_GAIN = 0.02          # a tuned configuration replaces the default only when it is this much faster ...
+CONFIRM = ":confirm"     # runner suffix of the interleaved re-measurement of a search's finalists
+INCUMBENT = ":confirm-default"   # ... of the finalist that is its format's (or site's) default knobs
+
+
+def beats(a: "Record", b: "Record", min_gain: float = MIN_GAIN) -> bool:
+    """Whether ``a`` is reliably faster than ``b``: its median at least ``min_gain`` lower and, when both
+    have 4+ samples, its upper quartile below ``b``'s lower quartile (their interquartile ranges apart).
+    A tuned schedule must clear this to replace the default: measured 10-70 us kernels otherwise picked
+    configurations up to 8 % slower than the default on a re-measurement (benchmarks/autotune_cpu.py,
+    2026-11-23)."""
+    import statistics
+
+    if a.time_s is None or b.time_s is None or a.time_s > b.time_s * (1.0 - min_gain):
+        return False
+    if len(a.times_s) >= 4 and len(b.times_s) >= 4:
+        qa, qb = statistics.quantiles(a.times_s, n=4), statistics.quantiles(b.times_s, n=4)
+        return qa[2] < qb[0]
+    return True
+
 
 def _canon(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_jsonable)
@@ -109,7 +129,7 @@ class Record:
 
     def ident(self) -> tuple:
         """What makes two records the same measurement (for merging without duplicates)."""
-        return (self.key.digest(), canon_knobs(self.knobs), self.status, self.time_s, self.host, self.when)
+        return (self.key.digest(), canon_knobs(self.knobs), self.status, self.time_s, self.runner, self.host, self.when)
 
     def to_line(self) -> str:
         d = {"v": SCHEMA, "key": self.key.to_json(), "kd": self.key.digest(), "ld": self.key.layer_digest(),
@@ -219,14 +239,21 @@ class TuningDB:
     def best(self, key: TuningKey) -> Record | None:
         """The fastest configuration of ``key`` none of whose records failed (wrong/error/timeout: a
         flaky kernel never counts), among the confirmation measurements when there are some (the
-        interleaved re-measurement of the finalists decides, not a lucky first sample)."""
+        interleaved re-measurement of the finalists decides, not a lucky first sample). When the
+        default configuration was confirmed too (``INCUMBENT``), another one wins only if it ``beats``
+        it (a margin beyond the measurement's spread); the latest confirmation of each counts."""
         recs = self.by_key.get(key.digest(), [])
         bad = {canon_knobs(r.knobs) for r in recs if r.status != "ok"}
         ok = [r for r in recs if r.ok and canon_knobs(r.knobs) not in bad]
-        confirmed = [r for r in ok if r.runner.endswith(":confirm")]
-        if confirmed:
-            ok = confirmed
-        return min(ok, key=lambda r: r.time_s) if ok else None
+        confirmed = [r for r in ok if CONFIRM in r.runner]
+        if not confirmed:
+            return min(ok, key=lambda r: r.time_s) if ok else None
+        latest = {canon_knobs(r.knobs): r for r in confirmed}           # file order: the last one wins
+        fastest = min(latest.values(), key=lambda r: r.time_s)
+        incumbent = [r for r in latest.values() if r.runner.endswith(INCUMBENT)]
+        if incumbent and fastest is not incumbent[-1] and not beats(fastest, incumbent[-1]):
+            return incumbent[-1]
+        return fastest
 
     def measured(self, key: TuningKey, knobs: dict) -> Record | None:
         want = canon_knobs(knobs)

@@ -39,7 +39,7 @@ from typing import Callable
 
 import torch
 
-from sparsec.passes.autotune.db import Record, TuningDB
+from sparsec.passes.autotune.db import CONFIRM, INCUMBENT, Record, TuningDB, beats
 from sparsec.passes.autotune.measure import MeasureResult
 from sparsec.passes.autotune.space import (
     Config, FormatSpace, format_candidates, make_key, stored_fraction, versions,
@@ -68,6 +68,10 @@ class LayerResult:
     reused: int                        # configurations found in the database
     space_size: int
     results: list = field(default_factory=list)
+
+
+def _beats(a: MeasureResult, b: MeasureResult) -> bool:
+    return beats(Record(None, {}, "ok", a.time_s, list(a.times_s)), Record(None, {}, "ok", b.time_s, list(b.times_s)))
 
 
 class Tuner:
@@ -203,16 +207,22 @@ class Tuner:
         final = {}
         if len(finalists) > 1 and self.confirm > 0:
             for r in self.runner.run(layer.w2, layer.tokens, finalists):
+                # the format's default knobs are the incumbent a tuned schedule must beat (TuningDB.best)
+                tag = INCUMBENT if r.config in defaults else CONFIRM
                 if r.status == "ok":
                     final[r.config] = r
                     self.db.append(Record(self.key(layer, r.config), r.config.knobs_dict, r.status, r.time_s,
-                                          r.times_s, r.error, r.runner + ":confirm"))
+                                          r.times_s, r.error, r.runner + tag))
                 elif r.status in ("wrong", "error"):       # a flaky kernel is out, whatever it timed before
                     measured[r.config] = r
                     self.db.append(Record(self.key(layer, r.config), r.config.knobs_dict, r.status, None, [],
-                                          r.error, r.runner + ":confirm"))
+                                          r.error, r.runner + tag))
         pick = {c: final.get(c, measured[c]) for c in finalists if measured[c].status == "ok"}
         best = min(pick.values(), key=lambda r: r.time_s) if pick else best_ok()
+        # a tuned configuration replaces the defaults only when it is reliably faster (db.beats)
+        dflt_now = pick.get(default_best.config) if default_best else None
+        if best is not None and dflt_now is not None and best is not dflt_now and not _beats(best, dflt_now):
+            best = dflt_now
         base = pick.get(baseline_cfg) or measured.get(baseline_cfg)
         dflt = pick.get(default_best.config) if default_best else None
         return LayerResult(layer, best, base if base and base.status == "ok" else None, dflt or default_best,

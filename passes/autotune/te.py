@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from sparsec.passes.autotune.db import Record, TuningDB, TuningKey, canon_knobs
+from sparsec.passes.autotune.db import CONFIRM, INCUMBENT, Record, TuningDB, TuningKey, canon_knobs
 
 
 def graph_sites(g, target=None) -> list:
@@ -111,7 +111,10 @@ def tune_sites(sites: list, runner, db: TuningDB, target=None, deadline: float |
         for (s, kn), r in zip(batch, results):
             if r.status == "skipped":
                 continue
-            db.append(Record(keys[s.key], kn, r.status, r.time_s, r.times_s, r.error, r.runner + runner_tag))
+            tag = runner_tag
+            if tag == CONFIRM and canon_knobs(kn) == canon_knobs(spaces[s.key].default):
+                tag = INCUMBENT        # the default a tuned schedule must beat (TuningDB.best)
+            db.append(Record(keys[s.key], kn, r.status, r.time_s, r.times_s, r.error, r.runner + tag))
 
     def run(batch, tag=""):
         uniq = list(dict.fromkeys(s.key for s, _ in batch))
@@ -141,7 +144,7 @@ def tune_sites(sites: list, runner, db: TuningDB, target=None, deadline: float |
             confirm += [(s, d), (s, dict(b.knobs))]
     if confirm and not (deadline is not None and time.time() >= deadline):
         for j in range(0, len(confirm), batch_configs):
-            run(confirm[j:j + batch_configs], ":confirm")
+            run(confirm[j:j + batch_configs], CONFIRM)
     out = []
     for s in sites:
         recs = db.for_key(keys[s.key])
