@@ -164,6 +164,9 @@ def test_bert_like_shape(kind, params, tokens):
     ("nm", {"nm": (2, 4)}, {"strategy": "tokens"}),
     ("bsr", {"block": (4, 4)}, {"unroll_block": False, "t_tile": 16}),
     ("bitmap", {"tile": (8, 8)}, {"unroll_rows": False, "t_tile": 8}),
+    ("bitmap", {"tile": (8, 8)}, {"walk": "rows"}),               # the row walk (default: tile at tc <= 8)
+    ("bitmap", {"tile": (4, 33)}, {"walk": "tile", "t_tile": 8}),  # 132 bits: three 64-bit words a tile
+    ("bitmap", {"tile": (16, 16)}, {"walk": "tile"}),              # 17 rows: a partial tile row
     ("groupquant", {"group": 32, "bits": 4}, {"unroll_group": False, "t_tile": 16}),
     ("groupquant", {"group": 32, "bits": 8}, {"lanes": 8}),
     ("dense", {}, {"row_block": 1, "t_tile": 8}),

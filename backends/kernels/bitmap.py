@@ -13,6 +13,18 @@ the format), and a loop over the set bits (``lowest = w & -w``, position =
 activation row ``XT[k, t0:t0+t_tile]`` (vectorised over tokens; a scalar FMA
 when T = 1). Empty words cost one compare: the skipping that makes bitmaps
 cheap at high sparsity.
+
+``walk="tile"`` (the default for tiles at most 8 columns wide): one tile at a time instead of one
+row at a time. The tile's bitmap is read as 64-bit words and one loop runs over all of its set bits;
+bit ``pos`` (row-major, the values' order) adds ``value * XT[tj*tc + pos % tc]`` to accumulator row
+``pos // tc`` (the tile row's ``tr x t_tile`` accumulators live in a local array). The row walk ends
+one data-dependent loop per (row, tile) word: at 90 % sparsity an 8x8 tile's row word holds 0.8 set
+bits, and the loop's exit branch is mispredicted about once a word (768x768 at T=1: 73 k words; a small
+matrix called again and again looks fast because the branch predictor learns its whole bit pattern).
+The tile walk has one such loop per tile and reads each tile's bits once. Measured (768x768, znver5,
+2 threads, loaded box, 2026-11-23), tile walk vs row walk: 8x8 and 4x4 tiles 2.2-5.8x faster at
+T <= 16 and 1.0-1.4x at T = 128 (90/70/50 % sparsity); 16x16 0.8-1.3x; 8x32 0.6-1.1x (a 32-bit
+row word holds enough bits for the row walk's loop, whose accumulators stay in registers).
 """
 from __future__ import annotations
 
@@ -24,6 +36,7 @@ from sparsec.backends.kernels.common import (
 )
 
 WORD = 32   # bits per extracted word (5 bytes cover any 32-bit window)
+TILE_WALK_MAX_TC = 8     # walk="tile" by default for tiles at most this wide (measured, docstring)
 
 
 class BitmapFamily(MatmulFamily):
@@ -31,6 +44,9 @@ class BitmapFamily(MatmulFamily):
     knobs = (T_TILE,
              Knob("unroll_rows", (True, False), None,
                   "unroll the tr rows of a tile row so bit offsets are constants (default: tr <= 16)"),
+             Knob("walk", ("rows", "tile"), None,
+                  "rows: a loop over each row's bits per tile; tile: one loop over a tile's set bits into "
+                  "tr accumulator rows (default: tile when the tile is at most 8 columns wide)"),
              PARALLEL)
 
     def buffer_shapes(self, meta):
@@ -42,6 +58,8 @@ class BitmapFamily(MatmulFamily):
         resolve_in_plan(meta, spec, knobs)      # parallel=None given a meta only: the size rule
         if knobs.get("unroll_rows") is None:
             knobs["unroll_rows"] = meta.param("tile")[0] <= 16
+        if knobs.get("walk") is None:
+            knobs["walk"] = "tile" if meta.param("tile")[1] <= TILE_WALK_MAX_TC else "rows"
 
     def algorithm(self, meta, spec, plan):
         O, K, TT = spec.out_features, spec.in_features, spec.tokens
@@ -98,6 +116,43 @@ class BitmapFamily(MatmulFamily):
                         else:
                             YT[ti * tr + a, t0 + t] = st(epi(acc[t]))
 
+        NQ = ceil_div(NB, 8)                     # 64-bit words of one tile's bitmap
+
+        def word64(bits, ti, tj, q):
+            """Bytes ``8q .. 8q+7`` of a tile's bitmap as one uint64 (0 past the end)."""
+            w = byte(bits, ti, tj, q * 8)
+            for j in range(1, min(8, NB - 8 * q) if isinstance(q, int) else 8):
+                w = w | (byte(bits, ti, tj, q * 8 + j) << T.uint64(8 * j))
+            return w
+
+        @T.macro
+        def tile_walk(bits, tile_ptr, values, XT, bias, YT, ti, t0, ext):
+            acc = T.alloc_buffer((tr, ext), "float32", scope="local")
+            w = T.alloc_buffer((1,), "uint64", scope="local")
+            p = T.alloc_buffer((1,), pdt, scope="local")
+            for a in range(tr):
+                for t in vec(ext):
+                    acc[a, t] = T.float32(0)
+            for tj in range(ntj):
+                p[0] = tile_ptr[ti * ntj + tj]
+                for q in unroll(NQ):
+                    w[0] = word64(bits, ti, tj, q)
+                    while w[0] != T.uint64(0):
+                        pos = q * 64 + T.Cast("int32", T.popcount((w[0] & (~w[0] + T.uint64(1))) - T.uint64(1)))
+                        v = ld(values[p[0]])
+                        for t in vec(ext):
+                            acc[pos // tc, t] = acc[pos // tc, t] + v * ld(XT[tj * tc + pos % tc, t0 + t])
+                        p[0] = p[0] + T.Cast(pdt, 1)
+                        w[0] = w[0] & (w[0] - T.uint64(1))
+            for a in urows(tr):
+                if row_ok(ti * tr + a):
+                    for t in vec(ext):
+                        if has_bias:
+                            YT[ti * tr + a, t0 + t] = st(epi(acc[a, t] + ld(bias[ti * tr + a])))
+                        else:
+                            YT[ti * tr + a, t0 + t] = st(epi(acc[a, t]))
+
+        walk = tile_walk if plan["walk"] == "tile" else tile_row
         n_chunks, per_chunk = plan.chunks(nti)   # see Plan.chunks: one allocation per chunk
         in_range = (lambda i: i < nti) if n_chunks * per_chunk > nti else (lambda i: True)
 
@@ -117,9 +172,9 @@ class BitmapFamily(MatmulFamily):
                     if in_range(ti_c * per_chunk + ti_i):
                         ti = ti_c * per_chunk + ti_i
                         for tb in range(ntile):
-                            tile_row(bits, tile_ptr, values, XT, bias, YT, ti, tb * tt, tt)
+                            walk(bits, tile_ptr, values, XT, bias, YT, ti, tb * tt, tt)
                         if ttail > 0:
-                            tile_row(bits, tile_ptr, values, XT, bias, YT, ti, ntile * tt, ttail)
+                            walk(bits, tile_ptr, values, XT, bias, YT, ti, ntile * tt, ttail)
 
         func = bitmap_matmul
         return func if has_bias else drop_param(func, "bias")
