@@ -218,3 +218,42 @@ def bench_cases() -> list[dict]:
             for n, m in BENCH_NM:
                 out.append(case(f"b_nm{n}{m}_{O}x{K}x{T}", "nm", {"n": n, "m": m}, O, K, T))
     return out
+
+
+# the bmtc kernel (bitmap in mma-fragment order, register decode): from bitmap and csr weights; O, K not
+# multiples of the tiles (K % 8 != 0: element-wise activation loads), empty rows, empty stages (99 %),
+# T > 32 (several token tiles), bias, every activation, bf16, split-K with bias (atomics), every (rt, sc)
+BMTC_CHECK = [
+    # (O, K, T, src format, params, pattern, bias, act, knobs)
+    (100, 200, 5, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], False, None, {}),
+    (37, 77, 3, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.7, True], True, "gelu", {}),
+    (256, 512, 64, "csr", {}, ["unstructured", 0.8, False], True, None, {}),
+    (64, 96, 130, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.5, True], True, "silu", {}),
+    (48, 64, 1, "csr", {}, ["unstructured", 0.9, True], False, None, {}),
+    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], True, "relu", {}),
+    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.99, True], True, None, {"ksplit": 3, "warps": 2}),
+    (300, 1000, 8, "csr", {}, ["unstructured", 0.7, True], False, None, {"rt": 4, "sc": 32, "ksplit": 2, "warps": 4}),
+    (130, 1000, 2, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, None, {"rt": 1, "sc": 128,
+                                                                                          "warps": 4}),
+    (200, 4200, 3, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, None, {"warps": 1, "ksplit": 1}),
+    (1000, 4104, 32, "csr", {}, ["unstructured", 0.9, False], False, None, {}),
+    (1000, 4104, 9, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.6, False], True, "gelu", {"rt": 1, "sc": 64}),
+    (500, 2000, 32, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.0, False], False, None, {"rt": 2, "sc": 64,
+                                                                                            "warps": 4}),
+    (500, 2000, 31, "csr", {}, ["unstructured", 0.9, True], True, None, {"ksplit": 2}),
+    # stage buffers per warp (cp.async stages in flight): 2, 3, 6
+    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.7, True], True, None, {"warps": 8, "nbuf": 2}),
+    (1000, 4104, 16, "csr", {}, ["unstructured", 0.8, True], True, "silu", {"nbuf": 3, "warps": 2}),
+    (257, 3000, 5, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, False], False, None, {"nbuf": 6, "warps": 1}),
+]
+
+
+def bmtc_check_cases() -> list[dict]:
+    out = []
+    for dtype in ("float16", "bfloat16"):
+        for i, (O, K, T, fmt, params, pat, bias, act, knobs) in enumerate(BMTC_CHECK):
+            if dtype == "bfloat16" and i % 3:
+                continue
+            out.append(case(f"chk_bmtc{i}_{fmt}_{dtype}_{O}x{K}x{T}", fmt, params, O, K, T, dtype, bias, act, pat,
+                            knobs, design="bmtc"))
+    return out

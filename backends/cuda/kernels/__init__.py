@@ -6,6 +6,7 @@ runtime, where ``tvm.script`` is absent.
 _MATMUL = ("FORMATS", "KNOBS", "CudaKernelSpec", "check_format", "cuda_matmul_primfunc", "matmul_args", "resolve")
 _TILED = ("cuda_tiled_matmul_primfunc",)
 _MMA = ("cuda_mma_matmul_primfunc",)
+_BMTC = ("cuda_bmtc_matmul_primfunc",)
 _WGMMA = ("cuda_wgmma_matmul_primfunc",)
 
 
@@ -26,4 +27,8 @@ def __getattr__(name):
         from sparsec.backends.cuda.kernels import wgmma_gemm
 
         return getattr(wgmma_gemm, name)
+    if name in _BMTC:
+        from sparsec.backends.cuda.kernels import bmtc
+
+        return getattr(bmtc, name)
     raise AttributeError(name)

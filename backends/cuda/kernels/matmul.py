@@ -182,6 +182,13 @@ def cuda_matmul_primfunc(weight, tokens: int, *, bias: bool = False, activation:
         from sparsec.backends.cuda.kernels.wgmma_gemm import cuda_wgmma_matmul_primfunc
 
         return cuda_wgmma_matmul_primfunc(weight, tokens, bias=bias, activation=activation, knobs=knobs, name=name)
+    if design == "bmtc":
+        # bitmap in mma-fragment order, decoded in registers (bmtc.py); weight arguments
+        # bm_values, bm_mask, bm_ptr from bmtc_layout.build(weight, knobs["rt"], knobs["sc"]) (returned knobs)
+        from sparsec.backends.cuda.kernels.bmtc import cuda_bmtc_matmul_primfunc
+
+        return cuda_bmtc_matmul_primfunc(weight, tokens, bias=bias, activation=activation, knobs=knobs,
+                                         name=name or f"sparsec_cuda_bmtc_{meta_of(weight).format}_matmul")
     if design != "fragment":
         raise KernelError(f"cuda kernel design {design!r} unknown; designs: fragment, tiled, dlight, mma, wgmma")
     meta = meta_of(weight)
