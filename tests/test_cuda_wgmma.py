@@ -25,9 +25,10 @@ def _dense(O, K, dt=torch.float16):
 
 CONFIGS = {
     # sym: (O, K, T, dtype, bias, act, knobs)
-    "wg_f16_split": (1000, 520, 130, torch.float16, True, None, dict(bm=128, bn=128, stages=4, ks=3)),
+    "wg_f16_split": (1000, 520, 130, torch.float16, True, None, dict(bm=128, bn=128, stages=4, ks=3, ws=0, wip=0)),
+    "wg_f16_ws_split": (1000, 4104, 130, torch.float16, False, None, dict(bm=128, bn=128, stages=5, ks=4)),
     "wg_bf16_gelu": (100, 200, 77, torch.bfloat16, True, "gelu", {}),
-    "wg_f16_256": (1160, 512, 1030, torch.float16, False, "relu", dict(bm=256, bn=128, stages=4)),
+    "wg_f16_256": (1160, 512, 1030, torch.float16, False, "relu", dict(bm=256, bn=128, stages=4, ws=0)),
     "wg_f16_n256": (520, 1000, 300, torch.float16, False, None, dict(bm=128, bn=256, stages=3)),
 }
 
@@ -68,7 +69,8 @@ def test_wgmma_kernels_use_warpgroup_mma_from_descriptors(built):
         bn = knobs[sym]["bn"]
         # m64nNk16 with two 64-bit descriptors (ss form), fp32 accumulators
         assert re.search(rf"wgmma\.mma_async\.sync\.aligned\.m64n{bn}k16\.f32\.{pt}\.{pt}", body), sym
-        for ins in ("wgmma.fence.sync.aligned", "wgmma.commit_group.sync.aligned", "wgmma.wait_group.sync.aligned 1",
+        wip = knobs[sym]["wip"]
+        for ins in ("wgmma.fence.sync.aligned", "wgmma.commit_group.sync.aligned", f"wgmma.wait_group.sync.aligned {wip}",
                     "wgmma.wait_group.sync.aligned 0", "fence.proxy.async.shared::cta", "cp.async.cg.shared.global",
                     "cp.async.wait_group"):
             assert ins in body, (sym, ins)
@@ -76,6 +78,17 @@ def test_wgmma_kernels_use_warpgroup_mma_from_descriptors(built):
         # 4 k16 slices per 64-column k-tile (nvcc may unroll the k loop: a multiple of 4)
         n = len(re.findall(r"wgmma\.mma_async", body))
         assert n >= 4 and n % 4 == 0, (sym, n)
+    # ws=1: a producer warpgroup signals full slots with cp.async.mbarrier.arrive.noinc, consumers release
+    # them with mbarrier.arrive; ws=0: one barrier per k-tile, no mbarrier
+    for sym in CONFIGS:
+        body = _main(bodies, sym)
+        ws = knobs[sym]["ws"]
+        nwg = knobs[sym]["bm"] // 64 + ws
+        for ins in ("cp.async.mbarrier.arrive.noinc.shared::cta.b64", "mbarrier.try_wait.parity.shared::cta.b64",
+                    "mbarrier.init.shared::cta.b64", "mbarrier.arrive.shared::cta.b64"):
+            assert (ins in body) == bool(ws), (sym, ins)
+        assert re.search(rf"__launch_bounds__\({128 * nwg}\) {sym}_kernel", src), (sym, nwg)
+    assert knobs["wg_f16_ws_split"]["ws"] == 1 and knobs["wg_bf16_gelu"]["ws"] == 1      # the default
     # the dynamic shared memory array is declared once per element type (fp16 + bf16 in one module)
     assert "extern __shared__" in src and "wgmma_smem_f16" in src and "wgmma_smem_bf16" in src
     # split-K: fp16x2 vector atomics into Y

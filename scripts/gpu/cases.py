@@ -91,16 +91,26 @@ def mma_check_cases() -> list[dict]:
 
 def wgmma_check_cases() -> list[dict]:
     """The wgmma design (dense, sm_90a): O, K, T not multiples of the tiles, every epilogue, fp16 and
-    bf16, split-K with element atomics (odd O) and red.v4, 1-4 warpgroups, ring wrap-around."""
+    bf16, split-K with element atomics (odd O) and red.v4, 1-4 warpgroups, ring wrap-around, both main
+    loops (ws=0: all threads copy, ws=1: producer warpgroup + mbarriers; the default) with wip 0 and 1."""
     out = []
     grid = [(100, 200, 130, "float16", True, "gelu", {}), (1000, 512, 77, "bfloat16", False, None, {}),
             (64, 64, 128, "float16", True, "relu", {}), (130, 1032, 1030, "float16", False, "silu", {}),
             (257, 264, 33, "float16", False, None, dict(bm=64, bn=32, stages=3)),
-            (1003, 520, 200, "bfloat16", True, None, dict(bm=128, bn=128, stages=4, ks=3)),
+            (1003, 520, 200, "bfloat16", True, None, dict(bm=128, bn=128, stages=4, ks=3, ws=0, wip=0)),
             (4096, 4096, 128, "float16", False, None, {}),
-            (1160, 512, 1030, "float16", True, "relu", dict(bm=256, bn=128, stages=4, gm=4)),
-            (1000, 520, 130, "float16", True, None, dict(bm=192, bn=96, stages=3, ks=2)),
-            (520, 1000, 300, "bfloat16", False, "gelu", dict(bm=128, bn=256, stages=3))]
+            (1160, 512, 1030, "float16", True, "relu", dict(bm=256, bn=128, stages=4, gm=4, ws=0, wip=0)),
+            (1000, 520, 130, "float16", True, None, dict(bm=192, bn=96, stages=3, ks=2, ws=0)),
+            (520, 1000, 300, "bfloat16", False, "gelu", dict(bm=128, bn=256, stages=3)),
+            # wip=1 (one k-tile of wgmma in flight) and ws=1 (producer warpgroup + full/empty mbarriers)
+            (1003, 1032, 200, "float16", True, None, dict(bm=128, bn=128, stages=4, wip=1, ws=0)),
+            (1000, 2056, 1030, "float16", True, "gelu", dict(bm=128, bn=128, stages=5, ws=1)),
+            (1003, 4104, 130, "bfloat16", False, None, dict(bm=128, bn=128, stages=4, ws=1, wip=1, ks=3)),
+            (257, 520, 33, "float16", True, "relu", dict(bm=64, bn=32, stages=3, ws=1, wip=1)),
+            (520, 1000, 300, "float16", False, None, dict(bm=128, bn=256, stages=4, ws=1, wip=1)),
+            (1160, 1032, 1030, "bfloat16", True, "silu", dict(bm=256, bn=128, stages=4, ws=1, wip=1)),
+            (1000, 2056, 1030, "float16", False, None, dict(bm=128, bn=256, stages=4, ws=1, wip=0, gm=4)),
+            (300, 1000, 5, "float16", True, "gelu", {}), (4096, 4096, 7, "bfloat16", False, None, {})]
     for i, (O, K, T, dt, bias, act, kn) in enumerate(grid):
         out.append(case(f"chk_wgmma{i}_dense_{dt}_{O}x{K}x{T}", "dense", {}, O, K, T, dt, bias, act, ["dense"],
                         kn, design="wgmma"))

@@ -1,7 +1,7 @@
 """Focused build + GPU run of the ``wgmma`` design (Hopper wgmma.mma_async, dense), for development.
 
 usage (here, TVM + nvcc):   python scripts/gpu/dev_wgmma.py build OUTDIR
-      (GPU, runtime only):  python scripts/gpu/dev_wgmma.py run OUTDIR OUTJSON
+      (GPU, runtime only):  python scripts/gpu/dev_wgmma.py run OUTDIR OUTJSON   (``check OUTDIR OUTJSON``: checks only)
 Built for ``sm_90a``. ``run`` checks every check case (``cases.wgmma_check_cases``) vs ``F.linear`` in
 fp32, then per bench cell (shape x tokens) times cuBLAS (``F.linear`` fp16, before and after the
 kernels), the ``mma`` design's default and every wgmma knob variant in the same process (CUDA-graph
@@ -24,11 +24,12 @@ ARCH = "sm_90a"
 def variants(T):
     """wgmma knob variants per token count ({} = the design's defaults)."""
     if T >= 512:
-        return [{}, dict(bm=128, bn=128, stages=5), dict(bm=256, bn=128, stages=4), dict(bm=128, bn=256, stages=3),
-                dict(bm=128, bn=256, stages=4, gm=8), dict(bm=192, bn=128, stages=5)]
-    return [{}, dict(bm=128, bn=128, stages=4, ks=4), dict(bm=64, bn=128, stages=6, ks=8),
-            dict(bm=128, bn=128, stages=5, ks=1), dict(bm=256, bn=128, stages=4, ks=8),
-            dict(bm=64, bn=128, stages=6, ks=4)]
+        return [{}, dict(bm=256, bn=128, stages=4, ws=1, wip=1), dict(bm=128, bn=256, stages=3, ws=1, wip=1),
+                dict(bm=128, bn=256, stages=4, ws=1, wip=0), dict(bm=128, bn=256, stages=4, ws=1, wip=1, gm=4),
+                dict(bm=128, bn=256, stages=4, ws=0, wip=1)]
+    return [{}, dict(bm=128, bn=128, stages=6, ks=1, ws=1, wip=1), dict(bm=128, bn=128, stages=5, ks=4, ws=1, wip=1),
+            dict(bm=128, bn=128, stages=5, ks=1, ws=0, wip=1), dict(bm=256, bn=128, stages=4, ks=1, ws=1, wip=1),
+            dict(bm=64, bn=128, stages=6, ks=2, ws=1, wip=1)]
 
 
 def bench_cases():
@@ -54,16 +55,15 @@ def build(outdir):
     json.dump({"arch": ARCH, "check": chk, "bench": bench}, open(os.path.join(outdir, "cases.json"), "w"), indent=1)
 
 
-def run(kdir, outp):
+def check(kdir, outp):
     import env  # noqa: F401  (sparsec importable, TVM runtime)
     import torch
-    import torch.nn.functional as F
 
     from sparsec.backends.cuda.runtime import load_library
 
     meta = json.load(open(os.path.join(kdir, "cases.json")))
     dev = torch.device("cuda")
-    res = {"machine": env.machine_info(), "arch": meta["arch"], "check": [], "bench": []}
+    res = {"check": []}
     lib = load_library(os.path.join(kdir, "check.so"))
     for i, c in enumerate(meta["check"]):
         r = {"name": c["name"], "knobs": c["resolved_knobs"]}
@@ -82,6 +82,34 @@ def run(kdir, outp):
         res["check"].append(r)
         print(f"[{'OK ' if r['ok'] else 'BAD'}] {c['name']:<44} err {r.get('rel_err', float('nan')):.2e} "
               f"{r['knobs']} {r.get('error', '')}", flush=True)
+        json.dump(res, open(outp, "w"), indent=1)
+
+
+def run(kdir, outp):
+    import subprocess
+
+    import env  # noqa: F401  (sparsec importable, TVM runtime)
+    import torch
+    import torch.nn.functional as F
+
+    from sparsec.backends.cuda.runtime import load_library
+
+    meta = json.load(open(os.path.join(kdir, "cases.json")))
+    dev = torch.device("cuda")
+    res = {"machine": env.machine_info(), "arch": meta["arch"], "check": [], "bench": []}
+    # the checks run in a child process with a time limit: a kernel waiting forever on an mbarrier
+    # (ws=1) must not take the benchmark with it
+    chk_json = outp + ".check.json"
+    try:
+        subprocess.run([sys.executable, os.path.abspath(__file__), "check", kdir, chk_json], timeout=90, check=False)
+    except subprocess.TimeoutExpired:
+        print("CHECK TIMED OUT (a kernel hung)", flush=True)
+        res["check_timed_out"] = True
+    if os.path.exists(chk_json):
+        res["check"] = json.load(open(chk_json))["check"]
+    ws_ok = (not res.get("check_timed_out") and len(res["check"]) == len(meta["check"])
+             and all(r["ok"] for r in res["check"] if r["knobs"].get("ws")))
+    res["ws_ok"] = ws_ok
     json.dump(res, open(outp, "w"), indent=1)
     lib = load_library(os.path.join(kdir, "bench.so"))
     by = {}
@@ -96,6 +124,8 @@ def run(kdir, outp):
             cb0, _ = env.bench_graph(lambda: F.linear(x, w_full))
             ref = F.linear(x.float(), w_full.float())
             for c in by[(O, K, T)]:
+                if c["resolved_knobs"].get("ws") and not ws_ok:
+                    continue
                 f = lib[c["name"]]
                 y.fill_(float("nan"))
                 try:
@@ -127,5 +157,7 @@ def run(kdir, outp):
 if __name__ == "__main__":
     if sys.argv[1] == "build":
         build(sys.argv[2])
+    elif sys.argv[1] == "check":
+        check(sys.argv[2], sys.argv[3])
     else:
         run(sys.argv[2], sys.argv[3])

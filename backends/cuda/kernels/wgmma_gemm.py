@@ -40,6 +40,10 @@ KNOBS = (
     Knob("ks", (1, 2, 3, 4, 6, 8), None, "split-K: blocks per output tile, summed with fp16/bf16 atomics into a "
                                           "zeroed Y (no activation)"),
     Knob("gm", (1, 4, 8, 16), None, "block rasterisation: O tiles per group swept over every token tile"),
+    Knob("wip", (0, 1), None, "k-tiles of wgmma left in flight while the next is waited for (1: ptxas may "
+                              "serialise the wgmma, warning C7514)"),
+    Knob("ws", (0, 1), None, "warp specialisation: 1 = one producer warpgroup fills the ring with cp.async "
+                             "(full/empty mbarriers), the bm/64 consumer warpgroups only run wgmma"),
 )
 BK = 64                          # 128-byte rows of fp16/bf16: the 128B swizzle atom
 SMEM_LIMIT = 227 * 1024          # H100 dynamic shared memory per block
@@ -56,6 +60,8 @@ class WgmmaSpec:
     stages: int
     ks: int = 1
     gm: int = 1
+    wip: int = 0
+    ws: int = 0
 
     def smem_bytes(self) -> int:
         ring = self.stages * (self.bm + self.bn) * BK * 2
@@ -63,28 +69,30 @@ class WgmmaSpec:
 
 
 def default_knobs(O: int, K: int, T: int, activation: str | None = None) -> dict:
-    """T >= 512: 128x256 tiles (128x128 when they leave SMs idle); fewer tokens: 128-row tiles of the
-    tokens, split along K (>= 8 k-tiles each) towards ~2 blocks per SM unless an activation follows."""
+    """Warp-specialised (ws=1), one k-tile of wgmma in flight (wip=1) everywhere (H100 run 2: fastest or
+    within 2 % on every cell). T > 128: 128 x bn tiles, bn up to 256 (128x256 fastest at T=1024 on all four
+    LLM shapes). T <= 128: 128 x 128 tiles (bn = T rounded up to 16), split along K only up to one wave of
+    blocks (ks * tiles <= 132 SMs, >= 8 k-tiles per split, no activation): 4096-row shapes ks=4,
+    11008 / 9216 rows ks=1 (ks=2 on 11008x4096 was 40 % slower)."""
     nk = ceil_div(K, BK)
-    if T >= 512:
-        kn = dict(bm=128, bn=256, stages=4)
-        if ceil_div(O, 128) * ceil_div(T, 256) < SMS:
-            kn = dict(bm=128, bn=128, stages=5)
-        kn["ks"] = 1
+    if T > 128:
+        nt = ceil_div(T, 256)
+        bn = min(256, max(16, ceil_div(ceil_div(T, nt), 16) * 16))
+        kn = dict(bm=128, bn=bn, stages=4 if bn > 128 else 5, ks=1)
     else:
-        bn = min(256, max(32, ceil_div(T, 32) * 32)) if T > 128 else min(128, max(32, ceil_div(T, 16) * 16))
-        kn = dict(bm=128 if bn <= 128 else 64, bn=bn, stages=5 if bn <= 128 else 4)
-        tiles = ceil_div(O, kn["bm"]) * ceil_div(T, bn)
+        bn = max(16, ceil_div(T, 16) * 16)
+        kn = dict(bm=128, bn=bn, stages=5)
+        tiles = ceil_div(O, 128) * ceil_div(T, bn)
         ks = 1
         if activation is None:
-            for cand in (1, 2, 3, 4, 6, 8):
-                if ceil_div(nk, cand) < 8:
+            for cand in (2, 3, 4, 6, 8):
+                if ceil_div(nk, cand) < 8 or tiles * cand > SMS:
                     break
                 ks = cand
-                if tiles * cand >= 2 * SMS:
-                    break
         kn["ks"] = ks
-    kn.setdefault("gm", 1)
+        if ks == 1:
+            kn["stages"] = 6
+    kn.update(gm=1, wip=1, ws=1)
     return kn
 
 
@@ -96,7 +104,7 @@ def resolve(O: int, K: int, T: int, knobs: dict | None, spec: MatmulSpec) -> Wgm
     kn.update({k: v for k, v in knobs.items() if v is not None})
     nk = ceil_div(K, BK)
     ks = ceil_div(nk, ceil_div(nk, kn["ks"]))
-    ws = WgmmaSpec(spec, kn["bm"], kn["bn"], kn["stages"], ks, kn["gm"])
+    ws = WgmmaSpec(spec, kn["bm"], kn["bn"], kn["stages"], ks, kn["gm"], kn["wip"], kn["ws"])
     if ws.ks > 1 and spec.activation is not None:
         raise KernelError("cuda wgmma kernel: ks > 1 sums partial results with atomics, which an activation "
                           "cannot follow; use ks=1")
@@ -105,6 +113,11 @@ def resolve(O: int, K: int, T: int, knobs: dict | None, spec: MatmulSpec) -> Wgm
                           "of 16 in [16, 256]")
     if ws.bm // 64 * ws.bn // 2 > 128 * 2:
         raise KernelError(f"cuda wgmma kernel: bm={ws.bm}, bn={ws.bn}: too many accumulators")
+    if ws.ws and (ws.bm // 64 + 1) * 128 * (ws.bn // 2 + 26) > 65536:
+        raise KernelError(f"cuda wgmma kernel: ws=1 with bm={ws.bm}, bn={ws.bn}: too few registers per thread "
+                          "for the accumulators (one more warpgroup)")
+    if ws.stages - 1 - ws.wip < 1 and not ws.ws:
+        raise KernelError(f"cuda wgmma kernel: stages={ws.stages} leaves no copies in flight with wip={ws.wip}")
     if ws.smem_bytes() > SMEM_LIMIT:
         raise KernelError(f"cuda wgmma kernel: {ws.smem_bytes()} bytes of shared memory > {SMEM_LIMIT} "
                           f"(bm={ws.bm}, bn={ws.bn}, stages={ws.stages})")
@@ -132,7 +145,28 @@ def cuda_wgmma_matmul_primfunc(weight, tokens: int, *, bias: bool = False, activ
         args.append(Arg("bias", dt, (O,)))
     args.append(Arg("Y", dt, (TT, O)))
     return func, args, {"design": "wgmma", "bm": ws.bm, "bn": ws.bn, "bk": BK, "stages": ws.stages,
-                        "ks": ws.ks, "gm": ws.gm}
+                        "ks": ws.ks, "gm": ws.gm, "wip": ws.wip, "ws": ws.ws}
+
+
+MBAR_SRC = {   # device helpers, one source per function (TVM emits each function's source once)
+    "sparsec_mbar_init": r"""
+__forceinline__ __device__ void sparsec_mbar_init(unsigned int addr, unsigned int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" :: "r"(addr), "r"(count) : "memory");
+}""",
+    "sparsec_mbar_arrive": r"""
+__forceinline__ __device__ void sparsec_mbar_arrive(unsigned int addr) {
+  asm volatile("{ .reg .b64 st; mbarrier.arrive.shared::cta.b64 st, [%0]; }" :: "r"(addr) : "memory");
+}""",
+    "sparsec_cp_async_arrive": r"""
+__forceinline__ __device__ void sparsec_cp_async_arrive(unsigned int addr) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" :: "r"(addr) : "memory");
+}""",
+    "sparsec_mbar_wait": r"""
+__forceinline__ __device__ void sparsec_mbar_wait(unsigned int addr, unsigned int parity) {
+  asm volatile("{ .reg .pred P1; SPARSEC_WAIT: mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1; "
+               "@P1 bra.uni SPARSEC_DONE; bra.uni SPARSEC_WAIT; SPARSEC_DONE: }" :: "r"(addr), "r"(parity) : "memory");
+}""",
+}
 
 
 def swizzled_chunk(r, c):
@@ -157,12 +191,15 @@ def _generate(ws: WgmmaSpec):
     spec = ws.spec
     O, K, TT, dt = spec.out_features, spec.in_features, spec.tokens, spec.dtype
     BM, BN, S, KS = ws.bm, ws.bn, ws.stages, ws.ks
-    NWG = BM // 64
-    NT = 128 * NWG
+    NWG = BM // 64                          # consumer warpgroups
+    WS = bool(ws.ws)
+    NT = 128 * (NWG + WS)                   # + the producer warpgroup (index NWG) when warp-specialised
+    NP = 128 if WS else NT                  # threads issuing the copies
     NACC = BN // 2                          # fp32 accumulators per thread (m64 x bn over 128 threads)
     NK = ceil_div(K, BK)
     NKS = ceil_div(NK, KS)
-    LA = S - 2                              # k-tiles of copies in flight ahead of the one computed
+    WIP = ws.wip                            # k-tiles of wgmma left in flight
+    LA = S - 1 - WIP                        # k-tiles of copies in flight ahead of the one computed
     CH = BK // 8                            # 16-byte chunks per tile row (8)
     ASZ = BM * BK                           # elements per A stage
     BSZ = BN * BK
@@ -186,8 +223,8 @@ def _generate(ws: WgmmaSpec):
 
     @T.macro
     def cp_tile(Sm, base, src, row0, col0, NR, NROWS, tid):
-        for it in T.unroll(ceil_div(NROWS * CH, NT)):
-            e = it * NT + tid
+        for it in T.unroll(ceil_div(NROWS * CH, NP)):
+            e = it * NP + tid
             if e < NROWS * CH:
                 r = e // CH
                 c = e % CH
@@ -198,20 +235,8 @@ def _generate(ws: WgmmaSpec):
                           T.if_then_else(row < NR and kc < K, T.uint32(16), T.uint32(0)))
 
     @T.macro
-    def tile(Sm, W, X, bias, Y, bx, by, bz, tid):
-        Su = T.decl_buffer((SMN // 2,), "uint32", data=Sm.data, scope="shared.dyn")
-        acc = T.alloc_buffer((NACC,), "float32", scope="local")
-        cv = T.alloc_buffer((8,), dt, scope="local")
-        cu = T.alloc_buffer((4,), "uint32", scope="local")
-        # 1024-byte aligned start of the ring inside the dynamic shared memory (in elements)
-        sbase = T.cuda.cvta_generic_to_shared(T.address_of(Sm[0]))
-        off = T.Cast("int32", ((T.uint32(ALIGN) - (sbase % T.uint32(ALIGN))) % T.uint32(ALIGN)) // T.uint32(2))
-        wg = tid // 128
-        lt = tid % 128
-        k0 = bz * NKS
-        nkz = T.min(NKS, NK - k0)
-        for i in T.unroll(NACC):
-            acc[i] = T.float32(0)
+    def mainloop_sync(Sm, W, X, acc, sbase, off, bx, by, k0, nkz, wg, tid):
+        # every thread copies; one barrier per k-tile
         for s0 in T.unroll(LA):
             if s0 < nkz:
                 cp_tile(Sm, off + s0 * STG, W, bx * BM, (k0 + s0) * BK, O, BM, tid)
@@ -234,25 +259,99 @@ def _generate(ws: WgmmaSpec):
                           smem_descriptor(sa + T.uint32(kk * 32)), smem_descriptor(sb + T.uint32(kk * 32)),
                           True, 1, 1, 0, 0)
             T.ptx["wgmma.commit_group.sync.aligned"]()
-            T.ptx["wgmma.wait_group.sync.aligned"](1)
+            T.ptx["wgmma.wait_group.sync.aligned"](WIP)
         T.ptx["wgmma.wait_group.sync.aligned"](0)
         T.ptx["cp.async.wait_group"](0)
         T.tvm_storage_sync("shared")
+
+    @T.macro
+    def mbar_wait(Mb, k, parity):
+        T.cuda.func_call("sparsec_mbar_wait", T.cuda.cvta_generic_to_shared(T.address_of(Mb[k])), parity,
+                         source_code=MBAR_SRC["sparsec_mbar_wait"])
+
+    @T.macro
+    def mainloop_ws(Sm, W, X, acc, sbase, off, bx, by, k0, nkz, wg, lt):
+        # full[s] = Mb[s] (128 producer arrivals: cp.async.mbarrier.arrive.noinc, when the thread's copies land),
+        # empty[s] = Mb[S + s] (every consumer thread arrives once its wgmma finished reading the slot)
+        Mb = T.alloc_buffer((2 * S,), "uint64", scope="shared")
+        if wg == 0 and lt == 0:
+            for k in T.unroll(S):
+                T.cuda.func_call("sparsec_mbar_init", T.cuda.cvta_generic_to_shared(T.address_of(Mb[k])),
+                                 T.uint32(128), source_code=MBAR_SRC["sparsec_mbar_init"])
+                T.cuda.func_call("sparsec_mbar_init", T.cuda.cvta_generic_to_shared(T.address_of(Mb[S + k])),
+                                 T.uint32(128 * NWG), source_code=MBAR_SRC["sparsec_mbar_init"])
+        T.tvm_storage_sync("shared")
+        if wg == NWG:
+            for i in range(nkz):
+                st = i % S
+                if i >= S:
+                    mbar_wait(Mb, S + st, T.Cast("uint32", (i // S - 1) % 2))
+                cp_tile(Sm, off + st * STG, W, bx * BM, (k0 + i) * BK, O, BM, lt)
+                cp_tile(Sm, off + st * STG + ASZ, X, by * BN, (k0 + i) * BK, TT, BN, lt)
+                T.cuda.func_call("sparsec_cp_async_arrive", T.cuda.cvta_generic_to_shared(T.address_of(Mb[st])),
+                                 source_code=MBAR_SRC["sparsec_cp_async_arrive"])
+            T.ptx["cp.async.commit_group"]()
+            T.ptx["cp.async.wait_group"](0)
+        else:
+            for i in range(nkz):
+                st = i % S
+                mbar_wait(Mb, st, T.Cast("uint32", (i // S) % 2))
+                T.ptx["fence.proxy.async.shared::cta"]()
+                T.ptx["wgmma.fence.sync.aligned"]()
+                sa = sbase + T.Cast("uint32", (off + st * STG + wg * 64 * BK) * 2)
+                sb = sbase + T.Cast("uint32", (off + st * STG + ASZ) * 2)
+                for kk in T.unroll(BK // 16):
+                    T.ptx[WG](*[acc[j] for j in range(NACC)],
+                              smem_descriptor(sa + T.uint32(kk * 32)), smem_descriptor(sb + T.uint32(kk * 32)),
+                              True, 1, 1, 0, 0)
+                T.ptx["wgmma.commit_group.sync.aligned"]()
+                T.ptx["wgmma.wait_group.sync.aligned"](WIP)
+                if WIP == 0:
+                    T.cuda.func_call("sparsec_mbar_arrive", T.cuda.cvta_generic_to_shared(T.address_of(Mb[S + st])),
+                                     source_code=MBAR_SRC["sparsec_mbar_arrive"])
+                else:
+                    if i > 0:
+                        T.cuda.func_call("sparsec_mbar_arrive",
+                                         T.cuda.cvta_generic_to_shared(T.address_of(Mb[S + (i + S - 1) % S])),
+                                         source_code=MBAR_SRC["sparsec_mbar_arrive"])
+            T.ptx["wgmma.wait_group.sync.aligned"](0)
+        T.tvm_storage_sync("shared")
+
+    @T.macro
+    def tile(Sm, W, X, bias, Y, bx, by, bz, tid):
+        Su = T.decl_buffer((SMN // 2,), "uint32", data=Sm.data, scope="shared.dyn")
+        acc = T.alloc_buffer((NACC,), "float32", scope="local")
+        cv = T.alloc_buffer((8,), dt, scope="local")
+        cu = T.alloc_buffer((4,), "uint32", scope="local")
+        # 1024-byte aligned start of the ring inside the dynamic shared memory (in elements)
+        sbase = T.cuda.cvta_generic_to_shared(T.address_of(Sm[0]))
+        off = T.Cast("int32", ((T.uint32(ALIGN) - (sbase % T.uint32(ALIGN))) % T.uint32(ALIGN)) // T.uint32(2))
+        wg = tid // 128
+        lt = tid % 128
+        k0 = bz * NKS
+        nkz = T.min(NKS, NK - k0)
+        for i in T.unroll(NACC):
+            acc[i] = T.float32(0)
+        if WS:
+            mainloop_ws(Sm, W, X, acc, sbase, off, bx, by, k0, nkz, wg, lt)
+        else:
+            mainloop_sync(Sm, W, X, acc, sbase, off, bx, by, k0, nkz, wg, tid)
         # staged epilogue: d[4j + 2h + e] = (row 16 w + lane/4 + 8h, token 8j + 2 (lane%4) + e)
-        for j in T.unroll(BN // 8):
-            for h in T.unroll(2):
-                for e in T.unroll(2):
-                    ol = wg * 64 + (lt // 32) * 16 + (lt % 32) // 4 + 8 * h
-                    tl = j * 8 + (lt % 4) * 2 + e
-                    v = acc[j * 4 + h * 2 + e]
-                    if HAS_BIAS:
-                        if KS == 1:
-                            Sm[tl * CST + ol] = cvt(epi(v + T.Cast("float32", bias[T.min(bx * BM + ol, O - 1)])))
+        if wg < NWG:
+            for j in T.unroll(BN // 8):
+                for h in T.unroll(2):
+                    for e in T.unroll(2):
+                        ol = wg * 64 + (lt // 32) * 16 + (lt % 32) // 4 + 8 * h
+                        tl = j * 8 + (lt % 4) * 2 + e
+                        v = acc[j * 4 + h * 2 + e]
+                        if HAS_BIAS:
+                            if KS == 1:
+                                Sm[tl * CST + ol] = cvt(epi(v + T.Cast("float32", bias[T.min(bx * BM + ol, O - 1)])))
+                            else:
+                                Sm[tl * CST + ol] = cvt(v + T.if_then_else(
+                                    bz == 0, T.Cast("float32", bias[T.min(bx * BM + ol, O - 1)]), T.float32(0)))
                         else:
-                            Sm[tl * CST + ol] = cvt(v + T.if_then_else(
-                                bz == 0, T.Cast("float32", bias[T.min(bx * BM + ol, O - 1)]), T.float32(0)))
-                    else:
-                        Sm[tl * CST + ol] = cvt(epi(v))
+                            Sm[tl * CST + ol] = cvt(epi(v))
         T.tvm_storage_sync("shared")
         for it in T.unroll(ceil_div(C_CP, NT)):
             e = it * NT + tid
