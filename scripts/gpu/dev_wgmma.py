@@ -149,7 +149,7 @@ def run(kdir, outp):
                       f"({row['cublas_ms'] * 1e3:.1f}us) {ent['knobs']}", flush=True)
             res["bench"].append(row)
             json.dump(res, open(outp, "w"), indent=1)
-        del w_full
+        w_full = None   # noqa: F841  (free the weight before the next shape)
         torch.cuda.empty_cache()
     json.dump(res, open(outp, "w"), indent=1)
 
