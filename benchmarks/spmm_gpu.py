@@ -10,8 +10,8 @@ cuBLAS (``F.linear``), cuSPARSE (``torch.mm(W.to_sparse_csr(), X^T)``), cuSPARSE
 "tiled" kernel on its private tiled-CSR layout, best of its timed knob variants);
 ``dispatch`` = the faster of that and sparsec's dense kernel for that shape (the faster of the
 fragment dense kernel and, at T >= 32, the dlight shared-memory GEMM), what a cost-model
-dispatcher picking per layer would get; at T >= 128 sparsec's dense includes the ``mma`` GEMM and 2:4 the
-``mma.sp`` kernel (``mma_gemm.py``). GB/s = bytes of the weight's buffers / time. Weights of 4096x4096 fp16 (32 MB) fit in the
+dispatcher picking per layer would get; at T >= 128 sparsec's dense includes the ``mma`` GEMM and the
+Hopper ``wgmma`` GEMM (``wgmma_gemm.py``, sm_90a), and 2:4 the ``mma.sp`` kernel (``mma_gemm.py``). GB/s = bytes of the weight's buffers / time. Weights of 4096x4096 fp16 (32 MB) fit in the
 50 MB L2 across replays; the larger ones do not.
 """
 from __future__ import annotations
@@ -115,14 +115,20 @@ def main():
             t_dl, _ = env.bench_graph(call(nm_dl, w_full, x, y)) if nm_dl in names else (None, None)
             nm_mma = f"b_mmadense_{O}x{K}x{T}"
             t_mma, _ = env.bench_graph(call(nm_mma, w_full, x, y)) if nm_mma in names else (None, None)
+            nm_wg = f"b_wgdense_{O}x{K}x{T}"
+            t_wg, _ = env.bench_graph(call(nm_wg, w_full, x, y)) if nm_wg in names else (None, None)
             t_frag = t_dense
             dense_kernel = "fragment"
             if t_dl and (t_dense is None or t_dl < t_dense):
                 t_dense, dense_kernel = t_dl, "dlight"
             if t_mma and (t_dense is None or t_mma < t_dense):
                 t_dense, dense_kernel = t_mma, "mma"
+            if t_wg and (t_dense is None or t_wg < t_dense):
+                t_dense, dense_kernel = t_wg, "wgmma"
             base = {"O": O, "K": K, "T": T, "cublas_ms": t_cublas, "sparsec_dense_ms": t_dense,
                     "dense_fragment_ms": t_frag, "dense_dlight_ms": t_dl, "dense_mma_ms": t_mma,
+                    "dense_wgmma_ms": t_wg,
+                    "dense_vs_cublas_wgmma": t_cublas / t_wg if t_wg else None,
                     "dense_kernel": dense_kernel,
                     "dense_vs_cublas": t_cublas / t_dense if t_dense else None}
             for pat, (w, bufs, csr) in gpu.items():

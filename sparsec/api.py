@@ -89,7 +89,7 @@ def compile(model, example_inputs=None, *, target: str = "llvm", sparsity: float
     ``$SPARSEC_TUNING_DB`` or ``<cache>/tuning.jsonl``, when it exists; False = none). Its
     knobs are used for matching kernels, and in ``format="auto"`` a tuned format wins.
 
-    ``target="cuda"``: ``arch`` (sm_90 default, sm_80, ...) and ``dtype`` (float16 default,
+    ``target="cuda"``: ``arch`` (sm_90 default; sm_90a adds the Hopper wgmma GEMM; sm_80, ...) and ``dtype`` (float16 default,
     bfloat16, float32): the model's weights and floating inputs are cast to ``dtype`` before
     export; see docs/cuda.md.
     """
@@ -179,7 +179,7 @@ def _compile_cuda(model, example_inputs, *, sparsity, pattern, format, measure, 
         raise ModelError(f"{source}: {exc}" if source else str(exc)) from None
     t1 = time.perf_counter()
     choices: list = []
-    g = run_passes(g, cuda_pipeline(pattern, sparsity, format, choices, spec=spec))
+    g = run_passes(g, cuda_pipeline(pattern, sparsity, format, choices, spec=spec, arch=arch))
     t2 = time.perf_counter()
     cg = compile_graph_cuda(g, arch=arch, dtype=dtype, progress=progress)
     t3 = time.perf_counter()

@@ -380,3 +380,31 @@ def test_mma_rule_knows_split_k_needs_no_activation():
     # a BERT-size layer is too small to split (fewer tiles x splits than SMs): the unsplit constants
     assert S.predict_us("dense", "mma", 768, 768, 128, 1.0) == S.predict_us("dense", "mma", 768, 768, 128, 1.0, True)
     assert S.tiled_knobs(0.1) == {"clear": "unscatter"} and S.tiled_knobs(0.3) == {}
+
+
+def test_arch_sm_90a_adds_wgmma_for_dense_layers_at_many_tokens():
+    """``--arch sm_90a`` lets the cost rule pick the Hopper wgmma GEMM for dense layers at >= 128 tokens;
+    ``sm_90`` (no wgmma encoding) never does; the module is built for sm_90a and its PTX has wgmma."""
+    import sparsec
+    from sparsec.backends.cuda import select as S
+    from sparsec.backends.cuda import toolchain as tc
+
+    assert "wgmma" not in S.designs_for("dense", 1024, "float16", "sm_90")
+    assert "wgmma" in S.designs_for("dense", 1024, "float16", "sm_90a")
+    assert "wgmma" not in S.designs_for("dense", 64, "float16", "sm_90a")       # outside the measured range
+    assert "wgmma" not in S.designs_for("dense", 1024, "float32", "sm_90a")
+    assert "wgmma" not in S.designs_for("bitmap", 1024, "float16", "sm_90a")
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(1024, 2048), nn.GELU(), nn.Linear(2048, 1024)).eval()
+    x = (torch.randn(2, 128, 1024),)                                             # 256 tokens
+    c90a = sparsec.compile(m, x, target="cuda", arch="sm_90a")
+    c90 = sparsec.compile(m, x, target="cuda", arch="sm_90")
+    for c, arch in ((c90a, "sm_90a"), (c90, "sm_90")):
+        for k, act in zip(c.compiled.kernels.values(), (True, False)):          # gelu fused into the first
+            o, kk = k["shape"]
+            assert k["format"] == "dense" and k["tokens"] == 256
+            assert k["design"] == S.best_design("dense", o, kk, 256, 1.0, "float16", act, arch)[0]
+    assert {k["design"] for k in c90a.compiled.kernels.values()} == {"wgmma"}
+    assert "wgmma" not in {k["design"] for k in c90.compiled.kernels.values()}
+    assert c90a.compiled.arch == "sm_90a"
+    assert "wgmma.mma_async" in tc.ptx(c90a.compiled.module, "sm_90a")

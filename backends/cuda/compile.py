@@ -65,7 +65,7 @@ def cast_model(model: torch.nn.Module, inputs: tuple, dtype: str) -> tuple[torch
 
 # -- format selection for the GPU ------------------------------------------------------------------
 
-def cuda_choice(name: str, w: torch.Tensor, fmt: str, pattern, tokens: int = 1):
+def cuda_choice(name: str, w: torch.Tensor, fmt: str, pattern, tokens: int = 1, arch: str = "sm_90"):
     """The format of one weight on CUDA: ``fmt`` if forced (bitmap with the 8x32 tile), else the fastest
     (format, kernel design) by the H100 cost rule (``backends/cuda/select.py``) at ``tokens`` tokens,
     dense always a candidate: a sparse format only where one of its designs is predicted faster than
@@ -83,7 +83,7 @@ def cuda_choice(name: str, w: torch.Tensor, fmt: str, pattern, tokens: int = 1):
     nm = detect_nm(w2) if density <= 0.5 else None
     sparse = ["nm"] if nm in NM_FAST else (["bitmap"] if density <= S.SPARSE_MAX_DENSITY else [])
     dtype = str(w.dtype).replace("torch.", "")
-    cands = S.choose(rows, k, tokens, density, dtype, sparse)
+    cands = S.choose(rows, k, tokens, density, dtype, sparse, arch=arch)
     pick, dense = S.pick(cands)
     params = {"n": nm[0], "m": nm[1]} if pick["format"] == "nm" else \
         {"tile": BITMAP_TILE} if pick["format"] == "bitmap" else {}
@@ -101,7 +101,7 @@ def cuda_choice(name: str, w: torch.Tensor, fmt: str, pattern, tokens: int = 1):
     return ch
 
 
-def select_formats_cuda(g: Graph, fmt: str, pattern, choices: list) -> Graph:
+def select_formats_cuda(g: Graph, fmt: str, pattern, choices: list, arch: str = "sm_90") -> Graph:
     from sparsec.passes.select import FORMAT_CHOICES, pack_choice, parse_pattern, weight_tokens
     from sparsec.passes.sparsify import prunable_weights
 
@@ -114,7 +114,7 @@ def select_formats_cuda(g: Graph, fmt: str, pattern, choices: list) -> Graph:
         w = c.dense()
         if w.dtype not in (torch.float32, torch.float16, torch.bfloat16):
             continue
-        ch = cuda_choice(name, w, fmt, pat, tokens.get(name, 1))
+        ch = cuda_choice(name, w, fmt, pat, tokens.get(name, 1), arch)
         ch.tokens = tokens.get(name, 1)
         choices.append(ch)
         if ch.format != "dense" or not isinstance(c.value, Dense):
@@ -122,7 +122,7 @@ def select_formats_cuda(g: Graph, fmt: str, pattern, choices: list) -> Graph:
     return g
 
 
-def cuda_pipeline(pattern, sparsity, fmt: str, choices: list, spec: str | None = None):
+def cuda_pipeline(pattern, sparsity, fmt: str, choices: list, spec: str | None = None, arch: str = "sm_90"):
     from sparsec.passes.canonicalize import canonicalize_matmul
     from sparsec.passes.fuse import fuse_epilogues
     from sparsec.passes.sparsify import sparsify
@@ -139,7 +139,7 @@ def cuda_pipeline(pattern, sparsity, fmt: str, choices: list, spec: str | None =
     # the CUDA kernels fuse bias + activation, not a residual add (that stays a TE add, fused with its users)
     fuse = (lambda g: fuse_epilogues(g, residual=False)) if "residual" in inspect.signature(fuse_epilogues).parameters \
         else fuse_epilogues
-    passes += [("select_formats_cuda", lambda g: select_formats_cuda(g, fmt, pattern, choices)),
+    passes += [("select_formats_cuda", lambda g: select_formats_cuda(g, fmt, pattern, choices, arch)),
                ("fuse_epilogues", fuse)]
     return passes
 
@@ -253,7 +253,8 @@ class _CudaPlanner(_Planner):
             raise ModelError(f"{node.where()}: weight is {fmt.dtype_name}, activation is {dtype}")
         w = node.inputs[1]
         density = fmt.nnz / max(o * k, 1) if fmt.name != "dense" else 1.0
-        design, us, dense_us = S.best_design(fmt.name, o, k, tokens, density, dtype, activation is not None)
+        design, us, dense_us = S.best_design(fmt.name, o, k, tokens, density, dtype, activation is not None,
+                                             self.arch)
         func = None
         if design != "fragment":
             try:

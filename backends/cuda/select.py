@@ -68,6 +68,8 @@ H100_SMS = 132
 DLIGHT_MIN_T = 128          # measured at 128 and 1024; at 32 it is 13x slower than the wave model
 TILED_MAX_T = 128           # measured up to 128 (checked to 130)
 MMA_MIN_T = 128             # the mma design was timed at 128 and 1024 tokens
+WGMMA_MIN_T = 128           # the wgmma design (sm_90a only) was timed at 128 and 1024 tokens
+WGMMA_ARCHS = ("sm_90a",)   # wgmma has no sm_90 encoding: only a module built for sm_90a may hold it
 HALF = ("float16", "bfloat16")
 # --format auto: a sparse format is a candidate up to this density (the measured range: 50-90 % sparse)
 SPARSE_MAX_DENSITY = 0.5
@@ -110,6 +112,13 @@ def predict_us(fmt: str, design: str, O: int, K: int, T: int, density: float, ac
         return 8.28 + max((2 * density * ok + ok / 8) / 0.949e6, okt / 3.66e7)
     if fmt == "nm" and design == "fragment":
         return 4.47 + max(3 * density * ok / 0.907e6, okt / 2.68e7)
+    if fmt == "dense" and design == "wgmma":
+        # H100 run 3 of the wgmma design (benchmarks/results/dev/wgmma_run3.json: default knobs, 4 LLM shapes x
+        # T 128/1024, +-15 % per shape); with an activation the defaults do not split K: the 4096-row shapes'
+        # weight stream is then ~2.4x slower (run 2)
+        from sparsec.backends.cuda.kernels.wgmma_gemm import default_knobs as wg_defaults
+        slow = activation and wg_defaults(O, K, T, None)["ks"] > 1
+        return 3.0 + max(ok / (0.5e6 if slow else 1.2e6), okt / 2.6e8)
     if design == "mma":                         # the split-K constants only where the defaults split K
         from sparsec.backends.cuda.kernels.mma_gemm import default_knobs
         split = default_knobs(O, K, T, fmt == "nm", "act" if activation else None)["ks"] > 1
@@ -125,24 +134,27 @@ def predict_us(fmt: str, design: str, O: int, K: int, T: int, density: float, ac
     raise KeyError(f"no cost rule for {fmt} {design}")
 
 
-def designs_for(fmt: str, T: int, dtype: str) -> list[str]:
-    """Kernel designs that can run a ``fmt`` weight at ``T`` tokens in ``dtype`` (within measured ranges)."""
+def designs_for(fmt: str, T: int, dtype: str, arch: str = "sm_90") -> list[str]:
+    """Kernel designs that can run a ``fmt`` weight at ``T`` tokens in ``dtype`` (within measured ranges)
+    in a module built for ``arch`` (``wgmma`` needs ``sm_90a``)."""
     if fmt == "dense":
         return (["fragment"] + (["dlight"] if dtype in HALF and T >= DLIGHT_MIN_T else [])
-                + (["mma"] if dtype in HALF and T >= MMA_MIN_T else []))
+                + (["mma"] if dtype in HALF and T >= MMA_MIN_T else [])
+                + (["wgmma"] if dtype in HALF and T >= WGMMA_MIN_T and arch in WGMMA_ARCHS else []))
     if fmt in ("bitmap", "nm"):
         return (["fragment"] + (["tiled"] if dtype in HALF and T <= TILED_MAX_T else [])
                 + (["mma"] if fmt == "nm" and dtype in HALF and T >= MMA_MIN_T else []))
     return ["fragment"]                  # csr, bsr, groupquant (forced formats): the fragment family
 
 
-def choose(O: int, K: int, T: int, density: float, dtype: str, formats, activation: bool = False) -> list[dict]:
+def choose(O: int, K: int, T: int, density: float, dtype: str, formats, activation: bool = False,
+           arch: str = "sm_90") -> list[dict]:
     """Every (format, design) candidate for the layer, fastest first; ``formats`` are the stored formats
     that may hold the weight (``"dense"`` is always added). Ties keep dense first."""
     fmts = ["dense"] + [f for f in formats if f != "dense"]
     out = []
     for f in fmts:
-        for d in designs_for(f, T, dtype):
+        for d in designs_for(f, T, dtype, arch):
             try:
                 us = predict_us(f, d, O, K, T, 1.0 if f == "dense" else density, activation)
             except KeyError:
@@ -154,10 +166,10 @@ def choose(O: int, K: int, T: int, density: float, dtype: str, formats, activati
 
 
 def best_design(fmt: str, O: int, K: int, T: int, density: float, dtype: str,
-                activation: bool = False) -> tuple[str, float, float]:
+                activation: bool = False, arch: str = "sm_90") -> tuple[str, float, float]:
     """For a weight already stored as ``fmt``: ``(design, predicted us, predicted us of the best dense)``."""
-    cands = [c for c in choose(O, K, T, density, dtype, [fmt], activation) if c["format"] == fmt]
-    dense = min(c["predicted_us"] for c in choose(O, K, T, density, dtype, [], activation))
+    cands = [c for c in choose(O, K, T, density, dtype, [fmt], activation, arch) if c["format"] == fmt]
+    dense = min(c["predicted_us"] for c in choose(O, K, T, density, dtype, [], activation, arch))
     if not cands:
         return "fragment", math.inf, dense
     return cands[0]["design"], cands[0]["predicted_us"], dense

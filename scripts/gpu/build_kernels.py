@@ -1,6 +1,6 @@
 """Build the CUDA kernel libraries for the GPU check (here: TVM + nvcc, no GPU needed).
 
-usage: python scripts/gpu/build_kernels.py OUTDIR [--arch sm_90] [--quick]
+usage: python scripts/gpu/build_kernels.py OUTDIR [--arch sm_90a] [--quick]
 writes OUTDIR/check.so, OUTDIR/bench.so (fatbin embedded) and OUTDIR/cases.json.
 ``--design tiled --max-tokens 128``: a focused build (the tiled kernels + sparsec dense) for a short GPU run.
 """
@@ -48,9 +48,10 @@ def build(cases, path, arch):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("outdir")
-    ap.add_argument("--arch", default="sm_90")
+    ap.add_argument("--arch", default="sm_90a",
+                    help="sm_90a (default): the wgmma design needs Hopper's arch-specific target (H100/H200 only)")
     ap.add_argument("--quick", action="store_true", help="small grids (for a smoke run)")
-    ap.add_argument("--design", help="only kernels of these designs (comma-separated: fragment, tiled, dlight, mma), "
+    ap.add_argument("--design", help="only kernels of these designs (comma-separated: fragment, tiled, dlight, mma, wgmma, bmtc), "
                                      "for a focused run")
     ap.add_argument("--max-tokens", type=int, help="only benchmark kernels with T <= this")
     a = ap.parse_args()

@@ -65,7 +65,7 @@ def check_cases() -> list[dict]:
                 tag = "_".join(f"{v[0]}x{v[1]}" if isinstance(v, list) else str(v) for v in params.values())
                 out.append(case(f"chk{i}_{fmt}{tag}_{dtype}_{O}x{K}x{T}", fmt, params, O, K, T, dtype, bias, act,
                                 pat))
-    return out + tiled_check_cases() + dlight_check_cases() + mma_check_cases()
+    return out + tiled_check_cases() + dlight_check_cases() + mma_check_cases() + wgmma_check_cases()
 
 
 def mma_check_cases() -> list[dict]:
@@ -217,6 +217,8 @@ def bench_cases() -> list[dict]:
             if T >= 128:      # the mma design (dense, and 2:4 on the sparse tensor cores), default knobs
                 out.append(case(f"b_mmadense_{O}x{K}x{T}", "dense", {}, O, K, T, design="mma"))
                 out.append(case(f"b_mmanm24_{O}x{K}x{T}", "nm", {"n": 2, "m": 4}, O, K, T, design="mma"))
+                # the Hopper wgmma design (dense, sm_90a: build_kernels' default arch), default knobs
+                out.append(case(f"b_wgdense_{O}x{K}x{T}", "dense", {}, O, K, T, design="wgmma"))
             if T in TILED_TOKENS:
                 for v, kn in enumerate(tiled_variants(O, K, T)):
                     kn = {k: x for k, x in kn.items() if k != "design"}

@@ -175,7 +175,8 @@ def register(sub) -> None:
                                    "in a pattern are detected and stored exactly.")
     p.add_argument("model", help="model file (defines model/get_model and example_inputs/EXAMPLE_INPUTS)")
     p.add_argument("--target", default="llvm", help="llvm (this CPU) | arm (aarch64 Linux, NEON) | cuda (NVIDIA GPU)")
-    p.add_argument("--arch", help="--target cuda: the GPU architecture (sm_90 default, sm_80, sm_86, sm_89)")
+    p.add_argument("--arch", help="--target cuda: the GPU architecture (sm_90 default, sm_90a: Hopper-only, adds the "
+                   "wgmma GEMM for dense layers at >= 128 tokens; sm_80, sm_86, sm_89)")
     p.add_argument("--dtype", choices=("float16", "bfloat16", "float32"),
                    help="--target cuda: weights and activations are cast to this dtype (default float16)")
     p.add_argument("--cpu", help="--target arm: the core (default neoverse-n1; cortex-a76, cortex-a55, ...)")
