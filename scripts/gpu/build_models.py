@@ -1,6 +1,6 @@
 """Build side (TVM + nvcc, no GPU): compile the whole models of the GPU check for --target cuda.
 
-    .venv/bin/python scripts/gpu/build_models.py [OUTDIR=out/gpu_models] [--arch sm_90] [--only a,b]
+    .venv/bin/python scripts/gpu/build_models.py [OUTDIR=out/gpu_models] [--arch sm_90a] [--only a,b]
 
 Writes OUTDIR/<model>.sparsec (artifacts), OUTDIR/<model>.inputs.pt (example inputs) and
 OUTDIR/models.json (per model: dtype, weight checksum, formats, build times). The models and their
@@ -46,7 +46,7 @@ CASES = {
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("outdir", nargs="?", default="out/gpu_models")
-    ap.add_argument("--arch", default="sm_90")
+    ap.add_argument("--arch", default="sm_90a", help="sm_90a (default): dense layers at >= 128 tokens may use wgmma")
     ap.add_argument("--only", help="comma-separated case names")
     args = ap.parse_args()
     import sparsec
