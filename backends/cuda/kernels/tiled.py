@@ -39,7 +39,7 @@ from sparsec.backends.kernels.common import Arg, KernelError, MatmulSpec, ceil_d
 
 KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128), "warps": (1, 2, 4, 8, 16), "ksplit": (1, 2, 3, 4, 6, 8, 12, 16),
          "tn": (8, 16, 24, 32), "pipe": (1, 2, 3), "sync": ("warp", "block"),
-         "clear": ("zero", "unscatter")}
+         "clear": ("zero", "unscatter"), "code": ("pos", "bitmap"), "vsrc": ("smem", "global")}
 MAX_PER = 12                 # default split: at most this many stages per warp ...
 MIN_WARPS = 1024             # ... and about a block of 8 warps per H100 SM (132)
 
@@ -55,6 +55,8 @@ class TiledSpec:
     pipe: int = 1
     sync: str = "warp"
     clear: str = "zero"
+    code: str = "pos"
+    vsrc: str = "smem"
 
     @property
     def ngroups(self) -> int:
@@ -66,7 +68,20 @@ class TiledSpec:
 
     def knobs(self) -> dict:
         return {"design": "tiled", "rt": self.rt, "sc": self.sc, "warps": self.warps, "ksplit": self.ksplit,
-                "tn": self.tn, "pipe": self.pipe, "sync": self.sync, "clear": self.clear}
+                "tn": self.tn, "pipe": self.pipe, "sync": self.sync, "clear": self.clear,
+                **({"code": self.code, "vsrc": self.vsrc} if self.code == "bitmap" else {})}
+
+    @property
+    def nwords(self) -> int:
+        """code="bitmap": uint32 bitmap words per lane per stage (S/1024)."""
+        return 16 * self.rt * self.sc // 1024
+
+    @property
+    def cap(self) -> int:
+        """code="bitmap": halves of a warp's staging area (a stage with more non-zeros reads them from global
+        memory directly); what fits in 48 KiB next to the stage buffers and the reduction buffer."""
+        free = 48 * 1024 - (16 * self.rt + 4) * self.tn * 4
+        return min(16 * self.rt * self.sc, (free // self.warps - (16 * self.rt * self.sc + 8) * 2) // 2 // 8 * 8)
 
 
 def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
@@ -108,12 +123,26 @@ def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
     pipe, clear = knobs.get("pipe") or 1, knobs.get("clear") or "zero"
     if clear == "unscatter" and pipe != 1:
         raise KernelError("cuda tiled kernel: clear='unscatter' needs pipe=1")
+    code = knobs.get("code") or "pos"
+    if code == "bitmap":
+        if pipe != 1 or clear != "zero":
+            raise KernelError("cuda tiled kernel: code='bitmap' supports pipe=1 and clear='zero' only")
+        if 16 * rt * sc < 1024:
+            raise KernelError("cuda tiled kernel: code='bitmap' needs 16*rt*sc >= 1024 (32 bits per lane)")
+        ts = TiledSpec(spec, rt, sc, warps, ks, tn, pipe, knobs.get("sync") or "warp", clear, code,
+                       knobs.get("vsrc") or "smem")
+        if ts.vsrc == "smem" and ts.cap < 256:
+            raise KernelError(f"cuda tiled kernel: code='bitmap' staging area of {ts.cap} halves per warp (at least "
+                              "256 must fit in 48 KiB): lower warps, rt or sc")
+        return ts
     return TiledSpec(spec, rt, sc, warps, ks, tn, pipe, knobs.get("sync") or "warp", clear)
 
 
 def tiled_args(ts: TiledSpec, dtype: str) -> list[Arg]:
     sp = ts.spec
-    args = [Arg("tc_values", dtype, ("n",)), Arg("tc_pos", "int16", ("n",)),
+    code = (Arg("tc_bits", "int32", (ts.ngroups * ts.nstages * 32 * ts.nwords,)) if ts.code == "bitmap"
+            else Arg("tc_pos", "int16", ("n",)))
+    args = [Arg("tc_values", dtype, ("n",)), code,
             Arg("tc_ptr", "int32", (ts.ngroups * ts.nstages + 1,)), Arg("X", dtype, (sp.tokens, sp.in_features))]
     if sp.bias:
         args.append(Arg("bias", dtype, (sp.out_features,)))
@@ -161,6 +190,17 @@ def generate(ts: TiledSpec):
     NRED = TN * RS
     EIT = ceil_div(RG * TN, W * 32)
     FULL = T.uint32(0xFFFFFFFF)
+    BM = ts.code == "bitmap"            # bank-owned bitmap stages (tiled_layout.build_bitmap)
+    NW = ts.nwords if BM else 0         # bitmap words per lane per stage
+    CAPW = ts.cap if BM and ts.vsrc == "smem" else 0    # staging halves per warp (vsrc="global": none, the
+                                                        # walk reads the values straight from global memory)
+    SWT = SW + CAPW                     # a warp's shared memory: stage buffer (+ staging area)
+    NBITS = NGR * NST * 32 * NW
+    VW = min(NW, 4)                     # bitmap words per vector load
+    POS_DT = "int32" if BM else "int16"
+
+    def pos_shape(n_):
+        return (NBITS,) if BM else (n_,)
 
     # index helpers (plain Python: an assignment inside TVMScript becomes a local variable, which hides
     # the 16-byte alignment of the vector loads from TVM's analysis)
@@ -293,16 +333,111 @@ def generate(ts: TiledSpec):
                         for j in T.unroll(8):
                             st[ty * SW + T.Cast("int32", p2[j])] = zero
 
+    def bm_word(bx, bz, ty, si, tx, w):
+        # bitmap word w of lane tx of the warp's stage si
+        return ((bx * NST + s_first(bz, ty) + si) * 32 + tx) * NW + w
+
+    def bm_slot(w, b, tx):
+        # half slot of bit b of word w of lane tx (tiled_layout.bit_of_slot): bit index w*32 + b is half
+        # (w*32 + b) // Q of the bank's word (w*32 + b) % Q, Q = 16*NW words per bank
+        if NW == 1:
+            return ((b & 15) * 32 + tx) * 2 + (b >> 4)
+        return ((w % (NW // 2)) * 32 + b) * 64 + tx * 2 + w // (NW // 2)
+
+    @T.macro
+    def load_bits(bits, bw, bx, bz, ty, si, tx):
+        for w0 in T.unroll(NW // VW):
+            for w in T.vectorized(VW):
+                bw[w0 * VW + w] = bits[bm_word(bx, bz, ty, si, tx, w0 * VW + w)]
+
+    @T.macro
+    def walk(st, src, base, bw, mk, iv, ty, tx):
+        # lane tx scatters its non-zeros (src[base + iv[1]], ...) to the slots of its set bits, every word from
+        # its highest bit down; the stores of the 32 lanes hit 32 distinct banks
+        for w in T.unroll(NW):
+            mk[0] = T.Cast("uint32", bw[w])
+            while mk[0] != T.uint32(0):
+                iv[2] = 31 - T.call_extern("int32", "__clz", T.Cast("int32", mk[0]))
+                mk[0] = mk[0] ^ (T.uint32(1) << T.Cast("uint32", iv[2]))
+                st[ty * SWT + bm_slot(w, iv[2], tx)] = src[base + iv[1]]
+                iv[1] = iv[1] + 1
+
+    @T.macro
+    def stage_bm(vals, bits, sptr, X, st, sv, xv, xs, av, af, acc, cv, v2, bw, mk, iv, si, by, bz, ty, tx, bx):
+        # code="bitmap": one stage of the warp; cv (first 256 values) and bw (the lane's bitmap words) were
+        # loaded earlier and receive the next stage's
+        if SHFL:
+            sv[1] = T.tvm_warp_shuffle(FULL, sv[0], T.min(si, 31), 32, 32)
+            sv[2] = T.tvm_warp_shuffle(FULL, sv[0], T.min(si + 1, 31), 32, 32)
+            sv[3] = T.tvm_warp_shuffle(FULL, sv[0], T.min(si + 2, 31), 32, 32)
+        else:
+            sv[1] = sptr[bx * NST + T.min(s_first(bz, ty) + si, s_end(bz, ty))]
+            sv[2] = sptr[bx * NST + T.min(s_first(bz, ty) + si + 1, s_end(bz, ty))]
+            sv[3] = sptr[bx * NST + T.min(s_first(bz, ty) + si + 2, s_end(bz, ty))]
+        if active(bz, ty, si):
+            load_x(X, xv, xs, by, tx, s_first(bz, ty) + si)
+            for i in T.unroll(ZIT):
+                if i * 32 + tx < NZ:
+                    for j in T.vectorized(8):
+                        st[ty * SWT + (i * 32 + tx) * 8 + j] = zero
+            if (sv[2] - sv[1]) * 8 <= CAPW:
+                # the stage's values to the warp's staging area (16-byte copies)
+                if sv[1] + tx < sv[2]:
+                    for j in T.vectorized(8):
+                        st[ty * SWT + SW + tx * 8 + j] = cv[j]
+                for it in range(1, (sv[2] - sv[1] + 31) // 32):
+                    if sv[1] + it * 32 + tx < sv[2]:
+                        for j in T.vectorized(8):
+                            v2[j] = vals[sv[1] * 8 + it * 256 + tx * 8 + j]
+                        for j in T.vectorized(8):
+                            st[ty * SWT + SW + it * 256 + tx * 8 + j] = v2[j]
+            # the lane's first value: exclusive prefix over the lanes of the popcounts
+            iv[0] = 0
+            for w in T.unroll(NW):
+                iv[0] = iv[0] + T.call_extern("int32", "__popc", T.Cast("uint32", bw[w]))
+            iv[1] = iv[0]
+            for d in T.unroll(5):
+                iv[2] = T.tvm_warp_shuffle_up(FULL, iv[1], 1 << d, 32, 32)
+                if tx >= (1 << d):
+                    iv[1] = iv[1] + iv[2]
+            iv[1] = iv[1] - iv[0]
+        sync_stage()
+        if active(bz, ty, si):
+            if (sv[2] - sv[1]) * 8 <= CAPW:
+                walk(st, st, ty * SWT + SW, bw, mk, iv, ty, tx)
+            else:
+                walk(st, vals, sv[1] * 8, bw, mk, iv, ty, tx)
+            # the next stage's bitmap words and first batch of values (overlap this stage's mma)
+            if active(bz, ty, si + 1):
+                load_bits(bits, bw, bx, bz, ty, si + 1, tx)
+                if sv[2] + tx < sv[3]:
+                    for j in T.vectorized(8):
+                        cv[j] = vals[sv[2] * 8 + tx * 8 + j]
+        sync_stage()
+        if active(bz, ty, si):
+            for c in T.unroll(NCH):
+                for r in T.unroll(RT):
+                    for mm in T.unroll(2):
+                        for j in T.vectorized(8):
+                            av[j] = st[ty * SWT + (((c * RT + r) * 2 + mm) * 32 + tx) * 8 + j]
+                        for j in T.unroll(8):
+                            af[j] = av[j]
+                        for ns in T.unroll(NS):
+                            T.evaluate(T.ptx_legacy.mma("m16n8k16", "row", "col", ptx_t, ptx_t, "fp32",
+                                                        af.data, 0, xs.data, (c * NS + ns) * 8 + mm * 4,
+                                                        acc.data, (r * NS + ns) * 4, False, dtype="float32"))
+        sync_stage()
+
     @T.macro
     def body(vals, pos, sptr, X, bias, Y, bx, by, bz, ty, tx):
-        st_ = T.alloc_buffer((W * SW,), dt, scope="shared")
+        st_ = T.alloc_buffer((W * SWT,), dt, scope="shared")
         if WSYNC:
             # the warp-private stage buffers through a pointer without the "shared" scope: TVM's ThreadSync
             # does not see them, so a stage needs __syncwarp only (nvcc still emits ld/st.shared)
             stp: T.let = T.call_extern("handle", "(void*)", T.address_of(st_[0]))
-            st = T.decl_buffer((W * SW,), dt, data=stp)
+            st = T.decl_buffer((W * SWT,), dt, data=stp)
         else:
-            st = T.decl_buffer((W * SW,), dt, data=st_.data, scope="shared")
+            st = T.decl_buffer((W * SWT,), dt, data=st_.data, scope="shared")
         red = T.alloc_buffer((NRED,), "float32", scope="shared")
         acc = T.alloc_buffer((ACC,), "float32", scope="local")
         vv = T.alloc_buffer((8,), dt, scope="local")
@@ -320,6 +455,9 @@ def generate(ts: TiledSpec):
         af = T.alloc_buffer((8,), dt, scope="local")
         # [0] the stage pointer of the lane's stage, [1] lo, [2] hi, [3] next hi, [4] the one after (units of 8)
         sv = T.alloc_buffer((5,), "int32", scope="local")
+        bw = T.alloc_buffer((max(NW, 1),), "int32", scope="local")      # code="bitmap": the lane's words
+        mk = T.alloc_buffer((1,), "uint32", scope="local")
+        iv = T.alloc_buffer((3,), "int32", scope="local")               # popcount, next value, bit
         for i in T.unroll(ceil_div(NRED, W * 32)):
             if i * W * 32 + ty * 32 + tx < NRED:
                 red[i * W * 32 + ty * 32 + tx] = T.float32(0)
@@ -332,7 +470,13 @@ def generate(ts: TiledSpec):
         else:
             sv[1] = sptr[bx * NST + s_first(bz, ty)]
             sv[2] = sptr[bx * NST + T.min(s_first(bz, ty) + 1, s_end(bz, ty))]
-        if s_first(bz, ty) < s_end(bz, ty) and sv[1] + tx < sv[2]:
+        if BM:
+            if s_first(bz, ty) < s_end(bz, ty):
+                load_bits(pos, bw, bx, bz, ty, 0, tx)
+                if sv[1] + tx < sv[2]:
+                    for j in T.vectorized(8):
+                        vv[j] = vals[sv[1] * 8 + tx * 8 + j]
+        elif s_first(bz, ty) < s_end(bz, ty) and sv[1] + tx < sv[2]:
             for j in T.vectorized(8):
                 vv[j] = vals[sv[1] * 8 + tx * 8 + j]
             for j in T.vectorized(8):
@@ -356,7 +500,10 @@ def generate(ts: TiledSpec):
             sync_stage()
         # a constant trip count for every warp: TVM's ThreadSync makes the stage barriers block-wide
         # (__syncthreads), so every warp must reach them; a warp past its range idles
-        if PIPE == 1:
+        if BM:
+            for si in range(PER):
+                stage_bm(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, vv, v2, bw, mk, iv, si, by, bz, ty, tx, bx)
+        elif PIPE == 1:
             for si in range(PER):
                 stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, vv, pv, vv, pv, v2, p2, si, by, bz, ty, tx, bx,
                       sp)
@@ -410,7 +557,7 @@ def generate(ts: TiledSpec):
             # never true (stage pointers are >= 0), but not provably: a read of st_ over its whole extent at the
             # very end. st_'s accesses go through stp, so without it TVM shrinks the allocation and
             # StorageRewrite reuses it for `red` while warps still stage (a race)
-            Y[0, 0] = st_[T.max(sv[1], 0) % (W * SW)]
+            Y[0, 0] = st_[T.max(sv[1], 0) % (W * SWT)]
 
     NY = TT * O
     if KS == 1:
@@ -419,7 +566,7 @@ def generate(ts: TiledSpec):
             T.func_attr({"tirx.noalias": True})
             n_ = T.int32()
             vals = T.match_buffer(a_vals, (n_,), dt)
-            pos = T.match_buffer(a_pos, (n_,), "int16")
+            pos = T.match_buffer(a_pos, pos_shape(n_), POS_DT)
             sptr = T.match_buffer(a_ptr, (NGR * NST + 1,), "int32")
             X = T.match_buffer(x, (TT, K), dt)
             bias = T.match_buffer(b, (O,), dt)
@@ -436,7 +583,7 @@ def generate(ts: TiledSpec):
             T.func_attr({"tirx.noalias": True})
             n_ = T.int32()
             vals = T.match_buffer(a_vals, (n_,), dt)
-            pos = T.match_buffer(a_pos, (n_,), "int16")
+            pos = T.match_buffer(a_pos, pos_shape(n_), POS_DT)
             sptr = T.match_buffer(a_ptr, (NGR * NST + 1,), "int32")
             X = T.match_buffer(x, (TT, K), dt)
             bias = T.match_buffer(b, (O,), dt)

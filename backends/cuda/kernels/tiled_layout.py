@@ -158,3 +158,107 @@ def store_wavefronts(bufs: dict) -> int:
 
 def nbytes(bufs: dict) -> int:
     return sum(t.numel() * t.element_size() for t in bufs.values())
+
+
+# --- code="bitmap": bank-owned bitmap stages (tiled.py, ``code="bitmap"``) -------------------------------------
+#
+# A stage buffer of S = 16*rt*sc halves is S/2 4-byte words; bank j (word % 32 == j) holds S/64 words, S/32
+# halves, and lane j owns exactly those: its bitmap is S/32 bits, NW = S/1024 uint32 words, where bit
+# b = w*32 + p (word w, bit p) is half h = b // Q of word q = b % Q of the bank (Q = S/64 words per bank), i.e.
+# the half slot (q * 32 + j) * 2 + h: at NW >= 2 slot = p*64 + (a constant per word and lane), one shift-add per
+# non-zero in the kernel. A lane walks its words in order and each word from its highest set bit down
+# (``31 - clz``), so its values are stored in that order.
+# Buffers: ``tc_bits`` (int32 [stages * 32 * NW], the words of lane j of stage s at (s*32 + j)*NW ..),
+# ``tc_values`` (every stage's non-zeros lane by lane in walk order, each stage's run padded to 8 halves) and
+# ``tc_ptr`` (int32: where each stage's run starts, in units of 8 halves). A lane's first value is the exclusive
+# prefix over lanes of the popcounts (a shuffle scan in the kernel). Bytes: S/8 per stage (0.125 per element) +
+# 2 per non-zero (+ padding ~7 bytes and 4 per stage).
+
+BM_BUFFERS = ("tc_values", "tc_bits", "tc_ptr")
+
+
+def bitmap_words(rt: int, sc: int) -> int:
+    """uint32 bitmap words per lane per stage (``S/1024``); needs ``rt * sc >= 64``."""
+    s = 16 * rt * sc
+    if s < 1024:
+        raise ValueError(f"tiled bitmap layout: stage {16 * rt}x{sc} has fewer than 1024 slots (32 bits per lane)")
+    return s // 1024
+
+
+def bit_of_slot(slot, nw: int):
+    """(lane, word, bit-in-word) of a half slot of the stage buffer (the bank-owned bijection above)."""
+    word = slot >> 1
+    lane = word & 31
+    b = (slot & 1) * (16 * nw) + (word >> 5)
+    return lane, b >> 5, b & 31
+
+
+def slot_of_bit(lane, w, p, nw: int):
+    """Inverse of ``bit_of_slot``."""
+    b = w * 32 + p
+    q, h = b % (16 * nw), b // (16 * nw)
+    return (q * 32 + lane) * 2 + h
+
+
+def build_bitmap(fmt, rt: int, sc: int, shape=None, dtype=None) -> dict:
+    """The three buffers of ``code="bitmap"`` for ``fmt`` (any sparsec format), on the device of its buffers
+    (vectorised: one stable sort by ``stage * S + walk position``)."""
+    O, K = shape or tuple(fmt.shape)
+    nw = bitmap_words(rt, sc)
+    rows, cols, vals = coordinates(fmt)
+    dtype = dtype or vals.dtype
+    rows, cols = rows.long(), cols.long()
+    keep = vals != 0
+    rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    rg = 16 * rt
+    ngr, nst = -(-O // rg), -(-K // sc)
+    S = rg * sc
+    dev = rows.device
+    seg = (rows // rg) * nst + cols // sc
+    slot = slot_of(rows % rg, cols % sc, rt)
+    lane, w, p = bit_of_slot(slot, nw)
+    walk = (lane * nw + w) * 32 + (31 - p)                       # the lane's walk order (< S/32 * 32 = S)
+    srt = torch.argsort(seg * S + walk)
+    seg, lane, w, p, vals = seg[srt], lane[srt], w[srt], p[srt], vals[srt]
+    nseg = ngr * nst
+    bits = torch.zeros(nseg * 32 * nw, dtype=torch.int64, device=dev)
+    bits.index_add_(0, (seg * 32 + lane) * nw + w, torch.ones_like(p) << p)     # distinct bits: sum == or
+    bits = torch.where(bits >= 2 ** 31, bits - 2 ** 32, bits).to(torch.int32)
+    counts = torch.bincount(seg, minlength=nseg)
+    padded = (counts + 7) // 8 * 8
+    ptr = torch.zeros(nseg + 1, dtype=torch.int64, device=dev)
+    ptr[1:] = torch.cumsum(padded, 0)
+    start = torch.zeros_like(ptr)
+    start[1:] = torch.cumsum(counts, 0)
+    n = int(ptr[-1])
+    dest = ptr[seg] + torch.arange(seg.numel(), device=dev) - start[seg]
+    values = torch.zeros(max(n, 8), dtype=dtype, device=dev)
+    values[dest] = vals.to(dtype)
+    return {"tc_values": values, "tc_bits": bits, "tc_ptr": (ptr // 8).to(torch.int32)}
+
+
+def bitmap_to_dense(bufs: dict, O: int, K: int, rt: int, sc: int) -> torch.Tensor:
+    """Inverse of ``build_bitmap`` (vectorised, float64): walks the bits in the kernel's order."""
+    nw = bitmap_words(rt, sc)
+    rg = 16 * rt
+    S = rg * sc
+    ngr, nst = -(-O // rg), -(-K // sc)
+    dev = bufs["tc_bits"].device
+    words = bufs["tc_bits"].long() & 0xFFFFFFFF
+    shifts = torch.arange(31, -1, -1, device=dev)                # walk: highest bit first
+    set_ = ((words.view(ngr * nst, 32, nw, 1) >> shifts) & 1).bool()
+    seg, lane, w, q = set_.nonzero(as_tuple=True)                # row-major == walk order within a stage
+    slot = slot_of_bit(lane, w, 31 - q, nw)
+    counts = torch.bincount(seg, minlength=ngr * nst)
+    first = torch.zeros(ngr * nst + 1, dtype=torch.long, device=dev)
+    first[1:] = torch.cumsum(counts, 0)
+    ptr = bufs["tc_ptr"].long() * 8
+    v = bufs["tc_values"][ptr[seg] + torch.arange(seg.numel(), device=dev) - first[seg]].double()
+    r, c = torch.meshgrid(torch.arange(rg, device=dev), torch.arange(sc, device=dev), indexing="ij")
+    tab = slot_of(r.reshape(-1), c.reshape(-1), rt)
+    inv_r = torch.empty(S, dtype=torch.long, device=dev)
+    inv_c = torch.empty(S, dtype=torch.long, device=dev)
+    inv_r[tab], inv_c[tab] = r.reshape(-1), c.reshape(-1)
+    W = torch.zeros(ngr * rg, nst * sc, dtype=torch.float64, device=dev)
+    W[(seg // nst) * rg + inv_r[slot], (seg % nst) * sc + inv_c[slot]] = v
+    return W[:O, :K]
