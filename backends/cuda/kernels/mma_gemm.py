@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sparsec.backends.cuda.kernels.staged import staged_epilogue
 from sparsec.backends.kernels.common import Arg, KernelError, Knob, MatmulSpec, ceil_div, epilogue, meta_of
 
 KNOBS = (
@@ -188,7 +189,6 @@ def _generate(ms: MmaSpec):
     pt = {"float16": "f16", "bfloat16": "bf16"}[dt]
     MMA = f"mma.sync.aligned.m16n8k16.row.col.f32.{pt}.{pt}.f32"
     MMASP = f"mma.sp.sync.aligned.m16n8k16.row.col.f32.{pt}.{pt}.f32"
-    RED = f"red.global.add.noftz.v4.{pt}x2"
     CP = "cp.async.cg.shared.global"
     LDX4 = "ldmatrix.sync.aligned.m8n8.x4.shared.b16"
     ASZ = S * BM * BKA                       # A ring at [0, ASZ), B ring at [ASZ, ASZ + BSZ) of one buffer
@@ -196,14 +196,16 @@ def _generate(ms: MmaSpec):
     CST = BM + CPAD                          # staged epilogue tile [BN, CST] over the ring (after the loop)
     SMN = max(ASZ + BSZ, BN * CST)
     MSZ = S * MW if SP else 1
-    C_CP = BN * (BM // 8)                    # 16-byte chunks of the staged tile
     grid_m, grid_n = ceil_div(O, BM), ceil_div(TT, BN)
     GM = min(ms.gm, grid_m)
-    VEC = O % 8 == 0                         # Y rows 16-byte aligned: whole chunks as one store / red
     zero = T.Cast(dt, T.float32(0))
 
     def cvt(e):
         return T.Cast(dt, e)
+
+    # the staged epilogue (accumulators -> shared tile -> 16-byte rows of Y), shared with the other GEMM
+    stage, store = staged_epilogue(dt=dt, BM=BM, BN=BN, CST=CST, O=O, TT=TT, KS=KS, NT=NT, has_bias=HAS_BIAS,
+                                   epi=epi)
 
     @T.macro
     def cp_tile(Sm, base, src, row0, col0, NR, NC, CH, NROWS, tid):
@@ -313,41 +315,8 @@ def _generate(ms: MmaSpec):
                         ol = wmi * WTM + mf * 16 + lane // 4 + 8 * h
                         tl = wni * WTN + nf * 8 + (lane % 4) * 2 + j
                         v = acc[(mf * NF + nf) * 4 + h * 2 + j]
-                        if HAS_BIAS:
-                            if KS == 1:
-                                Sm[tl * CST + ol] = cvt(epi(v + T.Cast("float32", bias[T.min(bx * BM + ol, O - 1)])))
-                            else:
-                                Sm[tl * CST + ol] = cvt(v + T.if_then_else(
-                                    bz == 0, T.Cast("float32", bias[T.min(bx * BM + ol, O - 1)]), T.float32(0)))
-                        else:
-                            Sm[tl * CST + ol] = cvt(epi(v))
-        T.tvm_storage_sync("shared")
-        for it in T.unroll(ceil_div(C_CP, NT)):
-            e = it * NT + tid
-            if e < C_CP:
-                n = e // (BM // 8)
-                c = e % (BM // 8)
-                t = by * BN + n
-                o = bx * BM + c * 8
-                if t < TT and o < O:
-                    if VEC:
-                        if KS == 1:
-                            for jj in T.vectorized(8):
-                                cv[jj] = Sm[n * CST + c * 8 + jj]
-                            for jj in T.vectorized(8):
-                                Y[t, o + jj] = cv[jj]
-                        else:
-                            for jj in T.vectorized(4):
-                                cu[jj] = Su[(n * CST + c * 8) // 2 + jj]
-                            T.ptx[RED](T.address_of(Y[t, o]), cu[0], cu[1], cu[2], cu[3])
-                    else:
-                        for jj in T.unroll(8):
-                            if o + jj < O:
-                                if KS == 1:
-                                    Y[t, o + jj] = Sm[n * CST + c * 8 + jj]
-                                else:
-                                    T.evaluate(T.call_extern(dt, "atomicAdd", T.address_of(Y[t, o + jj]),
-                                                             Sm[n * CST + c * 8 + jj]))
+                        stage(Sm, bias, bx, bz, ol, tl, v)
+        store(Sm, Su, cv, cu, Y, bx, by, tid)
 
     @T.macro
     def body(Wv, Wm, X, bias, Y):

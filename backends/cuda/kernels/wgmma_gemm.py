@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sparsec.backends.cuda.kernels.staged import staged_epilogue
 from sparsec.backends.kernels.common import Arg, KernelError, Knob, MatmulSpec, ceil_div, epilogue, meta_of
 
 ARCH = "sm_90a"
@@ -210,16 +211,17 @@ def _generate(ws: WgmmaSpec):
     epi = epilogue(spec.activation)
     pt = {"float16": "f16", "bfloat16": "bf16"}[dt]
     WG = f"wgmma.mma_async.sync.aligned.m64n{BN}k16.f32.{pt}.{pt}"
-    RED = f"red.global.add.noftz.v4.{pt}x2"
     CP = "cp.async.cg.shared.global"
-    C_CP = BN * (BM // 8)
     grid_m, grid_n = ceil_div(O, BM), ceil_div(TT, BN)
     GM = min(ws.gm, grid_m)
-    VEC = O % 8 == 0
     zero = T.Cast(dt, T.float32(0))
 
     def cvt(e):
         return T.Cast(dt, e)
+
+    # the staged epilogue (accumulators -> shared tile -> 16-byte rows of Y), shared with the other GEMM
+    stage, store = staged_epilogue(dt=dt, BM=BM, BN=BN, CST=CST, O=O, TT=TT, KS=KS, NT=NT, has_bias=HAS_BIAS,
+                                   epi=epi)
 
     @T.macro
     def cp_tile(Sm, base, src, row0, col0, NR, NROWS, tid):
@@ -344,41 +346,8 @@ def _generate(ws: WgmmaSpec):
                         ol = wg * 64 + (lt // 32) * 16 + (lt % 32) // 4 + 8 * h
                         tl = j * 8 + (lt % 4) * 2 + e
                         v = acc[j * 4 + h * 2 + e]
-                        if HAS_BIAS:
-                            if KS == 1:
-                                Sm[tl * CST + ol] = cvt(epi(v + T.Cast("float32", bias[T.min(bx * BM + ol, O - 1)])))
-                            else:
-                                Sm[tl * CST + ol] = cvt(v + T.if_then_else(
-                                    bz == 0, T.Cast("float32", bias[T.min(bx * BM + ol, O - 1)]), T.float32(0)))
-                        else:
-                            Sm[tl * CST + ol] = cvt(epi(v))
-        T.tvm_storage_sync("shared")
-        for it in T.unroll(ceil_div(C_CP, NT)):
-            e = it * NT + tid
-            if e < C_CP:
-                n = e // (BM // 8)
-                c = e % (BM // 8)
-                t = by * BN + n
-                o = bx * BM + c * 8
-                if t < TT and o < O:
-                    if VEC:
-                        if KS == 1:
-                            for jj in T.vectorized(8):
-                                cv[jj] = Sm[n * CST + c * 8 + jj]
-                            for jj in T.vectorized(8):
-                                Y[t, o + jj] = cv[jj]
-                        else:
-                            for jj in T.vectorized(4):
-                                cu[jj] = Su[(n * CST + c * 8) // 2 + jj]
-                            T.ptx[RED](T.address_of(Y[t, o]), cu[0], cu[1], cu[2], cu[3])
-                    else:
-                        for jj in T.unroll(8):
-                            if o + jj < O:
-                                if KS == 1:
-                                    Y[t, o + jj] = Sm[n * CST + c * 8 + jj]
-                                else:
-                                    T.evaluate(T.call_extern(dt, "atomicAdd", T.address_of(Y[t, o + jj]),
-                                                             Sm[n * CST + c * 8 + jj]))
+                        stage(Sm, bias, bx, bz, ol, tl, v)
+        store(Sm, Su, cv, cu, Y, bx, by, tid)
 
     @T.macro
     def body(W, X, bias, Y):

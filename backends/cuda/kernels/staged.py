@@ -1,0 +1,70 @@
+"""The staged epilogue shared by the ``mma`` and ``wgmma`` GEMMs (``mma_gemm.py``, ``wgmma_gemm.py``).
+
+After the main loop, each thread writes its fp32 accumulators (+ bias, activation) as ``dt`` into a
+``[BN, CST]`` tile of shared memory (token-major, ``CST = BM + pad``), and the block then writes that tile
+to ``Y[T, O]`` as 16-byte row chunks: ``st.global.v4`` with one k split, ``red.global.add.v4.{f16,bf16}x2``
+atomics with ``KS > 1`` (Y zeroed by a first launch; the bias is added by split 0 only, the activation is
+refused), element-wise stores / ``atomicAdd`` when ``O % 8 != 0`` (rows not 16-byte aligned).
+"""
+from __future__ import annotations
+
+from tvm.script import tirx as T
+
+from sparsec.backends.kernels.common import ceil_div
+
+
+def staged_epilogue(*, dt: str, BM: int, BN: int, CST: int, O: int, TT: int, KS: int, NT: int, has_bias: bool, epi):
+    """``(stage, store)`` macros: ``stage(Sm, bias, bx, bz, ol, tl, v)`` puts accumulator ``v`` of row ``ol`` and
+    token ``tl`` of the block's tile into the staged tile; ``store(Sm, Su, cv, cu, Y, bx, by, tid)`` (after every
+    thread staged) writes the tile to ``Y`` (``Su``: the same shared buffer as uint32, ``cv``/``cu``: 8 x dt and
+    4 x uint32 locals, ``NT`` threads)."""
+    pt = {"float16": "f16", "bfloat16": "bf16"}[dt]
+    RED = f"red.global.add.noftz.v4.{pt}x2"
+    C_CP = BN * (BM // 8)                    # 16-byte chunks of the staged tile
+    VEC = O % 8 == 0                         # Y rows 16-byte aligned: whole chunks as one store / red
+
+    def cvt(e):
+        return T.Cast(dt, e)
+
+    @T.macro
+    def stage(Sm, bias, bx, bz, ol, tl, v):
+        if has_bias:
+            if KS == 1:
+                Sm[tl * CST + ol] = cvt(epi(v + T.Cast("float32", bias[T.min(bx * BM + ol, O - 1)])))
+            else:
+                Sm[tl * CST + ol] = cvt(v + T.if_then_else(
+                    bz == 0, T.Cast("float32", bias[T.min(bx * BM + ol, O - 1)]), T.float32(0)))
+        else:
+            Sm[tl * CST + ol] = cvt(epi(v))
+
+    @T.macro
+    def store(Sm, Su, cv, cu, Y, bx, by, tid):
+        T.tvm_storage_sync("shared")
+        for it in T.unroll(ceil_div(C_CP, NT)):
+            e = it * NT + tid
+            if e < C_CP:
+                n = e // (BM // 8)
+                c = e % (BM // 8)
+                t = by * BN + n
+                o = bx * BM + c * 8
+                if t < TT and o < O:
+                    if VEC:
+                        if KS == 1:
+                            for jj in T.vectorized(8):
+                                cv[jj] = Sm[n * CST + c * 8 + jj]
+                            for jj in T.vectorized(8):
+                                Y[t, o + jj] = cv[jj]
+                        else:
+                            for jj in T.vectorized(4):
+                                cu[jj] = Su[(n * CST + c * 8) // 2 + jj]
+                            T.ptx[RED](T.address_of(Y[t, o]), cu[0], cu[1], cu[2], cu[3])
+                    else:
+                        for jj in T.unroll(8):
+                            if o + jj < O:
+                                if KS == 1:
+                                    Y[t, o + jj] = Sm[n * CST + c * 8 + jj]
+                                else:
+                                    T.evaluate(T.call_extern(dt, "atomicAdd", T.address_of(Y[t, o + jj]),
+                                                             Sm[n * CST + c * 8 + jj]))
+
+    return stage, store
