@@ -64,7 +64,7 @@ def check_cases() -> list[dict]:
     return out
 
 
-def variants(O, K, T, which="run1"):
+def variants(O, K, T, which="run2"):
     """(label, knobs) of the timed kernels of a cell."""
     from sparsec.backends.cuda.kernels.tiled import KNOBS, resolve
     from sparsec.backends.kernels.common import KernelError, MatmulSpec
@@ -74,7 +74,14 @@ def variants(O, K, T, which="run1"):
     ks = list(KNOBS["ksplit"])
     i = ks.index(d.ksplit)
     out = [("pos", {}), ("pos_unsc", {"clear": "unscatter"}), ("bm", {"code": "bitmap"})]
-    if which == "run1":
+    if which == "run2":
+        # run 2: pair-major values (tiled_layout.build_bitmap), staging area <= half a stage
+        out += [("bm_glob", {"code": "bitmap", "vsrc": "global"}), ("bm_rt4", {"code": "bitmap", "rt": 4, "sc": 32}),
+                ("bm_sc128", {"code": "bitmap", "sc": 128, "warps": 4}),
+                ("bm_rt1", {"code": "bitmap", "rt": 1, "sc": 64})]
+        if i + 1 < len(ks):
+            out.append(("bm_ks_hi", {"code": "bitmap", "ksplit": ks[i + 1]}))
+    if which == "run1":     # (lane-major values, staging area up to a whole stage)
         out += [("bm_rt1", {"code": "bitmap", "rt": 1, "sc": 64}), ("bm_w4", {"code": "bitmap", "warps": 4}),
                 ("bm_glob", {"code": "bitmap", "vsrc": "global"}),
                 ("bm_rt4", {"code": "bitmap", "rt": 4, "sc": 32})]
@@ -90,7 +97,7 @@ def variants(O, K, T, which="run1"):
     return res
 
 
-def build(outdir, which="run1"):
+def build(outdir, which="run2"):
     import build_kernels as B
     import cases as C
 
