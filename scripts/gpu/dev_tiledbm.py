@@ -9,6 +9,8 @@ stages (99 %), 0 % (every stage over the staging area: the direct-from-global wa
 bf16, split-K, every (rt, sc) with 16*rt*sc >= 1024) plus every timed kernel at every sparsity, vs
 ``F.linear`` in fp32 on the GPU. Timing: per cell cuBLAS (``F.linear`` fp16) and every variant captured as
 CUDA graphs of 20 calls, replayed round-robin ``ROUNDS`` times; medians.
+Results: ``benchmarks/results/dev/tiledbm_run1.*`` (this code); ``tiledbm_run2.*`` is the pair-major value order
+of commit dee83fe (set ``run2`` there), since reverted.
 """
 from __future__ import annotations
 
@@ -64,7 +66,7 @@ def check_cases() -> list[dict]:
     return out
 
 
-def variants(O, K, T, which="run2"):
+def variants(O, K, T, which="run1"):
     """(label, knobs) of the timed kernels of a cell."""
     from sparsec.backends.cuda.kernels.tiled import KNOBS, resolve
     from sparsec.backends.kernels.common import KernelError, MatmulSpec
@@ -74,14 +76,7 @@ def variants(O, K, T, which="run2"):
     ks = list(KNOBS["ksplit"])
     i = ks.index(d.ksplit)
     out = [("pos", {}), ("pos_unsc", {"clear": "unscatter"}), ("bm", {"code": "bitmap"})]
-    if which == "run2":
-        # run 2: pair-major values (tiled_layout.build_bitmap), staging area <= half a stage
-        out += [("bm_glob", {"code": "bitmap", "vsrc": "global"}), ("bm_rt4", {"code": "bitmap", "rt": 4, "sc": 32}),
-                ("bm_sc128", {"code": "bitmap", "sc": 128, "warps": 4}),
-                ("bm_rt1", {"code": "bitmap", "rt": 1, "sc": 64})]
-        if i + 1 < len(ks):
-            out.append(("bm_ks_hi", {"code": "bitmap", "ksplit": ks[i + 1]}))
-    if which == "run1":     # (lane-major values, staging area up to a whole stage)
+    if which == "run1":
         out += [("bm_rt1", {"code": "bitmap", "rt": 1, "sc": 64}), ("bm_w4", {"code": "bitmap", "warps": 4}),
                 ("bm_glob", {"code": "bitmap", "vsrc": "global"}),
                 ("bm_rt4", {"code": "bitmap", "rt": 4, "sc": 32})]
@@ -97,7 +92,7 @@ def variants(O, K, T, which="run2"):
     return res
 
 
-def build(outdir, which="run2"):
+def build(outdir, which="run1"):
     import build_kernels as B
     import cases as C
 

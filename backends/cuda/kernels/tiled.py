@@ -25,6 +25,18 @@ of 8 values, one of 8 positions, 8 shared stores), plus a fixed cost per stage (
   90 % (1.07-1.15x on the three LLM shapes at T <= 16, T = 32 0.93-1.06x), slower at 70 % (0.77-0.94x) and
   mostly at 80 % (0.88-1.02x); the kernel does not know
   the density, so the caller picks it (one 256-entry batch per stage, i.e. density <= 12.5 % at rt=2, sc=64);
+- ``code="bitmap"`` (opt-in; ``tiled_layout.build_bitmap``): a stage arrives as bank-owned bitmaps (lane j owns the
+  S/32 halves of shared-memory bank j: NW = S/1024 words per lane) + the values packed lane by lane; per stage the
+  warp copies the values to a warp-private staging area (16-byte copies; a stage with more values than the area
+  holds is read from global memory), each lane finds its first value by a shuffle scan of the popcounts and walks
+  its set bits (``31 - clz``, one ``st.shared.u16`` per non-zero: the 32 lanes' stores never share a bank).
+  0.125 B per element + 2 per non-zero (0.73 B/element at 70 %, ``pos``: 1.21), but H100, 2026-11-23
+  (``benchmarks/results/dev/tiledbm_run1.*``): slower than ``pos`` in every cell of 3 LLM shapes x T 1-32 x
+  70/80/90 % (the fastest bitmap variant beat pos's default only at 4096x11008 70 % T <= 16, by a higher split,
+  where pos at a higher split was faster still; docs/cuda.md): the walk is issue-bound (a ``while`` per word runs
+  as long as the warp's fullest lane: 63 % lane efficiency at 70 %, 45 % at 90 %; 18 PTX instructions per step),
+  not memory-bound. A pair-major value order (ballot + popc per step, conflict-free
+  4-byte staged loads, no scan; commit dee83fe, ``tiledbm_run2.*``) was slower still: more instructions per step;
 - the warps' partial sums meet in shared memory (fp32 ``atomicAdd``); with one k split the block
   applies bias + activation and stores Y; with ``ksplit > 1`` (no activation) a first kernel zeroes
   Y and every block adds its partial result with fp16/bf16 ``atomicAdd`` (bias by split 0).
@@ -78,11 +90,10 @@ class TiledSpec:
 
     @property
     def cap(self) -> int:
-        """code="bitmap": halves of a warp's staging area (a stage with more non-zeros and pads reads them from
-        global memory directly): half a stage (density <= ~45 %), or what fits in 48 KiB next to the stage
-        buffers and the reduction buffer."""
+        """code="bitmap": halves of a warp's staging area (a stage with more non-zeros reads them from global
+        memory directly); what fits in 48 KiB next to the stage buffers and the reduction buffer."""
         free = 48 * 1024 - (16 * self.rt + 4) * self.tn * 4
-        return min(8 * self.rt * self.sc, (free // self.warps - (16 * self.rt * self.sc + 8) * 2) // 2 // 8 * 8)
+        return min(16 * self.rt * self.sc, (free // self.warps - (16 * self.rt * self.sc + 8) * 2) // 2 // 8 * 8)
 
 
 def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
@@ -338,10 +349,6 @@ def generate(ts: TiledSpec):
         # bitmap word w of lane tx of the warp's stage si
         return ((bx * NST + s_first(bz, ty) + si) * 32 + tx) * NW + w
 
-    def LT(tx):
-        # the lanes below tx
-        return (T.uint32(1) << T.Cast("uint32", tx)) - T.uint32(1)
-
     def bm_slot(w, b, tx):
         # half slot of bit b of word w of lane tx (tiled_layout.bit_of_slot): bit index w*32 + b is half
         # (w*32 + b) // Q of the bank's word (w*32 + b) % Q, Q = 16*NW words per bank
@@ -356,32 +363,19 @@ def generate(ts: TiledSpec):
                 bw[w0 * VW + w] = bits[bm_word(bx, bz, ty, si, tx, w0 * VW + w)]
 
     @T.macro
-    def walk(st, src, base, bw, mk, iv, pv2, ty, tx):
-        # lane tx scatters its non-zeros to the slots of its set bits, every word from its highest bit down, two
-        # per step; step k of word w reads, for every lane that has a k-th pair, the pair at
-        # src[base + iv[1] + 2 * (pairs of the lanes below it at this step)] (consecutive addresses); the stores
-        # of the 32 lanes hit 32 distinct banks. iv[1]: the word's first value (warp-uniform)
-        iv[1] = 0
+    def walk(st, src, base, bw, mk, iv, ty, tx):
+        # lane tx scatters its non-zeros (src[base + iv[1]], ...) to the slots of its set bits, every word from
+        # its highest bit down; the stores of the 32 lanes hit 32 distinct banks
         for w in T.unroll(NW):
             mk[0] = T.Cast("uint32", bw[w])
-            iv[0] = T.shift_right(T.call_extern("int32", "__popc", mk[0]) + 1, 1)          # the lane's pairs
-            iv[3] = T.call_extern("int32", "__reduce_max_sync", FULL, iv[0])              # the warp's steps
-            for k in range(iv[3]):
-                iv[4] = T.Cast("int32", T.call_extern("uint32", "__ballot_sync", FULL, k < iv[0]))
-                if k < iv[0]:
-                    iv[2] = iv[1] + 2 * T.call_extern("int32", "__popc", T.Cast("uint32", iv[4]) & LT(tx))
-                    mk[1] = src[T.shift_right(base + iv[2], 1)]                          # the pair, 4 bytes
-                    iv[2] = 31 - T.call_extern("int32", "__clz", T.Cast("int32", mk[0]))
-                    mk[0] = mk[0] ^ (T.uint32(1) << T.Cast("uint32", iv[2]))
-                    st[ty * SWT + bm_slot(w, iv[2], tx)] = T.reinterpret(dt, T.Cast("uint16", mk[1] & T.uint32(0xFFFF)))
-                    if mk[0] != T.uint32(0):
-                        iv[2] = 31 - T.call_extern("int32", "__clz", T.Cast("int32", mk[0]))
-                        mk[0] = mk[0] ^ (T.uint32(1) << T.Cast("uint32", iv[2]))
-                        st[ty * SWT + bm_slot(w, iv[2], tx)] = T.reinterpret(dt, T.Cast("uint16", T.shift_right(mk[1], T.uint32(16))))
-                iv[1] = iv[1] + 2 * T.call_extern("int32", "__popc", T.Cast("uint32", iv[4]))
+            while mk[0] != T.uint32(0):
+                iv[2] = 31 - T.call_extern("int32", "__clz", T.Cast("int32", mk[0]))
+                mk[0] = mk[0] ^ (T.uint32(1) << T.Cast("uint32", iv[2]))
+                st[ty * SWT + bm_slot(w, iv[2], tx)] = src[base + iv[1]]
+                iv[1] = iv[1] + 1
 
     @T.macro
-    def stage_bm(vals, bits, sptr, X, st, sv, xv, xs, av, af, acc, cv, v2, bw, mk, iv, pv2, si, by, bz, ty, tx, bx):
+    def stage_bm(vals, bits, sptr, X, st, sv, xv, xs, av, af, acc, cv, v2, bw, mk, iv, si, by, bz, ty, tx, bx):
         # code="bitmap": one stage of the warp; cv (first 256 values) and bw (the lane's bitmap words) were
         # loaded earlier and receive the next stage's
         if SHFL:
@@ -409,14 +403,22 @@ def generate(ts: TiledSpec):
                             v2[j] = vals[sv[1] * 8 + it * 256 + tx * 8 + j]
                         for j in T.vectorized(8):
                             st[ty * SWT + SW + it * 256 + tx * 8 + j] = v2[j]
+            # the lane's first value: exclusive prefix over the lanes of the popcounts
+            iv[0] = 0
+            for w in T.unroll(NW):
+                iv[0] = iv[0] + T.call_extern("int32", "__popc", T.Cast("uint32", bw[w]))
+            iv[1] = iv[0]
+            for d in T.unroll(5):
+                iv[2] = T.tvm_warp_shuffle_up(FULL, iv[1], 1 << d, 32, 32)
+                if tx >= (1 << d):
+                    iv[1] = iv[1] + iv[2]
+            iv[1] = iv[1] - iv[0]
         sync_stage()
-        st32 = T.decl_buffer((W * SWT // 2,), "uint32", data=st.data)
-        vals32 = T.decl_buffer((1,), "uint32", data=vals.data)
         if active(bz, ty, si):
             if (sv[2] - sv[1]) * 8 <= CAPW:
-                walk(st, st32, ty * SWT + SW, bw, mk, iv, pv2, ty, tx)
+                walk(st, st, ty * SWT + SW, bw, mk, iv, ty, tx)
             else:
-                walk(st, vals32, sv[1] * 8, bw, mk, iv, pv2, ty, tx)
+                walk(st, vals, sv[1] * 8, bw, mk, iv, ty, tx)
             # the next stage's bitmap words and first batch of values (overlap this stage's mma)
             if active(bz, ty, si + 1):
                 load_bits(bits, bw, bx, bz, ty, si + 1, tx)
@@ -466,9 +468,8 @@ def generate(ts: TiledSpec):
         # [0] the stage pointer of the lane's stage, [1] lo, [2] hi, [3] next hi, [4] the one after (units of 8)
         sv = T.alloc_buffer((5,), "int32", scope="local")
         bw = T.alloc_buffer((max(NW, 1),), "int32", scope="local")      # code="bitmap": the lane's words
-        mk = T.alloc_buffer((2,), "uint32", scope="local")             # the word being walked, a pair
-        iv = T.alloc_buffer((5,), "int32", scope="local")               # pairs, word base, bit, steps, ballot
-        pv2 = T.alloc_buffer((2,), dt, scope="local")                   # a pair of values
+        mk = T.alloc_buffer((1,), "uint32", scope="local")
+        iv = T.alloc_buffer((3,), "int32", scope="local")               # popcount, next value, bit
         for i in T.unroll(ceil_div(NRED, W * 32)):
             if i * W * 32 + ty * 32 + tx < NRED:
                 red[i * W * 32 + ty * 32 + tx] = T.float32(0)
@@ -513,8 +514,7 @@ def generate(ts: TiledSpec):
         # (__syncthreads), so every warp must reach them; a warp past its range idles
         if BM:
             for si in range(PER):
-                stage_bm(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, vv, v2, bw, mk, iv, pv2, si, by, bz, ty, tx,
-                         bx)
+                stage_bm(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, vv, v2, bw, mk, iv, si, by, bz, ty, tx, bx)
         elif PIPE == 1:
             for si in range(PER):
                 stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, vv, pv, vv, pv, v2, p2, si, by, bz, ty, tx, bx,

@@ -166,18 +166,13 @@ def nbytes(bufs: dict) -> int:
 # halves, and lane j owns exactly those: its bitmap is S/32 bits, NW = S/1024 uint32 words, where bit
 # b = w*32 + p (word w, bit p) is half h = b // Q of word q = b % Q of the bank (Q = S/64 words per bank), i.e.
 # the half slot (q * 32 + j) * 2 + h: at NW >= 2 slot = p*64 + (a constant per word and lane), one shift-add per
-# non-zero in the kernel. The 32 lanes' scatter stores never meet in a bank, whatever the bits.
-#
-# Values: a lane walks its words in order and each word from its highest set bit down (``31 - clz``), two
-# non-zeros per step (a pair; a word with an odd count ends with a zero pad). A stage's values are ordered word
-# by word, then *pair-major*: step k of word w holds, lane by lane, the k-th pair of every lane that has one, so
-# one step of the warp reads 4-byte pairs at consecutive addresses (no bank conflicts; the previous lane-major
-# order, ``benchmarks/results/dev/tiledbm_run1.*``, conflicted ~3.5-way) and a lane finds its pair from
-# ``__ballot_sync`` (``base + 2 * popc(ballot & lanes below)``), with no prefix scan over the lanes.
+# non-zero in the kernel. A lane walks its words in order and each word from its highest set bit down
+# (``31 - clz``), so its values are stored in that order.
 # Buffers: ``tc_bits`` (int32 [stages * 32 * NW], the words of lane j of stage s at (s*32 + j)*NW ..),
-# ``tc_values`` (every stage's run, padded to 8 halves) and ``tc_ptr`` (int32: where each stage's run starts, in
-# units of 8 halves). Bytes: S/8 per stage (0.125 per element) + 2 per non-zero + ~1 per lane and word (pads) +
-# the padding to 8 halves + 4 per stage.
+# ``tc_values`` (every stage's non-zeros lane by lane in walk order, each stage's run padded to 8 halves) and
+# ``tc_ptr`` (int32: where each stage's run starts, in units of 8 halves). A lane's first value is the exclusive
+# prefix over lanes of the popcounts (a shuffle scan in the kernel). Bytes: S/8 per stage (0.125 per element) +
+# 2 per non-zero (+ padding ~7 bytes and 4 per stage). H100 results (slower than the positions above): tiled.py.
 
 BM_BUFFERS = ("tc_values", "tc_bits", "tc_ptr")
 
@@ -205,26 +200,9 @@ def slot_of_bit(lane, w, p, nw: int):
     return (q * 32 + lane) * 2 + h
 
 
-def _pair_dest(seg, lane, w, rank, counts, nw: int):
-    """Offset inside its stage's run of the value of ``rank`` (walk order) in word ``w`` of ``lane`` of stage
-    ``seg``, given ``counts[seg, lane, w]`` (set bits): word-major, then pair-major, then lane, then half."""
-    npairs = (counts + 1) // 2                                              # [nseg, 32, nw]
-    nseg = npairs.shape[0]
-    wsize = 2 * npairs.sum(1)                                               # [nseg, nw] halves per word
-    wbase = torch.cumsum(wsize, 1) - wsize
-    ks = torch.arange(17, device=counts.device)
-    # before[seg, w, k, j]: pairs of word w that precede pair k of lane j (steps < k, then lanes < j at step k)
-    npw = npairs.permute(0, 2, 1).unsqueeze(2)                              # [nseg, nw, 1, 32]
-    steps = torch.minimum(npw, ks.view(1, 1, -1, 1)).sum(-1, keepdim=True)  # [nseg, nw, 17, 1]
-    has = (npw > ks.view(1, 1, -1, 1)).int()
-    before = steps + torch.cumsum(has, -1) - has                            # [nseg, nw, 17, 32]
-    k = rank >> 1
-    return wbase[seg, w] + 2 * before[seg, w, k, lane] + (rank & 1), 2 * npairs.view(nseg, -1).sum(1)
-
-
 def build_bitmap(fmt, rt: int, sc: int, shape=None, dtype=None) -> dict:
     """The three buffers of ``code="bitmap"`` for ``fmt`` (any sparsec format), on the device of its buffers
-    (vectorised: one sort by stage and walk position, then the pair-major offsets from per-stage tables)."""
+    (vectorised: one stable sort by ``stage * S + walk position``)."""
     O, K = shape or tuple(fmt.shape)
     nw = bitmap_words(rt, sc)
     rows, cols, vals = coordinates(fmt)
@@ -236,45 +214,46 @@ def build_bitmap(fmt, rt: int, sc: int, shape=None, dtype=None) -> dict:
     ngr, nst = -(-O // rg), -(-K // sc)
     S = rg * sc
     dev = rows.device
-    nseg = ngr * nst
     seg = (rows // rg) * nst + cols // sc
-    lane, w, p = bit_of_slot(slot_of(rows % rg, cols % sc, rt), nw)
-    grp = (seg * 32 + lane) * nw + w                                        # (stage, lane, word)
-    srt = torch.argsort(grp * 32 + (31 - p))                                # walk order inside each group
-    seg, lane, w, p, grp, vals = seg[srt], lane[srt], w[srt], p[srt], grp[srt], vals[srt]
+    slot = slot_of(rows % rg, cols % sc, rt)
+    lane, w, p = bit_of_slot(slot, nw)
+    walk = (lane * nw + w) * 32 + (31 - p)                       # the lane's walk order (< S/32 * 32 = S)
+    srt = torch.argsort(seg * S + walk)
+    seg, lane, w, p, vals = seg[srt], lane[srt], w[srt], p[srt], vals[srt]
+    nseg = ngr * nst
     bits = torch.zeros(nseg * 32 * nw, dtype=torch.int64, device=dev)
-    bits.index_add_(0, grp, torch.ones_like(p) << p)                       # distinct bits: sum == or
+    bits.index_add_(0, (seg * 32 + lane) * nw + w, torch.ones_like(p) << p)     # distinct bits: sum == or
     bits = torch.where(bits >= 2 ** 31, bits - 2 ** 32, bits).to(torch.int32)
-    counts = torch.bincount(grp, minlength=nseg * 32 * nw)
-    first = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(grp.numel(), device=dev) - first[grp]
-    off, size = _pair_dest(seg, lane, w, rank, counts.view(nseg, 32, nw), nw)
+    counts = torch.bincount(seg, minlength=nseg)
+    padded = (counts + 7) // 8 * 8
     ptr = torch.zeros(nseg + 1, dtype=torch.int64, device=dev)
-    ptr[1:] = torch.cumsum((size + 7) // 8 * 8, 0)
+    ptr[1:] = torch.cumsum(padded, 0)
+    start = torch.zeros_like(ptr)
+    start[1:] = torch.cumsum(counts, 0)
     n = int(ptr[-1])
+    dest = ptr[seg] + torch.arange(seg.numel(), device=dev) - start[seg]
     values = torch.zeros(max(n, 8), dtype=dtype, device=dev)
-    values[ptr[seg] + off] = vals.to(dtype)
+    values[dest] = vals.to(dtype)
     return {"tc_values": values, "tc_bits": bits, "tc_ptr": (ptr // 8).to(torch.int32)}
 
 
 def bitmap_to_dense(bufs: dict, O: int, K: int, rt: int, sc: int) -> torch.Tensor:
-    """Inverse of ``build_bitmap`` (vectorised, float64)."""
+    """Inverse of ``build_bitmap`` (vectorised, float64): walks the bits in the kernel's order."""
     nw = bitmap_words(rt, sc)
     rg = 16 * rt
     S = rg * sc
     ngr, nst = -(-O // rg), -(-K // sc)
-    nseg = ngr * nst
     dev = bufs["tc_bits"].device
     words = bufs["tc_bits"].long() & 0xFFFFFFFF
     shifts = torch.arange(31, -1, -1, device=dev)                # walk: highest bit first
-    set_ = ((words.view(nseg, 32, nw, 1) >> shifts) & 1).bool()
-    seg, lane, w, q = set_.nonzero(as_tuple=True)                # row-major == walk order within a (lane, word)
-    counts = set_.sum(-1).view(-1)
-    grp = (seg * 32 + lane) * nw + w
-    rank = torch.arange(grp.numel(), device=dev) - (torch.cumsum(counts, 0) - counts)[grp]
-    off, _ = _pair_dest(seg, lane, w, rank, counts.view(nseg, 32, nw), nw)
-    v = bufs["tc_values"][bufs["tc_ptr"].long()[seg] * 8 + off].double()
+    set_ = ((words.view(ngr * nst, 32, nw, 1) >> shifts) & 1).bool()
+    seg, lane, w, q = set_.nonzero(as_tuple=True)                # row-major == walk order within a stage
     slot = slot_of_bit(lane, w, 31 - q, nw)
+    counts = torch.bincount(seg, minlength=ngr * nst)
+    first = torch.zeros(ngr * nst + 1, dtype=torch.long, device=dev)
+    first[1:] = torch.cumsum(counts, 0)
+    ptr = bufs["tc_ptr"].long() * 8
+    v = bufs["tc_values"][ptr[seg] + torch.arange(seg.numel(), device=dev) - first[seg]].double()
     r, c = torch.meshgrid(torch.arange(rg, device=dev), torch.arange(sc, device=dev), indexing="ij")
     tab = slot_of(r.reshape(-1), c.reshape(-1), rt)
     inv_r = torch.empty(S, dtype=torch.long, device=dev)
