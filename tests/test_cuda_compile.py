@@ -394,16 +394,18 @@ def test_arch_sm_90a_adds_wgmma_for_dense_layers_at_many_tokens():
     assert "wgmma" not in S.designs_for("dense", 64, "float16", "sm_90a")       # outside the measured range
     assert "wgmma" not in S.designs_for("dense", 1024, "float32", "sm_90a")
     assert "wgmma" not in S.designs_for("bitmap", 1024, "float16", "sm_90a")
+    # occupancy: a BERT-base-sized layer at 128 tokens is 6 blocks of 128 rows: the rule keeps mma there
+    assert S.best_design("dense", 768, 768, 128, 1.0, "float16", False, "sm_90a")[0] != "wgmma"
     torch.manual_seed(0)
-    m = nn.Sequential(nn.Linear(1024, 2048), nn.GELU(), nn.Linear(2048, 1024)).eval()
-    x = (torch.randn(2, 128, 1024),)                                             # 256 tokens
+    m = nn.Sequential(nn.Linear(1024, 4096), nn.GELU(), nn.Linear(4096, 4096)).eval()
+    x = (torch.randn(8, 128, 1024),)                                             # 1024 tokens
     c90a = sparsec.compile(m, x, target="cuda", arch="sm_90a")
     c90 = sparsec.compile(m, x, target="cuda", arch="sm_90")
     for c, arch in ((c90a, "sm_90a"), (c90, "sm_90")):
         for k, act in zip(c.compiled.kernels.values(), (True, False)):          # gelu fused into the first
             o, kk = k["shape"]
-            assert k["format"] == "dense" and k["tokens"] == 256
-            assert k["design"] == S.best_design("dense", o, kk, 256, 1.0, "float16", act, arch)[0]
+            assert k["format"] == "dense" and k["tokens"] == 1024
+            assert k["design"] == S.best_design("dense", o, kk, 1024, 1.0, "float16", act, arch)[0]
     assert {k["design"] for k in c90a.compiled.kernels.values()} == {"wgmma"}
     assert "wgmma" not in {k["design"] for k in c90.compiled.kernels.values()}
     assert c90a.compiled.arch == "sm_90a"

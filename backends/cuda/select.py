@@ -114,11 +114,14 @@ def predict_us(fmt: str, design: str, O: int, K: int, T: int, density: float, ac
         return 4.47 + max(3 * density * ok / 0.907e6, okt / 2.68e7)
     if fmt == "dense" and design == "wgmma":
         # H100 run 3 of the wgmma design (benchmarks/results/dev/wgmma_run3.json: default knobs, 4 LLM shapes x
-        # T 128/1024, +-15 % per shape); with an activation the defaults do not split K: the 4096-row shapes'
-        # weight stream is then ~2.4x slower (run 2)
+        # T 128/1024, +-15 % per shape), and its occupancy: a grid of fewer blocks than SMs streams the weight at
+        # about 2 SMs' share of the bandwidth per block and computes at one SM's share (BERT-base on the H100,
+        # 2026-11-23: 768x768 at T=128 is 6 blocks, 10 us measured against 3.5 us from the LLM fit alone)
         from sparsec.backends.cuda.kernels.wgmma_gemm import default_knobs as wg_defaults
-        slow = activation and wg_defaults(O, K, T, None)["ks"] > 1
-        return 3.0 + max(ok / (0.5e6 if slow else 1.2e6), okt / 2.6e8)
+        kn = wg_defaults(O, K, T, "act" if activation else None)
+        blocks = _cd(O, kn["bm"]) * _cd(T, kn["bn"]) * kn["ks"]
+        return 3.0 + max(ok / 1.2e6 * max(1.0, H100_SMS / (2 * blocks)),
+                         okt / 2.6e8 * max(1.0, H100_SMS / blocks))
     if design == "mma":                         # the split-K constants only where the defaults split K
         from sparsec.backends.cuda.kernels.mma_gemm import default_knobs
         split = default_knobs(O, K, T, fmt == "nm", "act" if activation else None)["ks"] > 1
