@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from tvm.script import tirx as T
 
+from sparsec.backends.cuda.kernels.staged import warp_reduce_epilogue
 from sparsec.backends.kernels.common import Arg, KernelError, MatmulSpec, ceil_div, epilogue, meta_of
 
 KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128), "warps": (1, 2, 4, 8, 16), "ksplit": (1, 2, 3, 4, 6, 8, 12, 16),
@@ -160,7 +161,8 @@ def generate(bs: BmtcSpec):
     ACC = RT * NS * 4
     RS = RG + 4
     NRED = TN * RS
-    EIT = ceil_div(RG * TN, W * 32)
+    reduce_store = warp_reduce_epilogue(dt=dt, RT=RT, NS=NS, RS=RS, RG=RG, TN=TN, W=W, O=O, TT=TT, KS=KS,
+                                        has_bias=HAS_BIAS, epi=epi)   # red[TN][RS] -> Y (bias, activation)
     FULL = T.uint32(0xFFFFFFFF)
     CP = "cp.async.cg.shared.global"
     NMASK = NGR * NST * 32 * NW
@@ -314,35 +316,7 @@ def generate(bs: BmtcSpec):
             compute(stv, stm, xs, af, acc, mw, cw, sw, st, mk, jb, tx, ty, si % NB)
             T.evaluate(T.cuda.warp_sync())
         T.ptx["cp.async.wait_group"](0)
-        T.tvm_storage_sync("shared")
-        for r in T.unroll(RT):
-            for ns in T.unroll(NS):
-                for h in T.unroll(4):
-                    T.evaluate(T.call_extern("float32", "atomicAdd",
-                                             T.address_of(red[(ns * 8 + 2 * (tx % 4) + h % 2) * RS
-                                                              + r * 16 + tx // 4 + 8 * (h // 2)]),
-                                             acc[(r * NS + ns) * 4 + h]))
-        T.tvm_storage_sync("shared")
-        for it in T.unroll(EIT):
-            e = it * (W * 32) + ty * 32 + tx
-            rr = e % RG
-            n = e // RG
-            row = bx * RG + rr
-            tok = by * TN + n
-            if n < TN and row < O and tok < TT:
-                if KS == 1:
-                    if HAS_BIAS:
-                        Y[tok, row] = T.Cast(dt, epi(red[n * RS + rr] + T.Cast("float32", bias[row])))
-                    else:
-                        Y[tok, row] = T.Cast(dt, epi(red[n * RS + rr]))
-                else:
-                    if HAS_BIAS:
-                        T.evaluate(T.call_extern(dt, "atomicAdd", T.address_of(Y[tok, row]), T.Cast(
-                            dt, red[n * RS + rr] + T.if_then_else(bz == 0, T.Cast("float32", bias[row]),
-                                                                  T.float32(0)))))
-                    else:
-                        T.evaluate(T.call_extern(dt, "atomicAdd", T.address_of(Y[tok, row]),
-                                                 T.Cast(dt, red[n * RS + rr])))
+        reduce_store(red, acc, Y, bias, bx, by, bz, ty, tx)
         if pv[0] < 0:
             # never true (stage pointers are >= 0), but not provably: a read of st_ over its whole extent, so TVM
             # keeps the allocation (its other accesses go through stp; see tiled.py)

@@ -1,4 +1,6 @@
-"""The staged epilogue shared by the ``mma`` and ``wgmma`` GEMMs (``mma_gemm.py``, ``wgmma_gemm.py``).
+"""Epilogues shared by the CUDA matmul kernels: the staged epilogue of the ``mma`` and ``wgmma`` GEMMs
+(``staged_epilogue``) and the warp-partial reduction of the decode kernels ``tiled`` and ``bmtc``
+(``warp_reduce_epilogue``).
 
 After the main loop, each thread writes its fp32 accumulators (+ bias, activation) as ``dt`` into a
 ``[BN, CST]`` tile of shared memory (token-major, ``CST = BM + pad``), and the block then writes that tile
@@ -68,3 +70,48 @@ def staged_epilogue(*, dt: str, BM: int, BN: int, CST: int, O: int, TT: int, KS:
                                                              Sm[n * CST + c * 8 + jj]))
 
     return stage, store
+
+
+def warp_reduce_epilogue(*, dt: str, RT: int, NS: int, RS: int, RG: int, TN: int, W: int, O: int, TT: int, KS: int,
+                         has_bias: bool, epi):
+    """``reduce_store(red, acc, Y, bias, bx, by, bz, ty, tx)`` for the decode kernels (``tiled``, ``bmtc``): every
+    warp adds its ``m16n8`` accumulators (``RT`` row tiles x ``NS`` token tiles) into the block's fp32 tile
+    ``red[TN][RS]`` with shared ``atomicAdd``, then the block writes rows ``bx*RG ..`` and tokens ``by*TN ..`` of
+    ``Y``: bias + activation with one k split, fp16/bf16 ``atomicAdd`` into a zeroed ``Y`` with ``KS > 1`` (the
+    bias from split 0)."""
+    EIT = ceil_div(RG * TN, W * 32)
+
+    @T.macro
+    def reduce_store(red, acc, Y, bias, bx, by, bz, ty, tx):
+        T.tvm_storage_sync("shared")
+        # partial sums of the warps -> red[row, tok]
+        for r in T.unroll(RT):
+            for ns in T.unroll(NS):
+                for h in T.unroll(4):
+                    T.evaluate(T.call_extern("float32", "atomicAdd",
+                                             T.address_of(red[(ns * 8 + 2 * (tx % 4) + h % 2) * RS
+                                                              + r * 16 + tx // 4 + 8 * (h // 2)]),
+                                             acc[(r * NS + ns) * 4 + h]))
+        T.tvm_storage_sync("shared")
+        for it in T.unroll(EIT):
+            e = it * (W * 32) + ty * 32 + tx
+            rr = e % RG
+            n = e // RG
+            row = bx * RG + rr
+            tok = by * TN + n
+            if n < TN and row < O and tok < TT:
+                if KS == 1:
+                    if has_bias:
+                        Y[tok, row] = T.Cast(dt, epi(red[n * RS + rr] + T.Cast("float32", bias[row])))
+                    else:
+                        Y[tok, row] = T.Cast(dt, epi(red[n * RS + rr]))
+                else:
+                    if has_bias:
+                        T.evaluate(T.call_extern(dt, "atomicAdd", T.address_of(Y[tok, row]), T.Cast(
+                            dt, red[n * RS + rr] + T.if_then_else(bz == 0, T.Cast("float32", bias[row]),
+                                                                  T.float32(0)))))
+                    else:
+                        T.evaluate(T.call_extern(dt, "atomicAdd", T.address_of(Y[tok, row]),
+                                                 T.Cast(dt, red[n * RS + rr])))
+
+    return reduce_store
