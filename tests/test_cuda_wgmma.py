@@ -115,8 +115,11 @@ def test_wgmma_rejects_what_it_cannot_compute():
     from sparsec.ir.formats import NM
 
     nm = torch.zeros(64, 64, dtype=torch.float16)
+    nm[:, ::8] = 1
+    with pytest.raises(KernelError, match="dense or 2:4 weights only"):
+        cuda_matmul_primfunc(NM.from_dense(nm, n=1, m=8), 128, design="wgmma")
     nm[:, ::2] = 1
-    with pytest.raises(KernelError, match="dense weights only"):
+    with pytest.raises(KernelError, match="multiple of 128"):           # 2:4: whole 128-column k-tiles
         cuda_matmul_primfunc(NM.from_dense(nm, n=2, m=4), 128, design="wgmma")
     with pytest.raises(KernelError, match="multiple of 8"):
         cuda_matmul_primfunc(_dense(64, 60), 128, design="wgmma")
@@ -178,3 +181,69 @@ def test_descriptor_fields():
     assert (v >> 32) & 0x3FFF == 1024 >> 4                     # stride byte offset: 8 rows x 128 B
     assert (v >> 49) & 0x7 == 0                                # base offset: tiles 1024-byte aligned
     assert v >> 62 == 1                                        # layout type 1: 128-byte swizzle
+
+
+def _nm24(O, K, dt=torch.float16):
+    from sparsec.ir.formats import NM
+    from sparsec.passes.prune import prune_nm
+
+    w = torch.randn(O, K, generator=torch.Generator().manual_seed(1))
+    return NM.from_dense(prune_nm(w, 2, 4).weight.to(dt), n=2, m=4)
+
+
+SPARSE = {
+    # sym: (O, K, T, dtype, bias, act, knobs)
+    "wgsp_f16_decode": (4096, 4096, 16, torch.float16, False, None, {}),
+    "wgsp_bf16_gelu": (100, 256, 130, torch.bfloat16, True, "gelu", {}),
+    "wgsp_f16_sync_split": (1003, 1024, 200, torch.float16, True, None, dict(bm=128, bn=128, stages=4, ks=3, ws=0)),
+    "wgsp_f16_256": (1160, 1024, 1030, torch.float16, False, "silu", dict(bm=256, bn=128, stages=3)),
+}
+
+
+def test_wgmma_sparse_uses_wgmma_sp_with_metadata_in_the_ring():
+    """2:4 weights: wgmma.mma_async.sp m64nNk32 (inline asm: not in TVM's PTX table) from two descriptors and a
+    metadata register, 4 per 128-column k-tile; metadata copied into the ring with the tiles (cp.async); the
+    accumulators passed by pointer stay in registers (no local memory)."""
+    import tvm
+
+    from sparsec.backends.cuda import toolchain as tc
+    from sparsec.backends.cuda.kernels import cuda_matmul_primfunc
+
+    funcs, knobs, args = {}, {}, {}
+    for sym, (O, K, T, dt, bias, act, kn) in SPARSE.items():
+        funcs[sym], a, knobs[sym] = cuda_matmul_primfunc(_nm24(O, K, dt), T, bias=bias, activation=act, knobs=kn,
+                                                         name=sym, design="wgmma")
+        args[sym] = [(x.name, x.shape) for x in a]
+    lib = tc.build(tvm.IRModule(funcs), "sm_90a")
+    ptx = tc.ptx(lib, "sm_90a")
+    for sym, (O, K, T, dt, *_rest) in SPARSE.items():
+        assert args[sym][:2] == [("sp_values", (O, K // 2)), ("sp_meta", (-(-O // 16), K // 16, 8))], sym
+        assert knobs[sym]["bk"] == 128
+        m = re.search(rf"\.entry {sym}_kernel(_1)?\(", ptx)
+        assert m, sym
+        pt = "f16" if dt == torch.float16 else "bf16"
+        body = ptx[m.end(): ptx.find(".entry ", m.end()) if ptx.find(".entry ", m.end()) > 0 else len(ptx)]
+        if "wgmma" not in body:                                     # split-K: the zeroing kernel came first
+            m = re.search(rf"\.entry {sym}_kernel_1\(", ptx)
+            body = ptx[m.end():]
+        bn = knobs[sym]["bn"]
+        n = len(re.findall(rf"wgmma\.mma_async\.sp\.sync\.aligned\.m64n{bn}k32\.f32\.{pt}\.{pt}", body))
+        assert n >= 4 and n % 4 == 0, (sym, n)
+        assert "wgmma.mma_async.sync" not in body                  # no dense wgmma in the sparse kernel
+        assert "cp.async.cg.shared.global" in body and "wgmma.fence.sync.aligned" in body
+    assert "ld.local" not in ptx and "st.local" not in ptx         # accumulators in registers
+    assert knobs["wgsp_f16_sync_split"]["ks"] == 3 and knobs["wgsp_f16_decode"]["bn"] == 16
+
+
+def test_wgmma_sparse_ring_fits_and_metadata_offsets():
+    """The sparse ring slot (A bm x 64 values, B 2 x bn x 64, metadata bm x 16 B) keeps every tile 1024-byte
+    aligned, and the default knobs fit the 227 KB of shared memory at every token count."""
+    from sparsec.backends.cuda.kernels.wgmma_gemm import ALIGN, SMEM_LIMIT, resolve
+    from sparsec.backends.kernels.common import MatmulSpec
+
+    for T in (1, 8, 16, 32, 64, 128, 200, 1024, 4096):
+        for O, K in ((4096, 4096), (11008, 4096), (4096, 11008), (9216, 36864), (768, 768)):
+            ws = resolve(O, K, T, {}, MatmulSpec(T, O, K, False, None, "float16"), sparse=True)
+            assert ws.smem_bytes() <= SMEM_LIMIT and ws.stages >= 3, (O, K, T)
+            assert (ws.stage_elems() * 2) % ALIGN == 0 and (ws.bm * 64 * 2) % ALIGN == 0
+            assert (ws.bn * 64 * 2) % ALIGN == 0

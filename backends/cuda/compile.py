@@ -275,10 +275,10 @@ class _CudaPlanner(_Planner):
             rt, sc = knobs["rt"], knobs["sc"]
             layout = tiled_layout.build(fmt, rt, sc)          # kernel-private layout, from the format's buffers
             buffers = [self.const_value(f"{w}/tiled.{rt}.{sc}.{b}", layout[b]) for b in tiled_layout.BUFFERS]
-        elif design == "mma" and fmt.name == "nm":
+        elif design in ("mma", "wgmma") and fmt.name == "nm":
             from sparsec.backends.cuda.kernels import mma_layout
 
-            layout = mma_layout.build(fmt)                    # mma.sp operands, from the format's buffers
+            layout = mma_layout.build(fmt)                    # mma.sp / wgmma.sp operands, from the format's buffers
             buffers = [self.const_value(f"{w}/mma.{b}", layout[b]) for b in mma_layout.BUFFERS]
         else:
             buffers = [self.const_value(f"{w}/{b}", getattr(fmt, b)) for b in fmt.buffers]

@@ -51,7 +51,7 @@ def main():
                 k = c["resolved_knobs"]
                 lay = TL.build(fmt, k["rt"], k["sc"])
                 bufs = [lay[n].to(dev) for n in TL.BUFFERS]
-            elif c.get("design") == "mma" and c["format"] == "nm":   # mma.sp operands, from the format's buffers
+            elif c.get("design") in ("mma", "wgmma") and c["format"] == "nm":   # mma.sp / wgmma.sp operands
                 from sparsec.backends.cuda.kernels import mma_layout as ML
 
                 lay = ML.build(fmt)

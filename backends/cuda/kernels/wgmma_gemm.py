@@ -1,4 +1,4 @@
-"""``design="wgmma"``: a Hopper (sm_90a) warpgroup-MMA GEMM for many tokens, dense weights.
+"""``design="wgmma"``: a Hopper (sm_90a) warpgroup-MMA GEMM, dense and 2:4 weights.
 
 Problem (torch layout): ``Y[T, O] = act(X[T, K] @ W[O, K]^T + bias)``. As in ``mma_gemm``, the weight is
 the MMA ``A`` operand (M = O) and ``X`` the ``B`` operand (N = T); both are K-major in global memory and in
@@ -21,6 +21,18 @@ shared memory, so neither is transposed (``imm-trans-a = imm-trans-b = 0``).
 - epilogue as ``mma_gemm``: accumulators (+ bias, activation) staged through shared memory as
   ``[token, row]``, written as 16-byte rows of ``Y``; split-K (``ks > 1``) zeroes ``Y`` and sums with
   ``red.global.add.noftz.v4`` fp16x2/bf16x2 (no activation).
+
+**2:4 weights** (``nm`` 2:4, K a multiple of 128; ``wgmma.mma_async.sp.sync.aligned.m64n{bn}k32``): A is the
+``mma`` design's layout (``mma_layout.build``: ``sp_values[O, K/2]``, two kept values per group of 4, and
+``sp_meta[ceil(O/16), K/16, 8]``). A k-tile is 128 logical columns: the A tile holds their 64 stored values per
+row (one 128-byte swizzled row, the same descriptor as dense; a k32 step advances it 32 bytes), B two 64-column
+sub-tiles (a k32 step reads 64 bytes of one), and the ring slot also carries the tile's metadata words
+(``bm/16`` row blocks x 8 column blocks x 8 words, copied by ``cp.async`` with the tiles). Metadata operand
+(sparsity selector 0): thread ``t`` of the warpgroup gives the word of row block ``t/32`` (its warp's 16 rows),
+column block ``2 kk + t % 2`` (threads 0 and 1 of each quad hold the two 16-column halves of the k32 step),
+word ``(t % 32) / 4`` (rows g and g + 8 in the low and high 16 bits, 4 bits per group of 4 columns) — the
+``mma.sp`` m16n8k16 word of the ``mma`` design, unchanged. TVM 0.27's PTX table has no sparse wgmma: it is an
+inline-asm device function (``wgmma_sp_source``) taking the accumulator array by pointer (inlined: registers).
 
 Must be compiled for ``sm_90a`` (``toolchain.build(mod, "sm_90a")``): wgmma has no ``sm_90`` encoding.
 A wrong descriptor (layout, offsets, swizzle) reads the wrong elements and shows up as a wrong result in
@@ -51,6 +63,7 @@ SMEM_LIMIT = 227 * 1024          # H100 dynamic shared memory per block
 ALIGN = 1024                     # 128B-swizzle atoms (8 rows x 128 B) must start 1024-byte aligned
 CPAD = 8
 SMS = 132
+SP_KMUL = 128                    # 2:4: a k-tile is 128 logical columns (64 stored values = one 128-byte row)
 
 
 @dataclass(frozen=True)
@@ -63,18 +76,28 @@ class WgmmaSpec:
     gm: int = 1
     wip: int = 0
     ws: int = 0
+    sparse: bool = False
+
+    def stage_elems(self) -> int:
+        """Elements (halves) of one ring slot: A tile (bm x 64, the 2:4 values when sparse), B tile (bn x 64, or
+        two bn x 64 sub-tiles when sparse: a sparse k-tile is 128 logical columns), metadata (sparse: bm x 8)."""
+        if self.sparse:
+            return self.bm * BK + 2 * self.bn * BK + self.bm * 8
+        return (self.bm + self.bn) * BK
 
     def smem_bytes(self) -> int:
-        ring = self.stages * (self.bm + self.bn) * BK * 2
+        ring = self.stages * self.stage_elems() * 2
         return max(ring, self.bn * (self.bm + CPAD) * 2) + ALIGN
 
 
-def default_knobs(O: int, K: int, T: int, activation: str | None = None) -> dict:
+def default_knobs(O: int, K: int, T: int, activation: str | None = None, sparse: bool = False) -> dict:
     """Warp-specialised (ws=1), one k-tile of wgmma in flight (wip=1) everywhere (H100 run 2: fastest or
     within 2 % on every cell). T > 128: 128 x bn tiles, bn up to 256 (128x256 fastest at T=1024 on all four
     LLM shapes). T <= 128: 128 x 128 tiles (bn = T rounded up to 16), split along K only up to one wave of
     blocks (ks * tiles <= 132 SMs, >= 8 k-tiles per split, no activation): 4096-row shapes ks=4,
     11008 / 9216 rows ks=1 (ks=2 on 11008x4096 was 40 % slower)."""
+    if sparse:
+        return default_sparse_knobs(O, K, T, activation)
     nk = ceil_div(K, BK)
     if T > 128:
         nt = ceil_div(T, 256)
@@ -97,15 +120,38 @@ def default_knobs(O: int, K: int, T: int, activation: str | None = None) -> dict
     return kn
 
 
-def resolve(O: int, K: int, T: int, knobs: dict | None, spec: MatmulSpec) -> WgmmaSpec:
+def default_sparse_knobs(O: int, K: int, T: int, activation: str | None = None) -> dict:
+    """2:4 (``wgmma.mma_async.sp``): a ring slot holds 128 logical columns (A: bm x 64 values, B: bn x 128,
+    metadata bm x 16 B). T > 128: 128 x 128 tiles, 4 slots (bn=256 would leave 2); T <= 128: bn = T rounded up
+    to 16, as many slots as fit (<= 8), split-K up to two waves of blocks (>= 4 k-tiles per split)."""
+    nk = ceil_div(K, 2 * BK)
+    if T > 128:
+        kn = dict(bm=128, bn=128 if T > 64 else max(16, ceil_div(T, 16) * 16), stages=4, ks=1)
+    else:
+        bn = max(16, ceil_div(T, 16) * 16)
+        per = (128 * BK + 2 * bn * BK + 128 * 8) * 2
+        kn = dict(bm=128, bn=bn, stages=max(3, min(8, (SMEM_LIMIT - ALIGN) // per)))
+        tiles = ceil_div(O, 128) * ceil_div(T, bn)
+        ks = 1
+        if activation is None:
+            for cand in (2, 3, 4, 6, 8):
+                if ceil_div(nk, cand) < 4 or tiles * cand > 2 * SMS:
+                    break
+                ks = cand
+        kn["ks"] = ks
+    kn.update(gm=1, wip=1, ws=1)
+    return kn
+
+
+def resolve(O: int, K: int, T: int, knobs: dict | None, spec: MatmulSpec, sparse: bool = False) -> WgmmaSpec:
     from sparsec.backends.cuda.kernels.matmul import check_knobs
 
     knobs = check_knobs("cuda wgmma", knobs, KNOBS)
-    kn = default_knobs(O, K, T, spec.activation)
+    kn = default_knobs(O, K, T, spec.activation, sparse)
     kn.update({k: v for k, v in knobs.items() if v is not None})
-    nk = ceil_div(K, BK)
+    nk = ceil_div(K, BK * (2 if sparse else 1))
     ks = ceil_div(nk, ceil_div(nk, kn["ks"]))
-    ws = WgmmaSpec(spec, kn["bm"], kn["bn"], kn["stages"], ks, kn["gm"], kn["wip"], kn["ws"])
+    ws = WgmmaSpec(spec, kn["bm"], kn["bn"], kn["stages"], ks, kn["gm"], kn["wip"], kn["ws"], sparse)
     if ws.ks > 1 and spec.activation is not None:
         raise KernelError("cuda wgmma kernel: ks > 1 sums partial results with atomics, which an activation "
                           "cannot follow; use ks=1")
@@ -127,26 +173,59 @@ def resolve(O: int, K: int, T: int, knobs: dict | None, spec: MatmulSpec) -> Wgm
 
 def cuda_wgmma_matmul_primfunc(weight, tokens: int, *, bias: bool = False, activation: str | None = None,
                                knobs: dict | None = None, name: str | None = None):
-    """``(PrimFunc, args, knobs)``: ``values[O, K], X[T, K], [bias[O]], Y[T, O]`` (dense fp16/bf16).
+    """``(PrimFunc, args, knobs)``. Dense: ``values[O, K], X[T, K], [bias[O]], Y[T, O]``; 2:4 (``nm`` 2:4
+    weights, ``wgmma.mma_async.sp``): ``sp_values[O, K/2], sp_meta[ceil(O/16), K/16, 8], X, [bias], Y`` from
+    ``mma_layout.build(fmt)`` (the ``mma`` design's 2:4 layout), K a multiple of 128. fp16/bf16.
     Build the module with ``arch="sm_90a"``."""
     meta = meta_of(weight)
-    if meta.format != "dense":
-        raise KernelError(f"cuda wgmma kernel: dense weights only (got {meta.format!r}); 2:4 uses design='mma'")
+    if meta.format == "dense":
+        sparse = False
+    elif meta.format == "nm" and (meta.param("n"), meta.param("m")) == (2, 4):
+        sparse = True
+    else:
+        raise KernelError(f"cuda wgmma kernel: dense or 2:4 weights only (got {meta.format!r}"
+                          + (f" {meta.param('n')}:{meta.param('m')}" if meta.format == "nm" else "") + ")")
     if meta.dtype not in ("float16", "bfloat16"):
         raise KernelError(f"cuda wgmma kernel: dtype {meta.dtype} unsupported (float16, bfloat16)")
     spec = MatmulSpec(int(tokens), meta.rows, meta.cols, bool(bias), activation, meta.dtype)
     O, K, TT = spec.out_features, spec.in_features, spec.tokens
+    if sparse and (K % SP_KMUL or K < SP_KMUL):
+        raise KernelError(f"cuda wgmma kernel: 2:4 weights need K a multiple of {SP_KMUL} (got K={K}: whole "
+                          "128-column k-tiles, no metadata tail); design='mma' takes K % 16 == 0")
     if K % 8 or K < 8:
         raise KernelError(f"cuda wgmma kernel: K={K} must be a multiple of 8 (16-byte rows)")
-    ws = resolve(O, K, TT, knobs, spec)
-    func = _generate(ws).with_attr("global_symbol", name or "sparsec_cuda_wgmma_dense_matmul")
+    ws = resolve(O, K, TT, knobs, spec, sparse)
+    sym = name or ("sparsec_cuda_wgmma_nm_matmul" if sparse else "sparsec_cuda_wgmma_dense_matmul")
+    func = _generate(ws).with_attr("global_symbol", sym)
     dt = spec.dtype
-    args = [Arg("values", dt, (O, K)), Arg("X", dt, (TT, K))]
+    if sparse:
+        args = [Arg("sp_values", dt, (O, K // 2)), Arg("sp_meta", "int32", (ceil_div(O, 16), K // 16, 8))]
+    else:
+        args = [Arg("values", dt, (O, K))]
+    args.append(Arg("X", dt, (TT, K)))
     if bias:
         args.append(Arg("bias", dt, (O,)))
     args.append(Arg("Y", dt, (TT, O)))
-    return func, args, {"design": "wgmma", "bm": ws.bm, "bn": ws.bn, "bk": BK, "stages": ws.stages,
-                        "ks": ws.ks, "gm": ws.gm, "wip": ws.wip, "ws": ws.ws}
+    return func, args, {"design": "wgmma", "bm": ws.bm, "bn": ws.bn, "bk": BK * (2 if sparse else 1),
+                        "stages": ws.stages, "ks": ws.ks, "gm": ws.gm, "wip": ws.wip, "ws": ws.ws}
+
+
+def wgmma_sp_source(bn: int, pt: str) -> tuple[str, str]:
+    """``(name, CUDA source)`` of the device function issuing one ``wgmma.mma_async.sp ... m64n{bn}k32`` (TVM
+    0.27's PTX table has no sparse wgmma): fp32 accumulators ``d[0 .. bn/2)`` (in/out), A and B shared-memory
+    descriptors, the thread's 32-bit metadata word; sparsity selector 0 (threads 0 and 1 of each quad supply
+    the metadata), scale-d 1, no negation, no transposes."""
+    n = bn // 2
+    name = f"sparsec_wgmma_sp_m64n{bn}k32_{pt}"
+    regs = ", ".join(f"%{i}" for i in range(n))
+    outs = ", ".join(f'"+f"(d[{i}])' for i in range(n))
+    src = (f"__forceinline__ __device__ void {name}(float* d, unsigned long long da, unsigned long long db, "
+           f"unsigned int e) {{\n"
+           f'  asm volatile("wgmma.mma_async.sp.sync.aligned.m64n{bn}k32.f32.{pt}.{pt} {{{regs}}}, %{n}, %{n + 1}, '
+           f'%{n + 2}, 0, 1, 1, 1, 0, 0;"\n'
+           f'               : {outs}\n'
+           f'               : "l"(da), "l"(db), "r"(e) : "memory");\n}}')
+    return name, src
 
 
 MBAR_SRC = {   # device helpers, one source per function (TVM emits each function's source once)
@@ -197,20 +276,26 @@ def _generate(ws: WgmmaSpec):
     NT = 128 * (NWG + WS)                   # + the producer warpgroup (index NWG) when warp-specialised
     NP = 128 if WS else NT                  # threads issuing the copies
     NACC = BN // 2                          # fp32 accumulators per thread (m64 x bn over 128 threads)
-    NK = ceil_div(K, BK)
+    SP = ws.sparse                          # 2:4: A = the stored values (K/2 columns), wgmma.mma_async.sp
+    BKL = BK * (2 if SP else 1)             # logical reduction columns per k-tile
+    KA = K // 2 if SP else K                # stored columns of A
+    NK = ceil_div(K, BKL)
     NKS = ceil_div(NK, KS)
     WIP = ws.wip                            # k-tiles of wgmma left in flight
     LA = S - 1 - WIP                        # k-tiles of copies in flight ahead of the one computed
     CH = BK // 8                            # 16-byte chunks per tile row (8)
     ASZ = BM * BK                           # elements per A stage
-    BSZ = BN * BK
-    STG = ASZ + BSZ                         # elements per stage (A then B, both 1024-byte aligned)
+    BSZ = BN * BKL                          # B: one bn x 64 tile, or two when sparse (128 logical columns)
+    MSZ = BM * 8 if SP else 0               # sparse: metadata words [BM/16 blocks][8 column blocks][8] (as halves)
+    STG = ASZ + BSZ + MSZ                   # elements per stage (A, B tiles 1024-byte aligned; then metadata)
+    RB = ceil_div(O, 16)
     CST = BM + CPAD
     SMN = max(S * STG, BN * CST) + ALIGN // 2   # + alignment slack (elements)
     HAS_BIAS = spec.bias
     epi = epilogue(spec.activation)
     pt = {"float16": "f16", "bfloat16": "bf16"}[dt]
     WG = f"wgmma.mma_async.sync.aligned.m64n{BN}k16.f32.{pt}.{pt}"
+    SPN, SPSRC = wgmma_sp_source(BN, pt)
     CP = "cp.async.cg.shared.global"
     grid_m, grid_n = ceil_div(O, BM), ceil_div(TT, BN)
     GM = min(ws.gm, grid_m)
@@ -224,7 +309,7 @@ def _generate(ws: WgmmaSpec):
                                    epi=epi)
 
     @T.macro
-    def cp_tile(Sm, base, src, row0, col0, NR, NROWS, tid):
+    def cp_tile(Sm, base, src, row0, col0, NR, NROWS, tid, KW):
         for it in T.unroll(ceil_div(NROWS * CH, NP)):
             e = it * NP + tid
             if e < NROWS * CH:
@@ -233,33 +318,65 @@ def _generate(ws: WgmmaSpec):
                 row = row0 + r
                 kc = col0 + c * 8
                 T.ptx[CP](T.address_of(Sm[base + r * BK + swizzled_chunk(r, c) * 8]),
-                          T.address_of(src[T.min(row, NR - 1), T.min(kc, K - 8)]), 16,
-                          T.if_then_else(row < NR and kc < K, T.uint32(16), T.uint32(0)))
+                          T.address_of(src[T.min(row, NR - 1), T.min(kc, KW - 8)]), 16,
+                          T.if_then_else(row < NR and kc < KW, T.uint32(16), T.uint32(0)))
 
     @T.macro
-    def mainloop_sync(Sm, W, X, acc, sbase, off, bx, by, k0, nkz, wg, tid):
+    def cp_meta(Sm, base, Wm, bx, kt, tid):
+        # the tile's BM/16 row blocks x 8 column blocks of 8 metadata words: 16 x 16 bytes per row block
+        # (row blocks past O read the last one: valid metadata for the zero-filled rows)
+        for it in T.unroll(ceil_div(BM, NP)):
+            e = it * NP + tid
+            if e < BM:
+                rbl = e // 16
+                c = e % 16
+                T.ptx[CP](T.address_of(Sm[base + (rbl * 64 + c * 4) * 2]),
+                          T.address_of(Wm[T.min(bx * (BM // 16) + rbl, RB - 1), kt * 8 + c // 2, (c % 2) * 4]), 16,
+                          T.uint32(16))
+
+    @T.macro
+    def cp_stage(Sm, W, Wm, X, sb0, bx, by, kt, tid):
+        cp_tile(Sm, sb0, W, bx * BM, kt * BK, O, BM, tid, KA)
+        if SP:
+            cp_tile(Sm, sb0 + ASZ, X, by * BN, kt * BKL, TT, BN, tid, K)
+            cp_tile(Sm, sb0 + ASZ + BN * BK, X, by * BN, kt * BKL + BK, TT, BN, tid, K)
+            cp_meta(Sm, sb0 + ASZ + BSZ, Wm, bx, kt, tid)
+        else:
+            cp_tile(Sm, sb0 + ASZ, X, by * BN, kt * BK, TT, BN, tid, K)
+
+    @T.macro
+    def mma_tile(Su, acc, sbase, sb0, wg, lt):
+        # one k-tile of the slot at element offset sb0: dense 4 x wgmma k16, sparse 4 x wgmma.sp k32
+        sa = sbase + T.Cast("uint32", (sb0 + wg * 64 * BK) * 2)
+        sb = sbase + T.Cast("uint32", (sb0 + ASZ) * 2)
+        if SP:
+            for kk in T.unroll(BKL // 32):
+                T.cuda.func_call(SPN, T.address_of(acc[0]), smem_descriptor(sa + T.uint32(kk * 32)),
+                                 smem_descriptor(sb + T.uint32((kk // 2) * BN * BK * 2 + (kk % 2) * 64)),
+                                 Su[(sb0 + ASZ + BSZ) // 2 + (wg * 4 + lt // 32) * 64 + (2 * kk + lt % 2) * 8
+                                    + (lt % 32) // 4], source_code=SPSRC)
+        else:
+            for kk in T.unroll(BK // 16):
+                T.ptx[WG](*[acc[j] for j in range(NACC)],
+                          smem_descriptor(sa + T.uint32(kk * 32)), smem_descriptor(sb + T.uint32(kk * 32)),
+                          True, 1, 1, 0, 0)
+
+    @T.macro
+    def mainloop_sync(Sm, Su, W, Wm, X, acc, sbase, off, bx, by, k0, nkz, wg, tid):
         # every thread copies; one barrier per k-tile
         for s0 in T.unroll(LA):
             if s0 < nkz:
-                cp_tile(Sm, off + s0 * STG, W, bx * BM, (k0 + s0) * BK, O, BM, tid)
-                cp_tile(Sm, off + s0 * STG + ASZ, X, by * BN, (k0 + s0) * BK, TT, BN, tid)
+                cp_stage(Sm, W, Wm, X, off + s0 * STG, bx, by, k0 + s0, tid)
             T.ptx["cp.async.commit_group"]()
         for i in range(nkz):
             T.ptx["cp.async.wait_group"](LA - 1)
             T.ptx["fence.proxy.async.shared::cta"]()
             T.tvm_storage_sync("shared")
             if i + LA < nkz:
-                st = (i + LA) % S
-                cp_tile(Sm, off + st * STG, W, bx * BM, (k0 + i + LA) * BK, O, BM, tid)
-                cp_tile(Sm, off + st * STG + ASZ, X, by * BN, (k0 + i + LA) * BK, TT, BN, tid)
+                cp_stage(Sm, W, Wm, X, off + ((i + LA) % S) * STG, bx, by, k0 + i + LA, tid)
             T.ptx["cp.async.commit_group"]()
             T.ptx["wgmma.fence.sync.aligned"]()
-            sa = sbase + T.Cast("uint32", (off + (i % S) * STG + wg * 64 * BK) * 2)
-            sb = sbase + T.Cast("uint32", (off + (i % S) * STG + ASZ) * 2)
-            for kk in T.unroll(BK // 16):
-                T.ptx[WG](*[acc[j] for j in range(NACC)],
-                          smem_descriptor(sa + T.uint32(kk * 32)), smem_descriptor(sb + T.uint32(kk * 32)),
-                          True, 1, 1, 0, 0)
+            mma_tile(Su, acc, sbase, off + (i % S) * STG, wg, tid % 128)
             T.ptx["wgmma.commit_group.sync.aligned"]()
             T.ptx["wgmma.wait_group.sync.aligned"](WIP)
         T.ptx["wgmma.wait_group.sync.aligned"](0)
@@ -272,7 +389,7 @@ def _generate(ws: WgmmaSpec):
                          source_code=MBAR_SRC["sparsec_mbar_wait"])
 
     @T.macro
-    def mainloop_ws(Sm, W, X, acc, sbase, off, bx, by, k0, nkz, wg, lt):
+    def mainloop_ws(Sm, Su, W, Wm, X, acc, sbase, off, bx, by, k0, nkz, wg, lt):
         # full[s] = Mb[s] (128 producer arrivals: cp.async.mbarrier.arrive.noinc, when the thread's copies land),
         # empty[s] = Mb[S + s] (every consumer thread arrives once its wgmma finished reading the slot)
         Mb = T.alloc_buffer((2 * S,), "uint64", scope="shared")
@@ -288,8 +405,7 @@ def _generate(ws: WgmmaSpec):
                 st = i % S
                 if i >= S:
                     mbar_wait(Mb, S + st, T.Cast("uint32", (i // S - 1) % 2))
-                cp_tile(Sm, off + st * STG, W, bx * BM, (k0 + i) * BK, O, BM, lt)
-                cp_tile(Sm, off + st * STG + ASZ, X, by * BN, (k0 + i) * BK, TT, BN, lt)
+                cp_stage(Sm, W, Wm, X, off + st * STG, bx, by, k0 + i, lt)
                 T.cuda.func_call("sparsec_cp_async_arrive", T.cuda.cvta_generic_to_shared(T.address_of(Mb[st])),
                                  source_code=MBAR_SRC["sparsec_cp_async_arrive"])
             T.ptx["cp.async.commit_group"]()
@@ -300,12 +416,7 @@ def _generate(ws: WgmmaSpec):
                 mbar_wait(Mb, st, T.Cast("uint32", (i // S) % 2))
                 T.ptx["fence.proxy.async.shared::cta"]()
                 T.ptx["wgmma.fence.sync.aligned"]()
-                sa = sbase + T.Cast("uint32", (off + st * STG + wg * 64 * BK) * 2)
-                sb = sbase + T.Cast("uint32", (off + st * STG + ASZ) * 2)
-                for kk in T.unroll(BK // 16):
-                    T.ptx[WG](*[acc[j] for j in range(NACC)],
-                              smem_descriptor(sa + T.uint32(kk * 32)), smem_descriptor(sb + T.uint32(kk * 32)),
-                              True, 1, 1, 0, 0)
+                mma_tile(Su, acc, sbase, off + st * STG, wg, lt)
                 T.ptx["wgmma.commit_group.sync.aligned"]()
                 T.ptx["wgmma.wait_group.sync.aligned"](WIP)
                 if WIP == 0:
@@ -320,7 +431,7 @@ def _generate(ws: WgmmaSpec):
         T.tvm_storage_sync("shared")
 
     @T.macro
-    def tile(Sm, W, X, bias, Y, bx, by, bz, tid):
+    def tile(Sm, W, Wm, X, bias, Y, bx, by, bz, tid):
         Su = T.decl_buffer((SMN // 2,), "uint32", data=Sm.data, scope="shared.dyn")
         acc = T.alloc_buffer((NACC,), "float32", scope="local")
         cv = T.alloc_buffer((8,), dt, scope="local")
@@ -335,9 +446,9 @@ def _generate(ws: WgmmaSpec):
         for i in T.unroll(NACC):
             acc[i] = T.float32(0)
         if WS:
-            mainloop_ws(Sm, W, X, acc, sbase, off, bx, by, k0, nkz, wg, lt)
+            mainloop_ws(Sm, Su, W, Wm, X, acc, sbase, off, bx, by, k0, nkz, wg, lt)
         else:
-            mainloop_sync(Sm, W, X, acc, sbase, off, bx, by, k0, nkz, wg, tid)
+            mainloop_sync(Sm, Su, W, Wm, X, acc, sbase, off, bx, by, k0, nkz, wg, tid)
         # staged epilogue: d[4j + 2h + e] = (row 16 w + lane/4 + 8h, token 8j + 2 (lane%4) + e)
         if wg < NWG:
             for j in T.unroll(BN // 8):
@@ -350,7 +461,7 @@ def _generate(ws: WgmmaSpec):
         store(Sm, Su, cv, cu, Y, bx, by, tid)
 
     @T.macro
-    def body(W, X, bias, Y):
+    def body(W, Wm, X, bias, Y):
         if KS > 1:
             Yf = T.decl_buffer((TT * O,), dt, data=Y.data)
             for zb in T.thread_binding(ceil_div(TT * O, 256 * 8), thread="blockIdx.x"):
@@ -367,20 +478,32 @@ def _generate(ws: WgmmaSpec):
                     # fp16 and a bf16 kernel declaring it under one name with two types do not compile
                     if dt == "float16":
                         wgmma_smem_f16 = T.alloc_buffer((SMN,), dt, scope="shared.dyn")
-                        tile(wgmma_smem_f16, W, X, bias, Y, (lin // (GM * grid_n)) * GM + r % gsz, r // gsz, bz, tid)
+                        tile(wgmma_smem_f16, W, Wm, X, bias, Y, (lin // (GM * grid_n)) * GM + r % gsz, r // gsz, bz,
+                             tid)
                     else:
                         wgmma_smem_bf16 = T.alloc_buffer((SMN,), dt, scope="shared.dyn")
-                        tile(wgmma_smem_bf16, W, X, bias, Y, (lin // (GM * grid_n)) * GM + r % gsz, r // gsz, bz,
-                             tid)
+                        tile(wgmma_smem_bf16, W, Wm, X, bias, Y, (lin // (GM * grid_n)) * GM + r % gsz, r // gsz,
+                             bz, tid)
 
-    @T.prim_func
-    def kern(a_values: T.handle, x: T.handle, b: T.handle, y: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        W = T.match_buffer(a_values, (O, K), dt)
-        X = T.match_buffer(x, (TT, K), dt)
-        bias = T.match_buffer(b, (O,), dt)
-        Y = T.match_buffer(y, (TT, O), dt)
-        body(W, X, bias, Y)
+    if SP:
+        @T.prim_func
+        def kern(a_values: T.handle, a_meta: T.handle, x: T.handle, b: T.handle, y: T.handle):
+            T.func_attr({"tirx.noalias": True})
+            W = T.match_buffer(a_values, (O, KA), dt)
+            Wm = T.match_buffer(a_meta, (RB, K // 16, 8), "int32")
+            X = T.match_buffer(x, (TT, K), dt)
+            bias = T.match_buffer(b, (O,), dt)
+            Y = T.match_buffer(y, (TT, O), dt)
+            body(W, Wm, X, bias, Y)
+    else:
+        @T.prim_func
+        def kern(a_values: T.handle, x: T.handle, b: T.handle, y: T.handle):
+            T.func_attr({"tirx.noalias": True})
+            W = T.match_buffer(a_values, (O, K), dt)
+            X = T.match_buffer(x, (TT, K), dt)
+            bias = T.match_buffer(b, (O,), dt)
+            Y = T.match_buffer(y, (TT, O), dt)
+            body(W, W, X, bias, Y)
 
     if not HAS_BIAS:
         from sparsec.backends.kernels.common import drop_param

@@ -1,0 +1,218 @@
+"""Focused build + GPU run of the ``wgmma`` design on 2:4 weights (``wgmma.mma_async.sp``) and on dense weights at
+decode token counts, for development (issue #12).
+
+usage (here, TVM + nvcc):   python scripts/gpu/dev_wgsp.py build OUTDIR
+      (GPU, runtime only):  python scripts/gpu/dev_wgsp.py run OUTDIR OUTJSON   (``check OUTDIR OUTJSON``: checks only)
+Built for ``sm_90a``. ``run`` first checks every check case (``check_cases``: 2:4, odd O/T, bias/activations,
+fp16/bf16, split-K, both main loops) vs ``F.linear`` in fp32 in a child process with a time limit (a kernel
+waiting forever on an mbarrier must not take the run with it), then per bench cell (shape x tokens) times, in one
+process, interleaved (CUDA-graph medians, ``ROUNDS`` rounds): cuBLAS (``F.linear`` fp16 on the pruned dense
+weight), cuSPARSELt (``to_sparse_semi_structured``), every 2:4 wgmma variant, and at T <= 32 the dense wgmma
+variants; every timed kernel's output is checked against ``F.linear`` in fp32 too.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (9216, 36864)]
+TOKENS = [1, 8, 16, 32, 128, 1024]
+TOL = {"float16": 1e-2, "bfloat16": 3e-2}
+ARCH = "sm_90a"
+ROUNDS = 3
+NM24 = {"n": 2, "m": 4}
+
+
+def check_cases() -> list[dict]:
+    import cases as C
+
+    grid = [(100, 256, 130, "float16", True, "gelu", {}), (1000, 512, 77, "bfloat16", False, None, {}),
+            (64, 128, 128, "float16", True, "relu", {}), (130, 1024, 1030, "bfloat16", True, "relu", {}),
+            (257, 384, 33, "float16", False, None, dict(bm=64, bn=32, stages=3)),
+            (1003, 1024, 200, "float16", True, None, dict(bm=128, bn=128, stages=4, ks=3, ws=0, wip=0)),
+            (4096, 4096, 16, "float16", False, None, {}), (300, 1024, 5, "float16", True, "gelu", {}),
+            (1000, 2048, 1, "bfloat16", False, None, dict(ks=4)),
+            (1160, 1024, 1030, "float16", True, "silu", dict(bm=256, bn=128, stages=3)),
+            (520, 1024, 300, "float16", False, None, dict(bm=128, bn=192, stages=3, wip=0)),
+            (1003, 1152, 200, "bfloat16", True, None, dict(bm=128, bn=64, stages=4, ws=0, wip=1))]
+    return [C.case(f"chk_wgsp{i}_nm24_{dt}_{O}x{K}x{T}", "nm", NM24, O, K, T, dt, bias, act, ["nm", 2, 4], kn,
+                   design="wgmma") for i, (O, K, T, dt, bias, act, kn) in enumerate(grid)]
+
+
+def sparse_variants(O, K, T):
+    if T >= 512:
+        return [{}, dict(bm=256, bn=128, stages=3), dict(bm=128, bn=192, stages=3), dict(wip=0)]
+    if T >= 128:
+        return [{}, dict(ks=1), dict(ks=2), dict(bm=64)]
+    return [{}, dict(ks=1), dict(bm=64), dict(stages=4)]
+
+
+def dense_variants(O, K, T):
+    return [{}, dict(bm=64), dict(stages=8), dict(ks=1)]
+
+
+def bench_cases():
+    import cases as C
+
+    out = []
+    for O, K in SHAPES:
+        for T in TOKENS:
+            for v, kn in enumerate(sparse_variants(O, K, T)):
+                out.append(C.case(f"b_wgsp{v}_{O}x{K}x{T}", "nm", NM24, O, K, T, knobs=kn, design="wgmma"))
+            if T <= 32:
+                for v, kn in enumerate(dense_variants(O, K, T)):
+                    out.append(C.case(f"b_wgd{v}_{O}x{K}x{T}", "dense", {}, O, K, T, knobs=kn, design="wgmma"))
+    return out
+
+
+def build(outdir):
+    import build_kernels as B
+
+    os.makedirs(outdir, exist_ok=True)
+    chk, bench = check_cases(), bench_cases()
+    B.build(chk, os.path.join(outdir, "check.so"), ARCH)
+    B.build(bench, os.path.join(outdir, "bench.so"), ARCH)
+    json.dump({"arch": ARCH, "check": chk, "bench": bench}, open(os.path.join(outdir, "cases.json"), "w"), indent=1)
+
+
+def sp_args(fmt, dev):
+    from sparsec.backends.cuda.kernels import mma_layout as ML
+
+    lay = ML.build(fmt)
+    return [lay[n].to(dev) for n in ML.BUFFERS]
+
+
+def check(kdir, outp):
+    import env
+    import torch
+
+    from sparsec.backends.cuda.runtime import load_library
+
+    meta = json.load(open(os.path.join(kdir, "cases.json")))
+    dev = torch.device("cuda")
+    res = {"check": []}
+    lib = load_library(os.path.join(kdir, "check.so"))
+    for i, c in enumerate(meta["check"]):
+        r = {"name": c["name"], "knobs": c["resolved_knobs"]}
+        try:
+            w = env.make_weight(c, seed=i)
+            fmt = env.pack(c, w)
+            dt = getattr(torch, c["dtype"])
+            x, b, ref = env.case_io(c, fmt, i)
+            y = torch.full((c["T"], c["O"]), float("nan"), dtype=dt, device=dev)
+            lib[c["name"]](*sp_args(fmt, dev), x.to(dev), *([b.to(dev)] if b is not None else []), y)
+            torch.cuda.synchronize()
+            r["rel_err"] = float((y.float().cpu() - ref).abs().max() / ref.abs().max().clamp_min(1e-6))
+            r["ok"] = r["rel_err"] <= TOL[c["dtype"]]       # NaN (an unwritten output) is not ok
+        except Exception as exc:  # noqa: BLE001
+            r["ok"], r["error"] = False, f"{type(exc).__name__}: {exc}"[:300]
+        res["check"].append(r)
+        print(f"[{'OK ' if r['ok'] else 'BAD'}] {c['name']:<44} err {r.get('rel_err', float('nan')):.2e} "
+              f"{r['knobs']} {r.get('error', '')}", flush=True)
+        json.dump(res, open(outp, "w"), indent=1)
+
+
+def run(kdir, outp):
+    import subprocess
+
+    import env
+    import torch
+    import torch.nn.functional as F
+
+    from sparsec.backends.cuda.runtime import load_library
+    from sparsec.ir.formats import NM
+
+    meta = json.load(open(os.path.join(kdir, "cases.json")))
+    dev = torch.device("cuda")
+    res = {"machine": env.machine_info(), "arch": meta["arch"], "check": [], "bench": []}
+    chk_json = outp + ".check.json"
+    try:
+        subprocess.run([sys.executable, os.path.abspath(__file__), "check", kdir, chk_json], timeout=60, check=False)
+    except subprocess.TimeoutExpired:
+        print("CHECK TIMED OUT (a kernel hung)", flush=True)
+        res["check_timed_out"] = True
+    if os.path.exists(chk_json):
+        res["check"] = json.load(open(chk_json))["check"]
+        os.remove(chk_json)
+    ok = not res.get("check_timed_out") and len(res["check"]) == len(meta["check"])
+    res["checks_complete"] = ok
+    json.dump(res, open(outp, "w"), indent=1)
+    if not ok:
+        print("checks incomplete: no benchmark (a hang would stall the timing)", flush=True)
+        return
+    lib = load_library(os.path.join(kdir, "bench.so"))
+    by = {}
+    for c in meta["bench"]:
+        by.setdefault((c["O"], c["K"], c["T"]), []).append(c)
+    from torch.sparse import to_sparse_semi_structured
+
+    for (O, K) in SHAPES:
+        g = torch.Generator(device=dev).manual_seed(O + K)
+        w = torch.randn(O, K, device=dev, dtype=torch.float16, generator=g) * (1.0 / K ** 0.5)
+        grp = w.view(O, K // 4, 4)
+        keep = grp.abs().argsort(dim=-1, descending=True)[..., :2]
+        mask = torch.zeros_like(grp, dtype=torch.bool).scatter_(-1, keep, True)
+        w = (grp * mask).view(O, K)
+        sp = sp_args(NM.from_dense(w, n=2, m=4), dev)
+        try:
+            w_lt = to_sparse_semi_structured(w)
+        except Exception as exc:  # noqa: BLE001
+            w_lt = None
+            print("cuSPARSELt unavailable:", exc, flush=True)
+        for T in TOKENS:
+            x = torch.randn(T, K, device=dev, dtype=torch.float16, generator=g)
+            ref = F.linear(x.float(), w.float())
+            contenders = [("cublas", {}, lambda: F.linear(x, w))]
+            if w_lt is not None:
+                contenders.append(("cusparselt", {}, lambda: F.linear(x, w_lt)))
+            for c in by[(O, K, T)]:
+                f = lib[c["name"]]
+                y = torch.full((T, O), float("nan"), device=dev, dtype=torch.float16)
+                args = (sp if c["format"] == "nm" else [w]) + [x, y]
+                try:
+                    f(*args)
+                    torch.cuda.synchronize()
+                    err = float((y.float() - ref).abs().max() / ref.abs().max())
+                except Exception as exc:  # noqa: BLE001
+                    print("  error", c["name"], str(exc)[:200], flush=True)
+                    continue
+                contenders.append((c["name"], {"knobs": c["resolved_knobs"], "rel_err": err,
+                                               "ok": err <= TOL["float16"], "format": c["format"]},
+                                   (lambda f=f, args=args: f(*args))))
+            times = {n: [] for n, _, _ in contenders}
+            for _ in range(ROUNDS):                     # interleaved rounds
+                for n, _, fn in contenders:
+                    try:
+                        times[n].append(env.bench_graph(fn)[0])
+                    except Exception as exc:  # noqa: BLE001
+                        print("  bench error", n, str(exc)[:200], flush=True)
+            med = {n: sorted(v)[len(v) // 2] for n, v in times.items() if v}
+            row = {"O": O, "K": K, "T": T, "cublas_ms": med["cublas"], "cusparselt_ms": med.get("cusparselt"),
+                   "kernels": []}
+            for n, info, _ in contenders[2 if w_lt is not None else 1:]:
+                if n not in med:
+                    continue
+                ent = {"name": n, **info, "ms": med[n], "vs_cublas": med["cublas"] / med[n],
+                       "vs_cusparselt": (med["cusparselt"] / med[n]) if "cusparselt" in med else None}
+                row["kernels"].append(ent)
+                print(f"{O}x{K} T={T:<5} {n:<28} {med[n] * 1e3:8.1f}us err {ent['rel_err']:.1e} "
+                      f"{'ok' if ent['ok'] else 'BAD'} x{ent['vs_cublas']:.2f} cuBLAS ({med['cublas'] * 1e3:.1f}us) "
+                      f"x{ent['vs_cusparselt'] or 0:.2f} cuSPARSELt ({(med.get('cusparselt') or 0) * 1e3:.1f}us) "
+                      f"{ent['knobs']}", flush=True)
+            res["bench"].append(row)
+            json.dump(res, open(outp, "w"), indent=1)
+        del w, w_lt, sp
+        torch.cuda.empty_cache()
+    json.dump(res, open(outp, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "build":
+        build(sys.argv[2])
+    elif sys.argv[1] == "check":
+        check(sys.argv[2], sys.argv[3])
+    else:
+        run(sys.argv[2], sys.argv[3])
