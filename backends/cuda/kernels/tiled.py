@@ -52,7 +52,7 @@ from sparsec.backends.kernels.common import Arg, KernelError, MatmulSpec, ceil_d
 
 KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128), "warps": (1, 2, 4, 8, 16), "ksplit": (1, 2, 3, 4, 6, 8, 12, 16),
          "tn": (8, 16, 24, 32), "pipe": (1, 2, 3), "sync": ("warp", "block"),
-         "clear": ("zero", "unscatter"), "code": ("pos", "bitmap"), "vsrc": ("smem", "global")}
+         "clear": ("zero", "unscatter"), "code": ("pos", "bitmap", "pos7"), "vsrc": ("smem", "global")}
 MAX_PER = 12                 # default split: at most this many stages per warp ...
 MIN_WARPS = 1024             # ... and about a block of 8 warps per H100 SM (132)
 
@@ -82,7 +82,8 @@ class TiledSpec:
     def knobs(self) -> dict:
         return {"design": "tiled", "rt": self.rt, "sc": self.sc, "warps": self.warps, "ksplit": self.ksplit,
                 "tn": self.tn, "pipe": self.pipe, "sync": self.sync, "clear": self.clear,
-                **({"code": self.code, "vsrc": self.vsrc} if self.code == "bitmap" else {})}
+                **({"code": self.code, "vsrc": self.vsrc} if self.code == "bitmap" else {}),
+                **({"code": self.code} if self.code == "pos7" else {})}
 
     @property
     def nwords(self) -> int:
@@ -148,12 +149,16 @@ def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
             raise KernelError(f"cuda tiled kernel: code='bitmap' staging area of {ts.cap} halves per warp (at least "
                               "256 must fit in 48 KiB): lower warps, rt or sc")
         return ts
-    return TiledSpec(spec, rt, sc, warps, ks, tn, pipe, knobs.get("sync") or "warp", clear)
+    if code == "pos7" and 16 * rt * sc > 2048:
+        raise KernelError("cuda tiled kernel: code='pos7' needs 16*rt*sc <= 2048 (at most 16 groups of 128 slots "
+                          "per stage: a 4-bit group field)")
+    return TiledSpec(spec, rt, sc, warps, ks, tn, pipe, knobs.get("sync") or "warp", clear, code)
 
 
 def tiled_args(ts: TiledSpec, dtype: str) -> list[Arg]:
     sp = ts.spec
     code = (Arg("tc_bits", "int32", (ts.ngroups * ts.nstages * 32 * ts.nwords,)) if ts.code == "bitmap"
+            else Arg("tc_code", "int32", ("m",)) if ts.code == "pos7"
             else Arg("tc_pos", "int16", ("n",)))
     args = [Arg("tc_values", dtype, ("n",)), code,
             Arg("tc_ptr", "int32", (ts.ngroups * ts.nstages + 1,)), Arg("X", dtype, (sp.tokens, sp.in_features))]
@@ -211,10 +216,13 @@ def generate(ts: TiledSpec):
     SWT = SW + CAPW                     # a warp's shared memory: stage buffer (+ staging area)
     NBITS = NGR * NST * 32 * NW
     VW = min(NW, 4)                     # bitmap words per vector load
-    POS_DT = "int32" if BM else "int16"
+    POS_DT = "int32" if BM or ts.code == "pos7" else "int16"
+    P7 = ts.code == "pos7"              # 3-byte entries: per chunk of 8 one 64-bit code word (tiled_layout.build_pos7)
+    PL = 2 if P7 else 8                 # position registers per lane and batch (int32 words | int16 slots)
+    PR_DT = "int32" if P7 else "int16"
 
-    def pos_shape(n_):
-        return (NBITS,) if BM else (n_,)
+    def pos_shape(n_, m_):
+        return (NBITS,) if BM else (m_,) if P7 else (n_,)
 
     # index helpers (plain Python: an assignment inside TVMScript becomes a local variable, which hides
     # the 16-byte alignment of the vector loads from TVM's analysis)
@@ -229,6 +237,11 @@ def generate(ts: TiledSpec):
 
     def xk0(s, c, tx):
         return s * SC + c * 32 + (tx % 4) * 8
+
+    def slot7(cw, j):
+        # code="pos7": slot of entry j of a chunk whose code word is cw[0] (entries 0-3 in bits 7j, the group in
+        # bits 28..31) | cw[1] (entries 4-7 in bits 7(j-4)): group * 128 + the entry's 7-bit field
+        return (T.shift_right(cw[0], 21) & 0x780) + (T.shift_right(cw[j // 4], (j % 4) * 7) & 127)
 
     @T.macro
     def load_x(X, xv, xs, by, tx, s):
@@ -281,15 +294,23 @@ def generate(ts: TiledSpec):
                 if active(bz, ty, si + 1) and sv[2] + tx < sv[3]:
                     for j in T.vectorized(8):
                         nv[j] = vals[sv[2] * 8 + tx * 8 + j]
-                    for j in T.vectorized(8):
-                        np_[j] = pos[sv[2] * 8 + tx * 8 + j]
+                    if P7:
+                        for j in T.vectorized(2):
+                            np_[j] = pos[(sv[2] + tx) * 2 + j]
+                    else:
+                        for j in T.vectorized(8):
+                            np_[j] = pos[sv[2] * 8 + tx * 8 + j]
             if PIPE == 3:
                 # two stages ahead: nv/np_ receive the first batch of stage si + 2
                 if active(bz, ty, si + 2) and sv[3] + tx < sv[4]:
                     for j in T.vectorized(8):
                         nv[j] = vals[sv[3] * 8 + tx * 8 + j]
-                    for j in T.vectorized(8):
-                        np_[j] = pos[sv[3] * 8 + tx * 8 + j]
+                    if P7:
+                        for j in T.vectorized(2):
+                            np_[j] = pos[(sv[3] + tx) * 2 + j]
+                    else:
+                        for j in T.vectorized(8):
+                            np_[j] = pos[sv[3] * 8 + tx * 8 + j]
             load_x(X, xv, xs, by, tx, s_first(bz, ty) + si)
             if not UNSC:
                 for i in T.unroll(ZIT):
@@ -299,26 +320,40 @@ def generate(ts: TiledSpec):
         sync_stage()
         if active(bz, ty, si):
             if sv[1] + tx < sv[2]:
-                for j in T.unroll(8):
-                    st[ty * SW + T.Cast("int32", cp[j])] = cv[j]
-                if UNSC:
+                if P7:
                     for j in T.unroll(8):
+                        st[ty * SW + slot7(cp, j)] = cv[j]
+                else:
+                    for j in T.unroll(8):
+                        st[ty * SW + T.Cast("int32", cp[j])] = cv[j]
+                if UNSC:
+                    for j in T.unroll(PL):
                         sp[j] = cp[j]
             for it in range(1, (sv[2] - sv[1] + 31) // 32):
                 if sv[1] + it * 32 + tx < sv[2]:
                     for j in T.vectorized(8):
                         v2[j] = vals[sv[1] * 8 + it * 256 + tx * 8 + j]
-                    for j in T.vectorized(8):
-                        p2[j] = pos[sv[1] * 8 + it * 256 + tx * 8 + j]
-                    for j in T.unroll(8):
-                        st[ty * SW + T.Cast("int32", p2[j])] = v2[j]
+                    if P7:
+                        for j in T.vectorized(2):
+                            p2[j] = pos[(sv[1] + it * 32 + tx) * 2 + j]
+                        for j in T.unroll(8):
+                            st[ty * SW + slot7(p2, j)] = v2[j]
+                    else:
+                        for j in T.vectorized(8):
+                            p2[j] = pos[sv[1] * 8 + it * 256 + tx * 8 + j]
+                        for j in T.unroll(8):
+                            st[ty * SW + T.Cast("int32", p2[j])] = v2[j]
             if PIPE == 1:
                 # the first batch of the next stage (overlaps this stage's mma)
                 if active(bz, ty, si + 1) and sv[2] + tx < sv[3]:
                     for j in T.vectorized(8):
                         nv[j] = vals[sv[2] * 8 + tx * 8 + j]
-                    for j in T.vectorized(8):
-                        np_[j] = pos[sv[2] * 8 + tx * 8 + j]
+                    if P7:
+                        for j in T.vectorized(2):
+                            np_[j] = pos[(sv[2] + tx) * 2 + j]
+                    else:
+                        for j in T.vectorized(8):
+                            np_[j] = pos[sv[2] * 8 + tx * 8 + j]
         sync_stage()
         if active(bz, ty, si):
             for c in T.unroll(NCH):
@@ -338,14 +373,24 @@ def generate(ts: TiledSpec):
             # re-read); the next stage's first barrier orders them before its scatter
             if active(bz, ty, si):
                 if sv[1] + tx < sv[2]:
-                    for j in T.unroll(8):
-                        st[ty * SW + T.Cast("int32", sp[j])] = zero
+                    if P7:
+                        for j in T.unroll(8):
+                            st[ty * SW + slot7(sp, j)] = zero
+                    else:
+                        for j in T.unroll(8):
+                            st[ty * SW + T.Cast("int32", sp[j])] = zero
                 for it in range(1, (sv[2] - sv[1] + 31) // 32):
                     if sv[1] + it * 32 + tx < sv[2]:
-                        for j in T.vectorized(8):
-                            p2[j] = pos[sv[1] * 8 + it * 256 + tx * 8 + j]
-                        for j in T.unroll(8):
-                            st[ty * SW + T.Cast("int32", p2[j])] = zero
+                        if P7:
+                            for j in T.vectorized(2):
+                                p2[j] = pos[(sv[1] + it * 32 + tx) * 2 + j]
+                            for j in T.unroll(8):
+                                st[ty * SW + slot7(p2, j)] = zero
+                        else:
+                            for j in T.vectorized(8):
+                                p2[j] = pos[sv[1] * 8 + it * 256 + tx * 8 + j]
+                            for j in T.unroll(8):
+                                st[ty * SW + T.Cast("int32", p2[j])] = zero
 
     def bm_word(bx, bz, ty, si, tx, w):
         # bitmap word w of lane tx of the warp's stage si
@@ -455,14 +500,14 @@ def generate(ts: TiledSpec):
         red = T.alloc_buffer((NRED,), "float32", scope="shared")
         acc = T.alloc_buffer((ACC,), "float32", scope="local")
         vv = T.alloc_buffer((8,), dt, scope="local")
-        pv = T.alloc_buffer((8,), "int16", scope="local")
+        pv = T.alloc_buffer((PL,), PR_DT, scope="local")
         v2 = T.alloc_buffer((8,), dt, scope="local")
-        p2 = T.alloc_buffer((8,), "int16", scope="local")
+        p2 = T.alloc_buffer((PL,), PR_DT, scope="local")
         v3 = T.alloc_buffer((8,), dt, scope="local")
-        p3 = T.alloc_buffer((8,), "int16", scope="local")
+        p3 = T.alloc_buffer((PL,), PR_DT, scope="local")
         v4 = T.alloc_buffer((8,), dt, scope="local")
-        p4 = T.alloc_buffer((8,), "int16", scope="local")
-        sp = T.alloc_buffer((8,), "int16", scope="local")        # clear="unscatter": the first batch's slots
+        p4 = T.alloc_buffer((PL,), PR_DT, scope="local")
+        sp = T.alloc_buffer((PL,), PR_DT, scope="local")        # clear="unscatter": the first batch's slots
         xv = T.alloc_buffer((8,), dt, scope="local")
         xs = T.alloc_buffer((NCH * NS * 8,), dt, scope="local")
         av = T.alloc_buffer((8,), dt, scope="local")
@@ -493,8 +538,12 @@ def generate(ts: TiledSpec):
         elif s_first(bz, ty) < s_end(bz, ty) and sv[1] + tx < sv[2]:
             for j in T.vectorized(8):
                 vv[j] = vals[sv[1] * 8 + tx * 8 + j]
-            for j in T.vectorized(8):
-                pv[j] = pos[sv[1] * 8 + tx * 8 + j]
+            if P7:
+                for j in T.vectorized(2):
+                    pv[j] = pos[(sv[1] + tx) * 2 + j]
+            else:
+                for j in T.vectorized(8):
+                    pv[j] = pos[sv[1] * 8 + tx * 8 + j]
         if PIPE == 3:                               # and the first batch of the second stage
             if SHFL:
                 sv[3] = T.tvm_warp_shuffle(FULL, sv[0], 2, 32, 32)
@@ -503,8 +552,12 @@ def generate(ts: TiledSpec):
             if s_first(bz, ty) + 1 < s_end(bz, ty) and sv[2] + tx < sv[3]:
                 for j in T.vectorized(8):
                     v3[j] = vals[sv[2] * 8 + tx * 8 + j]
-                for j in T.vectorized(8):
-                    p3[j] = pos[sv[2] * 8 + tx * 8 + j]
+                if P7:
+                    for j in T.vectorized(2):
+                        p3[j] = pos[(sv[2] + tx) * 2 + j]
+                else:
+                    for j in T.vectorized(8):
+                        p3[j] = pos[sv[2] * 8 + tx * 8 + j]
         if UNSC:
             # the stage buffer is zeroed once; every stage then writes zeros back to the slots it filled
             for i in T.unroll(ZIT):
@@ -550,8 +603,9 @@ def generate(ts: TiledSpec):
         def kern(a_vals: T.handle, a_pos: T.handle, a_ptr: T.handle, x: T.handle, b: T.handle, y: T.handle):
             T.func_attr({"tirx.noalias": True})
             n_ = T.int32()
+            m_ = T.int32()
             vals = T.match_buffer(a_vals, (n_,), dt)
-            pos = T.match_buffer(a_pos, pos_shape(n_), POS_DT)
+            pos = T.match_buffer(a_pos, pos_shape(n_, m_), POS_DT)
             sptr = T.match_buffer(a_ptr, (NGR * NST + 1,), "int32")
             X = T.match_buffer(x, (TT, K), dt)
             bias = T.match_buffer(b, (O,), dt)
@@ -567,8 +621,9 @@ def generate(ts: TiledSpec):
         def kern(a_vals: T.handle, a_pos: T.handle, a_ptr: T.handle, x: T.handle, b: T.handle, y: T.handle):
             T.func_attr({"tirx.noalias": True})
             n_ = T.int32()
+            m_ = T.int32()
             vals = T.match_buffer(a_vals, (n_,), dt)
-            pos = T.match_buffer(a_pos, pos_shape(n_), POS_DT)
+            pos = T.match_buffer(a_pos, pos_shape(n_, m_), POS_DT)
             sptr = T.match_buffer(a_ptr, (NGR * NST + 1,), "int32")
             X = T.match_buffer(x, (TT, K), dt)
             bias = T.match_buffer(b, (O,), dt)

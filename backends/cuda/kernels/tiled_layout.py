@@ -262,3 +262,202 @@ def bitmap_to_dense(bufs: dict, O: int, K: int, rt: int, sc: int) -> torch.Tenso
     W = torch.zeros(ngr * rg, nst * sc, dtype=torch.float64, device=dev)
     W[(seg // nst) * rg + inv_r[slot], (seg % nst) * sc + inv_c[slot]] = v
     return W[:O, :K]
+
+
+# --- code="pos7": 3-byte entries, 7-bit in-group positions (tiled.py, ``code="pos7"``) ---------------------------
+#
+# A stage of S = 16*rt*sc slots (S <= 2048) is cut into S/128 slot groups ``u = slot >> 7`` (<= 16). The entries are
+# stored in *chunks* of 8 (what one lane scatters from one 16-byte value load): all 8 entries of a chunk belong to
+# one group, so its positions are one 64-bit code word, two int32 ``lo, hi``: entry j < 4 in bits [7j, 7j+7) of
+# ``lo``, entry j >= 4 in bits [7(j-4), 7(j-4)+7) of ``hi``, the group u in bits [28, 32) of ``lo`` (no field
+# straddles the two words: slot_j = ((lo >> 21) & 0x780) + ((word >> 7(j%4)) & 127), 2-3 integer operations). A
+# group's entries are padded to a multiple of 8 by repeating one of its chunk's entries (same slot, same value: a
+# duplicate store of the same value), so no trash slot is needed.
+# Buffers: ``tc_values`` (dtype, 8 per chunk), ``tc_code`` (int32, 2 per chunk), ``tc_ptr`` (int32: where each
+# stage's chunks start, in chunks = units of 8 values, as for ``pos``). Bytes: 3 per entry + 4 per stage; entries =
+# non-zeros + ~3.5 pads per non-empty group.
+# Free choices, used against shared-memory bank conflicts (the 32 lanes of batch b hold chunks b*32 .. b*32+31, store
+# j of the batch is entry j of every lane's chunk): ``order="bank"`` (default) deals a group's entries, sorted by
+# bank, round-robin to its chunks (each chunk gets banks spread over the 32) and orders a chunk's entries by
+# ``(bank - lane) mod 32`` (lane = the chunk's place in its batch), so at store j the lanes' banks are about
+# ``lane + 4j``: distinct; ``order="slot"``: chunks filled in slot order, entries in slot order.
+
+P7_BUFFERS = ("tc_values", "tc_code", "tc_ptr")
+P7_ORDERS = ("bank", "slot")
+
+
+def build_pos7(fmt, rt: int, sc: int, shape=None, dtype=None, order: str = "bank") -> dict:
+    """The three buffers of ``code="pos7"`` for ``fmt`` (any sparsec format), on the device of its buffers
+    (vectorised: two sorts over all entries, no loop over stages or groups)."""
+    if order not in P7_ORDERS:
+        raise ValueError(f"tiled pos7 layout: order {order!r} is not one of {P7_ORDERS}")
+    O, K = shape or tuple(fmt.shape)
+    rg = 16 * rt
+    S = rg * sc
+    if S > 2048 or S % 128:
+        raise ValueError(f"tiled pos7 layout: stage {rg}x{sc} has {S} slots (at most 2048: 16 groups of 128)")
+    G = S >> 7                                                   # slot groups per stage
+    rows, cols, vals = coordinates(fmt)
+    dtype = dtype or vals.dtype
+    rows, cols = rows.long(), cols.long()
+    keep = vals != 0
+    rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    ngr, nst = -(-O // rg), -(-K // sc)
+    nseg = ngr * nst
+    dev = rows.device
+    seg = (rows // rg) * nst + cols // sc
+    slot = slot_of(rows % rg, cols % sc, rt)
+    grp = seg * G + (slot >> 7)                                  # global group id (stage-major)
+    bank = (slot >> 1) & 31
+    inner = (bank << 7) | (slot & 127) if order == "bank" else slot & 127
+    srt = torch.argsort((grp << 12) | inner)                     # by group, then (bank, slot) | slot
+    grp, slot, vals = grp[srt], slot[srt], vals[srt]
+    bank = (slot >> 1) & 31
+    cnt = torch.bincount(grp, minlength=nseg * G)
+    nch = (cnt + 7) >> 3                                         # chunks per group
+    gstart = torch.zeros(nseg * G + 1, dtype=torch.int64, device=dev)
+    gstart[1:] = torch.cumsum(cnt, 0)
+    cstart = torch.zeros(nseg * G + 1, dtype=torch.int64, device=dev)
+    cstart[1:] = torch.cumsum(nch, 0)
+    nchunks = int(cstart[-1])
+    ptr = cstart[::G]                                            # [nseg + 1]: a stage's first chunk
+    k = torch.arange(grp.numel(), device=dev) - gstart[grp]      # rank inside the group
+    ng = nch[grp]
+    if order == "bank":
+        ch = cstart[grp] + k % ng                                # dealt round-robin: banks spread over chunks
+    else:
+        ch = cstart[grp] + k // 8                                # filled in slot order
+    srt = torch.argsort((ch << 5) | (k & 7), stable=True)        # by chunk (inside it: by bank | slot)
+    ch, slot, vals = ch[srt], slot[srt], vals[srt]
+    first = torch.zeros(nchunks + 1, dtype=torch.int64, device=dev)
+    first[1:] = torch.cumsum(torch.bincount(ch, minlength=nchunks), 0)
+    m = first[1:] - first[:-1]                                   # real entries per chunk (1..8)
+    j = torch.arange(8, device=dev)
+    src = first[:-1, None] + torch.minimum(j[None, :], m[:, None] - 1)   # pads repeat the chunk's last entry
+    if order == "bank" and nchunks:
+        src = _bank_places(src, m, (slot[src] >> 1) & 31, ptr)
+    cslot = slot[src]                                            # [nchunks, 8]
+    values = torch.zeros(max(nchunks, 1) * 8, dtype=dtype, device=dev)
+    values[: nchunks * 8] = vals[src].reshape(-1).to(dtype)
+    f = cslot & 127
+    lo = f[:, 0] | (f[:, 1] << 7) | (f[:, 2] << 14) | (f[:, 3] << 21) | ((cslot[:, 0] >> 7) << 28)
+    hi = f[:, 4] | (f[:, 5] << 7) | (f[:, 6] << 14) | (f[:, 7] << 21)
+    lo = torch.where(lo >= 2 ** 31, lo - 2 ** 32, lo)
+    code = torch.zeros(max(nchunks, 1) * 2, dtype=torch.int32, device=dev)
+    code[: nchunks * 2] = torch.stack([lo, hi], 1).reshape(-1).to(torch.int32)
+    return {"tc_values": values, "tc_code": code, "tc_ptr": ptr.to(torch.int32)}
+
+
+def _bank_places(src, m, banks, ptr):
+    """Greedy placement of every chunk's entries on its 8 stores (``src[c, j]``: the entry chunk c stores at store j),
+    lane by lane over all batches at once: each real entry takes the free store whose bank is least used so far by
+    the lanes before it in its batch; then every store left free repeats the chunk's entry whose bank is least used
+    there. ``banks[c, j]``: bank of ``src[c, j]`` (the first ``m[c]`` are the chunk's real entries)."""
+    dev = src.device
+    nch = src.shape[0]
+    nseg = ptr.numel() - 1
+    seg = torch.repeat_interleave(torch.arange(nseg, device=dev), ptr[1:] - ptr[:-1])
+    rel = torch.arange(nch, device=dev) - ptr[seg]
+    nb = (ptr[1:] - ptr[:-1] + 31) >> 5                          # batches per stage
+    bstart = torch.zeros(nseg + 1, dtype=torch.int64, device=dev)
+    bstart[1:] = torch.cumsum(nb, 0)
+    batch = bstart[seg] + (rel >> 5)
+    lane = rel & 31
+    occ = torch.zeros(int(bstart[-1]), 8, 32, dtype=torch.int16, device=dev)   # stores per (batch, store, bank)
+    out = torch.empty_like(src)
+    big = torch.iinfo(torch.int16).max
+    ar8 = torch.arange(8, device=dev)
+    for ln in range(32):
+        cs = (lane == ln).nonzero(as_tuple=True)[0]
+        if not cs.numel():
+            continue
+        bt, bk, mm, sr = batch[cs], banks[cs], m[cs], src[cs]
+        o = occ[bt]                                              # [n, 8 stores, 32 banks]
+        taken = torch.zeros(cs.numel(), 8, dtype=torch.bool, device=dev)
+        place = torch.empty(cs.numel(), 8, dtype=torch.int64, device=dev)
+        rows = torch.arange(cs.numel(), device=dev)
+        for e in range(8):
+            real = mm > e
+            cost = o[rows, :, bk[:, e]].clone()                  # [n, 8]: uses of this entry's bank per store
+            cost[taken] = big
+            jj = cost.argmin(1)
+            jj = torch.where(real, jj, 0)
+            r = rows[real]
+            taken[r, jj[real]] = True
+            o[r, jj[real], bk[r, e]] += 1
+            place[:, e] = jj
+        res = torch.empty_like(sr)
+        for jpos in range(8):
+            # the real entry placed at store jpos, if any; else the entry whose bank is least used there
+            hit = (place[:, :] == jpos) & (ar8[None, :] < mm[:, None])
+            has = hit.any(1)
+            e_hit = hit.int().argmax(1)
+            cost = o[rows, jpos][rows[:, None], bk].clone()      # [n, 8]: uses of each entry's bank at jpos
+            cost[ar8[None, :] >= mm[:, None]] = big
+            e_pad = cost.argmin(1)
+            e = torch.where(has, e_hit, e_pad)
+            res[:, jpos] = sr[rows, e]
+            pad = ~has
+            o[rows[pad], jpos, bk[rows[pad], e_pad[pad]]] += 1
+        out[cs] = res
+        occ[bt] = o
+    return out
+
+
+def pos7_slots(bufs: dict) -> torch.Tensor:
+    """Every entry's slot (int64, chunk-major, 8 per chunk), decoded from ``tc_code`` with the kernel's arithmetic."""
+    w = bufs["tc_code"].long().view(-1, 2)
+    n = int(bufs["tc_ptr"][-1])
+    w = w[:n]
+    base = (w[:, 0] >> 21) & 0x780
+    sh = torch.arange(4, device=w.device) * 7
+    f = (w[:, :, None] >> sh) & 127                              # [n, 2, 4]: entries 0-3 (lo), 4-7 (hi)
+    return (base[:, None] + f.reshape(-1, 8)).reshape(-1)
+
+
+def pos7_to_dense(bufs: dict, O: int, K: int, rt: int, sc: int) -> torch.Tensor:
+    """Inverse of ``build_pos7`` (vectorised, float64). Raises if a chunk stores two values to one slot."""
+    rg = 16 * rt
+    S = rg * sc
+    ngr, nst = -(-O // rg), -(-K // sc)
+    dev = bufs["tc_code"].device
+    ptr = bufs["tc_ptr"].long()
+    slot = pos7_slots(bufs)
+    n = slot.numel()
+    seg = torch.repeat_interleave(torch.arange(ngr * nst, device=dev), (ptr[1:] - ptr[:-1]) * 8)
+    v = bufs["tc_values"][:n].double()
+    if n and int(slot.max()) >= S:
+        raise ValueError("tiled pos7 layout: a slot outside its stage")
+    key = seg * S + slot
+    uk, inv = torch.unique(key, return_inverse=True)
+    lo = torch.full((uk.numel(),), float("inf"), dtype=torch.float64, device=dev)
+    hi = torch.full((uk.numel(),), float("-inf"), dtype=torch.float64, device=dev)
+    lo.scatter_reduce_(0, inv, v, reduce="amin")
+    hi.scatter_reduce_(0, inv, v, reduce="amax")
+    if not torch.equal(lo, hi):
+        raise ValueError("tiled pos7 layout: two different values for one slot")
+    r, c = torch.meshgrid(torch.arange(rg, device=dev), torch.arange(sc, device=dev), indexing="ij")
+    tab = slot_of(r.reshape(-1), c.reshape(-1), rt)
+    inv_r = torch.empty(S, dtype=torch.long, device=dev)
+    inv_c = torch.empty(S, dtype=torch.long, device=dev)
+    inv_r[tab], inv_c[tab] = r.reshape(-1), c.reshape(-1)
+    s_, sl = uk // S, uk % S
+    W = torch.zeros(ngr * rg, nst * sc, dtype=torch.float64, device=dev)
+    W[(s_ // nst) * rg + inv_r[sl], (s_ % nst) * sc + inv_c[sl]] = lo
+    return W[:O, :K]
+
+
+def pos7_wavefronts(bufs: dict) -> int:
+    """``store_wavefronts`` of a pos7 layout (its decoded slots in the kernel's store order)."""
+    return store_wavefronts({"tc_ptr": bufs["tc_ptr"], "tc_pos": pos7_slots(bufs)})
+
+
+def build_for(fmt, knobs: dict, **kw) -> tuple[dict, tuple]:
+    """The tiled kernel's layout for its resolved knobs (``code``: pos | pos7 | bitmap) and the buffer names in the
+    kernel's argument order."""
+    code = knobs.get("code", "pos")
+    if code == "pos7":
+        return build_pos7(fmt, knobs["rt"], knobs["sc"], **kw), P7_BUFFERS
+    if code == "bitmap":
+        return build_bitmap(fmt, knobs["rt"], knobs["sc"], **kw), BM_BUFFERS
+    return build(fmt, knobs["rt"], knobs["sc"], **kw), BUFFERS

@@ -1,0 +1,220 @@
+"""Focused GPU run for the ``tiled`` kernel's ``code="pos7"`` stages (issue #12: 3-byte non-zeros, 7-bit in-group
+positions): correctness of its check cases + timing vs cuBLAS and vs ``code="pos"``, in one process.
+
+    python scripts/gpu/dev_tiledp7.py build out/tiledp7          # here: TVM + nvcc (no GPU)
+    python scripts/gpu/dev_tiledp7.py run out/tiledp7 OUT.json   # GPU machine: torch + TVM runtime bundle
+
+Correctness: the cases of ``check_cases()`` (below; O, K not multiples of the tiles, K % 8 != 0, empty rows, 99 %
+(empty stages, mostly one-entry groups: padded chunks), 0 % (fully dense stages: 16 full groups), bias, every
+activation, bf16, split-K, clear="unscatter", pipe 2/3, every (rt, sc) with 16*rt*sc <= 2048, T > 32) plus every
+timed kernel at every sparsity, vs ``F.linear`` in fp32 on the GPU. Timing: per cell cuBLAS (``F.linear`` fp16),
+``pos`` (default knobs), ``pos`` at the split one step up, ``pos7`` (the same knobs, bank-ordered layout),
+``pos7`` on the slot-ordered layout (same kernel: what the bank order buys), ``pos7`` at the split one step up;
+CUDA graphs of 20 calls, replayed round-robin ``ROUNDS`` times; medians. GB/s = layout bytes / median time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (9216, 36864)]
+TOKENS = [1, 8, 16, 32]
+SPARSITY = [0.7, 0.8, 0.9]
+ROUNDS = 7
+ARCH = "sm_90a"
+
+P7_CHECK = [
+    # (O, K, T, src format, params, pattern, bias, act, knobs)
+    (100, 200, 5, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], False, None, {}),
+    (37, 77, 3, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.7, True], True, "gelu", {}),
+    (256, 512, 64, "csr", {}, ["unstructured", 0.8, False], True, None, {}),
+    (64, 96, 130, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.5, True], True, "silu", {}),
+    (48, 64, 1, "csr", {}, ["unstructured", 0.9, True], False, None, {}),
+    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], True, "relu", {}),
+    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.99, True], True, None, {"ksplit": 3, "warps": 2}),
+    (300, 1000, 8, "csr", {}, ["unstructured", 0.7, True], False, None, {"rt": 4, "sc": 32, "ksplit": 2, "warps": 4}),
+    (130, 1000, 2, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, None, {"rt": 1, "sc": 128,
+                                                                                          "warps": 4}),
+    (200, 4200, 3, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, None, {"warps": 1, "ksplit": 1}),
+    (1000, 4104, 32, "csr", {}, ["unstructured", 0.9, False], False, None, {}),
+    (1000, 4104, 9, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.6, False], True, "gelu", {"rt": 1, "sc": 64}),
+    (500, 2000, 32, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.0, False], False, None, {"rt": 2, "sc": 64}),
+    (500, 2000, 31, "csr", {}, ["unstructured", 0.9, True], True, None, {"ksplit": 2}),
+    (257, 3000, 5, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.7, False], False, None, {"rt": 1, "sc": 32,
+                                                                                           "warps": 1}),
+    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.5, True], True, None, {"rt": 2, "sc": 32,
+                                                                                          "warps": 2}),
+    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], True, None, {"clear": "unscatter"}),
+    (1000, 4104, 9, "csr", {}, ["unstructured", 0.7, False], True, "relu", {"clear": "unscatter", "rt": 4, "sc": 32}),
+    (500, 2000, 16, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.0, False], False, None, {"clear": "unscatter"}),
+    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, None, {"pipe": 2}),
+    (1000, 4104, 9, "csr", {}, ["unstructured", 0.7, False], False, None, {"pipe": 3, "ksplit": 2}),
+]
+
+
+def check_cases() -> list[dict]:
+    import cases as C
+
+    out = []
+    for dtype in ("float16", "bfloat16"):
+        for i, (O, K, T, fmt, params, pat, bias, act, knobs) in enumerate(P7_CHECK):
+            if dtype == "bfloat16" and i % 3:
+                continue
+            out.append(C.case(f"chk_tiledp7{i}_{fmt}_{dtype}_{O}x{K}x{T}", fmt, params, O, K, T, dtype, bias, act,
+                              pat, dict(knobs, code="pos7"), design="tiled"))
+    return out
+
+
+def variants(O, K, T):
+    """(label, knobs, layout order) of the timed kernels of a cell (``p7_slot`` reuses ``p7``'s kernel)."""
+    from sparsec.backends.cuda.kernels.tiled import KNOBS, resolve
+    from sparsec.backends.kernels.common import KernelError, MatmulSpec
+
+    spec = MatmulSpec(T, O, K, False, None, "float16")
+    d = resolve(spec, {})
+    ks = list(KNOBS["ksplit"])
+    i = ks.index(d.ksplit)
+    out = [("pos", {}, "bank"), ("p7", {"code": "pos7"}, "bank"), ("p7_slot", {"code": "pos7"}, "slot")]
+    if i + 1 < len(ks):
+        out += [("pos_ks", {"ksplit": ks[i + 1]}, "bank"), ("p7_ks", {"code": "pos7", "ksplit": ks[i + 1]}, "bank")]
+    res = []
+    for lab, kn, order in out:
+        try:
+            resolve(spec, kn)
+        except KernelError:
+            continue
+        res.append((lab, kn, order))
+    return res
+
+
+def build(outdir):
+    import build_kernels as B
+    import cases as C
+
+    os.makedirs(outdir, exist_ok=True)
+    cs = check_cases()
+    bench = []
+    for (O, K) in SHAPES:
+        for T in TOKENS:
+            for lab, kn, order in variants(O, K, T):
+                if lab == "p7_slot":
+                    continue
+                bench.append(C.case(f"d_{lab}_{O}x{K}x{T}", "bitmap", {"tile": [8, 32]}, O, K, T, knobs=kn,
+                                    design="tiled"))
+                bench[-1]["label"] = lab
+    B.build(cs + bench, os.path.join(outdir, "dev.so"), ARCH)
+    for c in list(bench):
+        if c["label"] == "p7":                  # the same kernel on the slot-ordered layout
+            bench.append(dict(c, label="p7_slot", order="slot"))
+    json.dump({"check": cs, "bench": bench}, open(os.path.join(outdir, "cases.json"), "w"), indent=1)
+
+
+def layout(w, kn, order="bank"):
+    from sparsec.backends.cuda.kernels import tiled_layout as TL
+
+    lay, names = TL.build_for(w, kn, order=order)
+    return [lay[n] for n in names], TL.nbytes(lay), lay
+
+
+def run(kdir, outp):
+    import env
+    import torch
+    import torch.nn.functional as F
+
+    from sparsec.backends.cuda.kernels import tiled_layout as TL
+    from sparsec.backends.cuda.runtime import load_library
+
+    cases = json.load(open(os.path.join(kdir, "cases.json")))
+    lib = load_library(os.path.join(kdir, "dev.so"))
+    dev = torch.device("cuda")
+    tol = {"float16": 1e-2, "bfloat16": 3e-2}
+    out = {"machine": env.machine_info(), "check": [], "cells": [], "build_s": {}}
+    t0 = time.time()
+    for i, c in enumerate(cases["check"]):
+        w = env.make_weight(c, seed=i)
+        fmt = env.pack(c, w)
+        k = c["resolved_knobs"]
+        bufs = layout(fmt, k)[0]
+        dt = getattr(torch, c["dtype"])
+        x, b, ref = env.case_io(c, fmt, i)
+        y = torch.full((c["T"], c["O"]), float("nan"), dtype=dt, device=dev)
+        lib[c["name"]](*[t.to(dev) for t in bufs], x.to(dev), *([b.to(dev)] if b is not None else []), y)
+        torch.cuda.synchronize()
+        err = float((y.float().cpu() - ref).abs().max() / ref.abs().max().clamp_min(1e-6))
+        ok = err <= tol[c["dtype"]]
+        out["check"].append({"name": c["name"], "knobs": k, "rel_err": err, "ok": ok})
+        print(f"[{'OK ' if ok else 'BAD'}] {c['name']:<48} {err:.2e}", flush=True)
+    print(f"checks done {time.time() - t0:.1f}s", flush=True)
+    by_cell = {}
+    for c in cases["bench"]:
+        by_cell.setdefault((c["O"], c["K"], c["T"]), []).append(c)
+    for (O, K) in SHAPES:
+        wf = torch.randn(O, K, device=dev, dtype=torch.float16) * (1.0 / K ** 0.5)
+        for s in SPARSITY:
+            w = wf * (torch.rand(O, K, device=dev) >= s)
+            lays = {}
+            for T in TOKENS:
+                x = torch.randn(T, K, device=dev, dtype=torch.float16)
+                ref = F.linear(x.float(), w.float())
+                y = torch.empty(T, O, device=dev, dtype=torch.float16)
+                fns = {"cublas": (lambda x=x: F.linear(x, w))}
+                cell = {"O": O, "K": K, "T": T, "sparsity": s, "err": {}, "knobs": {}, "bytes": {}}
+                for c in by_cell.get((O, K, T), []):
+                    kn = c["resolved_knobs"]
+                    order = c.get("order", "bank")
+                    key = (kn.get("code", "pos"), kn["rt"], kn["sc"], order)
+                    if key not in lays:
+                        torch.cuda.synchronize()
+                        tb = time.time()
+                        lays[key] = layout(w, kn, order)
+                        torch.cuda.synchronize()
+                        out["build_s"][f"{O}x{K} {s} {key}"] = time.time() - tb
+                        lay = lays[key][2]
+                        wfn = TL.pos7_wavefronts(lay) if key[0] == "pos7" else TL.store_wavefronts(lay)
+                        cell.setdefault("wavefronts", {})[f"{key[0]}_{order}"] = wfn
+                    args, nb, _ = lays[key]
+                    f = lib[c["name"]]                      # p7_slot: the p7 kernel (same name)
+                    y.fill_(float("nan"))
+                    f(*args, x, y)
+                    torch.cuda.synchronize()
+                    cell["err"][c["label"]] = float((y.float() - ref).abs().max() / ref.abs().max())
+                    cell["knobs"][c["label"]] = kn
+                    cell["bytes"][c["label"]] = nb
+                    fns[c["label"]] = (lambda f=f, args=args, x=x, y=y: f(*args, x, y))
+                cell["us"] = interleaved(fns)
+                cell["gbs"] = {k: cell["bytes"][k] / (v * 1e3) for k, v in cell["us"].items() if k in cell["bytes"]}
+                cell["gbs"]["cublas"] = O * K * 2 / (cell["us"]["cublas"] * 1e3)
+                out["cells"].append(cell)
+                u = cell["us"]
+                print(f"{O}x{K} T={T:<3} s={s} cuBLAS {u['cublas']:.1f}us {cell['gbs']['cublas']:.0f}GB/s " + " ".join(
+                    f"{k} {v:.1f}us x{u['cublas'] / v:.2f} {cell['gbs'][k]:.0f}GB/s"
+                    f"{'' if cell['err'][k] <= 1e-2 else ' BAD'}"
+                    for k, v in u.items() if k != "cublas"), flush=True)
+                json.dump(out, open(outp, "w"), indent=1)
+            del lays
+        del wf
+        torch.cuda.empty_cache()
+        print(f"shape {O}x{K} done {time.time() - t0:.1f}s", flush=True)
+    out["seconds"] = time.time() - t0
+    json.dump(out, open(outp, "w"), indent=1)
+    bad = [c["name"] for c in out["check"] if not c["ok"]]
+    badb = [(c["O"], c["K"], c["T"], c["sparsity"], k) for c in out["cells"] for k, e in c["err"].items() if e > 1e-2]
+    print(f"check: {len(out['check']) - len(bad)}/{len(out['check'])} ok {bad}; bench errors > 1e-2: {badb}")
+
+
+def interleaved(fns: dict, iters: int = 20) -> dict:
+    import dev_tiled
+
+    dev_tiled.ROUNDS = ROUNDS
+    return dev_tiled.interleaved(fns, iters)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "build":
+        build(sys.argv[2])
+    else:
+        run(sys.argv[2], sys.argv[3])
