@@ -11,6 +11,7 @@ timed kernel at every sparsity, vs ``F.linear`` in fp32 on the GPU. Timing: per 
 ``pos`` (default knobs), ``pos`` at the split one step up, ``pos7`` (the same knobs, bank-ordered layout),
 ``pos7`` on the slot-ordered layout (same kernel: what the bank order buys), ``pos7`` at the split one step up;
 CUDA graphs of 20 calls, replayed round-robin ``ROUNDS`` times; medians. GB/s = layout bytes / median time.
+Results: ``benchmarks/results/dev/tiledp7_run1.*`` (H100, 26 s; docs/cuda.md).
 """
 from __future__ import annotations
 

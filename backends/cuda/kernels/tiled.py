@@ -37,6 +37,19 @@ of 8 values, one of 8 positions, 8 shared stores), plus a fixed cost per stage (
   as long as the warp's fullest lane: 63 % lane efficiency at 70 %, 45 % at 90 %; 18 PTX instructions per step),
   not memory-bound. A pair-major value order (ballot + popc per step, conflict-free
   4-byte staged loads, no scan; commit dee83fe, ``tiledbm_run2.*``) was slower still: more instructions per step;
+- ``code="pos7"`` (opt-in; ``tiled_layout.build_pos7``, buffers ``tc_values, tc_code, tc_ptr``; needs
+  16*rt*sc <= 2048): everything of ``pos`` but 3-byte entries. A stage's S slots are S/128 groups; entries come
+  in chunks of 8 (one lane's 16-byte value load) of one group, and a chunk's 8 positions are one 8-byte code word
+  (int32 ``lo, hi``: 7-bit in-group fields, the group in ``lo``'s bits 28..31), loaded with one
+  ``ld.global.v2.u32``; slot_j = ``((lo >> 21) & 0x780) + ((word >> 7(j%4)) & 127)`` (no field straddles the two
+  words: 5 PTX integer instructions per entry incl. the address, ``pos`` 4). Pads repeat an entry of their chunk
+  (same slot, same value), so ``clear="unscatter"``, pipe 2/3 and split-K work unchanged. 0.98 / 0.68 / 0.39 B per
+  element at 70 / 80 / 90 % (``pos``: 1.21 / 0.81 / 0.41). H100, 2026-11-23 (``benchmarks/results/dev/tiledp7_run1.*``,
+  28/28 checks): faster than ``pos`` at the same knobs in all 24 cells of 3 LLM shapes x T 1-32 at 70 and 80 %
+  (geomean 1.09x, 1.01-1.18x; 70 %: 9216x36864 T=1/8 1.60/1.57x cuBLAS, 11008x4096 1.54/1.51x), slower in all 12 at
+  90 % (0.86-0.97x: a group's padding adds ~26 % entries, so 54 % of the stages need a second, non-prefetched
+  256-entry batch, pos 0 %); on 4096x4096 (L2-resident) geomean 0.98-0.99x at 70-80 %. The winner depends on the
+  density, which the kernel does not know: ``pos`` stays the default, the caller picks pos7 (measured: density >= 0.2);
 - the warps' partial sums meet in shared memory (fp32 ``atomicAdd``); with one k split the block
   applies bias + activation and stores Y; with ``ksplit > 1`` (no activation) a first kernel zeroes
   Y and every block adds its partial result with fp16/bf16 ``atomicAdd`` (bias by split 0).
