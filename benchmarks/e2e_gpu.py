@@ -27,7 +27,8 @@ import torch  # noqa: E402
 import models as M  # noqa: E402
 from check_models import rel, restore_weights  # noqa: E402
 
-BATCHES = (1, 8)
+# (artifact, batch, pruning): 90 % unstructured at 1x128 and 8x128, and 2:4 at 8x128 (wgmma.mma_async.sp FFN)
+CASES = (("bert_base_b1", 1, ""), ("bert_base_b8", 8, ""), ("bert_base_b8_24", 8, "2:4"))
 
 
 def time_ms(fn, iters: int = 20, reps: int = 7) -> float:
@@ -82,15 +83,17 @@ def main() -> int:
     index = json.load(open(os.path.join(mdir, "models.json")))
     info = env.machine_info()
     dev = torch.device("cuda")
-    ref = M.BertBaseEncoder("sdpa").eval()
-    M.init_weights(ref, M._seed("bert_base"))
-    M.prune(ref)
-    csum = M.checksum(ref)
-    model = ref.half().to(dev)
     rows = []
-    for b in BATCHES:
-        name = f"bert_base_b{b}"
+    for name, b, pattern in CASES:
+        if name not in index:
+            print(f"{name}: not built, skipped", flush=True)
+            continue
         entry = index[name]
+        ref = M.BertBaseEncoder("sdpa").eval()
+        M.init_weights(ref, M._seed("bert_base"))
+        M.prune_24(ref) if pattern == "2:4" else M.prune(ref)
+        csum = M.checksum(ref)
+        model = ref.half().to(dev)
         if any(abs(x - y) > 1e-6 * max(1.0, abs(y)) for x, y in zip(csum, entry["checksum"])):
             print(f"{name}: reference weights differ from the build's: {csum} vs {entry['checksum']}")
             return 1
@@ -117,7 +120,7 @@ def main() -> int:
         funcs = art.manifest.get("functions", {})
         prof = step_profile(ex, funcs)
         dense_bytes = sum(p.numel() * 2 for p in model.parameters())
-        row = {"batch": b, "tokens": b * M.BERT_BASE_SEQ, "max_rel_err_vs_eager": err, "max_rel_err_graph": err_graph,
+        row = {"name": name, "pattern": pattern or "90% unstructured", "batch": b, "tokens": b * M.BERT_BASE_SEQ, "max_rel_err_vs_eager": err, "max_rel_err_graph": err_graph,
                "inductor_rel_err": err_ind, "eager_ms": t_eager, "inductor_ms": t_ind, "inductor_compile_s": compile_s,
                "sparsec_ms": t_sc, "sparsec_graph_ms": t_sc_graph, "speedup_vs_eager": t_eager / t_sc,
                "speedup_graph_vs_eager": t_eager / t_sc_graph, "speedup_graph_vs_inductor": t_ind / t_sc_graph,
@@ -128,25 +131,26 @@ def main() -> int:
                                                        "dense_predicted_us")}
                            for n, k in art.manifest.get("kernels", {}).items()}}
         rows.append(row)
-        print(f"BERT-base encoder {b}x128 fp16 90%: eager {t_eager:.3f} ms | inductor {t_ind:.3f} ms | sparsec "
+        print(f"BERT-base encoder {b}x128 fp16 {row['pattern']}: eager {t_eager:.3f} ms | inductor {t_ind:.3f} ms | sparsec "
               f"{t_sc:.3f} ms (graph {t_sc_graph:.3f} ms) | sparsec/eager {t_eager / t_sc:.2f}x (graph "
               f"{t_eager / t_sc_graph:.2f}x) | max rel err {err:.2e}", flush=True)
         for p in prof[:6]:
             print(f"    {p['ms']:8.3f} ms {p['share']:6.1%}  {p['kernel']}")
-        del cmodel
+        cmodel = model = ref = None      # noqa: F841  (free the GPU weights before the next case)
         torch._dynamo.reset()
+        torch.cuda.empty_cache()
     res = {"machine": info, "model": "BERT-base encoder (transformers BertConfig defaults, 12 layers), "
-                                     "embeddings excluded, 90% unstructured magnitude pruning per linear, fp16",
+                                     "embeddings excluded, 90% unstructured magnitude pruning per linear (and one 2:4 row), fp16",
            "goal": "sparsec >= 1.3x torch eager fp16", "rows": rows}
     with open(os.path.join(outdir, "e2e_gpu.json"), "w") as f:
         json.dump(res, f, indent=1)
     with open(os.path.join(outdir, "e2e_gpu.md"), "w") as f:
-        f.write(f"# e2e GPU: BERT-base encoder, 90% unstructured, fp16 ({info.get('gpu')}, driver {info.get('driver')}, "
+        f.write(f"# e2e GPU: BERT-base encoder, 90% unstructured and 2:4, fp16 ({info.get('gpu')}, driver {info.get('driver')}, "
                 f"torch {info.get('torch')}, {info.get('date')})\n\n")
-        f.write("| batch x seq | torch eager ms | inductor ms | sparsec ms | sparsec CUDA graph ms | vs eager | "
-                "graph vs eager | graph vs inductor | max rel err |\n|---|---|---|---|---|---|---|---|---|\n")
+        f.write("| pattern | batch x seq | torch eager ms | inductor ms | sparsec ms | sparsec CUDA graph ms | vs eager | "
+                "graph vs eager | graph vs inductor | max rel err |\n|---|---|---|---|---|---|---|---|---|---|\n")
         for r in rows:
-            f.write(f"| {r['batch']}x128 | {r['eager_ms']:.3f} | {r['inductor_ms']:.3f} | {r['sparsec_ms']:.3f} | "
+            f.write(f"| {r['pattern']} | {r['batch']}x128 | {r['eager_ms']:.3f} | {r['inductor_ms']:.3f} | {r['sparsec_ms']:.3f} | "
                     f"{r['sparsec_graph_ms']:.3f} | {r['speedup_vs_eager']:.2f}x | {r['speedup_graph_vs_eager']:.2f}x | "
                     f"{r['speedup_graph_vs_inductor']:.2f}x | {r['max_rel_err_vs_eager']:.1e} |\n")
     try:
@@ -158,8 +162,8 @@ def main() -> int:
         labels = ["eager", "inductor", "sparsec", "sparsec graph"]
         for i, r in enumerate(rows):
             vals = [r["eager_ms"], r["inductor_ms"], r["sparsec_ms"], r["sparsec_graph_ms"]]
-            ax.bar([j + i * 0.4 for j in range(4)], vals, width=0.4, label=f"{r['batch']}x128")
-        ax.set_xticks([j + 0.2 for j in range(4)], labels)
+            ax.bar([j + i * 0.27 for j in range(4)], vals, width=0.27, label=f"{r['batch']}x128 {r['pattern']}")
+        ax.set_xticks([j + 0.27 for j in range(4)], labels)
         ax.set_ylabel("ms")
         ax.set_title(f"BERT-base encoder fp16, 90% sparse, {info.get('gpu', 'GPU')}")
         ax.legend()

@@ -10,8 +10,9 @@ cuBLAS (``F.linear``), cuSPARSE (``torch.mm(W.to_sparse_csr(), X^T)``), cuSPARSE
 "tiled" kernel on its private tiled-CSR layout, best of its timed knob variants);
 ``dispatch`` = the faster of that and sparsec's dense kernel for that shape (the faster of the
 fragment dense kernel and, at T >= 32, the dlight shared-memory GEMM), what a cost-model
-dispatcher picking per layer would get; at T >= 128 sparsec's dense includes the ``mma`` GEMM and the
-Hopper ``wgmma`` GEMM (``wgmma_gemm.py``, sm_90a), and 2:4 the ``mma.sp`` kernel (``mma_gemm.py``). GB/s = bytes of the weight's buffers / time. Weights of 4096x4096 fp16 (32 MB) fit in the
+dispatcher picking per layer would get; sparsec's dense includes the Hopper ``wgmma`` GEMM (``wgmma_gemm.py``,
+sm_90a) at every T and the ``mma`` GEMM at T >= 128; 2:4 includes ``wgmma.mma_async.sp`` (every T) and ``mma.sp``
+(T >= 128); cuSPARSELt is the faster of torch's ``torch.mm(W, X^T)`` and ``F.linear(X, W)`` on it. GB/s = bytes of the weight's buffers / time. Weights of 4096x4096 fp16 (32 MB) fit in the
 50 MB L2 across replays; the larger ones do not.
 """
 from __future__ import annotations
@@ -93,15 +94,16 @@ def main():
                for k, (w, f, c) in packs.items()}
         # the tiled kernel's private layouts, made on the GPU from the bitmap's own buffers, per (rt, sc)
         layouts = {}
-        lay_keys = sorted({(c["resolved_knobs"]["rt"], c["resolved_knobs"]["sc"]) for c in cases
-                           if c.get("design") == "tiled" and (c["O"], c["K"]) == (O, K)})
+        lay_keys = sorted({(c["resolved_knobs"]["rt"], c["resolved_knobs"]["sc"], c["resolved_knobs"].get("code", "pos"))
+                           for c in cases if c.get("design") == "tiled" and (c["O"], c["K"]) == (O, K)})
         for pat, (w, f, _) in packs.items():
             if not pat.startswith("unstructured"):
                 continue
             fg = dataclasses.replace(f, bits=gpu[pat][1]["bits"], tile_ptr=gpu[pat][1]["tile_ptr"],
                                      values=gpu[pat][1]["values"])
-            for key in lay_keys:
-                layouts[pat, key] = TL.build(fg, *key)
+            for key in lay_keys:        # (buffers, their names in argument order) per (rt, sc, code)
+                layouts[pat, key] = TL.build_for(fg, dict(zip(("rt", "sc", "code"), key)))
+        gpu_lay = {}                       # the 2:4 wgmma.sp layout, made once per shape on the GPU
         torch.cuda.synchronize()
         print(f"{O}x{K}: packed in {time.time() - tp:.1f}s", flush=True)
         for T in tokens:
@@ -149,8 +151,8 @@ def main():
                     while f"b_tiled{v}_{O}x{K}x{T}" in names:
                         tname = f"b_tiled{v}_{O}x{K}x{T}"
                         kn = by_name[tname]["resolved_knobs"]
-                        lay = layouts[pat, (kn["rt"], kn["sc"])]
-                        t_t, _ = env.bench_graph(call(tname, *[lay[b] for b in TL.BUFFERS], x, y))
+                        lay, bnames = layouts[pat, (kn["rt"], kn["sc"], kn.get("code", "pos"))]
+                        t_t, _ = env.bench_graph(call(tname, *[lay[b] for b in bnames], x, y))
                         r.setdefault("tiled_variants", []).append({"knobs": kn, "ms": t_t})
                         if r.get("tiled_ms") is None or t_t < r["tiled_ms"]:
                             r["tiled_ms"], r["tiled_knobs"], r["tiled_bytes"] = t_t, kn, TL.nbytes(lay)
@@ -182,11 +184,31 @@ def main():
                         r["mma_sp_ms"], _ = env.bench_graph(call(sname, lay["sp_values"], lay["sp_meta"], x, y))
                         if r["mma_sp_ms"] < r["sparsec_ms"]:
                             r["sparsec_ms"], r["kernel"] = r["mma_sp_ms"], "mma.sp"
+                    gname = f"b_wgnm24_{O}x{K}x{T}"
+                    if pat == "2:4" and gname in names:    # wgmma.mma_async.sp (sm_90a) on the same layout
+                        from sparsec.backends.cuda.kernels import mma_layout as ML
+
+                        if "wgsp" not in gpu_lay:
+                            gpu_lay["wgsp"] = ML.build(dataclasses.replace(packs[pat][1], values=bufs["values"],
+                                                                           indices=bufs["indices"]))
+                        lay = gpu_lay["wgsp"]
+                        y.fill_(float("nan"))
+                        f = call(gname, lay["sp_values"], lay["sp_meta"], x, y)
+                        f()
+                        ref = F.linear(x.float(), w.float())
+                        r["wgmma_sp_rel_err"] = float((y.float() - ref).abs().max() / ref.abs().max())
+                        r["wgmma_sp_ms"], _ = env.bench_graph(f)
+                        r["wgmma_sp_ok"] = r["wgmma_sp_rel_err"] <= 1e-2      # a wrong kernel is not a contender
+                        if r["wgmma_sp_ok"] and r["wgmma_sp_ms"] < r["sparsec_ms"]:
+                            r["sparsec_ms"], r["kernel"] = r["wgmma_sp_ms"], "wgmma.sp"
                     if pat == "2:4":
                         try:
                             from torch.sparse import to_sparse_semi_structured
                             wss = to_sparse_semi_structured(w)
-                            r["cusparselt_ms"], r["cusparselt_method"] = env.bench_graph(lambda: torch.mm(wss, xt))
+                            # torch's two routes to cuSPARSELt (Y^T = W X^T, and F.linear): the faster is the baseline
+                            r["cusparselt_mm_ms"], r["cusparselt_method"] = env.bench_graph(lambda: torch.mm(wss, xt))
+                            r["cusparselt_linear_ms"], _ = env.bench_graph(lambda: F.linear(x, wss))
+                            r["cusparselt_ms"] = min(r["cusparselt_mm_ms"], r["cusparselt_linear_ms"])
                             r["cusparselt_backend"] = type(wss).__name__
                         except Exception as exc:  # noqa: BLE001
                             r["cusparselt_error"] = str(exc)[:200]

@@ -296,7 +296,8 @@ def test_every_design_builds_and_is_reported(compiled_designs, tmp_path):
     assert kn["clear"] == "unscatter"
     lay = tiled_layout.build(mid, kn["rt"], kn["sc"])
     for b in tiled_layout.BUFFERS:
-        assert torch.equal(c.compiled.consts[f"mid.weight/tiled.{kn['rt']}.{kn['sc']}.{b}"], lay[b])
+        assert torch.equal(c.compiled.consts[f"mid.weight/tiled.{kn['rt']}.{kn['sc']}.{kn.get('code', 'pos')}.{b}"],
+                           lay[b])
     path = c.save(str(tmp_path / "designs.sparsec"))
     assert fatbin_embedded(os.path.join(path, "lib.so"))
     man = json.load(open(os.path.join(path, "manifest.json")))
@@ -379,7 +380,9 @@ def test_mma_rule_knows_split_k_needs_no_activation():
         assert S.predict_us(fmt, "mma", 4096, 4096, 1024, 0.5) == S.predict_us(fmt, "mma", 4096, 4096, 1024, 0.5, True)
     # a BERT-size layer is too small to split (fewer tiles x splits than SMs): the unsplit constants
     assert S.predict_us("dense", "mma", 768, 768, 128, 1.0) == S.predict_us("dense", "mma", 768, 768, 128, 1.0, True)
-    assert S.tiled_knobs(0.1) == {"clear": "unscatter"} and S.tiled_knobs(0.3) == {}
+    # tiled knobs by density: unscatter at <= 1/8, pos at (1/8, 0.2), 3-byte pos7 from 0.2 (70-80 % sparse)
+    assert S.tiled_knobs(0.1) == {"clear": "unscatter"} and S.tiled_knobs(0.15) == {}
+    assert S.tiled_knobs(0.3) == {"code": "pos7"} and S.tiled_knobs(0.2) == {"code": "pos7"}
 
 
 def test_arch_sm_90a_adds_wgmma_for_dense_layers_at_many_tokens():
@@ -391,7 +394,8 @@ def test_arch_sm_90a_adds_wgmma_for_dense_layers_at_many_tokens():
 
     assert "wgmma" not in S.designs_for("dense", 1024, "float16", "sm_90")
     assert "wgmma" in S.designs_for("dense", 1024, "float16", "sm_90a")
-    assert "wgmma" not in S.designs_for("dense", 64, "float16", "sm_90a")       # outside the measured range
+    assert "wgmma" in S.designs_for("dense", 1, "float16", "sm_90a")            # measured at 1-32 tokens too
+    assert S.best_design("dense", 11008, 4096, 1, 1.0, "float16", False, "sm_90a")[0] == "wgmma"   # 1.06x cuBLAS
     assert "wgmma" not in S.designs_for("dense", 1024, "float32", "sm_90a")
     assert "wgmma" not in S.designs_for("bitmap", 1024, "float16", "sm_90a")
     # occupancy: a BERT-base-sized layer at 128 tokens is 6 blocks of 128 rows: the rule keeps mma there
@@ -410,3 +414,39 @@ def test_arch_sm_90a_adds_wgmma_for_dense_layers_at_many_tokens():
     assert "wgmma" not in {k["design"] for k in c90.compiled.kernels.values()}
     assert c90a.compiled.arch == "sm_90a"
     assert "wgmma.mma_async" in tc.ptx(c90a.compiled.module, "sm_90a")
+
+
+def test_arch_sm_90a_runs_2to4_on_wgmma_sp_and_falls_back_where_the_shape_refuses():
+    """2:4 layers under ``--arch sm_90a`` take the sparse wgmma design (wgmma.mma_async.sp) at any token count;
+    one whose K is not a multiple of 128 (the design refuses it) gets the next-ranked design, not an error."""
+    import sparsec
+    from sparsec.backends.cuda import select as S
+    from sparsec.backends.cuda import toolchain as tc
+
+    assert S.best_design("nm", 4096, 4096, 16, 0.5, "float16", False, "sm_90a")[0] == "wgmma"
+    assert S.best_design("nm", 4096, 4096, 1024, 0.5, "float16", False, "sm_90a")[0] == "wgmma"
+    assert "wgmma" not in S.designs_for("nm", 16, "float16", "sm_90")
+    ranked, _ = S.ranked_designs("nm", 4096, 4096, 16, 0.5, "float16", False, "sm_90a")
+    assert ranked[0][0] == "wgmma" and "fragment" in [d for d, _ in ranked]
+    torch.manual_seed(0)
+
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(1024, 4096), nn.Linear(208, 256)
+
+        def forward(self, x, y):
+            return self.a(x), self.b(y)
+
+    c = sparsec.compile(Two().eval(), (torch.randn(256, 1024), torch.randn(256, 208)), target="cuda", arch="sm_90a",
+                        sparsity=0.5, pattern="2:4", format="nm")
+    ks = {k["weight"]: k for k in c.compiled.kernels.values()}
+    assert {k["format"] for k in ks.values()} == {"nm"}
+    assert ks["a.weight"]["design"] == "wgmma"
+    assert ks["b.weight"]["design"] == "mma"                       # K = 208: wgmma refuses it, mma.sp is next
+    from sparsec.backends.cuda.kernels import mma_layout
+
+    lay = mma_layout.build(c.graph.constant("a.weight").value)     # the same operands as mma.sp
+    for b in mma_layout.BUFFERS:
+        assert torch.equal(c.compiled.consts[f"a.weight/mma.{b}"], lay[b])
+    assert "wgmma.mma_async.sp" in tc.ptx(c.compiled.module, "sm_90a")

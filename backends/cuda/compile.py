@@ -253,16 +253,20 @@ class _CudaPlanner(_Planner):
             raise ModelError(f"{node.where()}: weight is {fmt.dtype_name}, activation is {dtype}")
         w = node.inputs[1]
         density = fmt.nnz / max(o * k, 1) if fmt.name != "dense" else 1.0
-        design, us, dense_us = S.best_design(fmt.name, o, k, tokens, density, dtype, activation is not None,
-                                             self.arch)
+        ranked, dense_us = S.ranked_designs(fmt.name, o, k, tokens, density, dtype, activation is not None,
+                                            self.arch)
         func = None
-        if design != "fragment":
+        for design, us in ranked:         # the fastest design whose kernel this shape allows
+            if design == "fragment":
+                us = S.predict_us(fmt.name, "fragment", o, k, tokens, density) if us == math.inf else us
+                break
             try:
                 func, args, knobs = cuda_matmul_primfunc(fmt, tokens, bias=bias is not None, activation=activation,
                                                          design=design,
                                                          knobs=S.tiled_knobs(density) if design == "tiled" else None)
-            except Exception:  # noqa: BLE001  (this shape is outside the design: the fragment kernel runs it)
-                design, us = "fragment", S.predict_us(fmt.name, "fragment", o, k, tokens, density)
+                break
+            except Exception:  # noqa: BLE001  (this shape is outside the design: the next one runs it)
+                continue
         if func is None:
             try:
                 func, args, knobs = cuda_matmul_primfunc(fmt, tokens, bias=bias is not None, activation=activation,
@@ -272,9 +276,9 @@ class _CudaPlanner(_Planner):
         if design == "tiled":
             from sparsec.backends.cuda.kernels import tiled_layout
 
-            rt, sc = knobs["rt"], knobs["sc"]
-            layout = tiled_layout.build(fmt, rt, sc)          # kernel-private layout, from the format's buffers
-            buffers = [self.const_value(f"{w}/tiled.{rt}.{sc}.{b}", layout[b]) for b in tiled_layout.BUFFERS]
+            rt, sc, code = knobs["rt"], knobs["sc"], knobs.get("code", "pos")
+            layout, names = tiled_layout.build_for(fmt, knobs)   # kernel-private layout, from the format's buffers
+            buffers = [self.const_value(f"{w}/tiled.{rt}.{sc}.{code}.{b}", layout[b]) for b in names]
         elif design in ("mma", "wgmma") and fmt.name == "nm":
             from sparsec.backends.cuda.kernels import mma_layout
 

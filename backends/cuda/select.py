@@ -21,9 +21,12 @@ Designs (``backends/cuda/kernels``; ``T`` = tokens, ``O x K`` = weight, ``d`` = 
 | ``fragment`` nm | nm | all | any | ``4.47 + max(3dOK / 0.907e6, OKT / 2.68e7)`` |
 | ``mma`` dense | dense | fp16/bf16 | T >= 128 | ``3.0 + max(OK / 0.77e6, OKT / 1.25e8)`` (with an activation: 0.66e6, 1.10e8) |
 | ``mma`` 2:4 (``mma.sp``) | nm 2:4, K % 16 == 0 | fp16/bf16 | T >= 128 | ``3.0 + max(OK / 1.0e6, OKT / 1.33e8)`` (with an activation: 0.65e6, 1.30e8) |
+| ``wgmma`` dense (sm_90a) | dense | fp16/bf16 | any | ``3 + max(OK / 1.2e6 occ_m, OKT / 2.6e8 occ_c)`` (T <= 32: ``OK / 1.4e6``) |
+| ``wgmma`` 2:4 (sm_90a, ``wgmma.mma_async.sp``) | nm 2:4, K % 128 == 0 | fp16/bf16 | any | ``3 + max(1.125 OK / 2.8e6 occ_m, OKT / 3.5e8 occ_c)`` (x1.2 at 32 < T <= 128) |
 | ``tiled`` | bitmap, nm | fp16/bf16 | T <= 128 | ``3.0 + max(B / 3.54e6, ceil(T/32) (4.40e-4 S + 1.59e-6 dOK))`` |
 
-``B`` = tiled layout bytes (4 per non-zero + 16 per stage), ``S`` = stages ``ceil(O/16rt) ceil(K/sc)``
+``occ_m = max(1, 132 / 2 blocks)``, ``occ_c = max(1, 132 / blocks)`` (blocks of the design's default knobs: a grid
+smaller than the H100's 132 SMs streams and computes at its share). ``B`` = tiled layout bytes (4 per non-zero + 16 per stage), ``S`` = stages ``ceil(O/16rt) ceil(K/sc)``
 (``rt, sc`` = 2, 64 for T <= 32 else 4, 32: the kernel's defaults). The tiled kernel has since become 3-15 %
 faster on the LLM shapes (bank-ordered layout; ``clear="unscatter"`` at <= 1/8 density,
 ``benchmarks/results/dev/tiled_{bank,clear}.json``), which is deliberately NOT folded in: at BERT-base sizes
@@ -68,7 +71,7 @@ H100_SMS = 132
 DLIGHT_MIN_T = 128          # measured at 128 and 1024; at 32 it is 13x slower than the wave model
 TILED_MAX_T = 128           # measured up to 128 (checked to 130)
 MMA_MIN_T = 128             # the mma design was timed at 128 and 1024 tokens
-WGMMA_MIN_T = 128           # the wgmma design (sm_90a only) was timed at 128 and 1024 tokens
+WGMMA_MIN_T = 1             # the wgmma design (sm_90a only): dense timed at 1-32, 128, 1024 tokens, 2:4 at 1-1024
 WGMMA_ARCHS = ("sm_90a",)   # wgmma has no sm_90 encoding: only a module built for sm_90a may hold it
 HALF = ("float16", "bfloat16")
 # --format auto: a sparse format is a candidate up to this density (the measured range: 50-90 % sparse)
@@ -78,6 +81,8 @@ SPARSE_MAX_DENSITY = 0.5
 SPARSE_MARGIN = 0.95
 # tiled kernel: clear="unscatter" up to this density (``tiled_knobs``)
 UNSCATTER_MAX_DENSITY = 0.125
+# tiled kernel: code="pos7" from this density (``tiled_knobs``; the crossover with pos lies in 0.1-0.2, not measured)
+POS7_MIN_DENSITY = 0.2
 
 
 def _cd(a: int, b: int) -> int:
@@ -92,8 +97,12 @@ def tiled_shape(T: int) -> tuple[int, int]:
 
 def tiled_knobs(density: float) -> dict:
     """Knobs the planner gives the tiled kernel beyond its defaults: ``clear="unscatter"`` when a stage holds
-    about one 256-entry batch or less (density <= 1/8 at the default rt, sc), where it measured faster."""
-    return {"clear": "unscatter"} if density <= UNSCATTER_MAX_DENSITY else {}
+    about one 256-entry batch or less (density <= 1/8 at the default rt, sc), where it measured faster;
+    ``code="pos7"`` (3-byte non-zeros) from density 0.2 (H100, ``benchmarks/results/dev/tiledp7_run1.json``: faster
+    than ``pos`` in all 24 LLM-shape cells at 70/80 %, geomean 1.09x; slower in all 12 at 90 %)."""
+    if density <= UNSCATTER_MAX_DENSITY:
+        return {"clear": "unscatter"}
+    return {"code": "pos7"} if density >= POS7_MIN_DENSITY else {}
 
 
 def predict_us(fmt: str, design: str, O: int, K: int, T: int, density: float, activation: bool = False) -> float:
@@ -120,8 +129,19 @@ def predict_us(fmt: str, design: str, O: int, K: int, T: int, density: float, ac
         from sparsec.backends.cuda.kernels.wgmma_gemm import default_knobs as wg_defaults
         kn = wg_defaults(O, K, T, "act" if activation else None)
         blocks = _cd(O, kn["bm"]) * _cd(T, kn["bn"]) * kn["ks"]
-        return 3.0 + max(ok / 1.2e6 * max(1.0, H100_SMS / (2 * blocks)),
+        # T <= 32 (dev run benchmarks/results/dev/wgsp_run1.json: 3 LLM shapes x T 1-32, 1.0-1.09x cuBLAS):
+        # the weight streams at 2.8 TB/s
+        return 3.0 + max(ok / (1.4e6 if T <= 32 else 1.2e6) * max(1.0, H100_SMS / (2 * blocks)),
                          okt / 2.6e8 * max(1.0, H100_SMS / blocks))
+    if fmt == "nm" and design == "wgmma":
+        # 2:4 wgmma.mma_async.sp, default knobs (dev run benchmarks/results/dev/wgsp_run1.json, 4 LLM shapes x
+        # T 1-1024): 1.125 bytes per weight element (values + metadata) at 2.8 TB/s, math at 3.5e8 MAC/us
+        # (dense wgmma: 2.6e8), the same occupancy terms as dense; x1.2 at 32 < T <= 128 (pipeline fill)
+        from sparsec.backends.cuda.kernels.wgmma_gemm import default_sparse_knobs
+        kn = default_sparse_knobs(O, K, T, "act" if activation else None)
+        blocks = _cd(O, kn["bm"]) * _cd(T, kn["bn"]) * kn["ks"]
+        t = max(1.125 * ok / 2.8e6 * max(1.0, H100_SMS / (2 * blocks)), okt / 3.5e8 * max(1.0, H100_SMS / blocks))
+        return 3.0 + t * (1.2 if 32 < T <= 128 else 1.0)
     if design == "mma":                         # the split-K constants only where the defaults split K
         from sparsec.backends.cuda.kernels.mma_gemm import default_knobs
         split = default_knobs(O, K, T, fmt == "nm", "act" if activation else None)["ks"] > 1
@@ -146,7 +166,8 @@ def designs_for(fmt: str, T: int, dtype: str, arch: str = "sm_90") -> list[str]:
                 + (["wgmma"] if dtype in HALF and T >= WGMMA_MIN_T and arch in WGMMA_ARCHS else []))
     if fmt in ("bitmap", "nm"):
         return (["fragment"] + (["tiled"] if dtype in HALF and T <= TILED_MAX_T else [])
-                + (["mma"] if fmt == "nm" and dtype in HALF and T >= MMA_MIN_T else []))
+                + (["mma"] if fmt == "nm" and dtype in HALF and T >= MMA_MIN_T else [])
+                + (["wgmma"] if fmt == "nm" and dtype in HALF and arch in WGMMA_ARCHS else []))
     return ["fragment"]                  # csr, bsr, groupquant (forced formats): the fragment family
 
 
@@ -171,11 +192,21 @@ def choose(O: int, K: int, T: int, density: float, dtype: str, formats, activati
 def best_design(fmt: str, O: int, K: int, T: int, density: float, dtype: str,
                 activation: bool = False, arch: str = "sm_90") -> tuple[str, float, float]:
     """For a weight already stored as ``fmt``: ``(design, predicted us, predicted us of the best dense)``."""
-    cands = [c for c in choose(O, K, T, density, dtype, [fmt], activation, arch) if c["format"] == fmt]
+    ranked, dense = ranked_designs(fmt, O, K, T, density, dtype, activation, arch)
+    return (*ranked[0], dense)
+
+
+def ranked_designs(fmt: str, O: int, K: int, T: int, density: float, dtype: str, activation: bool = False,
+                   arch: str = "sm_90") -> tuple[list[tuple[str, float]], float]:
+    """For a weight stored as ``fmt``: ``([(design, predicted us)] fastest first, predicted us of the best
+    dense)``; the planner takes the first whose kernel can be generated for the layer (a design can refuse a
+    shape, e.g. 2:4 ``wgmma`` needs K % 128 == 0), ending with ``fragment`` (any shape)."""
+    cands = [(c["design"], c["predicted_us"])
+             for c in choose(O, K, T, density, dtype, [fmt], activation, arch) if c["format"] == fmt]
     dense = min(c["predicted_us"] for c in choose(O, K, T, density, dtype, [], activation, arch))
-    if not cands:
-        return "fragment", math.inf, dense
-    return cands[0]["design"], cands[0]["predicted_us"], dense
+    if not any(d == "fragment" for d, _ in cands):
+        cands.append(("fragment", math.inf))
+    return cands, dense
 
 
 def pick(cands: list[dict]) -> tuple[dict, dict]:

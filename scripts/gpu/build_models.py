@@ -40,6 +40,8 @@ CASES = {
     "hf_gpt2": ("hf_gpt2", "float16", None),
     "bert_base_b8": ("bert_base", "float16", 8),
     "bert_base_b1": ("bert_base", "float16", 1),
+    # BERT-base with 2:4 weights (--arch sm_90a: the FFN linears at 1024 tokens run wgmma.mma_async.sp)
+    "bert_base_b8_24": ("bert_base@2:4", "float16", 8),
 }
 
 
@@ -78,7 +80,7 @@ def main() -> int:
                  "formats": {r["weight"]: r["format"] for r in c.report},
                  # per matmul: format + kernel design picked by the H100 cost rule (backends/cuda/select.py)
                  "designs": {k["weight"]: f"{k['format']} {k['design']}" for k in c.compiled.kernels.values()}}
-        if key == "bert_base":
+        if key.partition("@")[0] == "bert_base":
             # ship it without weights/ (30 MB): check here that packing the model rebuilt from code
             # reproduces every file bit for bit, then drop them (check_models/e2e_gpu repack them)
             wdir = os.path.join(path, "weights")

@@ -65,7 +65,8 @@ def check_cases() -> list[dict]:
                 tag = "_".join(f"{v[0]}x{v[1]}" if isinstance(v, list) else str(v) for v in params.values())
                 out.append(case(f"chk{i}_{fmt}{tag}_{dtype}_{O}x{K}x{T}", fmt, params, O, K, T, dtype, bias, act,
                                 pat))
-    return out + tiled_check_cases() + dlight_check_cases() + mma_check_cases() + wgmma_check_cases()
+    return (out + tiled_check_cases() + tiled_pos7_check_cases() + dlight_check_cases() + mma_check_cases()
+            + wgmma_check_cases())
 
 
 def mma_check_cases() -> list[dict]:
@@ -114,6 +115,20 @@ def wgmma_check_cases() -> list[dict]:
     for i, (O, K, T, dt, bias, act, kn) in enumerate(grid):
         out.append(case(f"chk_wgmma{i}_dense_{dt}_{O}x{K}x{T}", "dense", {}, O, K, T, dt, bias, act, ["dense"],
                         kn, design="wgmma"))
+    # 2:4 weights (wgmma.mma_async.sp, K % 128 == 0): odd O/T, every epilogue, fp16/bf16, split-K, both main
+    # loops, 1-4 consumer warpgroups, bn 16-192, decode token counts
+    grid = [(100, 256, 130, "float16", True, "gelu", {}), (1000, 512, 77, "bfloat16", False, None, {}),
+            (64, 128, 128, "float16", True, "relu", {}), (130, 1024, 1030, "bfloat16", True, "relu", {}),
+            (257, 384, 33, "float16", False, None, dict(bm=64, bn=32, stages=3)),
+            (1003, 1024, 200, "float16", True, None, dict(bm=128, bn=128, stages=4, ks=3, ws=0, wip=0)),
+            (4096, 4096, 16, "float16", False, None, {}), (300, 1024, 5, "float16", True, "gelu", {}),
+            (1000, 2048, 1, "bfloat16", False, None, dict(ks=4)),
+            (1160, 1024, 1030, "float16", True, "silu", dict(bm=256, bn=128, stages=3)),
+            (520, 1024, 300, "float16", False, None, dict(bm=128, bn=192, stages=3, wip=0)),
+            (1003, 1152, 200, "bfloat16", True, None, dict(bm=128, bn=64, stages=4, ws=0, wip=1))]
+    for i, (O, K, T, dt, bias, act, kn) in enumerate(grid):
+        out.append(case(f"chk_wgsp{i}_nm24_{dt}_{O}x{K}x{T}", "nm", {"n": 2, "m": 4}, O, K, T, dt, bias, act,
+                        ["nm", 2, 4], kn, design="wgmma"))
     return out
 
 
@@ -172,6 +187,47 @@ def tiled_check_cases() -> list[dict]:
     return out
 
 
+# the tiled kernel with code="pos7" (3-byte non-zeros; dev_tiledp7.py)
+P7_CHECK = [
+    # (O, K, T, src format, params, pattern, bias, act, knobs)
+    (100, 200, 5, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], False, None, {}),
+    (37, 77, 3, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.7, True], True, "gelu", {}),
+    (256, 512, 64, "csr", {}, ["unstructured", 0.8, False], True, None, {}),
+    (64, 96, 130, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.5, True], True, "silu", {}),
+    (48, 64, 1, "csr", {}, ["unstructured", 0.9, True], False, None, {}),
+    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], True, "relu", {}),
+    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.99, True], True, None, {"ksplit": 3, "warps": 2}),
+    (300, 1000, 8, "csr", {}, ["unstructured", 0.7, True], False, None, {"rt": 4, "sc": 32, "ksplit": 2, "warps": 4}),
+    (130, 1000, 2, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, None, {"rt": 1, "sc": 128,
+                                                                                          "warps": 4}),
+    (200, 4200, 3, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, None, {"warps": 1, "ksplit": 1}),
+    (1000, 4104, 32, "csr", {}, ["unstructured", 0.9, False], False, None, {}),
+    (1000, 4104, 9, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.6, False], True, "gelu", {"rt": 1, "sc": 64}),
+    (500, 2000, 32, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.0, False], False, None, {"rt": 2, "sc": 64}),
+    (500, 2000, 31, "csr", {}, ["unstructured", 0.9, True], True, None, {"ksplit": 2}),
+    (257, 3000, 5, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.7, False], False, None, {"rt": 1, "sc": 32,
+                                                                                           "warps": 1}),
+    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.5, True], True, None, {"rt": 2, "sc": 32,
+                                                                                          "warps": 2}),
+    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], True, None, {"clear": "unscatter"}),
+    (1000, 4104, 9, "csr", {}, ["unstructured", 0.7, False], True, "relu", {"clear": "unscatter", "rt": 4, "sc": 32}),
+    (500, 2000, 16, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.0, False], False, None, {"clear": "unscatter"}),
+    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, None, {"pipe": 2}),
+    (1000, 4104, 9, "csr", {}, ["unstructured", 0.7, False], False, None, {"pipe": 3, "ksplit": 2}),
+]
+
+
+def tiled_pos7_check_cases() -> list[dict]:
+    out = []
+    for dtype in ("float16", "bfloat16"):
+        for i, (O, K, T, fmt, params, pat, bias, act, knobs) in enumerate(P7_CHECK):
+            if dtype == "bfloat16" and i % 3:
+                continue
+            out.append(case(f"chk_tiledp7{i}_{fmt}_{dtype}_{O}x{K}x{T}", fmt, params, O, K, T, dtype, bias, act,
+                            pat, dict(knobs, code="pos7"), design="tiled"))
+    return out
+
+
 BENCH_SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (9216, 36864)]
 BENCH_TOKENS = [1, 8, 16, 32, 128, 1024]
 BENCH_SPARSITY = [0.5, 0.7, 0.8, 0.9]
@@ -191,10 +247,11 @@ def tiled_variants(O, K, T) -> list[dict]:
     out, seen = [], set()
     # (pipe=2 and warps 4/16 were timed on the H100 on 2026-11-23 and never won by more than noise)
     # clear="unscatter": what the planner uses at <= 1/8 density (select.tiled_knobs); kept where it is faster
+    # code="pos7" (3-byte non-zeros): what the planner uses from density 0.2 (select.tiled_knobs)
     cands = [{}, {"ksplit": min(16, d.ksplit * 2)}, {"rt": 2 if d.rt != 2 else 4, "sc": 64 if d.rt != 2 else 32},
-             {"clear": "unscatter"}]
+             {"clear": "unscatter"}, {"code": "pos7"}, {"code": "pos7", "ksplit": min(16, d.ksplit * 2)}]
     if T >= 128:
-        cands = [{}]
+        cands = [{}, {"code": "pos7"}]
     for kn in cands:
         try:
             r = resolve(spec, kn).knobs()
@@ -217,8 +274,10 @@ def bench_cases() -> list[dict]:
             if T >= 128:      # the mma design (dense, and 2:4 on the sparse tensor cores), default knobs
                 out.append(case(f"b_mmadense_{O}x{K}x{T}", "dense", {}, O, K, T, design="mma"))
                 out.append(case(f"b_mmanm24_{O}x{K}x{T}", "nm", {"n": 2, "m": 4}, O, K, T, design="mma"))
-                # the Hopper wgmma design (dense, sm_90a: build_kernels' default arch), default knobs
-                out.append(case(f"b_wgdense_{O}x{K}x{T}", "dense", {}, O, K, T, design="wgmma"))
+            # the Hopper wgmma design (sm_90a: build_kernels' default arch), default knobs: dense, and 2:4 on
+            # wgmma.mma_async.sp (every token count)
+            out.append(case(f"b_wgdense_{O}x{K}x{T}", "dense", {}, O, K, T, design="wgmma"))
+            out.append(case(f"b_wgnm24_{O}x{K}x{T}", "nm", {"n": 2, "m": 4}, O, K, T, design="wgmma"))
             if T in TILED_TOKENS:
                 for v, kn in enumerate(tiled_variants(O, K, T)):
                     kn = {k: x for k, x in kn.items() if k != "design"}

@@ -48,9 +48,8 @@ def main():
             if c.get("design") == "tiled":          # the kernel-private layout, made from the format's buffers
                 from sparsec.backends.cuda.kernels import tiled_layout as TL
 
-                k = c["resolved_knobs"]
-                lay = TL.build(fmt, k["rt"], k["sc"])
-                bufs = [lay[n].to(dev) for n in TL.BUFFERS]
+                lay, names = TL.build_for(fmt, c["resolved_knobs"])
+                bufs = [lay[n].to(dev) for n in names]
             elif c.get("design") in ("mma", "wgmma") and c["format"] == "nm":   # mma.sp / wgmma.sp operands
                 from sparsec.backends.cuda.kernels import mma_layout as ML
 
@@ -91,9 +90,19 @@ def run_groups(kdir, outp, cases):
         return c["format"], c["params"], c["dtype"], c.get("design", "fragment")
 
     starts = [i for i, c in enumerate(cases) if i == 0 or key(c) != key(cases[i - 1])] + [len(cases)]
-    for lo, hi in zip(starts, starts[1:]):
+    groups = list(zip(starts, starts[1:]))
+    # the groups' processes run JOBS at a time: each spends seconds importing torch and loading check.so,
+    # which serially was most of the suite's time (2026-11-23: 474 s for 188 cases); results keep case order
+    jobs = max(1, min(int(os.environ.get("CHECK_JOBS", "0")) or (os.cpu_count() or 2) // 2, 8))
+    running = []
+    for lo, hi in groups:
+        if len(running) >= jobs:
+            running.pop(0).wait()
+        running.append(subprocess.Popen([sys.executable, __file__, kdir, outp + f".part{lo}", str(lo), str(hi)]))
+    for p in running:
+        p.wait()
+    for lo, hi in groups:
         part = outp + f".part{lo}"
-        subprocess.run([sys.executable, __file__, kdir, part, str(lo), str(hi)])
         try:
             results += json.load(open(part))
             os.remove(part)

@@ -28,46 +28,13 @@ SPARSITY = [0.7, 0.8, 0.9]
 ROUNDS = 7
 ARCH = "sm_90a"
 
-P7_CHECK = [
-    # (O, K, T, src format, params, pattern, bias, act, knobs)
-    (100, 200, 5, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], False, None, {}),
-    (37, 77, 3, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.7, True], True, "gelu", {}),
-    (256, 512, 64, "csr", {}, ["unstructured", 0.8, False], True, None, {}),
-    (64, 96, 130, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.5, True], True, "silu", {}),
-    (48, 64, 1, "csr", {}, ["unstructured", 0.9, True], False, None, {}),
-    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], True, "relu", {}),
-    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.99, True], True, None, {"ksplit": 3, "warps": 2}),
-    (300, 1000, 8, "csr", {}, ["unstructured", 0.7, True], False, None, {"rt": 4, "sc": 32, "ksplit": 2, "warps": 4}),
-    (130, 1000, 2, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, None, {"rt": 1, "sc": 128,
-                                                                                          "warps": 4}),
-    (200, 4200, 3, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, None, {"warps": 1, "ksplit": 1}),
-    (1000, 4104, 32, "csr", {}, ["unstructured", 0.9, False], False, None, {}),
-    (1000, 4104, 9, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.6, False], True, "gelu", {"rt": 1, "sc": 64}),
-    (500, 2000, 32, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.0, False], False, None, {"rt": 2, "sc": 64}),
-    (500, 2000, 31, "csr", {}, ["unstructured", 0.9, True], True, None, {"ksplit": 2}),
-    (257, 3000, 5, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.7, False], False, None, {"rt": 1, "sc": 32,
-                                                                                           "warps": 1}),
-    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.5, True], True, None, {"rt": 2, "sc": 32,
-                                                                                          "warps": 2}),
-    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], True, None, {"clear": "unscatter"}),
-    (1000, 4104, 9, "csr", {}, ["unstructured", 0.7, False], True, "relu", {"clear": "unscatter", "rt": 4, "sc": 32}),
-    (500, 2000, 16, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.0, False], False, None, {"clear": "unscatter"}),
-    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, None, {"pipe": 2}),
-    (1000, 4104, 9, "csr", {}, ["unstructured", 0.7, False], False, None, {"pipe": 3, "ksplit": 2}),
-]
+from cases import P7_CHECK  # noqa: E402  (the pos7 check grid, shared with the full GPU check)
 
 
 def check_cases() -> list[dict]:
     import cases as C
 
-    out = []
-    for dtype in ("float16", "bfloat16"):
-        for i, (O, K, T, fmt, params, pat, bias, act, knobs) in enumerate(P7_CHECK):
-            if dtype == "bfloat16" and i % 3:
-                continue
-            out.append(C.case(f"chk_tiledp7{i}_{fmt}_{dtype}_{O}x{K}x{T}", fmt, params, O, K, T, dtype, bias, act,
-                              pat, dict(knobs, code="pos7"), design="tiled"))
-    return out
+    return C.tiled_pos7_check_cases()
 
 
 def variants(O, K, T):

@@ -29,17 +29,7 @@ NM24 = {"n": 2, "m": 4}
 def check_cases() -> list[dict]:
     import cases as C
 
-    grid = [(100, 256, 130, "float16", True, "gelu", {}), (1000, 512, 77, "bfloat16", False, None, {}),
-            (64, 128, 128, "float16", True, "relu", {}), (130, 1024, 1030, "bfloat16", True, "relu", {}),
-            (257, 384, 33, "float16", False, None, dict(bm=64, bn=32, stages=3)),
-            (1003, 1024, 200, "float16", True, None, dict(bm=128, bn=128, stages=4, ks=3, ws=0, wip=0)),
-            (4096, 4096, 16, "float16", False, None, {}), (300, 1024, 5, "float16", True, "gelu", {}),
-            (1000, 2048, 1, "bfloat16", False, None, dict(ks=4)),
-            (1160, 1024, 1030, "float16", True, "silu", dict(bm=256, bn=128, stages=3)),
-            (520, 1024, 300, "float16", False, None, dict(bm=128, bn=192, stages=3, wip=0)),
-            (1003, 1152, 200, "bfloat16", True, None, dict(bm=128, bn=64, stages=4, ws=0, wip=1))]
-    return [C.case(f"chk_wgsp{i}_nm24_{dt}_{O}x{K}x{T}", "nm", NM24, O, K, T, dt, bias, act, ["nm", 2, 4], kn,
-                   design="wgmma") for i, (O, K, T, dt, bias, act, kn) in enumerate(grid)]
+    return [c for c in C.wgmma_check_cases() if c["format"] == "nm"]
 
 
 def sparse_variants(O, K, T):

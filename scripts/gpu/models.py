@@ -162,14 +162,34 @@ def checksum(model: nn.Module) -> list[float]:
     return [s, a, float(n)]
 
 
+@torch.no_grad()
+def prune_24(model: nn.Module) -> nn.Module:
+    """2:4: keep the 2 largest-magnitude of every 4 consecutive input columns of each prunable ``nn.Linear``
+    (ties: the lower column, stable)."""
+    for _, m in prunable(model):
+        if not isinstance(m, nn.Linear) or m.weight.shape[1] % 4:
+            continue
+        w = m.weight.data
+        g = w.view(w.shape[0], -1, 4)
+        order = g.abs().float().argsort(dim=-1, descending=True, stable=True)
+        keep = torch.zeros_like(g, dtype=torch.bool).scatter_(-1, order[..., :2], True)
+        w.copy_((g * keep).view_as(w))
+    return model
+
+
 def build(name: str):
-    """``(model, inputs)``: the model with its deterministic, pruned fp32 weights."""
-    if name == "bert_base":
+    """``(model, inputs)``: the model with its deterministic, pruned fp32 weights. ``name`` may carry a pruning
+    pattern, ``base@2:4`` (2:4 per linear) or ``base@70`` (70 % unstructured); the default is 90 % unstructured."""
+    base, _, pattern = name.partition("@")
+    if base == "bert_base":
         model, inputs = BertBaseEncoder("eager").eval(), bert_base_inputs(1)
     else:
-        model, inputs = MODELS[name]()
-    init_weights(model, _seed(name))
-    prune(model)
+        model, inputs = MODELS[base]()
+    init_weights(model, _seed(base))
+    if pattern == "2:4":
+        prune_24(model)
+    else:
+        prune(model, int(pattern) / 100 if pattern else SPARSITY)
     return model.eval(), inputs
 
 
@@ -203,13 +223,20 @@ def write_weights(model: nn.Module, artifact: str) -> int:
                 w = state[name].to(getattr(torch, man["dtype"]))
                 packed[name] = classes[fmt].from_dense(w, **{k: tuple(v) if isinstance(v, list) else v
                                                             for k, v in p.items()})
-            if buf.startswith("tiled."):      # the tiled kernel's private layout "tiled.<rt>.<sc>.<buffer>"
+            if buf.startswith("tiled."):      # the tiled kernel's private layout "tiled.<rt>.<sc>.<code>.<buffer>"
                 from sparsec.backends.cuda.kernels import tiled_layout
 
-                _, rt, sc, b = buf.split(".")
-                if (name, rt, sc) not in packed:
-                    packed[(name, rt, sc)] = tiled_layout.build(packed[name], int(rt), int(sc))
-                t = packed[(name, rt, sc)][b]
+                _, rt, sc, code, b = buf.split(".")
+                if (name, rt, sc, code) not in packed:
+                    packed[(name, rt, sc, code)] = tiled_layout.build_for(
+                        packed[name], {"rt": int(rt), "sc": int(sc), "code": code})[0]
+                t = packed[(name, rt, sc, code)][b]
+            elif buf.startswith("mma."):      # the 2:4 mma.sp / wgmma.sp operands "mma.<buffer>"
+                from sparsec.backends.cuda.kernels import mma_layout
+
+                if (name, "mma") not in packed:
+                    packed[(name, "mma")] = mma_layout.build(packed[name])
+                t = packed[(name, "mma")][buf[4:]]
             else:
                 t = getattr(packed[name], buf)
         else:

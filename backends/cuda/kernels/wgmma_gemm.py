@@ -122,25 +122,33 @@ def default_knobs(O: int, K: int, T: int, activation: str | None = None, sparse:
 
 def default_sparse_knobs(O: int, K: int, T: int, activation: str | None = None) -> dict:
     """2:4 (``wgmma.mma_async.sp``): a ring slot holds 128 logical columns (A: bm x 64 values, B: bn x 128,
-    metadata bm x 16 B). T > 128: 128 x 128 tiles, 4 slots (bn=256 would leave 2); T <= 128: bn = T rounded up
-    to 16, as many slots as fit (<= 8), split-K up to two waves of blocks (>= 4 k-tiles per split)."""
+    metadata bm x 16 B). H100 dev run 1 (``benchmarks/results/dev/wgsp_run1.json``, 4 LLM shapes x T 1-1024):
+
+    - T > 128: 128 x 128 tiles, 4 slots (bn=256 would leave 2; 256x128 x 3 and 128x192 x 3 were 3-15 % slower);
+    - 32 < T: bn = T rounded up to 16 (at most 128), split-K up to one wave of blocks, two when K is deep (>= 64
+      k-tiles: 9216x36864 T=128 ks=3 1.55x cuBLAS vs ks=1 1.39x; 11008x4096 ks=1 1.45x vs ks=3 1.03x; the LLM
+      shapes at T=1024 have >= 256 tiles: unsplit);
+    - T <= 32 (decode: streaming the weight): a grid of at least half the SMs in blocks runs unsplit with 8
+      slots (11008 / 9216 rows: 1.61-1.84x cuBLAS vs 1.43-1.78x split 3 ways); fewer tiles take 4 slots (two
+      blocks per SM) and split K up to two waves (4096 rows: 1.59-1.72x vs 1.09-1.54x with 8 slots).
+    No split with an activation; >= 4 k-tiles per split."""
     nk = ceil_div(K, 2 * BK)
-    if T > 128:
-        kn = dict(bm=128, bn=128 if T > 64 else max(16, ceil_div(T, 16) * 16), stages=4, ks=1)
+    bn = max(16, ceil_div(min(T, 128), 16) * 16)
+    tiles = ceil_div(O, 128) * ceil_div(T, bn)
+    per = (128 * BK + 2 * bn * BK + 128 * 8) * 2
+    if T <= 32:
+        waves, stages = (0, min(8, (SMEM_LIMIT - ALIGN) // per)) if 2 * tiles > SMS else (2, 4)
     else:
-        bn = max(16, ceil_div(T, 16) * 16)
-        per = (128 * BK + 2 * bn * BK + 128 * 8) * 2
-        kn = dict(bm=128, bn=bn, stages=max(3, min(8, (SMEM_LIMIT - ALIGN) // per)))
-        tiles = ceil_div(O, 128) * ceil_div(T, bn)
-        ks = 1
-        if activation is None:
-            for cand in (2, 3, 4, 6, 8):
-                if ceil_div(nk, cand) < 4 or tiles * cand > 2 * SMS:
-                    break
-                ks = cand
-        kn["ks"] = ks
-    kn.update(gm=1, wip=1, ws=1)
-    return kn
+        waves, stages = (2 if nk >= 64 else 1), max(3, min(8, (SMEM_LIMIT - ALIGN) // per))
+        if T > 128:
+            stages = 4
+    ks = 1
+    if activation is None:
+        for cand in (2, 3, 4, 6, 8):
+            if ceil_div(nk, cand) < 4 or tiles * cand > waves * SMS:
+                break
+            ks = cand
+    return dict(bm=128, bn=bn, stages=stages, ks=ks, gm=1, wip=1, ws=1)
 
 
 def resolve(O: int, K: int, T: int, knobs: dict | None, spec: MatmulSpec, sparse: bool = False) -> WgmmaSpec:
