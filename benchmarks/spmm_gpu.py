@@ -41,6 +41,8 @@ def main():
     ap.add_argument("--budget-s", type=float, default=300)
     ap.add_argument("--tokens", help="comma-separated token counts to run (default: all built)")
     ap.add_argument("--shapes", help="comma-separated OxK shapes to run (default: all built)")
+    ap.add_argument("--patterns", help="comma-separated patterns to run, e.g. 2:4,1:4,2:8 or unstructured70 "
+                                       "(default: all)")
     a = ap.parse_args()
     deadline = time.time() + a.budget_s
     os.makedirs(a.outdir, exist_ok=True)
@@ -78,11 +80,16 @@ def main():
         w_full = (torch.randn(O, K, device=dev, dtype=torch.float16) * (1.0 / K ** 0.5))
         packs = {}
         tp = time.time()
+        keep_pat = (lambda p: True) if not a.patterns else (lambda p: p in a.patterns.split(","))
         for s in BENCH_SPARSITY:
+            if not keep_pat(f"unstructured{int(s * 100)}"):
+                continue
             w = w_full * (torch.rand(O, K, device=dev) >= s)
             wc = w.cpu()
             packs[f"unstructured{int(s * 100)}"] = (w, Bitmap.from_dense(wc, tile=(8, 32)), CSR.from_dense(wc))
         for n, m in BENCH_NM:
+            if not keep_pat(f"{n}:{m}"):
+                continue
             G = K // m
             score = torch.rand(O, G, m, device=dev)
             keep = torch.zeros(O, G, m, device=dev, dtype=torch.bool)
@@ -134,6 +141,8 @@ def main():
                     "dense_kernel": dense_kernel,
                     "dense_vs_cublas": t_cublas / t_dense if t_dense else None}
             for pat, (w, bufs, csr) in gpu.items():
+                if a.patterns and pat not in a.patterns.split(","):
+                    continue
                 r = dict(base, pattern=pat)
                 if pat.startswith("unstructured"):
                     kname = f"b_bitmap_{O}x{K}x{T}"
@@ -175,23 +184,28 @@ def main():
                     r["format"] = f"nm({pat})"
                     r["sparsec_ms"], _ = env.bench_graph(call(kname, bufs["values"], bufs["indices"], x, y))
                     r["kernel"] = "nm fragment"
-                    sname = f"b_mmanm24_{O}x{K}x{T}"
-                    if pat == "2:4" and sname in names:    # mma.sp on the kernel-private layout (from the format)
-                        from sparsec.backends.cuda.kernels import mma_layout as ML
+                    from sparsec.backends.cuda.kernels import mma_layout as ML
 
-                        lay = ML.build(dataclasses.replace(packs[pat][1], values=bufs["values"],
-                                                           indices=bufs["indices"]))
-                        r["mma_sp_ms"], _ = env.bench_graph(call(sname, lay["sp_values"], lay["sp_meta"], x, y))
-                        if r["mma_sp_ms"] < r["sparsec_ms"]:
+                    # the 2:4 sparse tensor cores on the kernel-private layout (made from the format's buffers); 1:4
+                    # and 2:8 fit it too (<= 2 non-zeros per 4 columns): the same kernels, their own layout
+                    fits = ML.fits_24(int(n), int(m))
+                    if fits and pat not in gpu_lay:
+                        gpu_lay[pat] = ML.build(dataclasses.replace(packs[pat][1], values=bufs["values"],
+                                                                    indices=bufs["indices"]))
+                    sname = f"b_mmanm24_{O}x{K}x{T}"
+                    if fits and sname in names:         # mma.sp
+                        lay = gpu_lay[pat]
+                        f = call(sname, lay["sp_values"], lay["sp_meta"], x, y)
+                        y.fill_(float("nan"))
+                        f()
+                        ref = F.linear(x.float(), w.float())
+                        r["mma_sp_rel_err"] = float((y.float() - ref).abs().max() / ref.abs().max())
+                        r["mma_sp_ms"], _ = env.bench_graph(f)
+                        if r["mma_sp_rel_err"] <= 1e-2 and r["mma_sp_ms"] < r["sparsec_ms"]:
                             r["sparsec_ms"], r["kernel"] = r["mma_sp_ms"], "mma.sp"
                     gname = f"b_wgnm24_{O}x{K}x{T}"
-                    if pat == "2:4" and gname in names:    # wgmma.mma_async.sp (sm_90a) on the same layout
-                        from sparsec.backends.cuda.kernels import mma_layout as ML
-
-                        if "wgsp" not in gpu_lay:
-                            gpu_lay["wgsp"] = ML.build(dataclasses.replace(packs[pat][1], values=bufs["values"],
-                                                                           indices=bufs["indices"]))
-                        lay = gpu_lay["wgsp"]
+                    if fits and gname in names:         # wgmma.mma_async.sp (sm_90a)
+                        lay = gpu_lay[pat]
                         y.fill_(float("nan"))
                         f = call(gname, lay["sp_values"], lay["sp_meta"], x, y)
                         f()

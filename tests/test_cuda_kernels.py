@@ -344,8 +344,11 @@ def test_mma_kernel_arguments_and_refusals():
         cuda_matmul_primfunc(Dense.from_dense(torch.zeros(16, 20, dtype=torch.float16)), 8, design="mma")
     with pytest.raises(KE, match="multiple of 16"):
         cuda_matmul_primfunc(_nm24(16, 40, torch.float16), 8, design="mma")
-    with pytest.raises(KE, match="dense or 2:4"):
-        cuda_matmul_primfunc(NM.from_dense(torch.zeros(16, 64, dtype=torch.float16), n=1, m=4), 8, design="mma")
+    with pytest.raises(KE, match="at most 2 per 4 columns"):           # 4:16 can put 4 non-zeros in 4 columns
+        cuda_matmul_primfunc(NM.from_dense(torch.zeros(16, 64, dtype=torch.float16), n=4, m=16), 8, design="mma")
+    # 1:4 and 2:8 have at most 2 non-zeros per group of 4: the same mma.sp kernel and layout
+    assert cuda_matmul_primfunc(NM.from_dense(torch.zeros(16, 64, dtype=torch.float16), n=1, m=4), 8,
+                                design="mma")[1][0].name == "sp_values"
     with pytest.raises(KE, match="float16, bfloat16"):
         cuda_matmul_primfunc(Dense.from_dense(torch.zeros(16, 64)), 8, design="mma")
     with pytest.raises(KE, match="shared memory"):

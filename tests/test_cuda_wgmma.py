@@ -115,9 +115,9 @@ def test_wgmma_rejects_what_it_cannot_compute():
     from sparsec.ir.formats import NM
 
     nm = torch.zeros(64, 64, dtype=torch.float16)
-    nm[:, ::8] = 1
-    with pytest.raises(KernelError, match="dense or 2:4 weights only"):
-        cuda_matmul_primfunc(NM.from_dense(nm, n=1, m=8), 128, design="wgmma")
+    nm[:, ::16] = 1
+    with pytest.raises(KernelError, match="at most 2 per 4 columns"):
+        cuda_matmul_primfunc(NM.from_dense(nm, n=4, m=16), 128, design="wgmma")
     nm[:, ::2] = 1
     with pytest.raises(KernelError, match="multiple of 128"):           # 2:4: whole 128-column k-tiles
         cuda_matmul_primfunc(NM.from_dense(nm, n=2, m=4), 128, design="wgmma")
@@ -247,3 +247,26 @@ def test_wgmma_sparse_ring_fits_and_metadata_offsets():
             assert ws.smem_bytes() <= SMEM_LIMIT and ws.stages >= 3, (O, K, T)
             assert (ws.stage_elems() * 2) % ALIGN == 0 and (ws.bm * 64 * 2) % ALIGN == 0
             assert (ws.bn * 64 * 2) % ALIGN == 0
+
+
+@pytest.mark.parametrize("n,m", [(2, 4), (1, 4), (2, 8), (1, 8)])
+def test_nm_patterns_with_at_most_2_per_4_columns_use_the_24_layout(n, m):
+    """1:4, 2:8, 1:8 put at most 2 non-zeros in every group of 4 columns: ``mma_layout.build`` stores them in the 2:4
+    operands (the unused slot of a group holds 0) and the layout decodes back to the weight exactly (fp16, an odd
+    row count, empty rows); 4:16 does not fit and is refused."""
+    from sparsec.backends.cuda.kernels import mma_layout
+    from sparsec.ir.formats import NM
+    from sparsec.passes.prune import prune_nm
+
+    g = torch.Generator().manual_seed(n * 10 + m)
+    w = prune_nm(torch.randn(37, 128, generator=g), n, m).weight.to(torch.float16)
+    w[5] = 0
+    lay = mma_layout.build(NM.from_dense(w, n=n, m=m))
+    assert lay["sp_values"].shape == (37, 64) and lay["sp_meta"].shape == (3, 8, 8)
+    assert torch.equal(mma_layout.to_dense(lay, 37, 128), w.float())
+    nib = (lay["sp_meta"].long() & 0xFFFFFFFF).view(-1)
+    for sh in range(0, 32, 4):                    # every 4-bit group: two distinct increasing positions
+        q = (nib >> sh) & 0xF
+        assert bool(((q & 3) < (q >> 2)).all())
+    with pytest.raises(ValueError, match="n <= 2"):
+        mma_layout.build(NM.from_dense(prune_nm(torch.randn(16, 64, generator=g), 4, 16).weight.half(), n=4, m=16))

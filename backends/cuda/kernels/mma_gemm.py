@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sparsec.backends.cuda.kernels.staged import staged_epilogue
+from sparsec.backends.cuda.kernels.mma_layout import fits_24
 from sparsec.backends.kernels.common import Arg, KernelError, Knob, MatmulSpec, ceil_div, epilogue, meta_of
 
 KNOBS = (
@@ -135,10 +136,11 @@ def cuda_mma_matmul_primfunc(weight, tokens: int, *, bias: bool = False, activat
     meta = meta_of(weight)
     if meta.format == "dense":
         sparse = False
-    elif meta.format == "nm" and (meta.param("n"), meta.param("m")) == (2, 4):
+    elif meta.format == "nm" and fits_24(meta.param("n"), meta.param("m")):    # 2:4, 1:4, 2:8, ...
         sparse = True
     else:
-        raise KernelError(f"cuda mma kernel: dense or 2:4 weights only (got {meta.format!r}"
+        raise KernelError(f"cuda mma kernel: dense or N:M weights with at most 2 per 4 columns only (got "
+                          f"{meta.format!r}"
                           + (f" {meta.param('n')}:{meta.param('m')}" if meta.format == "nm" else "") + ")")
     if meta.dtype not in ("float16", "bfloat16"):
         raise KernelError(f"cuda mma kernel: dtype {meta.dtype} unsupported (float16, bfloat16)")

@@ -1,4 +1,7 @@
-"""Kernel-private 2:4 layout of the ``mma`` CUDA kernel (``mma_gemm.py``): ``mma.sp`` operands.
+"""Kernel-private 2:4 layout of the ``mma`` / ``wgmma`` CUDA kernels: ``mma.sp`` / ``wgmma.mma_async.sp`` operands.
+
+Any ``n:m`` with ``n <= 2`` and ``m % 4 == 0`` (1:4, 2:8, ...) has at most 2 non-zeros in every group of 4
+columns, so it runs on the same layout and kernels (``fits_24``; "general N:M where no library exists").
 
 Pure torch (no TVM; the GPU machine builds it from the format's own buffers too):
 
@@ -18,19 +21,35 @@ import torch
 BUFFERS = ("sp_values", "sp_meta")
 
 
+def fits_24(n, m) -> bool:
+    """An ``n:m`` pattern runs on the 2:4 sparse tensor cores when every group of 4 consecutive columns holds at
+    most 2 non-zeros whatever the positions: ``n <= 2`` and ``m`` a multiple of 4 (2:4, 1:4, 2:8, 1:8, 2:16 ...;
+    the unused of the two slots of a group hold zeros)."""
+    return n is not None and m is not None and n <= 2 and m % 4 == 0
+
+
 def build(fmt) -> dict:
-    """``{"sp_values", "sp_meta"}`` from an ``NM`` 2:4 format (any device)."""
+    """``{"sp_values", "sp_meta"}`` from an ``NM`` format whose pattern ``fits_24`` (any device)."""
     n, m = getattr(fmt, "n", None), getattr(fmt, "m", None)
-    if type(fmt).__name__.lower() != "nm" or (n, m) != (2, 4):
-        raise ValueError(f"mma_layout.build: 2:4 NM weights only (got {type(fmt).__name__} {n}:{m})")
+    if type(fmt).__name__.lower() != "nm" or not fits_24(n, m):
+        raise ValueError(f"mma_layout.build: NM weights with n <= 2 and m % 4 == 0 only (got {type(fmt).__name__} "
+                         f"{n}:{m})")
     O, K = fmt.shape
     if K % 16:
         raise ValueError(f"mma_layout.build: K={K} must be a multiple of 16")
     G = K // 4
-    vals, idx = fmt.values, fmt.indices.long()
+    vals = fmt.values
     dev = vals.device
     grp = torch.zeros(O, G, 4, dtype=torch.float32, device=dev)
-    grp.scatter_add_(2, idx.view(O, G, 2), vals.float().view(O, G, 2))
+    if (n, m) == (2, 4):
+        grp.scatter_add_(2, fmt.indices.long().view(O, G, 2), vals.float().view(O, G, 2))
+    else:                                   # n:m -> groups of 4: every stored entry at its column
+        from sparsec.backends.cuda.kernels.tiled_layout import coordinates
+
+        rows, cols, v = coordinates(fmt)
+        grp.view(O, K).index_put_((rows.long(), cols.long()), v.float(), accumulate=True)
+        if int((grp != 0).sum(-1).max()) > 2:
+            raise ValueError(f"mma_layout.build: a group of 4 columns holds more than 2 non-zeros ({n}:{m} weight)")
     pos = torch.arange(4, device=dev).expand(O, G, 4)
     key = torch.where(grp != 0, pos, pos + 4)
     sel = torch.sort(torch.argsort(key, dim=-1, stable=True)[..., :2], dim=-1).values    # [O, G, 2] distinct, increasing
