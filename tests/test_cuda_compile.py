@@ -426,6 +426,9 @@ def test_arch_sm_90a_runs_2to4_on_wgmma_sp_and_falls_back_where_the_shape_refuse
     assert S.best_design("nm", 4096, 4096, 16, 0.5, "float16", False, "sm_90a")[0] == "wgmma"
     assert S.best_design("nm", 4096, 4096, 1024, 0.5, "float16", False, "sm_90a")[0] == "wgmma"
     assert "wgmma" not in S.designs_for("nm", 16, "float16", "sm_90")
+    # a known 4:16 weight (up to 4 non-zeros in 4 columns) never gets the 2:4 tensor-core designs' predictions
+    assert {"mma", "wgmma"}.isdisjoint(S.designs_for("nm", 256, "float16", "sm_90a", (4, 16)))
+    assert "wgmma" in S.designs_for("nm", 256, "float16", "sm_90a", (2, 8))
     ranked, _ = S.ranked_designs("nm", 4096, 4096, 16, 0.5, "float16", False, "sm_90a")
     assert ranked[0][0] == "wgmma" and "fragment" in [d for d, _ in ranked]
     torch.manual_seed(0)
@@ -450,3 +453,13 @@ def test_arch_sm_90a_runs_2to4_on_wgmma_sp_and_falls_back_where_the_shape_refuse
     for b in mma_layout.BUFFERS:
         assert torch.equal(c.compiled.consts[f"a.weight/mma.{b}"], lay[b])
     assert "wgmma.mma_async.sp" in tc.ptx(c.compiled.module, "sm_90a")
+    # 1:4 (at most 2 non-zeros per 4 columns) runs on the same 2:4 kernels and layout; its planner pick is wgmma
+    assert S.best_design("nm", 4096, 1024, 16, 0.25, "float16", False, "sm_90a")[0] == "wgmma"
+    m14 = nn.Sequential(nn.Linear(1024, 4096)).eval()
+    c14 = sparsec.compile(m14, (torch.randn(16, 1024),), target="cuda", arch="sm_90a", sparsity=0.75, pattern="1:4",
+                          format="nm")
+    (k14,) = c14.compiled.kernels.values()
+    assert (k14["format"], k14["design"]) == ("nm", "wgmma")
+    lay = mma_layout.build(c14.graph.constant("0.weight").value)
+    w = c14.graph.constant("0.weight").value.to_dense()
+    assert torch.equal(mma_layout.to_dense(lay, 4096, 1024), w.float())

@@ -83,7 +83,7 @@ def cuda_choice(name: str, w: torch.Tensor, fmt: str, pattern, tokens: int = 1, 
     nm = detect_nm(w2) if density <= 0.5 else None
     sparse = ["nm"] if nm in NM_FAST else (["bitmap"] if density <= S.SPARSE_MAX_DENSITY else [])
     dtype = str(w.dtype).replace("torch.", "")
-    cands = S.choose(rows, k, tokens, density, dtype, sparse, arch=arch)
+    cands = S.choose(rows, k, tokens, density, dtype, sparse, arch=arch, nm=nm)
     pick, dense = S.pick(cands)
     params = {"n": nm[0], "m": nm[1]} if pick["format"] == "nm" else \
         {"tile": BITMAP_TILE} if pick["format"] == "bitmap" else {}

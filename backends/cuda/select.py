@@ -157,9 +157,15 @@ def predict_us(fmt: str, design: str, O: int, K: int, T: int, density: float, ac
     raise KeyError(f"no cost rule for {fmt} {design}")
 
 
-def designs_for(fmt: str, T: int, dtype: str, arch: str = "sm_90") -> list[str]:
+def designs_for(fmt: str, T: int, dtype: str, arch: str = "sm_90", nm: tuple | None = None) -> list[str]:
     """Kernel designs that can run a ``fmt`` weight at ``T`` tokens in ``dtype`` (within measured ranges)
-    in a module built for ``arch`` (``wgmma`` needs ``sm_90a``)."""
+    in a module built for ``arch`` (``wgmma`` needs ``sm_90a``); ``nm``: the ``(n, m)`` of an nm weight when known
+    (the 2:4 tensor-core designs take only patterns with at most 2 non-zeros per 4 columns)."""
+    if fmt == "nm" and nm is not None:
+        from sparsec.backends.cuda.kernels.mma_layout import fits_24
+
+        if not fits_24(*nm):
+            return [d for d in designs_for(fmt, T, dtype, arch) if d not in ("mma", "wgmma")]
     if fmt == "dense":
         return (["fragment"] + (["dlight"] if dtype in HALF and T >= DLIGHT_MIN_T else [])
                 + (["mma"] if dtype in HALF and T >= MMA_MIN_T else [])
@@ -172,13 +178,13 @@ def designs_for(fmt: str, T: int, dtype: str, arch: str = "sm_90") -> list[str]:
 
 
 def choose(O: int, K: int, T: int, density: float, dtype: str, formats, activation: bool = False,
-           arch: str = "sm_90") -> list[dict]:
+           arch: str = "sm_90", nm: tuple | None = None) -> list[dict]:
     """Every (format, design) candidate for the layer, fastest first; ``formats`` are the stored formats
     that may hold the weight (``"dense"`` is always added). Ties keep dense first."""
     fmts = ["dense"] + [f for f in formats if f != "dense"]
     out = []
     for f in fmts:
-        for d in designs_for(f, T, dtype, arch):
+        for d in designs_for(f, T, dtype, arch, nm):
             try:
                 us = predict_us(f, d, O, K, T, 1.0 if f == "dense" else density, activation)
             except KeyError:

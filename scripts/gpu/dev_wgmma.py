@@ -56,39 +56,13 @@ def build(outdir):
 
 
 def check(kdir, outp):
-    import env  # noqa: F401  (sparsec importable, TVM runtime)
-    import torch
+    import env  # (sparsec importable, TVM runtime)
 
-    from sparsec.backends.cuda.runtime import load_library
-
-    meta = json.load(open(os.path.join(kdir, "cases.json")))
-    dev = torch.device("cuda")
-    res = {"check": []}
-    lib = load_library(os.path.join(kdir, "check.so"))
-    for i, c in enumerate(meta["check"]):
-        r = {"name": c["name"], "knobs": c["resolved_knobs"]}
-        try:
-            w = env.make_weight(c, seed=i)
-            fmt = env.pack(c, w)
-            dt = getattr(torch, c["dtype"])
-            x, b, ref = env.case_io(c, fmt, i)
-            y = torch.full((c["T"], c["O"]), float("nan"), dtype=dt, device=dev)
-            lib[c["name"]](fmt.values.contiguous().to(dev), x.to(dev), *([b.to(dev)] if b is not None else []), y)
-            torch.cuda.synchronize()
-            r["rel_err"] = float((y.float().cpu() - ref).abs().max() / ref.abs().max().clamp_min(1e-6))
-            r["ok"] = r["rel_err"] <= TOL[c["dtype"]]       # NaN (an unwritten output) is not ok
-        except Exception as exc:  # noqa: BLE001
-            r["ok"], r["error"] = False, f"{type(exc).__name__}: {exc}"[:300]
-        res["check"].append(r)
-        print(f"[{'OK ' if r['ok'] else 'BAD'}] {c['name']:<44} err {r.get('rel_err', float('nan')):.2e} "
-              f"{r['knobs']} {r.get('error', '')}", flush=True)
-        json.dump(res, open(outp, "w"), indent=1)
+    env.check_cases_file(kdir, outp, lambda fmt, dev: [fmt.values.contiguous().to(dev)], TOL)
 
 
 def run(kdir, outp):
-    import subprocess
-
-    import env  # noqa: F401  (sparsec importable, TVM runtime)
+    import env  # (sparsec importable, TVM runtime)
     import torch
     import torch.nn.functional as F
 
@@ -99,14 +73,9 @@ def run(kdir, outp):
     res = {"machine": env.machine_info(), "arch": meta["arch"], "check": [], "bench": []}
     # the checks run in a child process with a time limit: a kernel waiting forever on an mbarrier
     # (ws=1) must not take the benchmark with it
-    chk_json = outp + ".check.json"
-    try:
-        subprocess.run([sys.executable, os.path.abspath(__file__), "check", kdir, chk_json], timeout=90, check=False)
-    except subprocess.TimeoutExpired:
-        print("CHECK TIMED OUT (a kernel hung)", flush=True)
+    res["check"], timed_out = env.checks_in_child(__file__, kdir, outp, 90)
+    if timed_out:
         res["check_timed_out"] = True
-    if os.path.exists(chk_json):
-        res["check"] = json.load(open(chk_json))["check"]
     ws_ok = (not res.get("check_timed_out") and len(res["check"]) == len(meta["check"])
              and all(r["ok"] for r in res["check"] if r["knobs"].get("ws")))
     res["ws_ok"] = ws_ok

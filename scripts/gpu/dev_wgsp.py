@@ -77,37 +77,11 @@ def sp_args(fmt, dev):
 
 def check(kdir, outp):
     import env
-    import torch
 
-    from sparsec.backends.cuda.runtime import load_library
-
-    meta = json.load(open(os.path.join(kdir, "cases.json")))
-    dev = torch.device("cuda")
-    res = {"check": []}
-    lib = load_library(os.path.join(kdir, "check.so"))
-    for i, c in enumerate(meta["check"]):
-        r = {"name": c["name"], "knobs": c["resolved_knobs"]}
-        try:
-            w = env.make_weight(c, seed=i)
-            fmt = env.pack(c, w)
-            dt = getattr(torch, c["dtype"])
-            x, b, ref = env.case_io(c, fmt, i)
-            y = torch.full((c["T"], c["O"]), float("nan"), dtype=dt, device=dev)
-            lib[c["name"]](*sp_args(fmt, dev), x.to(dev), *([b.to(dev)] if b is not None else []), y)
-            torch.cuda.synchronize()
-            r["rel_err"] = float((y.float().cpu() - ref).abs().max() / ref.abs().max().clamp_min(1e-6))
-            r["ok"] = r["rel_err"] <= TOL[c["dtype"]]       # NaN (an unwritten output) is not ok
-        except Exception as exc:  # noqa: BLE001
-            r["ok"], r["error"] = False, f"{type(exc).__name__}: {exc}"[:300]
-        res["check"].append(r)
-        print(f"[{'OK ' if r['ok'] else 'BAD'}] {c['name']:<44} err {r.get('rel_err', float('nan')):.2e} "
-              f"{r['knobs']} {r.get('error', '')}", flush=True)
-        json.dump(res, open(outp, "w"), indent=1)
+    env.check_cases_file(kdir, outp, sp_args, TOL)
 
 
 def run(kdir, outp):
-    import subprocess
-
     import env
     import torch
     import torch.nn.functional as F
@@ -118,16 +92,8 @@ def run(kdir, outp):
     meta = json.load(open(os.path.join(kdir, "cases.json")))
     dev = torch.device("cuda")
     res = {"machine": env.machine_info(), "arch": meta["arch"], "check": [], "bench": []}
-    chk_json = outp + ".check.json"
-    try:
-        subprocess.run([sys.executable, os.path.abspath(__file__), "check", kdir, chk_json], timeout=60, check=False)
-    except subprocess.TimeoutExpired:
-        print("CHECK TIMED OUT (a kernel hung)", flush=True)
-        res["check_timed_out"] = True
-    if os.path.exists(chk_json):
-        res["check"] = json.load(open(chk_json))["check"]
-        os.remove(chk_json)
-    ok = not res.get("check_timed_out") and len(res["check"]) == len(meta["check"])
+    res["check"], res["check_timed_out"] = env.checks_in_child(__file__, kdir, outp, 60)
+    ok = not res["check_timed_out"] and len(res["check"]) == len(meta["check"])
     res["checks_complete"] = ok
     json.dump(res, open(outp, "w"), indent=1)
     if not ok:
@@ -194,7 +160,7 @@ def run(kdir, outp):
                       f"{ent['knobs']}", flush=True)
             res["bench"].append(row)
             json.dump(res, open(outp, "w"), indent=1)
-        del w, w_lt, sp
+        w = w_lt = sp = None    # noqa: F841  (free the weights before the next shape)
         torch.cuda.empty_cache()
     json.dump(res, open(outp, "w"), indent=1)
 

@@ -153,3 +153,54 @@ def bench_graph(fn, iters: int = 20, reps: int = 5):
         times.append(a.elapsed_time(b) / iters)
     times.sort()
     return times[len(times) // 2], method
+
+
+def check_cases_file(kdir: str, outp: str, weight_args, tol: dict) -> None:
+    """The dev scripts' correctness pass: every case of ``kdir/cases.json``'s ``check`` list run from
+    ``kdir/check.so`` vs ``F.linear`` in fp32 (``case_io``); ``weight_args(fmt, dev)`` gives the kernel's weight
+    arguments. Writes ``{"check": [...]}`` to ``outp`` after every case (a hang leaves the cases before it)."""
+    import json
+
+    import torch
+
+    from sparsec.backends.cuda.runtime import load_library
+
+    meta = json.load(open(os.path.join(kdir, "cases.json")))
+    dev = torch.device("cuda")
+    res = {"check": []}
+    lib = load_library(os.path.join(kdir, "check.so"))
+    for i, c in enumerate(meta["check"]):
+        r = {"name": c["name"], "knobs": c["resolved_knobs"]}
+        try:
+            fmt = pack(c, make_weight(c, seed=i))
+            x, b, ref = case_io(c, fmt, i)
+            y = torch.full((c["T"], c["O"]), float("nan"), dtype=getattr(torch, c["dtype"]), device=dev)
+            lib[c["name"]](*weight_args(fmt, dev), x.to(dev), *([b.to(dev)] if b is not None else []), y)
+            torch.cuda.synchronize()
+            r["rel_err"] = float((y.float().cpu() - ref).abs().max() / ref.abs().max().clamp_min(1e-6))
+            r["ok"] = r["rel_err"] <= tol[c["dtype"]]       # NaN (an unwritten output) is not ok
+        except Exception as exc:  # noqa: BLE001
+            r["ok"], r["error"] = False, f"{type(exc).__name__}: {exc}"[:300]
+        res["check"].append(r)
+        print(f"[{'OK ' if r['ok'] else 'BAD'}] {c['name']:<44} err {r.get('rel_err', float('nan')):.2e} "
+              f"{r['knobs']} {r.get('error', '')}", flush=True)
+        json.dump(res, open(outp, "w"), indent=1)
+
+
+def checks_in_child(script: str, kdir: str, outp: str, timeout: float) -> tuple[list, bool]:
+    """Run ``script check kdir JSON`` in a child process with a time limit (a kernel waiting forever on an
+    mbarrier must not take the caller with it): ``(check results, timed out)``."""
+    import json
+
+    part = outp + ".check.json"
+    timed_out = False
+    try:
+        subprocess.run([sys.executable, os.path.abspath(script), "check", kdir, part], timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        print("CHECK TIMED OUT (a kernel hung)", flush=True)
+        timed_out = True
+    checks = []
+    if os.path.exists(part):
+        checks = json.load(open(part))["check"]
+        os.remove(part)
+    return checks, timed_out
