@@ -24,6 +24,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (9216, 36864)]
 TOKENS = [1, 8, 16, 32]
+MODE = os.environ.get("DEV_TILED_MODE", "p7")     # "rows": split="rows" vs "k" (tiledrows_run*)
+if MODE == "rows":
+    SHAPES, TOKENS = SHAPES[1:], [8, 16, 32]
 SPARSITY = [0.7, 0.8, 0.9]
 ROUNDS = 7
 ARCH = "sm_90a"
@@ -34,10 +37,49 @@ from cases import P7_CHECK  # noqa: E402  (the pos7 check grid, shared with the 
 def check_cases() -> list[dict]:
     import cases as C
 
+    if MODE == "rows":      # the pos7 grid with split="rows", on pos and pos7 alternately
+        out = []
+        for c in C.tiled_pos7_check_cases():
+            i = len(out)
+            kn = dict(c["knobs"], split="rows", **({"code": "pos"} if i % 2 else {}))
+            out.append(dict(c, name=c["name"].replace("chk_tiledp7", "chk_tiledrows"), knobs=kn))
+        return out
     return C.tiled_pos7_check_cases()
 
 
 def variants(O, K, T):
+    if MODE == "rows":
+        return variants_rows(O, K, T)
+    return variants_p7(O, K, T)
+
+
+def variants_rows(O, K, T):
+    """split="k" (pos, pos7 at the default split) vs split="rows" (pos, pos7 at its default split and one step
+    either side)."""
+    from sparsec.backends.cuda.kernels.tiled import KNOBS, resolve
+    from sparsec.backends.kernels.common import KernelError, MatmulSpec
+
+    spec = MatmulSpec(T, O, K, False, None, "float16")
+    d = resolve(spec, {"split": "rows"})
+    ks = list(KNOBS["ksplit"])
+    i = ks.index(d.ksplit)
+    out = [("pos", {}, "bank"), ("p7", {"code": "pos7"}, "bank"), ("rows", {"split": "rows"}, "bank"),
+           ("rows_p7", {"split": "rows", "code": "pos7"}, "bank")]
+    if i > 0:
+        out.append(("rows_p7_kslo", {"split": "rows", "code": "pos7", "ksplit": ks[i - 1]}, "bank"))
+    if i + 1 < len(ks):
+        out.append(("rows_p7_kshi", {"split": "rows", "code": "pos7", "ksplit": ks[i + 1]}, "bank"))
+    res = []
+    for lab, kn, order in out:
+        try:
+            resolve(spec, kn)
+        except KernelError:
+            continue
+        res.append((lab, kn, order))
+    return res
+
+
+def variants_p7(O, K, T):
     """(label, knobs, layout order) of the timed kernels of a cell (``p7_slot`` reuses ``p7``'s kernel)."""
     from sparsec.backends.cuda.kernels.tiled import KNOBS, resolve
     from sparsec.backends.kernels.common import KernelError, MatmulSpec
@@ -75,7 +117,7 @@ def build(outdir):
                                     design="tiled"))
                 bench[-1]["label"] = lab
     B.build(cs + bench, os.path.join(outdir, "dev.so"), ARCH)
-    for c in list(bench):
+    for c in list(bench) if MODE != "rows" else []:
         if c["label"] == "p7":                  # the same kernel on the slot-ordered layout
             bench.append(dict(c, label="p7_slot", order="slot"))
     json.dump({"check": cs, "bench": bench}, open(os.path.join(outdir, "cases.json"), "w"), indent=1)

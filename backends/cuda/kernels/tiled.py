@@ -50,6 +50,12 @@ of 8 values, one of 8 positions, 8 shared stores), plus a fixed cost per stage (
   90 % (0.86-0.97x: a group's padding adds ~26 % entries, so 54 % of the stages need a second, non-prefetched
   256-entry batch, pos 0 %); on 4096x4096 (L2-resident) geomean 0.98-0.99x at 70-80 %. The winner depends on the
   density, which the kernel does not know: ``pos`` stays the default, the caller picks pos7 (measured: density >= 0.2);
+- ``split="rows"`` (opt-in): the block's warps take ``warps`` row groups over one K range (``ksplit`` blocks per row
+  group, each warp all of its range's stages: at most ``MAX_PER_ROWS`` by default) and store their own rows (no shared
+  reduction), so the 8 warps read the same activation slices (L1). Meant for T >= 16, where Nsight Compute showed
+  ~660 MB of activation loads on 9216x36864 at T=32; H100, 2026-11-23 (``benchmarks/results/dev/tiledrows_run1.*``):
+  correct (28/28) but slower than ``split="k"`` in all 27 cells (0.39-0.92x: each warp walks 2-8x more stages in
+  sequence, and the per-element Y atomics of the larger split cost more than the L1 reuse saves);
 - the warps' partial sums meet in shared memory (fp32 ``atomicAdd``); with one k split the block
   applies bias + activation and stores Y; with ``ksplit > 1`` (no activation) a first kernel zeroes
   Y and every block adds its partial result with fp16/bf16 ``atomicAdd`` (bias by split 0).
@@ -63,9 +69,13 @@ from tvm.script import tirx as T
 from sparsec.backends.cuda.kernels.staged import warp_reduce_epilogue
 from sparsec.backends.kernels.common import Arg, KernelError, MatmulSpec, ceil_div, epilogue, meta_of
 
-KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128), "warps": (1, 2, 4, 8, 16), "ksplit": (1, 2, 3, 4, 6, 8, 12, 16),
+KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128), "warps": (1, 2, 4, 8, 16),
+         "ksplit": (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48),
          "tn": (8, 16, 24, 32), "pipe": (1, 2, 3), "sync": ("warp", "block"),
-         "clear": ("zero", "unscatter"), "code": ("pos", "bitmap", "pos7"), "vsrc": ("smem", "global")}
+         "clear": ("zero", "unscatter"), "code": ("pos", "bitmap", "pos7"), "vsrc": ("smem", "global"),
+         "split": ("k", "rows")}
+KSPLIT_K = (1, 2, 3, 4, 6, 8, 12, 16)   # split="k": the default split's candidates
+MAX_PER_ROWS = 24                        # split="rows": default split keeps a warp's stages <= this
 MAX_PER = 12                 # default split: at most this many stages per warp ...
 MIN_WARPS = 1024             # ... and about a block of 8 warps per H100 SM (132)
 
@@ -83,6 +93,7 @@ class TiledSpec:
     clear: str = "zero"
     code: str = "pos"
     vsrc: str = "smem"
+    split: str = "k"
 
     @property
     def ngroups(self) -> int:
@@ -96,7 +107,8 @@ class TiledSpec:
         return {"design": "tiled", "rt": self.rt, "sc": self.sc, "warps": self.warps, "ksplit": self.ksplit,
                 "tn": self.tn, "pipe": self.pipe, "sync": self.sync, "clear": self.clear,
                 **({"code": self.code, "vsrc": self.vsrc} if self.code == "bitmap" else {}),
-                **({"code": self.code} if self.code == "pos7" else {})}
+                **({"code": self.code} if self.code == "pos7" else {}),
+                **({"split": self.split} if self.split == "rows" else {})}
 
     @property
     def nwords(self) -> int:
@@ -129,13 +141,28 @@ def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
     ntt = ceil_div(Tt, tn)
     warps = knobs.get("warps") or 8
     ks = knobs.get("ksplit")
+    split = knobs.get("split") or "k"
+    if split == "rows":
+        if (knobs.get("code") or "pos") == "bitmap":
+            raise KernelError("cuda tiled kernel: split='rows' supports code='pos' and 'pos7'")
+        if ks is None:
+            # every warp walks all the block's stages for its own row group: split K until a warp has
+            # <= MAX_PER_ROWS stages and the grid has a block per SM (no split with an activation)
+            ks = 1
+            if spec.activation is None:
+                for cand in KNOBS["ksplit"]:
+                    if cand > nst:
+                        break
+                    ks = cand
+                    if ceil_div(nst, cand) <= MAX_PER_ROWS and ceil_div(ngr, warps) * ntt * cand >= MIN_WARPS // 8:
+                        break
     if ks is None:
         # H100, 2026-11-23 (benchmarks/results/spmm_gpu.md): a split costs a Y-zeroing launch and fp16
         # atomics, so split only to keep a warp's stages <= MAX_PER (latency) and to give every SM a block
         ks = 1
         max_per = MAX_PER if Tt <= 32 else 31        # more tokens: the atomics of a split cost more
         if spec.activation is None:
-            for cand in KNOBS["ksplit"]:
+            for cand in KSPLIT_K:
                 if cand * warps > nst:
                     break
                 ks = cand
@@ -144,7 +171,7 @@ def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
     if spec.activation is not None and ks > 1:
         raise KernelError("cuda tiled kernel: ksplit > 1 sums partial results with atomics, which an "
                           "activation cannot follow; use ksplit=1")
-    smem = warps * (16 * rt * sc + 8) * 2 + (16 * rt + 4) * tn * 4
+    smem = warps * (16 * rt * sc + 8) * 2 + ((16 * rt + 4) * tn * 4 if split == "k" else 0)
     if smem > 48 * 1024:
         raise KernelError(f"cuda tiled kernel: {smem} bytes of shared memory (at most 48 KiB): lower warps, rt or sc")
     pipe, clear = knobs.get("pipe") or 1, knobs.get("clear") or "zero"
@@ -165,7 +192,7 @@ def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
     if code == "pos7" and 16 * rt * sc > 2048:
         raise KernelError("cuda tiled kernel: code='pos7' needs 16*rt*sc <= 2048 (at most 16 groups of 128 slots "
                           "per stage: a 4-bit group field)")
-    return TiledSpec(spec, rt, sc, warps, ks, tn, pipe, knobs.get("sync") or "warp", clear, code)
+    return TiledSpec(spec, rt, sc, warps, ks, tn, pipe, knobs.get("sync") or "warp", clear, code, split=split)
 
 
 def tiled_args(ts: TiledSpec, dtype: str) -> list[Arg]:
@@ -204,7 +231,10 @@ def generate(ts: TiledSpec):
     SW = STG + 8                        # + trash slot (padding entries), keeps 16-byte alignment
     NZ = SW // 8                        # 16-byte zero stores per stage
     ZIT = ceil_div(NZ, 32)
-    PER = ceil_div(NST, KS * W)         # stages per warp
+    ROWS = ts.split == "rows"           # the block's warps take W row groups over one K range (else: one row
+                                        # group, the warps splitting its K range)
+    PER = ceil_div(NST, KS) if ROWS else ceil_div(NST, KS * W)   # stages per warp
+    NBX = ceil_div(NGR, W) if ROWS else NGR                     # blocks along the row groups
     SHFL = PER <= 31                    # the warp's stage pointers fit one per lane
     PIPE = ts.pipe
     WSYNC = ts.sync == "warp"
@@ -239,11 +269,24 @@ def generate(ts: TiledSpec):
 
     # index helpers (plain Python: an assignment inside TVMScript becomes a local variable, which hides
     # the 16-byte alignment of the vector loads from TVM's analysis)
-    def s_first(bz, ty):
-        return T.min((bz * W + ty) * PER, NST)
+    if ROWS:
+        def s_first(bz, ty):
+            return T.min(bz * PER, NST)
 
-    def s_end(bz, ty):
-        return T.min(T.min((bz * W + ty) * PER, NST) + PER, NST)
+        def s_end(bz, ty):
+            # a warp past the last row group (last block) repeats the last one's stages (gbase clamps); its rows
+            # are >= O, so its results are never stored
+            return T.min(T.min(bz * PER, NST) + PER, NST)
+    else:
+        def s_first(bz, ty):
+            return T.min((bz * W + ty) * PER, NST)
+
+        def s_end(bz, ty):
+            return T.min(T.min((bz * W + ty) * PER, NST) + PER, NST)
+
+    def gbase(bx, ty):
+        """First stage-pointer index of the warp's row group."""
+        return (T.min(bx * W + ty, NGR - 1) if ROWS else bx) * NST
 
     def xtok(by, tx, ns):
         return by * TN + ns * 8 + tx // 4
@@ -297,11 +340,11 @@ def generate(ts: TiledSpec):
             if PIPE == 3:
                 sv[4] = T.tvm_warp_shuffle(FULL, sv[0], T.min(si + 3, 31), 32, 32)
         else:
-            sv[1] = sptr[bx * NST + T.min(s_first(bz, ty) + si, s_end(bz, ty))]
-            sv[2] = sptr[bx * NST + T.min(s_first(bz, ty) + si + 1, s_end(bz, ty))]
-            sv[3] = sptr[bx * NST + T.min(s_first(bz, ty) + si + 2, s_end(bz, ty))]
+            sv[1] = sptr[gbase(bx, ty) + T.min(s_first(bz, ty) + si, s_end(bz, ty))]
+            sv[2] = sptr[gbase(bx, ty) + T.min(s_first(bz, ty) + si + 1, s_end(bz, ty))]
+            sv[3] = sptr[gbase(bx, ty) + T.min(s_first(bz, ty) + si + 2, s_end(bz, ty))]
             if PIPE == 3:
-                sv[4] = sptr[bx * NST + T.min(s_first(bz, ty) + si + 3, s_end(bz, ty))]
+                sv[4] = sptr[gbase(bx, ty) + T.min(s_first(bz, ty) + si + 3, s_end(bz, ty))]
         if active(bz, ty, si):
             if PIPE == 2:
                 if active(bz, ty, si + 1) and sv[2] + tx < sv[3]:
@@ -407,7 +450,7 @@ def generate(ts: TiledSpec):
 
     def bm_word(bx, bz, ty, si, tx, w):
         # bitmap word w of lane tx of the warp's stage si
-        return ((bx * NST + s_first(bz, ty) + si) * 32 + tx) * NW + w
+        return ((gbase(bx, ty) + s_first(bz, ty) + si) * 32 + tx) * NW + w
 
     def bm_slot(w, b, tx):
         # half slot of bit b of word w of lane tx (tiled_layout.bit_of_slot): bit index w*32 + b is half
@@ -443,9 +486,9 @@ def generate(ts: TiledSpec):
             sv[2] = T.tvm_warp_shuffle(FULL, sv[0], T.min(si + 1, 31), 32, 32)
             sv[3] = T.tvm_warp_shuffle(FULL, sv[0], T.min(si + 2, 31), 32, 32)
         else:
-            sv[1] = sptr[bx * NST + T.min(s_first(bz, ty) + si, s_end(bz, ty))]
-            sv[2] = sptr[bx * NST + T.min(s_first(bz, ty) + si + 1, s_end(bz, ty))]
-            sv[3] = sptr[bx * NST + T.min(s_first(bz, ty) + si + 2, s_end(bz, ty))]
+            sv[1] = sptr[gbase(bx, ty) + T.min(s_first(bz, ty) + si, s_end(bz, ty))]
+            sv[2] = sptr[gbase(bx, ty) + T.min(s_first(bz, ty) + si + 1, s_end(bz, ty))]
+            sv[3] = sptr[gbase(bx, ty) + T.min(s_first(bz, ty) + si + 2, s_end(bz, ty))]
         if active(bz, ty, si):
             load_x(X, xv, xs, by, tx, s_first(bz, ty) + si)
             for i in T.unroll(ZIT):
@@ -501,6 +544,31 @@ def generate(ts: TiledSpec):
         sync_stage()
 
     @T.macro
+    def warp_store(acc, Y, bias, bx, by, bz, ty, tx):
+        # split="rows": the warp owns its rows: its m16n8 accumulators go straight to Y (bias + activation with
+        # one k split; fp16/bf16 atomicAdd into the zeroed Y with ksplit > 1, the bias from split 0)
+        for r in T.unroll(RT):
+            for ns in T.unroll(NS):
+                for h in T.unroll(4):
+                    row = (bx * W + ty) * RG + r * 16 + tx // 4 + 8 * (h // 2)
+                    tok = by * TN + ns * 8 + 2 * (tx % 4) + h % 2
+                    if row < O and tok < TT:
+                        if KS == 1:
+                            if HAS_BIAS:
+                                Y[tok, row] = T.Cast(dt, epi(acc[(r * NS + ns) * 4 + h]
+                                                             + T.Cast("float32", bias[row])))
+                            else:
+                                Y[tok, row] = T.Cast(dt, epi(acc[(r * NS + ns) * 4 + h]))
+                        else:
+                            if HAS_BIAS:
+                                T.evaluate(T.call_extern(dt, "atomicAdd", T.address_of(Y[tok, row]), T.Cast(
+                                    dt, acc[(r * NS + ns) * 4 + h] + T.if_then_else(
+                                        bz == 0, T.Cast("float32", bias[row]), T.float32(0)))))
+                            else:
+                                T.evaluate(T.call_extern(dt, "atomicAdd", T.address_of(Y[tok, row]),
+                                                         T.Cast(dt, acc[(r * NS + ns) * 4 + h])))
+
+    @T.macro
     def body(vals, pos, sptr, X, bias, Y, bx, by, bz, ty, tx):
         st_ = T.alloc_buffer((W * SWT,), dt, scope="shared")
         if WSYNC:
@@ -510,7 +578,7 @@ def generate(ts: TiledSpec):
             st = T.decl_buffer((W * SWT,), dt, data=stp)
         else:
             st = T.decl_buffer((W * SWT,), dt, data=st_.data, scope="shared")
-        red = T.alloc_buffer((NRED,), "float32", scope="shared")
+        red = T.alloc_buffer((NRED if not ROWS else 1,), "float32", scope="shared")
         acc = T.alloc_buffer((ACC,), "float32", scope="local")
         vv = T.alloc_buffer((8,), dt, scope="local")
         pv = T.alloc_buffer((PL,), PR_DT, scope="local")
@@ -530,18 +598,19 @@ def generate(ts: TiledSpec):
         bw = T.alloc_buffer((max(NW, 1),), "int32", scope="local")      # code="bitmap": the lane's words
         mk = T.alloc_buffer((1,), "uint32", scope="local")
         iv = T.alloc_buffer((3,), "int32", scope="local")               # popcount, next value, bit
-        for i in T.unroll(ceil_div(NRED, W * 32)):
-            if i * W * 32 + ty * 32 + tx < NRED:
-                red[i * W * 32 + ty * 32 + tx] = T.float32(0)
+        if not ROWS:
+            for i in T.unroll(ceil_div(NRED, W * 32)):
+                if i * W * 32 + ty * 32 + tx < NRED:
+                    red[i * W * 32 + ty * 32 + tx] = T.float32(0)
         for i in T.unroll(ACC):
             acc[i] = T.float32(0)
         if SHFL:
-            sv[0] = sptr[bx * NST + T.min(s_first(bz, ty) + tx, s_end(bz, ty))]
+            sv[0] = sptr[gbase(bx, ty) + T.min(s_first(bz, ty) + tx, s_end(bz, ty))]
             sv[1] = T.tvm_warp_shuffle(FULL, sv[0], 0, 32, 32)
             sv[2] = T.tvm_warp_shuffle(FULL, sv[0], 1, 32, 32)
         else:
-            sv[1] = sptr[bx * NST + s_first(bz, ty)]
-            sv[2] = sptr[bx * NST + T.min(s_first(bz, ty) + 1, s_end(bz, ty))]
+            sv[1] = sptr[gbase(bx, ty) + s_first(bz, ty)]
+            sv[2] = sptr[gbase(bx, ty) + T.min(s_first(bz, ty) + 1, s_end(bz, ty))]
         if BM:
             if s_first(bz, ty) < s_end(bz, ty):
                 load_bits(pos, bw, bx, bz, ty, 0, tx)
@@ -561,7 +630,7 @@ def generate(ts: TiledSpec):
             if SHFL:
                 sv[3] = T.tvm_warp_shuffle(FULL, sv[0], 2, 32, 32)
             else:
-                sv[3] = sptr[bx * NST + T.min(s_first(bz, ty) + 2, s_end(bz, ty))]
+                sv[3] = sptr[gbase(bx, ty) + T.min(s_first(bz, ty) + 2, s_end(bz, ty))]
             if s_first(bz, ty) + 1 < s_end(bz, ty) and sv[2] + tx < sv[3]:
                 for j in T.vectorized(8):
                     v3[j] = vals[sv[2] * 8 + tx * 8 + j]
@@ -603,7 +672,10 @@ def generate(ts: TiledSpec):
                       tx, bx, sp)
                 stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, v3, p3, vv, pv, v2, p2, 2 * si2 + 1, by, bz,
                       ty, tx, bx, sp)
-        reduce_store(red, acc, Y, bias, bx, by, bz, ty, tx)
+        if ROWS:
+            warp_store(acc, Y, bias, bx, by, bz, ty, tx)
+        else:
+            reduce_store(red, acc, Y, bias, bx, by, bz, ty, tx)
         if WSYNC and sv[1] < 0:
             # never true (stage pointers are >= 0), but not provably: a read of st_ over its whole extent at the
             # very end. st_'s accesses go through stp, so without it TVM shrinks the allocation and
@@ -623,7 +695,7 @@ def generate(ts: TiledSpec):
             X = T.match_buffer(x, (TT, K), dt)
             bias = T.match_buffer(b, (O,), dt)
             Y = T.match_buffer(y, (TT, O), dt)
-            for bx in T.thread_binding(NGR, thread="blockIdx.x"):
+            for bx in T.thread_binding(NBX, thread="blockIdx.x"):
                 for by in T.thread_binding(NTT, thread="blockIdx.y"):
                     for bz in T.thread_binding(KS, thread="blockIdx.z"):
                         for ty in T.thread_binding(W, thread="threadIdx.y"):
@@ -646,7 +718,7 @@ def generate(ts: TiledSpec):
                 for zt in T.thread_binding(256, thread="threadIdx.x"):
                     if zb * 256 + zt < NY:
                         Yf[zb * 256 + zt] = zero
-            for bx in T.thread_binding(NGR, thread="blockIdx.x"):
+            for bx in T.thread_binding(NBX, thread="blockIdx.x"):
                 for by in T.thread_binding(NTT, thread="blockIdx.y"):
                     for bz in T.thread_binding(KS, thread="blockIdx.z"):
                         for ty in T.thread_binding(W, thread="threadIdx.y"):

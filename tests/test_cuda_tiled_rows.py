@@ -1,0 +1,49 @@
+"""``tiled`` knob ``split="rows"`` (opt-in, measured slower: docs/cuda.md): the block's warps take ``warps`` row
+groups over one K range instead of splitting one row group's K range. Generated and nvcc-compiled here (no GPU);
+numerical correctness on the H100 (``DEV_TILED_MODE=rows scripts/gpu/dev_tiledp7.py``, 28/28)."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+import pytest
+
+from sparsec.backends.kernels.common import KernelError, MatmulSpec
+
+pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None and not os.path.exists("/usr/local/cuda/bin/nvcc"),
+                                reason="nvcc not installed")
+
+
+def test_rows_split_resolves_and_refuses():
+    from sparsec.backends.cuda.kernels import tiled
+
+    ts = tiled.resolve(MatmulSpec(32, 9216, 36864, False, None, "float16"), {"split": "rows"})
+    per = -(-ts.nstages // ts.ksplit)
+    assert ts.split == "rows" and per <= tiled.MAX_PER_ROWS and ts.knobs()["split"] == "rows"
+    assert (-(-ts.ngroups // ts.warps)) * ts.ksplit >= tiled.MIN_WARPS // 8       # a block per SM at least
+    small = tiled.resolve(MatmulSpec(32, 768, 768, False, None, "float16"), {"split": "rows"})
+    assert small.ksplit <= small.nstages                                            # never an empty split
+    assert tiled.resolve(MatmulSpec(32, 768, 768, False, "gelu", "float16"), {"split": "rows"}).ksplit == 1
+    assert "split" not in tiled.resolve(MatmulSpec(32, 768, 768, False, None, "float16"), {}).knobs()
+    with pytest.raises(KernelError, match="split='rows'"):
+        tiled.resolve(MatmulSpec(8, 768, 768, False, None, "float16"), {"split": "rows", "code": "bitmap"})
+
+
+def test_rows_split_compiles_without_the_shared_reduction():
+    import tvm
+
+    from sparsec.backends.cuda import toolchain as tc
+    from sparsec.backends.cuda.kernels import tiled
+
+    funcs = {}
+    for i, (kn, (T, O, K, bias, act)) in enumerate([({"split": "rows", "code": "pos7"}, (32, 1000, 2056, True, None)),
+                                                     ({"split": "rows"}, (17, 300, 1000, True, "gelu"))]):
+        ts = tiled.resolve(MatmulSpec(T, O, K, bias, act, "float16"), kn)
+        funcs[f"rows{i}"] = tiled.generate(ts).with_attr("global_symbol", f"rows{i}")
+    lib = tc.build(tvm.IRModule(funcs), "sm_90a")
+    ptx = tc.ptx(lib, "sm_90a")
+    src = tc.device_source(lib)
+    assert len(re.findall(r"mma\.sync\.aligned\.m16n8k16", ptx)) >= 8 and "ld.local" not in ptx
+    # each warp stores its own rows: no shared fp32 atomics (the k split's block reduction), global ones for Y
+    assert "atom.shared.add.f32" not in ptx and "atomicAdd" in src
