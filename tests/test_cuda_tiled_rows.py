@@ -1,6 +1,8 @@
-"""``tiled`` knob ``split="rows"`` (opt-in, measured slower: docs/cuda.md): the block's warps take ``warps`` row
-groups over one K range instead of splitting one row group's K range. Generated and nvcc-compiled here (no GPU);
-numerical correctness on the H100 (``DEV_TILED_MODE=rows scripts/gpu/dev_tiledp7.py``, 28/28)."""
+"""``tiled`` knobs ``split="rows"`` and ``xpipe=1`` (opt-in, both measured slower: docs/cuda.md). ``split="rows"``: the
+block's warps take ``warps`` row groups over one K range instead of splitting one row group's K range. ``xpipe=1``:
+the next stage's activation fragments are loaded during the current stage (two register sets). Generated and
+nvcc-compiled here (no GPU); numerical correctness on the H100 (``DEV_TILED_MODE=rows|xpipe
+scripts/gpu/dev_tiledp7.py``: 28/28, 26/26)."""
 from __future__ import annotations
 
 import os
@@ -47,3 +49,22 @@ def test_rows_split_compiles_without_the_shared_reduction():
     assert len(re.findall(r"mma\.sync\.aligned\.m16n8k16", ptx)) >= 8 and "ld.local" not in ptx
     # each warp stores its own rows: no shared fp32 atomics (the k split's block reduction), global ones for Y
     assert "atom.shared.add.f32" not in ptx and "atomicAdd" in src
+
+
+def test_xpipe_alternates_two_activation_register_sets():
+    import tvm
+
+    from sparsec.backends.cuda import toolchain as tc
+    from sparsec.backends.cuda.kernels import tiled
+
+    spec = MatmulSpec(32, 1000, 2056, True, None, "float16")
+    with pytest.raises(KernelError, match="xpipe=1 needs pipe=1"):
+        tiled.resolve(spec, {"xpipe": 1, "pipe": 2})
+    ts = tiled.resolve(spec, {"xpipe": 1, "code": "pos7"})
+    assert ts.knobs()["xpipe"] == 1 and "xpipe" not in tiled.resolve(spec, {}).knobs()
+    f = tiled.generate(ts)
+    script = f.script()
+    assert "xs2" in script and "xs2" not in tiled.generate(tiled.resolve(spec, {"code": "pos7"})).script()
+    lib = tc.build(tvm.IRModule({"xp": f.with_attr("global_symbol", "xp")}), "sm_90a")
+    ptx = tc.ptx(lib, "sm_90a")
+    assert "mma.sync.aligned.m16n8k16" in ptx and "ld.local" not in ptx

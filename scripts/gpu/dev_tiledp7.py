@@ -24,8 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (9216, 36864)]
 TOKENS = [1, 8, 16, 32]
-MODE = os.environ.get("DEV_TILED_MODE", "p7")     # "rows": split="rows" vs "k" (tiledrows_run*)
-if MODE == "rows":
+MODE = os.environ.get("DEV_TILED_MODE", "p7")     # "rows": split="rows" vs "k" (tiledrows_run*); "xpipe": xpipe=1
+if MODE in ("rows", "xpipe"):
     SHAPES, TOKENS = SHAPES[1:], [8, 16, 32]
 SPARSITY = [0.7, 0.8, 0.9]
 ROUNDS = 7
@@ -37,6 +37,15 @@ from cases import P7_CHECK  # noqa: E402  (the pos7 check grid, shared with the 
 def check_cases() -> list[dict]:
     import cases as C
 
+    if MODE == "xpipe":     # the pos7 grid (pipe=1 entries) with xpipe=1, on pos and pos7 alternately
+        out = []
+        for c in C.tiled_pos7_check_cases():
+            if c["knobs"].get("pipe", 1) != 1:
+                continue
+            i = len(out)
+            kn = dict(c["knobs"], xpipe=1, **({"code": "pos"} if i % 2 else {}))
+            out.append(dict(c, name=c["name"].replace("chk_tiledp7", "chk_tiledxp"), knobs=kn))
+        return out
     if MODE == "rows":      # the pos7 grid with split="rows", on pos and pos7 alternately
         out = []
         for c in C.tiled_pos7_check_cases():
@@ -50,6 +59,9 @@ def check_cases() -> list[dict]:
 def variants(O, K, T):
     if MODE == "rows":
         return variants_rows(O, K, T)
+    if MODE == "xpipe":
+        return [("pos", {}, "bank"), ("p7", {"code": "pos7"}, "bank"), ("pos_xp", {"xpipe": 1}, "bank"),
+                ("p7_xp", {"code": "pos7", "xpipe": 1}, "bank")]
     return variants_p7(O, K, T)
 
 
@@ -117,7 +129,7 @@ def build(outdir):
                                     design="tiled"))
                 bench[-1]["label"] = lab
     B.build(cs + bench, os.path.join(outdir, "dev.so"), ARCH)
-    for c in list(bench) if MODE != "rows" else []:
+    for c in list(bench) if MODE == "p7" else []:
         if c["label"] == "p7":                  # the same kernel on the slot-ordered layout
             bench.append(dict(c, label="p7_slot", order="slot"))
     json.dump({"check": cs, "bench": bench}, open(os.path.join(outdir, "cases.json"), "w"), indent=1)

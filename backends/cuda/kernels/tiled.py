@@ -56,6 +56,8 @@ of 8 values, one of 8 positions, 8 shared stores), plus a fixed cost per stage (
   ~660 MB of activation loads on 9216x36864 at T=32; H100, 2026-11-23 (``benchmarks/results/dev/tiledrows_run1.*``):
   correct (28/28) but slower than ``split="k"`` in all 27 cells (0.39-0.92x: each warp walks 2-8x more stages in
   sequence, and the per-element Y atomics of the larger split cost more than the L1 reuse saves);
+- ``xpipe=1`` (opt-in, pipe=1): the next stage's activation fragments are loaded during this stage (two register
+  sets); H100 (``benchmarks/results/dev/tiledxp_run1.*``): neutral at T=8, 0.59-1.01x at T=16/32 (registers);
 - the warps' partial sums meet in shared memory (fp32 ``atomicAdd``); with one k split the block
   applies bias + activation and stores Y; with ``ksplit > 1`` (no activation) a first kernel zeroes
   Y and every block adds its partial result with fp16/bf16 ``atomicAdd`` (bias by split 0).
@@ -73,7 +75,7 @@ KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128), "warps": (1, 2, 4, 8, 16),
          "ksplit": (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48),
          "tn": (8, 16, 24, 32), "pipe": (1, 2, 3), "sync": ("warp", "block"),
          "clear": ("zero", "unscatter"), "code": ("pos", "bitmap", "pos7"), "vsrc": ("smem", "global"),
-         "split": ("k", "rows")}
+         "split": ("k", "rows"), "xpipe": (0, 1)}
 KSPLIT_K = (1, 2, 3, 4, 6, 8, 12, 16)   # split="k": the default split's candidates
 MAX_PER_ROWS = 24                        # split="rows": default split keeps a warp's stages <= this
 MAX_PER = 12                 # default split: at most this many stages per warp ...
@@ -94,6 +96,7 @@ class TiledSpec:
     code: str = "pos"
     vsrc: str = "smem"
     split: str = "k"
+    xpipe: int = 0
 
     @property
     def ngroups(self) -> int:
@@ -108,7 +111,8 @@ class TiledSpec:
                 "tn": self.tn, "pipe": self.pipe, "sync": self.sync, "clear": self.clear,
                 **({"code": self.code, "vsrc": self.vsrc} if self.code == "bitmap" else {}),
                 **({"code": self.code} if self.code == "pos7" else {}),
-                **({"split": self.split} if self.split == "rows" else {})}
+                **({"split": self.split} if self.split == "rows" else {}),
+                **({"xpipe": self.xpipe} if self.xpipe else {})}
 
     @property
     def nwords(self) -> int:
@@ -192,7 +196,11 @@ def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
     if code == "pos7" and 16 * rt * sc > 2048:
         raise KernelError("cuda tiled kernel: code='pos7' needs 16*rt*sc <= 2048 (at most 16 groups of 128 slots "
                           "per stage: a 4-bit group field)")
-    return TiledSpec(spec, rt, sc, warps, ks, tn, pipe, knobs.get("sync") or "warp", clear, code, split=split)
+    xpipe = knobs.get("xpipe") or 0
+    if xpipe and pipe != 1:
+        raise KernelError("cuda tiled kernel: xpipe=1 needs pipe=1")
+    return TiledSpec(spec, rt, sc, warps, ks, tn, pipe, knobs.get("sync") or "warp", clear, code, split=split,
+                     xpipe=xpipe)
 
 
 def tiled_args(ts: TiledSpec, dtype: str) -> list[Arg]:
@@ -237,6 +245,7 @@ def generate(ts: TiledSpec):
     NBX = ceil_div(NGR, W) if ROWS else NGR                     # blocks along the row groups
     SHFL = PER <= 31                    # the warp's stage pointers fit one per lane
     PIPE = ts.pipe
+    XPIPE = bool(ts.xpipe)              # the next stage's activation fragments are loaded during this stage
     WSYNC = ts.sync == "warp"
     UNSC = ts.clear == "unscatter"      # clear a stage by writing zeros back to the slots it scattered (else:
                                         # zero the whole stage buffer before the scatter)
@@ -331,7 +340,7 @@ def generate(ts: TiledSpec):
 
     @T.macro
     def stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, cv, cp, nv, np_, v2, p2, si, by, bz, ty, tx, bx,
-              sp):
+              sp, xn):
         # one stage of the warp: cv/cp hold its first batch (loaded earlier); nv/np_ receive the next one
         if SHFL:
             sv[1] = T.tvm_warp_shuffle(FULL, sv[0], T.min(si, 31), 32, 32)
@@ -367,7 +376,12 @@ def generate(ts: TiledSpec):
                     else:
                         for j in T.vectorized(8):
                             np_[j] = pos[sv[3] * 8 + tx * 8 + j]
-            load_x(X, xv, xs, by, tx, s_first(bz, ty) + si)
+            if XPIPE:
+                # xs was filled during the previous stage; xn receives the next stage's fragments
+                if active(bz, ty, si + 1):
+                    load_x(X, xv, xn, by, tx, s_first(bz, ty) + si + 1)
+            else:
+                load_x(X, xv, xs, by, tx, s_first(bz, ty) + si)
             if not UNSC:
                 for i in T.unroll(ZIT):
                     if i * 32 + tx < NZ:
@@ -591,6 +605,8 @@ def generate(ts: TiledSpec):
         sp = T.alloc_buffer((PL,), PR_DT, scope="local")        # clear="unscatter": the first batch's slots
         xv = T.alloc_buffer((8,), dt, scope="local")
         xs = T.alloc_buffer((NCH * NS * 8,), dt, scope="local")
+        if XPIPE:
+            xs2 = T.alloc_buffer((NCH * NS * 8,), dt, scope="local")   # the second activation register set
         av = T.alloc_buffer((8,), dt, scope="local")
         af = T.alloc_buffer((8,), dt, scope="local")
         # [0] the stage pointer of the lane's stage, [1] lo, [2] hi, [3] next hi, [4] the one after (units of 8)
@@ -652,26 +668,35 @@ def generate(ts: TiledSpec):
         if BM:
             for si in range(PER):
                 stage_bm(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, vv, v2, bw, mk, iv, si, by, bz, ty, tx, bx)
+        elif PIPE == 1 and XPIPE:
+            # two activation register sets: stage 2i computes from xs and loads xs2, stage 2i+1 the reverse
+            if s_first(bz, ty) < s_end(bz, ty):
+                load_x(X, xv, xs, by, tx, s_first(bz, ty))
+            for si2 in range((PER + 1) // 2):
+                stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, vv, pv, vv, pv, v2, p2, 2 * si2, by, bz, ty,
+                      tx, bx, sp, xs2)
+                stage(vals, pos, sptr, X, st, sv, xv, xs2, av, af, acc, vv, pv, vv, pv, v2, p2, 2 * si2 + 1, by, bz,
+                      ty, tx, bx, sp, xs)
         elif PIPE == 1:
             for si in range(PER):
                 stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, vv, pv, vv, pv, v2, p2, si, by, bz, ty, tx, bx,
-                      sp)
+                      sp, xs)
         elif PIPE == 3:
             # three register sets: the first batch of stage si + 2 is issued at the start of stage si
             for si3 in range((PER + 2) // 3):
                 stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, vv, pv, v4, p4, v2, p2, 3 * si3, by, bz, ty,
-                      tx, bx, sp)
+                      tx, bx, sp, xs)
                 stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, v3, p3, vv, pv, v2, p2, 3 * si3 + 1, by, bz,
-                      ty, tx, bx, sp)
+                      ty, tx, bx, sp, xs)
                 stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, v4, p4, v3, p3, v2, p2, 3 * si3 + 2, by, bz,
-                      ty, tx, bx, sp)
+                      ty, tx, bx, sp, xs)
         else:
             # two register sets: the next stage's first batch is issued at the start of this one
             for si2 in range((PER + 1) // 2):
                 stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, vv, pv, v3, p3, v2, p2, 2 * si2, by, bz, ty,
-                      tx, bx, sp)
+                      tx, bx, sp, xs)
                 stage(vals, pos, sptr, X, st, sv, xv, xs, av, af, acc, v3, p3, vv, pv, v2, p2, 2 * si2 + 1, by, bz,
-                      ty, tx, bx, sp)
+                      ty, tx, bx, sp, xs)
         if ROWS:
             warp_store(acc, Y, bias, bx, by, bz, ty, tx)
         else:
