@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sparsec.backends.cuda.kernels.staged import staged_epilogue
-from sparsec.backends.cuda.kernels.mma_layout import fits_24
+from sparsec.backends.cuda.kernels.mma_layout import tensor_core_weight
 from sparsec.backends.kernels.common import Arg, KernelError, Knob, MatmulSpec, ceil_div, epilogue, meta_of
 
 KNOBS = (
@@ -134,16 +134,7 @@ def cuda_mma_matmul_primfunc(weight, tokens: int, *, bias: bool = False, activat
     """``(PrimFunc, args, knobs)``. Dense: ``values[O, K], X, [bias], Y``; 2:4 (``nm`` 2:4 weights):
     ``sp_values[O, K/2], sp_meta[ceil(O/16), K/16, 8], X, [bias], Y`` from ``mma_layout.build(fmt)``."""
     meta = meta_of(weight)
-    if meta.format == "dense":
-        sparse = False
-    elif meta.format == "nm" and fits_24(meta.param("n"), meta.param("m")):    # 2:4, 1:4, 2:8, ...
-        sparse = True
-    else:
-        raise KernelError(f"cuda mma kernel: dense or N:M weights with at most 2 per 4 columns only (got "
-                          f"{meta.format!r}"
-                          + (f" {meta.param('n')}:{meta.param('m')}" if meta.format == "nm" else "") + ")")
-    if meta.dtype not in ("float16", "bfloat16"):
-        raise KernelError(f"cuda mma kernel: dtype {meta.dtype} unsupported (float16, bfloat16)")
+    sparse = tensor_core_weight(meta, "mma")
     spec = MatmulSpec(int(tokens), meta.rows, meta.cols, bool(bias), activation, meta.dtype)
     O, K, TT = spec.out_features, spec.in_features, spec.tokens
     kmul = 16 if sparse else 8

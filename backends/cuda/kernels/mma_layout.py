@@ -28,6 +28,24 @@ def fits_24(n, m) -> bool:
     return n is not None and m is not None and n <= 2 and m % 4 == 0
 
 
+def tensor_core_weight(meta, who: str) -> bool:
+    """For the ``mma`` / ``wgmma`` GEMMs: ``False`` for a dense fp16/bf16 weight, ``True`` for an N:M one that fits
+    the 2:4 sparse tensor cores (``fits_24``); any other weight is a ``KernelError`` naming ``who``."""
+    from sparsec.backends.kernels.common import KernelError
+
+    if meta.format == "dense":
+        sparse = False
+    elif meta.format == "nm" and fits_24(meta.param("n"), meta.param("m")):    # 2:4, 1:4, 2:8, ...
+        sparse = True
+    else:
+        raise KernelError(f"cuda {who} kernel: dense or N:M weights with at most 2 per 4 columns only (got "
+                          f"{meta.format!r}"
+                          + (f" {meta.param('n')}:{meta.param('m')}" if meta.format == "nm" else "") + ")")
+    if meta.dtype not in ("float16", "bfloat16"):
+        raise KernelError(f"cuda {who} kernel: dtype {meta.dtype} unsupported (float16, bfloat16)")
+    return sparse
+
+
 def build(fmt) -> dict:
     """``{"sp_values", "sp_meta"}`` from an ``NM`` format whose pattern ``fits_24`` (any device)."""
     n, m = getattr(fmt, "n", None), getattr(fmt, "m", None)

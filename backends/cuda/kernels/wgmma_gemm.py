@@ -43,7 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sparsec.backends.cuda.kernels.staged import staged_epilogue
-from sparsec.backends.cuda.kernels.mma_layout import fits_24
+from sparsec.backends.cuda.kernels.mma_layout import tensor_core_weight
 from sparsec.backends.kernels.common import Arg, KernelError, Knob, MatmulSpec, ceil_div, epilogue, meta_of
 
 ARCH = "sm_90a"
@@ -187,16 +187,7 @@ def cuda_wgmma_matmul_primfunc(weight, tokens: int, *, bias: bool = False, activ
     ``mma_layout.build(fmt)`` (the ``mma`` design's 2:4 layout), K a multiple of 128. fp16/bf16.
     Build the module with ``arch="sm_90a"``."""
     meta = meta_of(weight)
-    if meta.format == "dense":
-        sparse = False
-    elif meta.format == "nm" and fits_24(meta.param("n"), meta.param("m")):    # 2:4, 1:4, 2:8, ...
-        sparse = True
-    else:
-        raise KernelError(f"cuda wgmma kernel: dense or N:M weights with at most 2 per 4 columns only (got "
-                          f"{meta.format!r}"
-                          + (f" {meta.param('n')}:{meta.param('m')}" if meta.format == "nm" else "") + ")")
-    if meta.dtype not in ("float16", "bfloat16"):
-        raise KernelError(f"cuda wgmma kernel: dtype {meta.dtype} unsupported (float16, bfloat16)")
+    sparse = tensor_core_weight(meta, "wgmma")
     spec = MatmulSpec(int(tokens), meta.rows, meta.cols, bool(bias), activation, meta.dtype)
     O, K, TT = spec.out_features, spec.in_features, spec.tokens
     if sparse and (K % SP_KMUL or K < SP_KMUL):
