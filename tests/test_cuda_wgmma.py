@@ -71,9 +71,14 @@ def test_wgmma_kernels_use_warpgroup_mma_from_descriptors(built):
         assert re.search(rf"wgmma\.mma_async\.sync\.aligned\.m64n{bn}k16\.f32\.{pt}\.{pt}", body), sym
         wip = knobs[sym]["wip"]
         for ins in ("wgmma.fence.sync.aligned", "wgmma.commit_group.sync.aligned", f"wgmma.wait_group.sync.aligned {wip}",
-                    "wgmma.wait_group.sync.aligned 0", "fence.proxy.async.shared::cta", "cp.async.cg.shared.global",
-                    "cp.async.wait_group"):
+                    "wgmma.wait_group.sync.aligned 0", "fence.proxy.async.shared::cta"):
             assert ins in body, (sym, ins)
+        # the producer: TMA boxes completing an expect_tx (tma=1, the default with ws=1), or 16-byte cp.async
+        if knobs[sym].get("tma"):
+            assert "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes" in body, sym
+            assert "mbarrier.arrive.expect_tx.shared::cta.b64" in body and "cp.async.cg.shared.global" not in body
+        else:
+            assert "cp.async.cg.shared.global" in body and "cp.async.wait_group" in body, sym
         assert "ldmatrix" not in body and "mma.sync" not in body
         # 4 k16 slices per 64-column k-tile (nvcc may unroll the k loop: a multiple of 4)
         n = len(re.findall(r"wgmma\.mma_async", body))
@@ -84,11 +89,15 @@ def test_wgmma_kernels_use_warpgroup_mma_from_descriptors(built):
         body = _main(bodies, sym)
         ws = knobs[sym]["ws"]
         nwg = knobs[sym]["bm"] // 64 + ws
-        for ins in ("cp.async.mbarrier.arrive.noinc.shared::cta.b64", "mbarrier.try_wait.parity.shared::cta.b64",
-                    "mbarrier.init.shared::cta.b64", "mbarrier.arrive.shared::cta.b64"):
+        for ins in ("mbarrier.try_wait.parity.shared::cta.b64", "mbarrier.init.shared::cta.b64",
+                    "mbarrier.arrive.shared::cta.b64"):
             assert (ins in body) == bool(ws), (sym, ins)
+        assert ("cp.async.mbarrier.arrive.noinc.shared::cta.b64" in body) == bool(ws and not knobs[sym].get("tma"))
         assert re.search(rf"__launch_bounds__\({128 * nwg}\) {sym}_kernel", src), (sym, nwg)
     assert knobs["wg_f16_ws_split"]["ws"] == 1 and knobs["wg_bf16_gelu"]["ws"] == 1      # the default
+    assert knobs["wg_bf16_gelu"]["tma"] == 1 and "tma" not in knobs["wg_f16_split"]       # ws=0: no TMA
+    # the tensor maps are kernel parameters (__grid_constant__ CUtensorMap, encoded on the host per call)
+    assert "const __grid_constant__ CUtensorMap" in src
     # the dynamic shared memory array is declared once per element type (fp16 + bf16 in one module)
     assert "extern __shared__" in src and "wgmma_smem_f16" in src and "wgmma_smem_bf16" in src
     # split-K: fp16x2 vector atomics into Y
@@ -225,12 +234,16 @@ def test_wgmma_sparse_uses_wgmma_sp_with_metadata_in_the_ring():
         body = ptx[m.end(): ptx.find(".entry ", m.end()) if ptx.find(".entry ", m.end()) > 0 else len(ptx)]
         if "wgmma" not in body:                                     # split-K: the zeroing kernel came first
             m = re.search(rf"\.entry {sym}_kernel_1\(", ptx)
-            body = ptx[m.end():]
+            nxt = ptx.find(".entry ", m.end())
+            body = ptx[m.end(): nxt if nxt > 0 else len(ptx)]
         bn = knobs[sym]["bn"]
         n = len(re.findall(rf"wgmma\.mma_async\.sp\.sync\.aligned\.m64n{bn}k32\.f32\.{pt}\.{pt}", body))
         assert n >= 4 and n % 4 == 0, (sym, n)
         assert "wgmma.mma_async.sync" not in body                  # no dense wgmma in the sparse kernel
-        assert "cp.async.cg.shared.global" in body and "wgmma.fence.sync.aligned" in body
+        assert "wgmma.fence.sync.aligned" in body
+        # the ring is filled by TMA (the default) or, with ws=0, by cp.async (tiles and metadata words)
+        assert ("cp.async.bulk.tensor" in body) == bool(knobs[sym].get("tma"))
+        assert ("cp.async.cg.shared.global" in body) != bool(knobs[sym].get("tma"))
     assert "ld.local" not in ptx and "st.local" not in ptx         # accumulators in registers
     assert knobs["wgsp_f16_sync_split"]["ks"] == 3 and knobs["wgsp_f16_decode"]["bn"] == 16
 

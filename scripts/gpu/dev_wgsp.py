@@ -24,15 +24,23 @@ TOL = {"float16": 1e-2, "bfloat16": 3e-2}
 ARCH = "sm_90a"
 ROUNDS = 3
 NM24 = {"n": 2, "m": 4}
+MODE = os.environ.get("DEV_WGSP_MODE", "sp")      # "tma": the producer's cp.async vs TMA (wgsp_tma_run*)
+if MODE == "tma":
+    TOKENS = [16, 128, 1024]
 
 
 def check_cases() -> list[dict]:
     import cases as C
 
+    if MODE == "tma":       # every warp-specialised wgmma check case (dense and 2:4) with tma=1
+        return [dict(c, name=c["name"] + "_tma", knobs=dict(c["knobs"], tma=1)) for c in C.wgmma_check_cases()
+                if c["knobs"].get("ws", 1) == 1]
     return [c for c in C.wgmma_check_cases() if c["format"] == "nm"]
 
 
 def sparse_variants(O, K, T):
+    if MODE == "tma":
+        return [{}, dict(tma=1)]
     if T >= 512:
         return [{}, dict(bm=256, bn=128, stages=3), dict(bm=128, bn=192, stages=3), dict(wip=0)]
     if T >= 128:
@@ -41,6 +49,8 @@ def sparse_variants(O, K, T):
 
 
 def dense_variants(O, K, T):
+    if MODE == "tma":
+        return [{}, dict(tma=1)]
     return [{}, dict(bm=64), dict(stages=8), dict(ks=1)]
 
 
@@ -52,7 +62,7 @@ def bench_cases():
         for T in TOKENS:
             for v, kn in enumerate(sparse_variants(O, K, T)):
                 out.append(C.case(f"b_wgsp{v}_{O}x{K}x{T}", "nm", NM24, O, K, T, knobs=kn, design="wgmma"))
-            if T <= 32:
+            if T <= 32 or MODE == "tma":
                 for v, kn in enumerate(dense_variants(O, K, T)):
                     out.append(C.case(f"b_wgd{v}_{O}x{K}x{T}", "dense", {}, O, K, T, knobs=kn, design="wgmma"))
     return out
@@ -78,7 +88,8 @@ def sp_args(fmt, dev):
 def check(kdir, outp):
     import env
 
-    env.check_cases_file(kdir, outp, sp_args, TOL)
+    env.check_cases_file(kdir, outp, lambda fmt, dev: (sp_args(fmt, dev) if type(fmt).__name__ == "NM"
+                                                       else [fmt.values.contiguous().to(dev)]), TOL)
 
 
 def run(kdir, outp):

@@ -22,6 +22,14 @@ shared memory, so neither is transposed (``imm-trans-a = imm-trans-b = 0``).
   ``[token, row]``, written as 16-byte rows of ``Y``; split-K (``ks > 1``) zeroes ``Y`` and sums with
   ``red.global.add.noftz.v4`` fp16x2/bf16x2 (no activation).
 
+**TMA producer (``tma=1``, the default with ``ws=1``)**: the host encodes 2-D tensor maps of W (or the 2:4 values),
+X and the metadata words once per call (``T.tensormap_encode_tiled`` -> ``runtime.cuTensorMapEncodeTiled``; TVM passes
+them as ``const __grid_constant__ CUtensorMap`` kernel parameters); one producer thread per ring slot issues
+``mbarrier.arrive.expect_tx`` of the slot's bytes and one ``cp.async.bulk.tensor.2d`` per tile (128B-swizzled
+64-column boxes: the layout the wgmma descriptors read; out-of-bounds rows/columns zero-filled), and the full
+barrier completes on the bytes. H100 dev run (``benchmarks/results/dev/wgtma_run1.*``, 25/25 checks): dense
+T=1024 0.72-0.85x -> 0.83-1.00x cuBLAS, T=128 0.67-0.99x -> 0.72-1.02x; 2:4 +0-6 %.
+
 **2:4 weights** (``nm`` 2:4, K a multiple of 128; ``wgmma.mma_async.sp.sync.aligned.m64n{bn}k32``): A is the
 ``mma`` design's layout (``mma_layout.build``: ``sp_values[O, K/2]``, two kept values per group of 4, and
 ``sp_meta[ceil(O/16), K/16, 8]``). A k-tile is 128 logical columns: the A tile holds their 64 stored values per
@@ -58,6 +66,8 @@ KNOBS = (
                               "serialise the wgmma, warning C7514)"),
     Knob("ws", (0, 1), None, "warp specialisation: 1 = one producer warpgroup fills the ring with cp.async "
                              "(full/empty mbarriers), the bm/64 consumer warpgroups only run wgmma"),
+    Knob("tma", (0, 1), None, "ws=1: one producer thread fills each ring slot with TMA (cp.async.bulk.tensor, "
+                              "128B-swizzled boxes, mbarrier expect_tx) instead of 128 threads' cp.async"),
 )
 BK = 64                          # 128-byte rows of fp16/bf16: the 128B swizzle atom
 SMEM_LIMIT = 227 * 1024          # H100 dynamic shared memory per block
@@ -78,6 +88,7 @@ class WgmmaSpec:
     wip: int = 0
     ws: int = 0
     sparse: bool = False
+    tma: int = 0
 
     def stage_elems(self) -> int:
         """Elements (halves) of one ring slot: A tile (bm x 64, the 2:4 values when sparse), B tile (bn x 64, or
@@ -117,7 +128,7 @@ def default_knobs(O: int, K: int, T: int, activation: str | None = None, sparse:
         kn["ks"] = ks
         if ks == 1:
             kn["stages"] = 6
-    kn.update(gm=1, wip=1, ws=1)
+    kn.update(gm=1, wip=1, ws=1, tma=1)
     return kn
 
 
@@ -149,7 +160,7 @@ def default_sparse_knobs(O: int, K: int, T: int, activation: str | None = None) 
             if ceil_div(nk, cand) < 4 or tiles * cand > waves * SMS:
                 break
             ks = cand
-    return dict(bm=128, bn=bn, stages=stages, ks=ks, gm=1, wip=1, ws=1)
+    return dict(bm=128, bn=bn, stages=stages, ks=ks, gm=1, wip=1, ws=1, tma=1)
 
 
 def resolve(O: int, K: int, T: int, knobs: dict | None, spec: MatmulSpec, sparse: bool = False) -> WgmmaSpec:
@@ -160,7 +171,11 @@ def resolve(O: int, K: int, T: int, knobs: dict | None, spec: MatmulSpec, sparse
     kn.update({k: v for k, v in knobs.items() if v is not None})
     nk = ceil_div(K, BK * (2 if sparse else 1))
     ks = ceil_div(nk, ceil_div(nk, kn["ks"]))
-    ws = WgmmaSpec(spec, kn["bm"], kn["bn"], kn["stages"], ks, kn["gm"], kn["wip"], kn["ws"], sparse)
+    if not kn["ws"] and knobs.get("tma") is None:
+        kn["tma"] = 0                        # the default TMA producer needs the producer warpgroup
+    ws = WgmmaSpec(spec, kn["bm"], kn["bn"], kn["stages"], ks, kn["gm"], kn["wip"], kn["ws"], sparse, kn["tma"])
+    if ws.tma and not ws.ws:
+        raise KernelError("cuda wgmma kernel: tma=1 needs ws=1 (the producer warpgroup issues the TMA copies)")
     if ws.ks > 1 and spec.activation is not None:
         raise KernelError("cuda wgmma kernel: ks > 1 sums partial results with atomics, which an activation "
                           "cannot follow; use ks=1")
@@ -208,7 +223,8 @@ def cuda_wgmma_matmul_primfunc(weight, tokens: int, *, bias: bool = False, activ
         args.append(Arg("bias", dt, (O,)))
     args.append(Arg("Y", dt, (TT, O)))
     return func, args, {"design": "wgmma", "bm": ws.bm, "bn": ws.bn, "bk": BK * (2 if sparse else 1),
-                        "stages": ws.stages, "ks": ws.ks, "gm": ws.gm, "wip": ws.wip, "ws": ws.ws}
+                        "stages": ws.stages, "ks": ws.ks, "gm": ws.gm, "wip": ws.wip, "ws": ws.ws,
+                        **({"tma": 1} if ws.tma else {})}
 
 
 def wgmma_sp_source(bn: int, pt: str) -> tuple[str, str]:
@@ -230,6 +246,16 @@ def wgmma_sp_source(bn: int, pt: str) -> tuple[str, str]:
 
 
 MBAR_SRC = {   # device helpers, one source per function (TVM emits each function's source once)
+    "sparsec_tma2d": r"""
+__forceinline__ __device__ void sparsec_tma2d(unsigned int smem, unsigned long long tmap, int c0, int c1,
+                                              unsigned int mbar) {
+  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
+               :: "r"(smem), "l"(tmap), "r"(c0), "r"(c1), "r"(mbar) : "memory");
+}""",
+    "sparsec_mbar_expect_tx": r"""
+__forceinline__ __device__ void sparsec_mbar_expect_tx(unsigned int addr, unsigned int bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(addr), "r"(bytes) : "memory");
+}""",
     "sparsec_mbar_init": r"""
 __forceinline__ __device__ void sparsec_mbar_init(unsigned int addr, unsigned int count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" :: "r"(addr), "r"(count) : "memory");
@@ -278,6 +304,10 @@ def _generate(ws: WgmmaSpec):
     NP = 128 if WS else NT                  # threads issuing the copies
     NACC = BN // 2                          # fp32 accumulators per thread (m64 x bn over 128 threads)
     SP = ws.sparse                          # 2:4: A = the stored values (K/2 columns), wgmma.mma_async.sp
+    TMA = bool(ws.tma)                      # the producer's copies are TMA boxes (host-encoded tensor maps)
+    tW = T.Var("w_tmap", ty=T.handle("tensormap").ty)
+    tX = T.Var("x_tmap", ty=T.handle("tensormap").ty)
+    tM = T.Var("m_tmap", ty=T.handle("tensormap").ty)
     BKL = BK * (2 if SP else 1)             # logical reduction columns per k-tile
     KA = K // 2 if SP else K                # stored columns of A
     NK = ceil_div(K, BKL)
@@ -390,6 +420,24 @@ def _generate(ws: WgmmaSpec):
                          source_code=MBAR_SRC["sparsec_mbar_wait"])
 
     @T.macro
+    def tma2d(sbase, el, tmap, c0, c1, mb):
+        T.cuda.func_call("sparsec_tma2d", sbase + T.Cast("uint32", el * 2), T.address_of(tmap), c0, c1, mb,
+                         source_code=MBAR_SRC["sparsec_tma2d"])
+
+    @T.macro
+    def tensor_maps(W, Wm, X):
+        # host side: the 2-D tensor maps of the weight, the activations (128B-swizzled 64-column boxes: the
+        # layout the descriptors read) and, for 2:4, the metadata words (64-word rows, unswizzled)
+        T.Bind(T.tvm_stack_alloca("tensormap", 1), var=tW)
+        T.tensormap_encode_tiled(tW, W.data, KA, O, KA * 2, BK, BM, 1, 1, descriptor_dtype=dt, rank=2, swizzle=3)
+        T.Bind(T.tvm_stack_alloca("tensormap", 1), var=tX)
+        T.tensormap_encode_tiled(tX, X.data, K, TT, K * 2, BK, BN, 1, 1, descriptor_dtype=dt, rank=2, swizzle=3)
+        if SP:
+            T.Bind(T.tvm_stack_alloca("tensormap", 1), var=tM)
+            T.tensormap_encode_tiled(tM, Wm.data, K // 2, RB, K * 2, 64, BM // 16, 1, 1, descriptor_dtype="int32",
+                                     rank=2, swizzle=0)
+
+    @T.macro
     def mainloop_ws(Sm, Su, W, Wm, X, acc, sbase, off, bx, by, k0, nkz, wg, lt):
         # full[s] = Mb[s] (128 producer arrivals: cp.async.mbarrier.arrive.noinc, when the thread's copies land),
         # empty[s] = Mb[S + s] (every consumer thread arrives once its wgmma finished reading the slot)
@@ -397,20 +445,39 @@ def _generate(ws: WgmmaSpec):
         if wg == 0 and lt == 0:
             for k in T.unroll(S):
                 T.cuda.func_call("sparsec_mbar_init", T.cuda.cvta_generic_to_shared(T.address_of(Mb[k])),
-                                 T.uint32(128), source_code=MBAR_SRC["sparsec_mbar_init"])
+                                 T.uint32(1 if TMA else 128), source_code=MBAR_SRC["sparsec_mbar_init"])
                 T.cuda.func_call("sparsec_mbar_init", T.cuda.cvta_generic_to_shared(T.address_of(Mb[S + k])),
                                  T.uint32(128 * NWG), source_code=MBAR_SRC["sparsec_mbar_init"])
         T.tvm_storage_sync("shared")
         if wg == NWG:
-            for i in range(nkz):
-                st = i % S
-                if i >= S:
-                    mbar_wait(Mb, S + st, T.Cast("uint32", (i // S - 1) % 2))
-                cp_stage(Sm, W, Wm, X, off + st * STG, bx, by, k0 + i, lt)
-                T.cuda.func_call("sparsec_cp_async_arrive", T.cuda.cvta_generic_to_shared(T.address_of(Mb[st])),
-                                 source_code=MBAR_SRC["sparsec_cp_async_arrive"])
-            T.ptx["cp.async.commit_group"]()
-            T.ptx["cp.async.wait_group"](0)
+            if TMA:
+                # one thread: per slot an expect_tx of the slot's bytes, then the TMA boxes complete them
+                if lt == 0:
+                    for i in range(nkz):
+                        st = i % S
+                        if i >= S:
+                            mbar_wait(Mb, S + st, T.Cast("uint32", (i // S - 1) % 2))
+                        mb = T.cuda.cvta_generic_to_shared(T.address_of(Mb[st]))
+                        T.cuda.func_call("sparsec_mbar_expect_tx", mb, T.uint32(STG * 2),
+                                         source_code=MBAR_SRC["sparsec_mbar_expect_tx"])
+                        sb0 = off + st * STG
+                        tma2d(sbase, sb0, tW, (k0 + i) * BK, bx * BM, mb)
+                        if SP:
+                            tma2d(sbase, sb0 + ASZ, tX, (k0 + i) * BKL, by * BN, mb)
+                            tma2d(sbase, sb0 + ASZ + BN * BK, tX, (k0 + i) * BKL + BK, by * BN, mb)
+                            tma2d(sbase, sb0 + ASZ + BSZ, tM, (k0 + i) * 64, bx * (BM // 16), mb)
+                        else:
+                            tma2d(sbase, sb0 + ASZ, tX, (k0 + i) * BK, by * BN, mb)
+            else:
+                for i in range(nkz):
+                    st = i % S
+                    if i >= S:
+                        mbar_wait(Mb, S + st, T.Cast("uint32", (i // S - 1) % 2))
+                    cp_stage(Sm, W, Wm, X, off + st * STG, bx, by, k0 + i, lt)
+                    T.cuda.func_call("sparsec_cp_async_arrive", T.cuda.cvta_generic_to_shared(T.address_of(Mb[st])),
+                                     source_code=MBAR_SRC["sparsec_cp_async_arrive"])
+                T.ptx["cp.async.commit_group"]()
+                T.ptx["cp.async.wait_group"](0)
         else:
             for i in range(nkz):
                 st = i % S
@@ -487,7 +554,7 @@ def _generate(ws: WgmmaSpec):
                              bz, tid)
 
     if SP:
-        @T.prim_func
+        @T.prim_func(check_well_formed=not TMA)
         def kern(a_values: T.handle, a_meta: T.handle, x: T.handle, b: T.handle, y: T.handle):
             T.func_attr({"tirx.noalias": True})
             W = T.match_buffer(a_values, (O, KA), dt)
@@ -495,15 +562,19 @@ def _generate(ws: WgmmaSpec):
             X = T.match_buffer(x, (TT, K), dt)
             bias = T.match_buffer(b, (O,), dt)
             Y = T.match_buffer(y, (TT, O), dt)
+            if TMA:
+                tensor_maps(W, Wm, X)
             body(W, Wm, X, bias, Y)
     else:
-        @T.prim_func
+        @T.prim_func(check_well_formed=not TMA)
         def kern(a_values: T.handle, x: T.handle, b: T.handle, y: T.handle):
             T.func_attr({"tirx.noalias": True})
             W = T.match_buffer(a_values, (O, K), dt)
             X = T.match_buffer(x, (TT, K), dt)
             bias = T.match_buffer(b, (O,), dt)
             Y = T.match_buffer(y, (TT, O), dt)
+            if TMA:
+                tensor_maps(W, W, X)
             body(W, W, X, bias, Y)
 
     if not HAS_BIAS:
