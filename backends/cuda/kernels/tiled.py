@@ -332,6 +332,23 @@ def generate(ts: TiledSpec):
         return s_first(bz, ty) + si < s_end(bz, ty)
 
     @T.macro
+    def load_pos(pos, p, vb, cb):
+        # a lane's batch positions: 8 int16 slots from entry vb, or (pos7) its chunk cb's two code words
+        if P7:
+            for j in T.vectorized(2):
+                p[j] = pos[cb * 2 + j]
+        else:
+            for j in T.vectorized(8):
+                p[j] = pos[vb + j]
+
+    @T.macro
+    def load_batch(vals, pos, v, p, vb, cb):
+        # a lane's batch: 8 values from entry vb (16 bytes) and their positions
+        for j in T.vectorized(8):
+            v[j] = vals[vb + j]
+        load_pos(pos, p, vb, cb)
+
+    @T.macro
     def sync_stage():
         if WSYNC:
             T.evaluate(T.cuda.warp_sync())
@@ -357,25 +374,11 @@ def generate(ts: TiledSpec):
         if active(bz, ty, si):
             if PIPE == 2:
                 if active(bz, ty, si + 1) and sv[2] + tx < sv[3]:
-                    for j in T.vectorized(8):
-                        nv[j] = vals[sv[2] * 8 + tx * 8 + j]
-                    if P7:
-                        for j in T.vectorized(2):
-                            np_[j] = pos[(sv[2] + tx) * 2 + j]
-                    else:
-                        for j in T.vectorized(8):
-                            np_[j] = pos[sv[2] * 8 + tx * 8 + j]
+                    load_batch(vals, pos, nv, np_, sv[2] * 8 + tx * 8, sv[2] + tx)
             if PIPE == 3:
                 # two stages ahead: nv/np_ receive the first batch of stage si + 2
                 if active(bz, ty, si + 2) and sv[3] + tx < sv[4]:
-                    for j in T.vectorized(8):
-                        nv[j] = vals[sv[3] * 8 + tx * 8 + j]
-                    if P7:
-                        for j in T.vectorized(2):
-                            np_[j] = pos[(sv[3] + tx) * 2 + j]
-                    else:
-                        for j in T.vectorized(8):
-                            np_[j] = pos[sv[3] * 8 + tx * 8 + j]
+                    load_batch(vals, pos, nv, np_, sv[3] * 8 + tx * 8, sv[3] + tx)
             if XPIPE:
                 # xs was filled during the previous stage; xn receives the next stage's fragments
                 if active(bz, ty, si + 1):
@@ -401,29 +404,17 @@ def generate(ts: TiledSpec):
                         sp[j] = cp[j]
             for it in range(1, (sv[2] - sv[1] + 31) // 32):
                 if sv[1] + it * 32 + tx < sv[2]:
-                    for j in T.vectorized(8):
-                        v2[j] = vals[sv[1] * 8 + it * 256 + tx * 8 + j]
+                    load_batch(vals, pos, v2, p2, sv[1] * 8 + it * 256 + tx * 8, sv[1] + it * 32 + tx)
                     if P7:
-                        for j in T.vectorized(2):
-                            p2[j] = pos[(sv[1] + it * 32 + tx) * 2 + j]
                         for j in T.unroll(8):
                             st[ty * SW + slot7(p2, j)] = v2[j]
                     else:
-                        for j in T.vectorized(8):
-                            p2[j] = pos[sv[1] * 8 + it * 256 + tx * 8 + j]
                         for j in T.unroll(8):
                             st[ty * SW + T.Cast("int32", p2[j])] = v2[j]
             if PIPE == 1:
                 # the first batch of the next stage (overlaps this stage's mma)
                 if active(bz, ty, si + 1) and sv[2] + tx < sv[3]:
-                    for j in T.vectorized(8):
-                        nv[j] = vals[sv[2] * 8 + tx * 8 + j]
-                    if P7:
-                        for j in T.vectorized(2):
-                            np_[j] = pos[(sv[2] + tx) * 2 + j]
-                    else:
-                        for j in T.vectorized(8):
-                            np_[j] = pos[sv[2] * 8 + tx * 8 + j]
+                    load_batch(vals, pos, nv, np_, sv[2] * 8 + tx * 8, sv[2] + tx)
         sync_stage()
         if active(bz, ty, si):
             for c in T.unroll(NCH):
@@ -451,14 +442,11 @@ def generate(ts: TiledSpec):
                             st[ty * SW + T.Cast("int32", sp[j])] = zero
                 for it in range(1, (sv[2] - sv[1] + 31) // 32):
                     if sv[1] + it * 32 + tx < sv[2]:
+                        load_pos(pos, p2, sv[1] * 8 + it * 256 + tx * 8, sv[1] + it * 32 + tx)
                         if P7:
-                            for j in T.vectorized(2):
-                                p2[j] = pos[(sv[1] + it * 32 + tx) * 2 + j]
                             for j in T.unroll(8):
                                 st[ty * SW + slot7(p2, j)] = zero
                         else:
-                            for j in T.vectorized(8):
-                                p2[j] = pos[sv[1] * 8 + it * 256 + tx * 8 + j]
                             for j in T.unroll(8):
                                 st[ty * SW + T.Cast("int32", p2[j])] = zero
 
@@ -634,28 +622,14 @@ def generate(ts: TiledSpec):
                     for j in T.vectorized(8):
                         vv[j] = vals[sv[1] * 8 + tx * 8 + j]
         elif s_first(bz, ty) < s_end(bz, ty) and sv[1] + tx < sv[2]:
-            for j in T.vectorized(8):
-                vv[j] = vals[sv[1] * 8 + tx * 8 + j]
-            if P7:
-                for j in T.vectorized(2):
-                    pv[j] = pos[(sv[1] + tx) * 2 + j]
-            else:
-                for j in T.vectorized(8):
-                    pv[j] = pos[sv[1] * 8 + tx * 8 + j]
+            load_batch(vals, pos, vv, pv, sv[1] * 8 + tx * 8, sv[1] + tx)
         if PIPE == 3:                               # and the first batch of the second stage
             if SHFL:
                 sv[3] = T.tvm_warp_shuffle(FULL, sv[0], 2, 32, 32)
             else:
                 sv[3] = sptr[gbase(bx, ty) + T.min(s_first(bz, ty) + 2, s_end(bz, ty))]
             if s_first(bz, ty) + 1 < s_end(bz, ty) and sv[2] + tx < sv[3]:
-                for j in T.vectorized(8):
-                    v3[j] = vals[sv[2] * 8 + tx * 8 + j]
-                if P7:
-                    for j in T.vectorized(2):
-                        p3[j] = pos[(sv[2] + tx) * 2 + j]
-                else:
-                    for j in T.vectorized(8):
-                        p3[j] = pos[sv[2] * 8 + tx * 8 + j]
+                load_batch(vals, pos, v3, p3, sv[2] * 8 + tx * 8, sv[2] + tx)
         if UNSC:
             # the stage buffer is zeroed once; every stage then writes zeros back to the slots it filled
             for i in T.unroll(ZIT):
