@@ -146,10 +146,9 @@ def dlight_check_cases() -> list[dict]:
     return out
 
 
-# the tiled kernel: from bitmap and csr weights; odd shapes, empty rows, T > 32 (several token tiles),
-# K % 8 != 0 (element-wise activation loads), split-K with bias (fp16/bf16 atomics), every (rt, sc),
-# more than 31 stages per warp (pointers loaded per stage instead of shuffled)
-TILED_CHECK = [
+# the decode kernels' shared check grid (tiled, tiled pos7, bmtc, tiled bitmap): odd O/K, empty rows, 0-99 %
+# sparsity, T 1..130, bias, every activation
+DECODE_CHECK_BASE = [
     # (O, K, T, src format, params, pattern, bias, act, knobs)
     (100, 200, 5, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], False, None, {}),
     (37, 77, 3, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.7, True], True, "gelu", {}),
@@ -157,6 +156,19 @@ TILED_CHECK = [
     (64, 96, 130, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.5, True], True, "silu", {}),
     (48, 64, 1, "csr", {}, ["unstructured", 0.9, True], False, None, {}),
     (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], True, "relu", {}),
+    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.99, True], True, None, {"ksplit": 3, "warps": 2}),
+    (300, 1000, 8, "csr", {}, ["unstructured", 0.7, True], False, None, {"rt": 4, "sc": 32, "ksplit": 2, "warps": 4}),
+    (130, 1000, 2, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, None, {"rt": 1, "sc": 128,
+                                                                                          "warps": 4}),
+    (200, 4200, 3, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, None, {"warps": 1, "ksplit": 1}),
+    (1000, 4104, 32, "csr", {}, ["unstructured", 0.9, False], False, None, {}),
+    (1000, 4104, 9, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.6, False], True, "gelu", {"rt": 1, "sc": 64}),
+]
+
+# the tiled kernel: from bitmap and csr weights; odd shapes, empty rows, T > 32 (several token tiles),
+# K % 8 != 0 (element-wise activation loads), split-K with bias (fp16/bf16 atomics), every (rt, sc),
+# more than 31 stages per warp (pointers loaded per stage instead of shuffled)
+TILED_CHECK = DECODE_CHECK_BASE[:6] + [
     (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], True, None, {"ksplit": 3, "warps": 2}),
     (300, 1000, 8, "csr", {}, ["unstructured", 0.7, True], False, None, {"rt": 4, "sc": 32, "ksplit": 2, "warps": 4}),
     (130, 1000, 2, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, None, {"rt": 1, "sc": 128}),
@@ -188,21 +200,7 @@ def tiled_check_cases() -> list[dict]:
 
 
 # the tiled kernel with code="pos7" (3-byte non-zeros; dev_tiledp7.py)
-P7_CHECK = [
-    # (O, K, T, src format, params, pattern, bias, act, knobs)
-    (100, 200, 5, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], False, None, {}),
-    (37, 77, 3, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.7, True], True, "gelu", {}),
-    (256, 512, 64, "csr", {}, ["unstructured", 0.8, False], True, None, {}),
-    (64, 96, 130, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.5, True], True, "silu", {}),
-    (48, 64, 1, "csr", {}, ["unstructured", 0.9, True], False, None, {}),
-    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], True, "relu", {}),
-    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.99, True], True, None, {"ksplit": 3, "warps": 2}),
-    (300, 1000, 8, "csr", {}, ["unstructured", 0.7, True], False, None, {"rt": 4, "sc": 32, "ksplit": 2, "warps": 4}),
-    (130, 1000, 2, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, None, {"rt": 1, "sc": 128,
-                                                                                          "warps": 4}),
-    (200, 4200, 3, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, None, {"warps": 1, "ksplit": 1}),
-    (1000, 4104, 32, "csr", {}, ["unstructured", 0.9, False], False, None, {}),
-    (1000, 4104, 9, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.6, False], True, "gelu", {"rt": 1, "sc": 64}),
+P7_CHECK = DECODE_CHECK_BASE + [
     (500, 2000, 32, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.0, False], False, None, {"rt": 2, "sc": 64}),
     (500, 2000, 31, "csr", {}, ["unstructured", 0.9, True], True, None, {"ksplit": 2}),
     (257, 3000, 5, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.7, False], False, None, {"rt": 1, "sc": 32,
@@ -294,21 +292,7 @@ def bench_cases() -> list[dict]:
 # the bmtc kernel (bitmap in mma-fragment order, register decode): from bitmap and csr weights; O, K not
 # multiples of the tiles (K % 8 != 0: element-wise activation loads), empty rows, empty stages (99 %),
 # T > 32 (several token tiles), bias, every activation, bf16, split-K with bias (atomics), every (rt, sc)
-BMTC_CHECK = [
-    # (O, K, T, src format, params, pattern, bias, act, knobs)
-    (100, 200, 5, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], False, None, {}),
-    (37, 77, 3, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.7, True], True, "gelu", {}),
-    (256, 512, 64, "csr", {}, ["unstructured", 0.8, False], True, None, {}),
-    (64, 96, 130, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.5, True], True, "silu", {}),
-    (48, 64, 1, "csr", {}, ["unstructured", 0.9, True], False, None, {}),
-    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], True, "relu", {}),
-    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.99, True], True, None, {"ksplit": 3, "warps": 2}),
-    (300, 1000, 8, "csr", {}, ["unstructured", 0.7, True], False, None, {"rt": 4, "sc": 32, "ksplit": 2, "warps": 4}),
-    (130, 1000, 2, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, None, {"rt": 1, "sc": 128,
-                                                                                          "warps": 4}),
-    (200, 4200, 3, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, None, {"warps": 1, "ksplit": 1}),
-    (1000, 4104, 32, "csr", {}, ["unstructured", 0.9, False], False, None, {}),
-    (1000, 4104, 9, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.6, False], True, "gelu", {"rt": 1, "sc": 64}),
+BMTC_CHECK = DECODE_CHECK_BASE + [
     (500, 2000, 32, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.0, False], False, None, {"rt": 2, "sc": 64,
                                                                                             "warps": 4}),
     (500, 2000, 31, "csr", {}, ["unstructured", 0.9, True], True, None, {"ksplit": 2}),

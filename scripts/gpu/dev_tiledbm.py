@@ -20,27 +20,14 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cases as C  # noqa: E402  (the shared decode check grid)
 
 SHAPES = [(11008, 4096), (4096, 11008), (9216, 36864)]
 TOKENS = [1, 8, 16, 32]
 SPARSITY = [0.7, 0.8, 0.9]
 ROUNDS = 9
 
-BM_CHECK = [
-    # (O, K, T, src format, params, pattern, bias, act, knobs)
-    (100, 200, 5, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], False, None, {}),
-    (37, 77, 3, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.7, True], True, "gelu", {}),
-    (256, 512, 64, "csr", {}, ["unstructured", 0.8, False], True, None, {}),
-    (64, 96, 130, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.5, True], True, "silu", {}),
-    (48, 64, 1, "csr", {}, ["unstructured", 0.9, True], False, None, {}),
-    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], True, "relu", {}),
-    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.99, True], True, None, {"ksplit": 3, "warps": 2}),
-    (300, 1000, 8, "csr", {}, ["unstructured", 0.7, True], False, None, {"rt": 4, "sc": 32, "ksplit": 2, "warps": 4}),
-    (130, 1000, 2, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, None, {"rt": 1, "sc": 128,
-                                                                                          "warps": 4}),
-    (200, 4200, 3, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, None, {"warps": 1, "ksplit": 1}),
-    (1000, 4104, 32, "csr", {}, ["unstructured", 0.9, False], False, None, {}),
-    (1000, 4104, 9, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.6, False], True, "gelu", {"rt": 1, "sc": 64}),
+BM_CHECK = C.DECODE_CHECK_BASE + [
     (500, 2000, 32, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.0, False], False, None, {"rt": 2, "sc": 64}),
     (500, 2000, 31, "csr", {}, ["unstructured", 0.9, True], True, None, {"ksplit": 2}),
     (257, 3000, 5, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.7, False], False, None, {"rt": 4, "sc": 128,
