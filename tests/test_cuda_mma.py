@@ -92,9 +92,13 @@ def test_split_k_zeroes_y_then_adds_with_vector_atomics(ptx_bodies):
         assert len(ks) == 2, ks.keys()                        # a zeroing launch + the GEMM
         gemm = next(b for b in ks.values() if "mma." in b)
         zero = next(b for b in ks.values() if "mma." not in b)
-        assert re.search(r"st\.global\.(b|u)16", zero) and not re.search(r"\sred\.", zero)
+        # 16-byte stores (T*O is a multiple of 8), no atomics
+        assert re.search(r"st\.global\.v4\.(b|u)32", zero) and not re.search(r"\sred\.", zero)
+        assert not re.search(r"st\.global\.(b|u)16", zero)
         assert re.search(rf"red\.global\.add\.noftz\.v4\.{ty}", gemm)
         assert "st.global" not in gemm                         # every output through the reduction
+    odd_zero = next(b for n, b in ptx_bodies.items() if n.startswith("ks_odd") and "mma." not in b)
+    assert re.search(r"st\.global\.(b|u)16", odd_zero)       # T*O % 8 != 0: element stores
     odd = next(b for n, b in ptx_bodies.items() if n.startswith("ks_odd") and "mma." in b)
     assert "red.global.add.noftz.v4" not in odd                # O % 8 != 0: element atomics
     assert re.search(r"atom(\.global)?\.add\.noftz\.f16\s", odd)

@@ -206,6 +206,7 @@ SPARSE = {
     "wgsp_bf16_gelu": (100, 256, 130, torch.bfloat16, True, "gelu", {}),
     "wgsp_f16_sync_split": (1003, 1024, 200, torch.float16, True, None, dict(bm=128, bn=128, stages=4, ks=3, ws=0)),
     "wgsp_f16_256": (1160, 1024, 1030, torch.float16, False, "silu", dict(bm=256, bn=128, stages=3)),
+    "wgsp_f16_192": (1000, 1024, 1030, torch.float16, True, None, dict(bm=192, bn=128, stages=3, gm=8)),
 }
 
 
@@ -245,7 +246,22 @@ def test_wgmma_sparse_uses_wgmma_sp_with_metadata_in_the_ring():
         assert ("cp.async.bulk.tensor" in body) == bool(knobs[sym].get("tma"))
         assert ("cp.async.cg.shared.global" in body) != bool(knobs[sym].get("tma"))
     assert "ld.local" not in ptx and "st.local" not in ptx         # accumulators in registers
+    spills = tc.ptxas_spills(lib, "sm_90a")
+    assert len(spills) >= len(SPARSE) and not any(spills.values()), spills   # ptxas spills nothing (3-5 warpgroups)
     assert knobs["wgsp_f16_sync_split"]["ks"] == 3 and knobs["wgsp_f16_decode"]["bn"] == 16
+
+
+def test_wgmma_sparse_many_tokens_picks_the_tile_with_the_fewest_waves():
+    """2:4 at T > 128: 256 x 128 tiles unless a 192- or 128-row tile needs fewer waves of blocks per row of
+    work (9216x36864 at T=1024: 288 tiles of 256 rows are 2.2 waves, 384 of 192 rows 2.9)."""
+    from sparsec.backends.cuda.kernels.wgmma_gemm import default_sparse_knobs
+
+    pick = {(O, K): default_sparse_knobs(O, K, 1024)["bm"] for O, K in
+            ((4096, 4096), (11008, 4096), (4096, 11008), (9216, 36864), (768, 3072))}
+    assert pick == {(4096, 4096): 256, (11008, 4096): 256, (4096, 11008): 256, (9216, 36864): 192,
+                    (768, 3072): 128}
+    assert default_sparse_knobs(11008, 4096, 1024)["ks"] == 1           # enough blocks: no split
+    assert default_sparse_knobs(4096, 4096, 128)["bm"] == 128            # T <= 128 unchanged
 
 
 def test_wgmma_sparse_ring_fits_and_metadata_offsets():

@@ -182,6 +182,30 @@ def ptx(lib_or_source, arch: str = DEFAULT_ARCH) -> str:
         return nvcc.compile_cuda(src, target_format="ptx", arch=check_arch(arch), compiler="nvcc").decode()
 
 
+def ptxas_spills(lib_or_source, arch: str = DEFAULT_ARCH) -> dict[str, int]:
+    """Per kernel, the bytes ``ptxas -v`` reports as spilled (stores + loads) when it assembles the module's PTX
+    for ``arch`` (0: everything in registers)."""
+    import re
+
+    text = ptx(lib_or_source, arch)
+    exe = os.path.join(os.path.dirname(os.path.realpath(nvcc_path())), "ptxas")
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "k.ptx")
+        with open(src, "w") as f:
+            f.write(text)
+        out = subprocess.run([exe if os.path.exists(exe) else "ptxas", f"-arch={check_arch(arch)}", "-v", src, "-o",
+                              os.path.join(d, "k.cubin")], capture_output=True, text=True, check=True).stderr
+    spills, name = {}, None
+    for line in out.splitlines():
+        m = re.search(r"Compiling entry function '(\w+)'", line)
+        if m:
+            name = m.group(1)
+        m = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if m and name:
+            spills[name] = int(m.group(1)) + int(m.group(2))
+    return spills
+
+
 def sass(lib_or_source, arch: str = DEFAULT_ARCH) -> str:
     """SASS disassembly (cuobjdump) of a module's device code compiled to a cubin for ``arch``."""
     from tvm.support import nvcc

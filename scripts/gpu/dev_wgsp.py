@@ -27,6 +27,8 @@ NM24 = {"n": 2, "m": 4}
 MODE = os.environ.get("DEV_WGSP_MODE", "sp")      # "tma": the producer's cp.async vs TMA (wgsp_tma_run*)
 if MODE == "tma":
     TOKENS = [16, 128, 1024]
+elif MODE == "big":                                # 2:4 at many tokens: tile shapes with the TMA producer
+    TOKENS = [1024] if os.environ.get("DEV_WGSP_BIG") in ("1", "2", "3") else [128, 1024]
 
 
 def check_cases() -> list[dict]:
@@ -35,12 +37,39 @@ def check_cases() -> list[dict]:
     if MODE == "tma":       # every warp-specialised wgmma check case (dense and 2:4) with tma=1
         return [dict(c, name=c["name"] + "_tma", knobs=dict(c["knobs"], tma=1)) for c in C.wgmma_check_cases()
                 if c["knobs"].get("ws", 1) == 1]
+    if MODE == "big":
+        extra = [C.case(f"chk_wgbig{i}_nm24_{dt}_{O}x{K}x{T}", "nm", NM24, O, K, T, dt, bias, act, ["nm", 2, 4], kn,
+                        design="wgmma")
+                 for i, (O, K, T, dt, bias, act, kn) in enumerate(BIG_CHECKS)]
+        return C.wgmma_check_cases() + extra          # dense too: split-K's zero fill changed
     return [c for c in C.wgmma_check_cases() if c["format"] == "nm"]
+
+
+BIG_CHECKS = [(1160, 1024, 1030, "float16", True, "silu", dict(bm=128, bn=256, stages=2)),
+              (1000, 2048, 300, "bfloat16", False, None, dict(bm=192, bn=128, stages=3)),
+              (520, 1024, 1030, "float16", False, None, dict(bm=256, bn=128, stages=3)),
+              (1003, 1152, 200, "float16", True, "gelu", dict(bm=128, bn=192, stages=3))]
 
 
 def sparse_variants(O, K, T):
     if MODE == "tma":
         return [{}, dict(tma=1)]
+    if MODE == "big":
+        if os.environ.get("DEV_WGSP_BIG") == "1":      # run 1: tile shapes (wgbig_run1)
+            return [{}, dict(bm=256, bn=128, stages=3), dict(bm=128, bn=256, stages=2),
+                    dict(bm=192, bn=128, stages=3), dict(bm=128, bn=192, stages=3), dict(gm=8)]
+        if os.environ.get("DEV_WGSP_BIG") == "2":      # run 2: rasterisation (wgbig_run2)
+            return [{}, dict(bm=256, bn=128, stages=3, gm=4), dict(bm=256, bn=128, stages=3, gm=8),
+                    dict(bm=256, bn=128, stages=3, gm=16), dict(bm=192, bn=128, stages=3, gm=8),
+                    dict(bm=192, bn=128, stages=3, gm=16), dict(gm=16)]
+        b256 = dict(bm=256, bn=128, stages=3, gm=4)
+        if os.environ.get("DEV_WGSP_BIG") == "3":      # run 3: split-K against wave quantisation (wgbig_run3)
+            return [{}] + [dict(b256, ks=k) for k in (1, 2, 3, 4, 6)] + [dict(bm=192, bn=128, stages=3, gm=8, ks=k)
+                                                                       for k in (1, 2)]
+        # run 4: the new defaults (SPARSE_BIG_TILES) vs the old, split-K with the 16-byte zero fill
+        if T > 128:
+            return [{}, dict(bm=128, stages=4, gm=1), dict(b256, ks=2), dict(bm=192, bn=128, stages=3, gm=8)]
+        return [{}, dict(ks=1)]
     if T >= 512:
         return [{}, dict(bm=256, bn=128, stages=3), dict(bm=128, bn=192, stages=3), dict(wip=0)]
     if T >= 128:
@@ -49,6 +78,10 @@ def sparse_variants(O, K, T):
 
 
 def dense_variants(O, K, T):
+    if MODE == "big":
+        if T == 128 and os.environ.get("DEV_WGSP_BIG") not in ("1", "2", "3"):   # run 4: small grids at T=128
+            return [{}, dict(ks=1), dict(ks=2), dict(bm=64, ks=2), dict(bn=64, ks=2)]
+        return [{}]
     if MODE == "tma":
         return [{}, dict(tma=1)]
     return [{}, dict(bm=64), dict(stages=8), dict(ks=1)]
@@ -62,7 +95,7 @@ def bench_cases():
         for T in TOKENS:
             for v, kn in enumerate(sparse_variants(O, K, T)):
                 out.append(C.case(f"b_wgsp{v}_{O}x{K}x{T}", "nm", NM24, O, K, T, knobs=kn, design="wgmma"))
-            if T <= 32 or MODE == "tma":
+            if T <= 32 or MODE in ("tma", "big"):
                 for v, kn in enumerate(dense_variants(O, K, T)):
                     out.append(C.case(f"b_wgd{v}_{O}x{K}x{T}", "dense", {}, O, K, T, knobs=kn, design="wgmma"))
     return out
@@ -176,8 +209,37 @@ def run(kdir, outp):
     json.dump(res, open(outp, "w"), indent=1)
 
 
+def prof(kdir, pattern):
+    """Run each bench kernel whose name contains ``pattern`` once (under ``ncu``), on its shape's 2:4 weight."""
+    import env  # noqa: F401  (the repository on sys.path)
+    import torch
+
+    from sparsec.backends.cuda.runtime import load_library
+    from sparsec.ir.formats import NM
+
+    meta = json.load(open(os.path.join(kdir, "cases.json")))
+    lib = load_library(os.path.join(kdir, "bench.so"))
+    dev = torch.device("cuda")
+    for c in meta["bench"]:
+        if pattern not in c["name"]:
+            continue
+        O, K, T = c["O"], c["K"], c["T"]
+        w = torch.randn(O, K, device=dev, dtype=torch.float16) / K ** 0.5
+        grp = w.view(O, K // 4, 4)
+        keep = grp.abs().argsort(dim=-1, descending=True)[..., :2]
+        w = (grp * torch.zeros_like(grp, dtype=torch.bool).scatter_(-1, keep, True)).view(O, K)
+        x = torch.randn(T, K, device=dev, dtype=torch.float16)
+        y = torch.empty(T, O, device=dev, dtype=torch.float16)
+        args = (sp_args(NM.from_dense(w, n=2, m=4), dev) if c["format"] == "nm" else [w]) + [x, y]
+        lib[c["name"]](*args)
+        torch.cuda.synchronize()
+        print("ran", c["name"], c["resolved_knobs"], flush=True)
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "build":
+    if sys.argv[1] == "prof":
+        prof(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "build":
         build(sys.argv[2])
     elif sys.argv[1] == "check":
         check(sys.argv[2], sys.argv[3])

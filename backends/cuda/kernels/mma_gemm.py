@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sparsec.backends.cuda.kernels.staged import staged_epilogue
+from sparsec.backends.cuda.kernels.staged import staged_epilogue, zero_fill
 from sparsec.backends.cuda.kernels.mma_layout import tensor_core_weight
 from sparsec.backends.kernels.common import Arg, KernelError, Knob, MatmulSpec, ceil_div, epilogue, meta_of
 
@@ -191,7 +191,7 @@ def _generate(ms: MmaSpec):
     MSZ = S * MW if SP else 1
     grid_m, grid_n = ceil_div(O, BM), ceil_div(TT, BN)
     GM = min(ms.gm, grid_m)
-    zero = T.Cast(dt, T.float32(0))
+    zero_y = zero_fill(dt, TT * O)
 
     def cvt(e):
         return T.Cast(dt, e)
@@ -314,13 +314,7 @@ def _generate(ms: MmaSpec):
     @T.macro
     def body(Wv, Wm, X, bias, Y):
         if KS > 1:
-            # split-K sums into Y with atomics: zero it first (a launch of its own)
-            Yf = T.decl_buffer((TT * O,), dt, data=Y.data)
-            for zb in T.thread_binding(ceil_div(TT * O, 256 * 8), thread="blockIdx.x"):
-                for zt in T.thread_binding(256, thread="threadIdx.x"):
-                    for jj in T.unroll(8):
-                        if (zb * 256 + zt) * 8 + jj < TT * O:
-                            Yf[(zb * 256 + zt) * 8 + jj] = zero
+            zero_y(Y)    # split-K sums into Y with atomics: zero it first (a launch of its own)
         for bz in T.thread_binding(KS, thread="blockIdx.y"):
             for lin in T.thread_binding(grid_m * grid_n, thread="blockIdx.x"):
                 for tid in T.thread_binding(NT, thread="threadIdx.x"):

@@ -72,6 +72,29 @@ def staged_epilogue(*, dt: str, BM: int, BN: int, CST: int, O: int, TT: int, KS:
     return stage, store
 
 
+def zero_fill(dt: str, n: int):
+    """Macro ``zero(Y)``: a launch of its own that zeroes the ``n`` elements of ``Y`` (split-K GEMMs add their
+    partial tiles into it with atomics): 8 elements per thread, one 16-byte store when ``n % 8 == 0`` (a
+    multiple of 8 keeps every thread's chunk 16-byte aligned), else element stores."""
+    zero = T.Cast(dt, T.float32(0))
+
+    @T.macro
+    def zero_y(Y):
+        Yf = T.decl_buffer((n,), dt, data=Y.data)
+        for zb in T.thread_binding(ceil_div(n, 256 * 8), thread="blockIdx.x"):
+            for zt in T.thread_binding(256, thread="threadIdx.x"):
+                if n % 8 == 0:
+                    if (zb * 256 + zt) * 8 < n:
+                        for jj in T.vectorized(8):
+                            Yf[(zb * 256 + zt) * 8 + jj] = zero
+                else:
+                    for jj in T.unroll(8):
+                        if (zb * 256 + zt) * 8 + jj < n:
+                            Yf[(zb * 256 + zt) * 8 + jj] = zero
+
+    return zero_y
+
+
 def warp_reduce_epilogue(*, dt: str, RT: int, NS: int, RS: int, RG: int, TN: int, W: int, O: int, TT: int, KS: int,
                          has_bias: bool, epi):
     """``reduce_store(red, acc, Y, bias, bx, by, bz, ty, tx)`` for the decode kernels (``tiled``, ``bmtc``): every

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sparsec.backends.cuda.kernels.staged import staged_epilogue
+from sparsec.backends.cuda.kernels.staged import staged_epilogue, zero_fill
 from sparsec.backends.cuda.kernels.mma_layout import tensor_core_weight
 from sparsec.backends.kernels.common import Arg, KernelError, Knob, MatmulSpec, ceil_div, epilogue, meta_of
 
@@ -58,7 +58,7 @@ ARCH = "sm_90a"
 KNOBS = (
     Knob("bm", (64, 128, 192, 256), None, "weight rows (O) per block: bm/64 consumer warpgroups"),
     Knob("bn", (32, 64, 96, 128, 160, 192, 224, 256), None, "tokens per block (the wgmma N)"),
-    Knob("stages", (3, 4, 5, 6, 7, 8), None, "cp.async ring depth (tiles in flight: stages - 2)"),
+    Knob("stages", (2, 3, 4, 5, 6, 7, 8), None, "ring depth (ws=0: tiles of copies in flight stages - 1 - wip)"),
     Knob("ks", (1, 2, 3, 4, 6, 8), None, "split-K: blocks per output tile, summed with fp16/bf16 atomics into a "
                                           "zeroed Y (no activation)"),
     Knob("gm", (1, 4, 8, 16), None, "block rasterisation: O tiles per group swept over every token tile"),
@@ -75,6 +75,9 @@ ALIGN = 1024                     # 128B-swizzle atoms (8 rows x 128 B) must star
 CPAD = 8
 SMS = 132
 SP_KMUL = 128                    # 2:4: a k-tile is 128 logical columns (64 stored values = one 128-byte row)
+# 2:4 at T > 128: (bm, stages, gm, relative throughput per row) -- wgbig_run2/3: per wave, a 192- or 128-row tile
+# takes ~0.9 of the 256-row tile's time per row
+SPARSE_BIG_TILES = ((256, 3, 4, 1.0), (192, 3, 8, 0.9), (128, 4, 8, 0.9))
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,12 @@ def default_sparse_knobs(O: int, K: int, T: int, activation: str | None = None) 
     """2:4 (``wgmma.mma_async.sp``): a ring slot holds 128 logical columns (A: bm x 64 values, B: bn x 128,
     metadata bm x 16 B). H100 dev run 1 (``benchmarks/results/dev/wgsp_run1.json``, 4 LLM shapes x T 1-1024):
 
-    - T > 128: 128 x 128 tiles, 4 slots (bn=256 would leave 2; 256x128 x 3 and 128x192 x 3 were 3-15 % slower);
+    - T > 128 (``SPARSE_BIG_TILES``, H100 session 7, TMA producer, ``benchmarks/results/dev/wgbig_run{1,2,3}.*``):
+      bm x 128 tiles with bm = 256 (3 slots, rasterised 4 row tiles at a time), 192 (3 slots) or 128 (4 slots),
+      whichever needs the fewest waves of blocks times rows per block (/ the tile's relative efficiency): at
+      T=1024 256x128 ran 1.11-1.28x cuBLAS (128x128: 1.01-1.12x; 128x192 and 128x256 x 2 slots were slower),
+      and 192x128 won where 256-row tiles leave a mostly empty last wave (9216x36864: 384 tiles = 2.9 waves,
+      1.26-1.35x). Split-K (ks 2-6) was 1.4-2x slower there;
     - 32 < T: bn = T rounded up to 16 (at most 128), split-K up to one wave of blocks, two when K is deep (>= 64
       k-tiles: 9216x36864 T=128 ks=3 1.55x cuBLAS vs ks=1 1.39x; 11008x4096 ks=1 1.45x vs ks=3 1.03x; the LLM
       shapes at T=1024 have >= 256 tiles: unsplit);
@@ -146,21 +154,25 @@ def default_sparse_knobs(O: int, K: int, T: int, activation: str | None = None) 
     No split with an activation; >= 4 k-tiles per split."""
     nk = ceil_div(K, 2 * BK)
     bn = max(16, ceil_div(min(T, 128), 16) * 16)
-    tiles = ceil_div(O, 128) * ceil_div(T, bn)
+    bm, gm = 128, 1
+    if T > 128:
+        bm, stages, gm = min(SPARSE_BIG_TILES, key=lambda c: ceil_div(ceil_div(O, c[0]) * ceil_div(T, bn), SMS)
+                             * c[0] / c[3])[:3]
+    tiles = ceil_div(O, bm) * ceil_div(T, bn)
     per = (128 * BK + 2 * bn * BK + 128 * 8) * 2
     if T <= 32:
         waves, stages = (0, min(8, (SMEM_LIMIT - ALIGN) // per)) if 2 * tiles > SMS else (2, 4)
     else:
-        waves, stages = (2 if nk >= 64 else 1), max(3, min(8, (SMEM_LIMIT - ALIGN) // per))
-        if T > 128:
-            stages = 4
+        waves = 2 if nk >= 64 and T <= 128 else 1
+        if T <= 128:
+            stages = max(3, min(8, (SMEM_LIMIT - ALIGN) // per))
     ks = 1
     if activation is None:
         for cand in (2, 3, 4, 6, 8):
             if ceil_div(nk, cand) < 4 or tiles * cand > waves * SMS:
                 break
             ks = cand
-    return dict(bm=128, bn=bn, stages=stages, ks=ks, gm=1, wip=1, ws=1, tma=1)
+    return dict(bm=bm, bn=bn, stages=stages, ks=ks, gm=gm, wip=1, ws=1, tma=1)
 
 
 def resolve(O: int, K: int, T: int, knobs: dict | None, spec: MatmulSpec, sparse: bool = False) -> WgmmaSpec:
@@ -330,7 +342,7 @@ def _generate(ws: WgmmaSpec):
     CP = "cp.async.cg.shared.global"
     grid_m, grid_n = ceil_div(O, BM), ceil_div(TT, BN)
     GM = min(ws.gm, grid_m)
-    zero = T.Cast(dt, T.float32(0))
+    zero_y = zero_fill(dt, TT * O)
 
     def cvt(e):
         return T.Cast(dt, e)
@@ -531,12 +543,7 @@ def _generate(ws: WgmmaSpec):
     @T.macro
     def body(W, Wm, X, bias, Y):
         if KS > 1:
-            Yf = T.decl_buffer((TT * O,), dt, data=Y.data)
-            for zb in T.thread_binding(ceil_div(TT * O, 256 * 8), thread="blockIdx.x"):
-                for zt in T.thread_binding(256, thread="threadIdx.x"):
-                    for jj in T.unroll(8):
-                        if (zb * 256 + zt) * 8 + jj < TT * O:
-                            Yf[(zb * 256 + zt) * 8 + jj] = zero
+            zero_y(Y)    # split-K sums into Y with atomics: zero it first (a launch of its own)
         for bz in T.thread_binding(KS, thread="blockIdx.y"):
             for lin in T.thread_binding(grid_m * grid_n, thread="blockIdx.x"):
                 for tid in T.thread_binding(NT, thread="threadIdx.x"):
