@@ -22,7 +22,7 @@ Designs (``backends/cuda/kernels``; ``T`` = tokens, ``O x K`` = weight, ``d`` = 
 | ``mma`` dense | dense | fp16/bf16 | T >= 128 | ``3.0 + max(OK / 0.77e6, OKT / 1.25e8)`` (with an activation: 0.66e6, 1.10e8) |
 | ``mma`` 2:4 (``mma.sp``) | nm 2:4, K % 16 == 0 | fp16/bf16 | T >= 128 | ``3.0 + max(OK / 1.0e6, OKT / 1.33e8)`` (with an activation: 0.65e6, 1.30e8) |
 | ``wgmma`` dense (sm_90a) | dense | fp16/bf16 | any | ``3 + max(OK / 1.2e6 occ_m, OKT / 2.6e8 occ_c)`` (T <= 32: ``OK / 1.4e6``) |
-| ``wgmma`` 2:4 (sm_90a, ``wgmma.mma_async.sp``) | nm 2:4, K % 128 == 0 | fp16/bf16 | any | ``3 + max(1.125 OK / 2.8e6 occ_m, OKT / 3.5e8 occ_c)`` (x1.2 at 32 < T <= 128; T > 128: OKT / 4.2e8) |
+| ``wgmma`` 2:4 (sm_90a, ``wgmma.mma_async.sp``) | nm 2:4, K % 128 == 0 | fp16/bf16 | any | ``3 + max(1.125 OK / 2.8e6 occ_m, OKT / 3.5e8 occ_c)`` (x1.2 at 32 < T <= 128; T > 128: OKT / 4.6e8) |
 | ``tiled`` | bitmap, nm | fp16/bf16 | T <= 128 | ``3.0 + max(B / 3.54e6, ceil(T/32) (4.40e-4 S + 1.59e-6 dOK))`` |
 
 ``occ_m = max(1, 132 / 2 blocks)``, ``occ_c = max(1, 132 / blocks)`` (blocks of the design's default knobs: a grid
@@ -137,12 +137,12 @@ def predict_us(fmt: str, design: str, O: int, K: int, T: int, density: float, ac
         # 2:4 wgmma.mma_async.sp, default knobs (dev run benchmarks/results/dev/wgsp_run1.json, 4 LLM shapes x
         # T 1-1024): 1.125 bytes per weight element (values + metadata) at 2.8 TB/s, math at 3.5e8 MAC/us
         # (dense wgmma: 2.6e8), the same occupancy terms as dense; x1.2 at 32 < T <= 128 (pipeline fill). T > 128:
-        # 256/192-row tiles (session 7, benchmarks/results/dev/wgbig_run4.json: 4.0-4.9e8 MAC/us at T=1024)
+        # 256/192-row tiles, wip 0 (session 7, benchmarks/results/dev/wgbig_run6.json: 4.5-5.3e8 MAC/us at T=1024)
         from sparsec.backends.cuda.kernels.wgmma_gemm import default_sparse_knobs
         kn = default_sparse_knobs(O, K, T, "act" if activation else None)
         blocks = _cd(O, kn["bm"]) * _cd(T, kn["bn"]) * kn["ks"]
         t = max(1.125 * ok / 2.8e6 * max(1.0, H100_SMS / (2 * blocks)),
-                okt / (4.2e8 if T > 128 else 3.5e8) * max(1.0, H100_SMS / blocks))
+                okt / (4.6e8 if T > 128 else 3.5e8) * max(1.0, H100_SMS / blocks))
         return 3.0 + t * (1.2 if 32 < T <= 128 else 1.0)
     if design == "mma":                         # the split-K constants only where the defaults split K
         from sparsec.backends.cuda.kernels.mma_gemm import default_knobs

@@ -48,7 +48,12 @@ def check_cases() -> list[dict]:
 BIG_CHECKS = [(1160, 1024, 1030, "float16", True, "silu", dict(bm=128, bn=256, stages=2)),
               (1000, 2048, 300, "bfloat16", False, None, dict(bm=192, bn=128, stages=3)),
               (520, 1024, 1030, "float16", False, None, dict(bm=256, bn=128, stages=3)),
-              (1003, 1152, 200, "float16", True, "gelu", dict(bm=128, bn=192, stages=3))]
+              (1003, 1152, 200, "float16", True, "gelu", dict(bm=128, bn=192, stages=3)),
+              # spk=64: half ring slots, A rows of 32 values in the 64B swizzle
+              (1160, 1024, 1030, "float16", False, "silu", dict(bm=256, bn=128, stages=6, spk=64)),
+              (1000, 2048, 300, "bfloat16", True, None, dict(bm=192, bn=128, stages=7, spk=64, ks=2)),
+              (520, 1024, 77, "float16", True, None, dict(bm=128, bn=64, stages=8, spk=64, wip=0)),
+              (100, 256, 5, "float16", False, "gelu", dict(spk=64, stages=4))]
 
 
 def sparse_variants(O, K, T):
@@ -66,6 +71,12 @@ def sparse_variants(O, K, T):
         if os.environ.get("DEV_WGSP_BIG") == "3":      # run 3: split-K against wave quantisation (wgbig_run3)
             return [{}] + [dict(b256, ks=k) for k in (1, 2, 3, 4, 6)] + [dict(bm=192, bn=128, stages=3, gm=8, ks=k)
                                                                        for k in (1, 2)]
+        if os.environ.get("DEV_WGSP_BIG", "6") == "6":   # run 6: half slots (spk=64), deeper rings
+            if T > 128:
+                return [{}, dict(spk=64, stages=6, wip=0), dict(spk=64, stages=6, wip=1), dict(spk=64, stages=5)]
+            return [{}, dict(spk=64, stages=8)]
+        if os.environ.get("DEV_WGSP_BIG") == "5":        # run 5: no proxy fence after TMA, wip 0 with 3-5 warpgroups
+            return [{}, dict(wip=0)] if T > 128 else [{}]
         # run 4: the new defaults (SPARSE_BIG_TILES) vs the old, split-K with the 16-byte zero fill
         if T > 128:
             return [{}, dict(bm=128, stages=4, gm=1), dict(b256, ks=2), dict(bm=192, bn=128, stages=3, gm=8)]
@@ -79,6 +90,8 @@ def sparse_variants(O, K, T):
 
 def dense_variants(O, K, T):
     if MODE == "big":
+        if os.environ.get("DEV_WGSP_BIG", "6") in ("5", "6"):
+            return [{}, dict(wip=0)] if T > 128 else [{}]
         if T == 128 and os.environ.get("DEV_WGSP_BIG") not in ("1", "2", "3"):   # run 4: small grids at T=128
             return [{}, dict(ks=1), dict(ks=2), dict(bm=64, ks=2), dict(bn=64, ks=2)]
         return [{}]

@@ -68,6 +68,8 @@ KNOBS = (
                              "(full/empty mbarriers), the bm/64 consumer warpgroups only run wgmma"),
     Knob("tma", (0, 1), None, "ws=1: one producer thread fills each ring slot with TMA (cp.async.bulk.tensor, "
                               "128B-swizzled boxes, mbarrier expect_tx) instead of 128 threads' cp.async"),
+    Knob("spk", (64, 128), None, "2:4: logical reduction columns per ring slot; 64 (tma=1 only) halves the slot "
+                                 "(A rows of 32 values, 64B-swizzled) for a deeper ring"),
 )
 BK = 64                          # 128-byte rows of fp16/bf16: the 128B swizzle atom
 SMEM_LIMIT = 227 * 1024          # H100 dynamic shared memory per block
@@ -92,13 +94,19 @@ class WgmmaSpec:
     ws: int = 0
     sparse: bool = False
     tma: int = 0
+    spk: int = SP_KMUL
+
+    def stage_raw(self) -> int:
+        """Elements (halves) a ring slot receives: A tile (bm x 64, or when sparse bm x spk/2 stored values), B tile
+        (bn x 64, or when sparse spk/64 bn x 64 sub-tiles), metadata (sparse: bm/16 row blocks x spk/16 column
+        blocks x 8 words = bm x spk/16 halves)."""
+        if self.sparse:
+            return self.bm * self.spk // 2 + self.bn * self.spk + self.bm * self.spk // 16
+        return (self.bm + self.bn) * BK
 
     def stage_elems(self) -> int:
-        """Elements (halves) of one ring slot: A tile (bm x 64, the 2:4 values when sparse), B tile (bn x 64, or
-        two bn x 64 sub-tiles when sparse: a sparse k-tile is 128 logical columns), metadata (sparse: bm x 8)."""
-        if self.sparse:
-            return self.bm * BK + 2 * self.bn * BK + self.bm * 8
-        return (self.bm + self.bn) * BK
+        """``stage_raw`` rounded up to whole 1024-byte units: every slot's tiles start 1024-byte aligned."""
+        return ceil_div(self.stage_raw(), ALIGN // 2) * (ALIGN // 2)
 
     def smem_bytes(self) -> int:
         ring = self.stages * self.stage_elems() * 2
@@ -131,7 +139,7 @@ def default_knobs(O: int, K: int, T: int, activation: str | None = None, sparse:
         kn["ks"] = ks
         if ks == 1:
             kn["stages"] = 6
-    kn.update(gm=1, wip=1, ws=1, tma=1)
+    kn.update(gm=1, wip=1, ws=1, tma=1, spk=SP_KMUL)
     return kn
 
 
@@ -144,7 +152,9 @@ def default_sparse_knobs(O: int, K: int, T: int, activation: str | None = None) 
       whichever needs the fewest waves of blocks times rows per block (/ the tile's relative efficiency): at
       T=1024 256x128 ran 1.11-1.28x cuBLAS (128x128: 1.01-1.12x; 128x192 and 128x256 x 2 slots were slower),
       and 192x128 won where 256-row tiles leave a mostly empty last wave (9216x36864: 384 tiles = 2.9 waves,
-      1.26-1.35x). Split-K (ks 2-6) was 1.4-2x slower there;
+      1.26-1.35x). Split-K (ks 2-6) was 1.4-2x slower there. wip=0 (a slot is released as soon as its wgmma
+      finished: the producer runs two slots ahead of a 3-slot ring) +4-13 % (run 5); half slots (``spk=64``,
+      5-6 slots) 5-20 % slower (run 6): the defaults give 1.25-1.58x cuBLAS at T=1024;
     - 32 < T: bn = T rounded up to 16 (at most 128), split-K up to one wave of blocks, two when K is deep (>= 64
       k-tiles: 9216x36864 T=128 ks=3 1.55x cuBLAS vs ks=1 1.39x; 11008x4096 ks=1 1.45x vs ks=3 1.03x; the LLM
       shapes at T=1024 have >= 256 tiles: unsplit);
@@ -172,7 +182,7 @@ def default_sparse_knobs(O: int, K: int, T: int, activation: str | None = None) 
             if ceil_div(nk, cand) < 4 or tiles * cand > waves * SMS:
                 break
             ks = cand
-    return dict(bm=bm, bn=bn, stages=stages, ks=ks, gm=gm, wip=1, ws=1, tma=1)
+    return dict(bm=bm, bn=bn, stages=stages, ks=ks, gm=gm, wip=0 if T > 128 else 1, ws=1, tma=1, spk=SP_KMUL)
 
 
 def resolve(O: int, K: int, T: int, knobs: dict | None, spec: MatmulSpec, sparse: bool = False) -> WgmmaSpec:
@@ -181,11 +191,14 @@ def resolve(O: int, K: int, T: int, knobs: dict | None, spec: MatmulSpec, sparse
     knobs = check_knobs("cuda wgmma", knobs, KNOBS)
     kn = default_knobs(O, K, T, spec.activation, sparse)
     kn.update({k: v for k, v in knobs.items() if v is not None})
-    nk = ceil_div(K, BK * (2 if sparse else 1))
+    nk = ceil_div(K, kn["spk"] if sparse else BK)
     ks = ceil_div(nk, ceil_div(nk, kn["ks"]))
     if not kn["ws"] and knobs.get("tma") is None:
         kn["tma"] = 0                        # the default TMA producer needs the producer warpgroup
-    ws = WgmmaSpec(spec, kn["bm"], kn["bn"], kn["stages"], ks, kn["gm"], kn["wip"], kn["ws"], sparse, kn["tma"])
+    ws = WgmmaSpec(spec, kn["bm"], kn["bn"], kn["stages"], ks, kn["gm"], kn["wip"], kn["ws"], sparse, kn["tma"],
+                   kn["spk"] if sparse else SP_KMUL)
+    if ws.spk != SP_KMUL and not ws.tma:
+        raise KernelError(f"cuda wgmma kernel: spk={ws.spk} needs tma=1 (the 64B-swizzled A tile is a TMA box)")
     if ws.tma and not ws.ws:
         raise KernelError("cuda wgmma kernel: tma=1 needs ws=1 (the producer warpgroup issues the TMA copies)")
     if ws.ks > 1 and spec.activation is not None:
@@ -234,7 +247,7 @@ def cuda_wgmma_matmul_primfunc(weight, tokens: int, *, bias: bool = False, activ
     if bias:
         args.append(Arg("bias", dt, (O,)))
     args.append(Arg("Y", dt, (TT, O)))
-    return func, args, {"design": "wgmma", "bm": ws.bm, "bn": ws.bn, "bk": BK * (2 if sparse else 1),
+    return func, args, {"design": "wgmma", "bm": ws.bm, "bn": ws.bn, "bk": ws.spk if sparse else BK,
                         "stages": ws.stages, "ks": ws.ks, "gm": ws.gm, "wip": ws.wip, "ws": ws.ws,
                         **({"tma": 1} if ws.tma else {})}
 
@@ -294,13 +307,14 @@ def swizzled_chunk(r, c):
     return c ^ (r % 8)
 
 
-def smem_descriptor(addr_expr):
+def smem_descriptor(addr_expr, swizzle: int = 128):
     """64-bit wgmma matrix descriptor of a K-major 128B-swizzled tile at shared address ``addr_expr``
     (uint32): start address >> 4 in bits [0, 14), leading byte offset 1 (unused when swizzled), stride byte
-    offset 1024 B (>> 4 = 64) in bits [32, 46), layout type 1 (128B swizzle) in bits [62, 64)."""
+    offset 1024 B (>> 4 = 64) in bits [32, 46), layout type 1 (128B swizzle) in bits [62, 64).
+    ``swizzle=64``: 64-byte rows, 64B swizzle (layout type 2), 8-row groups 512 B apart."""
     from tvm import tirx
 
-    const = (1 << 62) | (64 << 32) | (1 << 16)
+    const = ((1 << 62) | (64 << 32) | (1 << 16)) if swizzle == 128 else ((2 << 62) | (32 << 32) | (1 << 16))
     return tirx.Cast("uint64", (addr_expr >> 4) & tirx.const(0x3FFF, "uint32")) + tirx.const(const, "uint64")
 
 
@@ -320,17 +334,21 @@ def _generate(ws: WgmmaSpec):
     tW = T.Var("w_tmap", ty=T.handle("tensormap").ty)
     tX = T.Var("x_tmap", ty=T.handle("tensormap").ty)
     tM = T.Var("m_tmap", ty=T.handle("tensormap").ty)
-    BKL = BK * (2 if SP else 1)             # logical reduction columns per k-tile
+    BKL = ws.spk if SP else BK              # logical reduction columns per k-tile
+    ABK = BKL // 2 if SP else BK            # A columns per k-tile (sparse: stored values; 32 = 64-byte rows)
+    ASW = 128 if ABK == BK else 64          # the A tile's swizzle (bytes per row)
     KA = K // 2 if SP else K                # stored columns of A
     NK = ceil_div(K, BKL)
     NKS = ceil_div(NK, KS)
     WIP = ws.wip                            # k-tiles of wgmma left in flight
     LA = S - 1 - WIP                        # k-tiles of copies in flight ahead of the one computed
     CH = BK // 8                            # 16-byte chunks per tile row (8)
-    ASZ = BM * BK                           # elements per A stage
-    BSZ = BN * BKL                          # B: one bn x 64 tile, or two when sparse (128 logical columns)
-    MSZ = BM * 8 if SP else 0               # sparse: metadata words [BM/16 blocks][8 column blocks][8] (as halves)
-    STG = ASZ + BSZ + MSZ                   # elements per stage (A, B tiles 1024-byte aligned; then metadata)
+    ASZ = BM * ABK                          # elements per A stage
+    BSZ = BN * BKL                          # B: one bn x 64 tile, or BKL/64 when sparse
+    MSZ = BM * BKL // 16 if SP else 0       # sparse: metadata words [BM/16 blocks][BKL/16 col blocks][8] (as halves)
+    RAW = ASZ + BSZ + MSZ                   # elements a stage receives (the TMA transaction bytes / 2)
+    STG = ws.stage_elems()                  # elements per stage (RAW rounded to 1024 bytes: tiles stay aligned)
+    MW = BKL // 2                           # metadata words per 16-row block per k-tile
     RB = ceil_div(O, 16)
     CST = BM + CPAD
     SMN = max(S * STG, BN * CST) + ALIGN // 2   # + alignment slack (elements)
@@ -390,13 +408,13 @@ def _generate(ws: WgmmaSpec):
     @T.macro
     def mma_tile(Su, acc, sbase, sb0, wg, lt):
         # one k-tile of the slot at element offset sb0: dense 4 x wgmma k16, sparse 4 x wgmma.sp k32
-        sa = sbase + T.Cast("uint32", (sb0 + wg * 64 * BK) * 2)
+        sa = sbase + T.Cast("uint32", (sb0 + wg * 64 * ABK) * 2)
         sb = sbase + T.Cast("uint32", (sb0 + ASZ) * 2)
         if SP:
             for kk in T.unroll(BKL // 32):
-                T.cuda.func_call(SPN, T.address_of(acc[0]), smem_descriptor(sa + T.uint32(kk * 32)),
+                T.cuda.func_call(SPN, T.address_of(acc[0]), smem_descriptor(sa + T.uint32(kk * 32), ASW),
                                  smem_descriptor(sb + T.uint32((kk // 2) * BN * BK * 2 + (kk % 2) * 64)),
-                                 Su[(sb0 + ASZ + BSZ) // 2 + (wg * 4 + lt // 32) * 64 + (2 * kk + lt % 2) * 8
+                                 Su[(sb0 + ASZ + BSZ) // 2 + (wg * 4 + lt // 32) * MW + (2 * kk + lt % 2) * 8
                                     + (lt % 32) // 4], source_code=SPSRC)
         else:
             for kk in T.unroll(BK // 16):
@@ -441,12 +459,13 @@ def _generate(ws: WgmmaSpec):
         # host side: the 2-D tensor maps of the weight, the activations (128B-swizzled 64-column boxes: the
         # layout the descriptors read) and, for 2:4, the metadata words (64-word rows, unswizzled)
         T.Bind(T.tvm_stack_alloca("tensormap", 1), var=tW)
-        T.tensormap_encode_tiled(tW, W.data, KA, O, KA * 2, BK, BM, 1, 1, descriptor_dtype=dt, rank=2, swizzle=3)
+        T.tensormap_encode_tiled(tW, W.data, KA, O, KA * 2, ABK, BM, 1, 1, descriptor_dtype=dt, rank=2,
+                                 swizzle=3 if ASW == 128 else 2)
         T.Bind(T.tvm_stack_alloca("tensormap", 1), var=tX)
         T.tensormap_encode_tiled(tX, X.data, K, TT, K * 2, BK, BN, 1, 1, descriptor_dtype=dt, rank=2, swizzle=3)
         if SP:
             T.Bind(T.tvm_stack_alloca("tensormap", 1), var=tM)
-            T.tensormap_encode_tiled(tM, Wm.data, K // 2, RB, K * 2, 64, BM // 16, 1, 1, descriptor_dtype="int32",
+            T.tensormap_encode_tiled(tM, Wm.data, K // 2, RB, K * 2, MW, BM // 16, 1, 1, descriptor_dtype="int32",
                                      rank=2, swizzle=0)
 
     @T.macro
@@ -470,14 +489,14 @@ def _generate(ws: WgmmaSpec):
                         if i >= S:
                             mbar_wait(Mb, S + st, T.Cast("uint32", (i // S - 1) % 2))
                         mb = T.cuda.cvta_generic_to_shared(T.address_of(Mb[st]))
-                        T.cuda.func_call("sparsec_mbar_expect_tx", mb, T.uint32(STG * 2),
+                        T.cuda.func_call("sparsec_mbar_expect_tx", mb, T.uint32(RAW * 2),
                                          source_code=MBAR_SRC["sparsec_mbar_expect_tx"])
                         sb0 = off + st * STG
-                        tma2d(sbase, sb0, tW, (k0 + i) * BK, bx * BM, mb)
+                        tma2d(sbase, sb0, tW, (k0 + i) * ABK, bx * BM, mb)
                         if SP:
-                            tma2d(sbase, sb0 + ASZ, tX, (k0 + i) * BKL, by * BN, mb)
-                            tma2d(sbase, sb0 + ASZ + BN * BK, tX, (k0 + i) * BKL + BK, by * BN, mb)
-                            tma2d(sbase, sb0 + ASZ + BSZ, tM, (k0 + i) * 64, bx * (BM // 16), mb)
+                            for h in T.unroll(BKL // BK):
+                                tma2d(sbase, sb0 + ASZ + h * BN * BK, tX, (k0 + i) * BKL + h * BK, by * BN, mb)
+                            tma2d(sbase, sb0 + ASZ + BSZ, tM, (k0 + i) * MW, bx * (BM // 16), mb)
                         else:
                             tma2d(sbase, sb0 + ASZ, tX, (k0 + i) * BK, by * BN, mb)
             else:
@@ -494,7 +513,8 @@ def _generate(ws: WgmmaSpec):
             for i in range(nkz):
                 st = i % S
                 mbar_wait(Mb, st, T.Cast("uint32", (i // S) % 2))
-                T.ptx["fence.proxy.async.shared::cta"]()
+                if not TMA:     # cp.async wrote the slot through the generic proxy; TMA writes are async-proxy
+                    T.ptx["fence.proxy.async.shared::cta"]()
                 T.ptx["wgmma.fence.sync.aligned"]()
                 mma_tile(Su, acc, sbase, off + st * STG, wg, lt)
                 T.ptx["wgmma.commit_group.sync.aligned"]()
