@@ -27,6 +27,8 @@ TOKENS = [1, 8, 16, 32]
 MODE = os.environ.get("DEV_TILED_MODE", "p7")     # "rows": split="rows" vs "k" (tiledrows_run*); "xpipe": xpipe=1
 if MODE in ("rows", "xpipe"):
     SHAPES, TOKENS = SHAPES[1:], [8, 16, 32]
+elif MODE == "tall":            # taller stages at T = 16 / 32 (activation bytes per weight slot halved)
+    SHAPES, TOKENS = SHAPES[1:], [16, 32]
 SPARSITY = [0.7, 0.8, 0.9]
 ROUNDS = 7
 ARCH = "sm_90a"
@@ -62,7 +64,34 @@ def variants(O, K, T):
     if MODE == "xpipe":
         return [("pos", {}, "bank"), ("p7", {"code": "pos7"}, "bank"), ("pos_xp", {"xpipe": 1}, "bank"),
                 ("p7_xp", {"code": "pos7", "xpipe": 1}, "bank")]
+    if MODE == "tall":
+        return variants_tall(O, K, T)
     return variants_p7(O, K, T)
+
+
+def variants_tall(O, K, T):
+    """The defaults (rt=2: 32-row stages) vs 64-row stages (rt=4, sc=32: pos7 and pos), each at its
+    default split and one step up, and the 90 % planner knob (clear="unscatter")."""
+    from sparsec.backends.cuda.kernels.tiled import KNOBS, resolve
+    from sparsec.backends.kernels.common import KernelError, MatmulSpec
+
+    spec = MatmulSpec(T, O, K, False, None, "float16")
+    ks = list(KNOBS["ksplit"])
+    out = [("pos", {}, "bank"), ("p7", {"code": "pos7"}, "bank"), ("pos_us", {"clear": "unscatter"}, "bank")]
+    for lab, kn in (("p7_r4", {"code": "pos7", "rt": 4, "sc": 32}), ("pos_r4", {"rt": 4, "sc": 32}),
+                    ("pos_r4_us", {"rt": 4, "sc": 32, "clear": "unscatter"})):
+        out.append((lab, kn, "bank"))
+        i = ks.index(resolve(spec, kn).ksplit)
+        if i + 1 < len(ks):
+            out.append((lab + "_ks", dict(kn, ksplit=ks[i + 1]), "bank"))
+    res = []
+    for lab, kn, order in out:
+        try:
+            resolve(spec, kn)
+        except KernelError:
+            continue
+        res.append((lab, kn, order))
+    return res
 
 
 def variants_rows(O, K, T):
