@@ -68,3 +68,28 @@ def test_xpipe_alternates_two_activation_register_sets():
     lib = tc.build(tvm.IRModule({"xp": f.with_attr("global_symbol", "xp")}), "sm_90a")
     ptx = tc.ptx(lib, "sm_90a")
     assert "mma.sync.aligned.m16n8k16" in ptx and "ld.local" not in ptx
+
+
+def test_minb_sets_the_launch_bounds_and_caps_registers():
+    """``minb`` (opt-in, measured: docs/cuda.md) puts ``__launch_bounds__(threads, minb)`` on the kernel (TVM 0.27
+    does not carry its own launch-bounds attribute to the split-off device kernels: ``toolchain``'s source
+    post-processing does), so ptxas keeps a thread's registers within 64K / (minb * threads); kernels without the
+    knob keep their plain bounds."""
+    import tvm
+
+    from sparsec.backends.cuda import toolchain as tc
+    from sparsec.backends.cuda.kernels import tiled
+
+    funcs = {}
+    for name, kn in (("mb0", {"code": "pos7"}), ("mb4", {"code": "pos7", "minb": 4})):
+        ts = tiled.resolve(MatmulSpec(16, 1000, 2056, False, None, "float16"), kn)
+        funcs[name] = tiled.generate(ts).with_attr("global_symbol", name)
+    assert tiled.resolve(MatmulSpec(16, 1000, 2056, False, None, "float16"), {"minb": 4}).knobs()["minb"] == 4
+    lib = tc.build(tvm.IRModule(funcs), "sm_90a")
+    src = tc.device_source(lib)
+    assert re.search(r"__launch_bounds__\(256, 4\) mb4_kernel", src)
+    assert re.search(r"__launch_bounds__\(256\) mb0_kernel", src) and "(256, 4) mb0" not in src
+    # the cap reached ptxas: registers per thread <= 65536 / (4 * 256)
+    text = tc.ptx(lib, "sm_90a")
+    m = re.search(r"\.entry mb4_kernel(_1)?\([^{]*?\.maxntid 256, 1, 1\s*\.minnctapersm 4", text, re.S)
+    assert m, "no .minnctapersm 4 on the minb=4 kernel"

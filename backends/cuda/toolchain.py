@@ -92,6 +92,7 @@ def build_stub_libcuda(outdir: str) -> str:
 
 _lock = threading.Lock()
 _state: dict = {}
+_build_lock = threading.RLock()   # one build at a time sets the kernels' launch bounds for the postproc callback
 
 
 def ensure_cuda_codegen() -> str:
@@ -117,6 +118,7 @@ def ensure_cuda_codegen() -> str:
             raise CudaToolchainError("TVM's CUDA runtime did not register ffi.Module.create.cuda; "
                                      "CUDA code would be embedded as source")
         tvm_ffi.register_global_func("tvm_callback_cuda_compile", _compile_callback, override=True)
+        tvm_ffi.register_global_func("tvm_callback_cuda_postproc", _postproc_callback, override=True)
         _state["libcuda"] = which
         return which
 
@@ -133,6 +135,20 @@ def _current_arch() -> str:
     t = tvm.target.Target.current(allow_none=True)
     arch = str(t.attrs.get("arch", DEFAULT_ARCH)) if t is not None else DEFAULT_ARCH
     return arch
+
+
+MIN_BLOCKS_ATTR = "tirx.launch_bounds_min_blocks_per_sm"
+
+
+def _postproc_callback(code: str, target=None):
+    """The generated CUDA source before nvcc: kernels whose PrimFunc carries ``MIN_BLOCKS_ATTR`` (TVM 0.27 does not
+    carry it to the device kernels it splits off) get ``__launch_bounds__(threads, min blocks per SM)``."""
+    import re
+
+    for sym, minb in _state.get("min_blocks", {}).items():
+        code = re.sub(rf"__launch_bounds__\((\d+)\) ({re.escape(sym)}_kernel(_\d+)?)\(",
+                      rf"__launch_bounds__(\1, {int(minb)}) \2(", code)
+    return code
 
 
 def _compile_callback(code: str):
@@ -156,8 +172,17 @@ def build(mod, arch: str = DEFAULT_ARCH):
     ensure_cuda_codegen()
     nvcc_path()
     target = cuda_target(arch)
-    with target:
-        return tvm.tirx.build(mod, target=target)
+    mins = {}
+    for gv, f in mod.functions.items():
+        if f.attrs is not None and MIN_BLOCKS_ATTR in f.attrs:
+            mins[str(f.attrs.get("global_symbol", gv.name_hint))] = int(f.attrs[MIN_BLOCKS_ATTR])
+    with _build_lock:
+        _state["min_blocks"] = mins
+        try:
+            with target:
+                return tvm.tirx.build(mod, target=target)
+        finally:
+            _state["min_blocks"] = {}
 
 
 def device_source(lib) -> str:

@@ -29,6 +29,8 @@ if MODE in ("rows", "xpipe"):
     SHAPES, TOKENS = SHAPES[1:], [8, 16, 32]
 elif MODE == "tall":            # taller stages at T = 16 / 32 (activation bytes per weight slot halved)
     SHAPES, TOKENS = SHAPES[1:], [16, 32]
+elif MODE == "minb":            # __launch_bounds__(256, minb): registers capped for more warps per SM
+    SHAPES, TOKENS = SHAPES[1:], [8, 16, 32]
 SPARSITY = [0.7, 0.8, 0.9]
 ROUNDS = 7
 ARCH = "sm_90a"
@@ -48,6 +50,13 @@ def check_cases() -> list[dict]:
             kn = dict(c["knobs"], xpipe=1, **({"code": "pos"} if i % 2 else {}))
             out.append(dict(c, name=c["name"].replace("chk_tiledp7", "chk_tiledxp"), knobs=kn))
         return out
+    if MODE == "minb":      # the pos7 grid with minb 3 / 4 alternately, on pos and pos7 alternately
+        out = []
+        for c in C.tiled_pos7_check_cases():
+            i = len(out)
+            kn = dict(c["knobs"], minb=3 + i % 2, **({"code": "pos"} if i % 4 >= 2 else {}))
+            out.append(dict(c, name=c["name"].replace("chk_tiledp7", "chk_tiledmb"), knobs=kn))
+        return out
     if MODE == "rows":      # the pos7 grid with split="rows", on pos and pos7 alternately
         out = []
         for c in C.tiled_pos7_check_cases():
@@ -66,6 +75,11 @@ def variants(O, K, T):
                 ("p7_xp", {"code": "pos7", "xpipe": 1}, "bank")]
     if MODE == "tall":
         return variants_tall(O, K, T)
+    if MODE == "minb":
+        out = []
+        for lab, kn in (("pos", {}), ("p7", {"code": "pos7"}), ("pos_us", {"clear": "unscatter"})):
+            out += [(lab, kn, "bank"), (lab + "_m3", dict(kn, minb=3), "bank"), (lab + "_m4", dict(kn, minb=4), "bank")]
+        return out
     return variants_p7(O, K, T)
 
 
@@ -264,8 +278,35 @@ def interleaved(fns: dict, iters: int = 20) -> dict:
     return dev_tiled.interleaved(fns, iters)
 
 
+def prof(kdir, shape, sparsity, labels):
+    """Run the bench kernels of ``labels`` (comma-separated) on ``shape`` (OxK) once each at ``sparsity``, for
+    ``ncu`` (stall reasons of the decode loop)."""
+    import env  # noqa: F401  (the repository on sys.path)
+    import torch
+
+    from sparsec.backends.cuda.runtime import load_library
+
+    cases = json.load(open(os.path.join(kdir, "cases.json")))
+    lib = load_library(os.path.join(kdir, "dev.so"))
+    dev = torch.device("cuda")
+    O, K = map(int, shape.split("x"))
+    w = torch.randn(O, K, device=dev, dtype=torch.float16) * (1.0 / K ** 0.5)
+    w = w * (torch.rand(O, K, device=dev) >= float(sparsity))
+    for c in cases["bench"]:
+        if (c["O"], c["K"]) != (O, K) or c["label"] not in labels.split(",") or c.get("order", "bank") != "bank":
+            continue
+        args = layout(w, c["resolved_knobs"])[0]
+        x = torch.randn(c["T"], K, device=dev, dtype=torch.float16)
+        y = torch.empty(c["T"], O, device=dev, dtype=torch.float16)
+        lib[c["name"]](*args, x, y)
+        torch.cuda.synchronize()
+        print("ran", c["name"], c["resolved_knobs"], flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "build":
         build(sys.argv[2])
+    elif sys.argv[1] == "prof":
+        prof(*sys.argv[2:6])
     else:
         run(sys.argv[2], sys.argv[3])

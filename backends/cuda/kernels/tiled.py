@@ -58,6 +58,11 @@ of 8 values, one of 8 positions, 8 shared stores), plus a fixed cost per stage (
   sequence, and the per-element Y atomics of the larger split cost more than the L1 reuse saves);
 - ``xpipe=1`` (opt-in, pipe=1): the next stage's activation fragments are loaded during this stage (two register
   sets); H100 (``benchmarks/results/dev/tiledxp_run1.*``): neutral at T=8, 0.59-1.01x at T=16/32 (registers);
+- ``minb`` (opt-in): ``__launch_bounds__(threads, minb)`` (applied by ``toolchain.build``), capping registers for
+  ``minb`` blocks per SM (Nsight Compute: 117-123 registers at T=32 leave 2 blocks, 24 % of the warp slots). H100
+  (``DEV_TILED_MODE=minb``, ``benchmarks/results/dev/minb_run1.*``, 28/28 checks): ``minb=3`` with pos7 is +0-14 % at
+  T=8 (9/9 cells), neutral at T=16, and at T=32 +25 % on 11008x4096 but -3 to -30 % elsewhere (spills); ``minb=4``
+  mostly slower. Not a default (T=1 not measured);
 - the warps' partial sums meet in shared memory (fp32 ``atomicAdd``); with one k split the block
   applies bias + activation and stores Y; with ``ksplit > 1`` (no activation) a first kernel zeroes
   Y and every block adds its partial result with fp16/bf16 ``atomicAdd`` (bias by split 0).
@@ -75,7 +80,7 @@ KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128), "warps": (1, 2, 4, 8, 16),
          "ksplit": (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48),
          "tn": (8, 16, 24, 32), "pipe": (1, 2, 3), "sync": ("warp", "block"),
          "clear": ("zero", "unscatter"), "code": ("pos", "bitmap", "pos7"), "vsrc": ("smem", "global"),
-         "split": ("k", "rows"), "xpipe": (0, 1)}
+         "split": ("k", "rows"), "xpipe": (0, 1), "minb": (0, 2, 3, 4, 5, 6)}
 KSPLIT_K = (1, 2, 3, 4, 6, 8, 12, 16)   # split="k": the default split's candidates
 MAX_PER_ROWS = 24                        # split="rows": default split keeps a warp's stages <= this
 MAX_PER = 12                 # default split: at most this many stages per warp ...
@@ -97,6 +102,7 @@ class TiledSpec:
     vsrc: str = "smem"
     split: str = "k"
     xpipe: int = 0
+    minb: int = 0
 
     @property
     def ngroups(self) -> int:
@@ -112,7 +118,8 @@ class TiledSpec:
                 **({"code": self.code, "vsrc": self.vsrc} if self.code == "bitmap" else {}),
                 **({"code": self.code} if self.code == "pos7" else {}),
                 **({"split": self.split} if self.split == "rows" else {}),
-                **({"xpipe": self.xpipe} if self.xpipe else {})}
+                **({"xpipe": self.xpipe} if self.xpipe else {}),
+                **({"minb": self.minb} if self.minb else {})}
 
     @property
     def nwords(self) -> int:
@@ -200,7 +207,7 @@ def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
     if xpipe and pipe != 1:
         raise KernelError("cuda tiled kernel: xpipe=1 needs pipe=1")
     return TiledSpec(spec, rt, sc, warps, ks, tn, pipe, knobs.get("sync") or "warp", clear, code, split=split,
-                     xpipe=xpipe)
+                     xpipe=xpipe, minb=knobs.get("minb") or 0)
 
 
 def tiled_args(ts: TiledSpec, dtype: str) -> list[Arg]:
@@ -727,4 +734,7 @@ def generate(ts: TiledSpec):
         from sparsec.backends.kernels.common import drop_param
 
         kern = drop_param(kern, "bias")
+    if ts.minb:
+        # __launch_bounds__(threads, minb): ptxas keeps registers <= 64K / (minb * threads), spilling if it must
+        kern = kern.with_attr("tirx.launch_bounds_min_blocks_per_sm", ts.minb)
     return kern
