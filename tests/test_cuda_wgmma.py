@@ -317,3 +317,36 @@ def test_nm_patterns_with_at_most_2_per_4_columns_use_the_24_layout(n, m):
         assert bool(((q & 3) < (q >> 2)).all())
     with pytest.raises(ValueError, match="n <= 2"):
         mma_layout.build(NM.from_dense(prune_nm(torch.randn(16, 64, generator=g), 4, 16).weight.half(), n=4, m=16))
+
+
+def test_wgmma_tail_splits_the_last_wave_along_k():
+    """``tail=N`` (opt-in): the tiles past the last full wave of 132 blocks run as N blocks each over a part of K,
+    adding into their tiles of Y, which a first launch zeroes (16-byte stores); the other tiles store plainly. With
+    an activation or split-K it is refused."""
+    import tvm
+
+    from sparsec.backends.cuda import toolchain as tc
+    from sparsec.backends.cuda.kernels import cuda_matmul_primfunc
+    from sparsec.backends.cuda.kernels.wgmma_gemm import SMS, resolve, tail_split
+    from sparsec.backends.kernels.common import KernelError, MatmulSpec
+
+    spec = MatmulSpec(1024, 11008, 4096, False, None, "float16")
+    ws = resolve(11008, 4096, 1024, {"tail": 3}, spec, sparse=True)
+    assert tail_split(ws) == (2 * SMS, 43 * 8 - 2 * SMS)                 # 344 tiles of 256 x 128: 264 + 80
+    assert tail_split(resolve(11008, 4096, 1024, {}, spec, sparse=True)) is None      # off by default
+    assert resolve(300, 256, 1024, {"tail": 8}, MatmulSpec(1024, 300, 256, False, None, "float16"),
+                   sparse=True).tail == 2                                 # 2 k-tiles: at most 2 blocks per tile
+    with pytest.raises(KernelError, match="tail=3"):
+        resolve(11008, 4096, 1024, {"tail": 3}, MatmulSpec(1024, 11008, 4096, False, "gelu", "float16"), sparse=True)
+    func, _, kn = cuda_matmul_primfunc(_nm24(2000, 768, torch.float16), 1100, bias=True, knobs={"bm": 128, "tail": 3},
+                                       name="wgtail", design="wgmma")
+    assert kn["tail"] == 3
+    lib = tc.build(tvm.IRModule({"wgtail": func}), "sm_90a")
+    ptx = tc.ptx(lib, "sm_90a")
+    ents = {m.group(1): m.end() for m in re.finditer(r"\.entry (\w+)\(", ptx)}
+    zero = ptx[ents["wgtail_kernel"]: ents["wgtail_kernel_1"]] if ents["wgtail_kernel"] < ents["wgtail_kernel_1"] \
+        else ptx[ents["wgtail_kernel"]:]
+    gemm = ptx[ents["wgtail_kernel_1"]:] if ents["wgtail_kernel"] < ents["wgtail_kernel_1"] \
+        else ptx[ents["wgtail_kernel_1"]: ents["wgtail_kernel"]]
+    assert "st.global.v4" in zero and "wgmma" not in zero                 # the tail tiles zeroed
+    assert "red.global.add.noftz.v4.f16x2" in gemm and "st.global.v4" in gemm    # split tiles add, the rest store

@@ -41,10 +41,18 @@ def check_cases() -> list[dict]:
         extra = [C.case(f"chk_wgbig{i}_nm24_{dt}_{O}x{K}x{T}", "nm", NM24, O, K, T, dt, bias, act, ["nm", 2, 4], kn,
                         design="wgmma")
                  for i, (O, K, T, dt, bias, act, kn) in enumerate(BIG_CHECKS)]
-        return C.wgmma_check_cases() + extra          # dense too: split-K's zero fill changed
+        tail = [C.case(f"chk_wgtail{i}_{fmt}_{dt}_{O}x{K}x{T}", fmt, NM24 if fmt == "nm" else {}, O, K, T, dt, bias,
+                       act, ["nm", 2, 4] if fmt == "nm" else ["dense"], kn, design="wgmma")
+                for i, (fmt, O, K, T, dt, bias, act, kn) in enumerate(TAIL_CHECKS)]
+        return C.wgmma_check_cases() + extra + tail   # dense too: split-K's zero fill changed
     return [c for c in C.wgmma_check_cases() if c["format"] == "nm"]
 
 
+# tail=N: the tiles past the last full wave split along K (144 tiles: 132 whole + 12 split; < 132 tiles: all split)
+TAIL_CHECKS = [("nm", 2000, 512, 1100, "float16", True, None, dict(bm=128, stages=4, tail=3)),
+               ("nm", 1160, 1024, 1030, "bfloat16", False, None, dict(bm=256, stages=3, gm=4, tail=5)),
+               ("dense", 2001, 1032, 1100, "float16", True, None, dict(bm=128, bn=128, tail=4)),
+               ("dense", 4096, 4096, 1024, "float16", False, None, dict(bm=256, bn=128, stages=3, tail=2))]
 BIG_CHECKS = [(1160, 1024, 1030, "float16", True, "silu", dict(bm=128, bn=256, stages=2)),
               (1000, 2048, 300, "bfloat16", False, None, dict(bm=192, bn=128, stages=3)),
               (520, 1024, 1030, "float16", False, None, dict(bm=256, bn=128, stages=3)),
@@ -71,7 +79,12 @@ def sparse_variants(O, K, T):
         if os.environ.get("DEV_WGSP_BIG") == "3":      # run 3: split-K against wave quantisation (wgbig_run3)
             return [{}] + [dict(b256, ks=k) for k in (1, 2, 3, 4, 6)] + [dict(bm=192, bn=128, stages=3, gm=8, ks=k)
                                                                        for k in (1, 2)]
-        if os.environ.get("DEV_WGSP_BIG", "6") == "6":   # run 6: half slots (spk=64), deeper rings
+        if os.environ.get("DEV_WGSP_BIG", "7") == "7":   # run 7: the last wave's tiles split along K (tail)
+            if T > 128:
+                b256 = dict(bm=256, bn=128, stages=3, gm=4)
+                return [{}, dict(tail=2), dict(tail=3), dict(tail=4), dict(b256, tail=4), dict(b256, tail=5)]
+            return [{}]
+        if os.environ.get("DEV_WGSP_BIG") == "6":        # run 6: half slots (spk=64), deeper rings
             if T > 128:
                 return [{}, dict(spk=64, stages=6, wip=0), dict(spk=64, stages=6, wip=1), dict(spk=64, stages=5)]
             return [{}, dict(spk=64, stages=8)]
@@ -90,7 +103,9 @@ def sparse_variants(O, K, T):
 
 def dense_variants(O, K, T):
     if MODE == "big":
-        if os.environ.get("DEV_WGSP_BIG", "6") in ("5", "6"):
+        if os.environ.get("DEV_WGSP_BIG", "7") == "7":
+            return [{}, dict(tail=3)] if T > 128 else [{}]
+        if os.environ.get("DEV_WGSP_BIG") in ("5", "6"):
             return [{}, dict(wip=0)] if T > 128 else [{}]
         if T == 128 and os.environ.get("DEV_WGSP_BIG") not in ("1", "2", "3"):   # run 4: small grids at T=128
             return [{}, dict(ks=1), dict(ks=2), dict(bm=64, ks=2), dict(bn=64, ks=2)]

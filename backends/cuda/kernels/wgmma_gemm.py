@@ -30,6 +30,10 @@ them as ``const __grid_constant__ CUtensorMap`` kernel parameters); one producer
 barrier completes on the bytes. H100 dev run (``benchmarks/results/dev/wgtma_run1.*``, 25/25 checks): dense
 T=1024 0.72-0.85x -> 0.83-1.00x cuBLAS, T=128 0.67-0.99x -> 0.72-1.02x; 2:4 +0-6 %.
 
+**Tail split (``tail=N``, opt-in)**: the tiles past the last full wave of ``SMS`` blocks run as N blocks each over a
+part of K and add into their tiles of Y (zeroed by a first launch) with vector atomics; the other tiles store as
+usual. H100 (``benchmarks/results/dev/wgbig_run7.*``): +4-13 % on 9216x36864 at T=1024, slower elsewhere (docs/cuda.md).
+
 **2:4 weights** (``nm`` 2:4, K a multiple of 128; ``wgmma.mma_async.sp.sync.aligned.m64n{bn}k32``): A is the
 ``mma`` design's layout (``mma_layout.build``: ``sp_values[O, K/2]``, two kept values per group of 4, and
 ``sp_meta[ceil(O/16), K/16, 8]``). A k-tile is 128 logical columns: the A tile holds their 64 stored values per
@@ -70,6 +74,9 @@ KNOBS = (
                               "128B-swizzled boxes, mbarrier expect_tx) instead of 128 threads' cp.async"),
     Knob("spk", (64, 128), None, "2:4: logical reduction columns per ring slot; 64 (tma=1 only) halves the slot "
                                  "(A rows of 32 values, 64B-swizzled) for a deeper ring"),
+    Knob("tail", (1, 2, 3, 4, 5, 6, 8), None, "ks=1: the tiles of the last, partial wave are split along K into "
+                                              "this many blocks each (fp16/bf16 atomics into their zeroed Y tiles; "
+                                              "no activation); 1: off"),
 )
 BK = 64                          # 128-byte rows of fp16/bf16: the 128B swizzle atom
 SMEM_LIMIT = 227 * 1024          # H100 dynamic shared memory per block
@@ -95,6 +102,7 @@ class WgmmaSpec:
     sparse: bool = False
     tma: int = 0
     spk: int = SP_KMUL
+    tail: int = 1
 
     def stage_raw(self) -> int:
         """Elements (halves) a ring slot receives: A tile (bm x 64, or when sparse bm x spk/2 stored values), B tile
@@ -196,7 +204,14 @@ def resolve(O: int, K: int, T: int, knobs: dict | None, spec: MatmulSpec, sparse
     if not kn["ws"] and knobs.get("tma") is None:
         kn["tma"] = 0                        # the default TMA producer needs the producer warpgroup
     ws = WgmmaSpec(spec, kn["bm"], kn["bn"], kn["stages"], ks, kn["gm"], kn["wip"], kn["ws"], sparse, kn["tma"],
-                   kn["spk"] if sparse else SP_KMUL)
+                   kn["spk"] if sparse else SP_KMUL, kn.get("tail") or 1)
+    if ws.tail > 1:
+        from dataclasses import replace
+
+        ws = replace(ws, tail=ceil_div(nk, ceil_div(nk, ws.tail)))     # every tail block gets >= 1 k-tile
+    if ws.tail > 1 and (ws.ks > 1 or spec.activation is not None):
+        raise KernelError(f"cuda wgmma kernel: tail={ws.tail} splits the last wave's tiles along K with atomics: it "
+                          "needs ks=1 and no activation")
     if ws.spk != SP_KMUL and not ws.tma:
         raise KernelError(f"cuda wgmma kernel: spk={ws.spk} needs tma=1 (the 64B-swizzled A tile is a TMA box)")
     if ws.tma and not ws.ws:
@@ -249,7 +264,17 @@ def cuda_wgmma_matmul_primfunc(weight, tokens: int, *, bias: bool = False, activ
     args.append(Arg("Y", dt, (TT, O)))
     return func, args, {"design": "wgmma", "bm": ws.bm, "bn": ws.bn, "bk": ws.spk if sparse else BK,
                         "stages": ws.stages, "ks": ws.ks, "gm": ws.gm, "wip": ws.wip, "ws": ws.ws,
-                        **({"tma": 1} if ws.tma else {})}
+                        **({"tma": 1} if ws.tma else {}), **({"tail": ws.tail} if tail_split(ws) else {})}
+
+
+def tail_split(ws: WgmmaSpec) -> tuple[int, int] | None:
+    """``(full tiles, tail tiles)`` when ``ws.tail`` splits the tiles past the last full wave of ``SMS`` blocks
+    (None when off or when the tiles fill whole waves)."""
+    tiles = ceil_div(ws.spec.out_features, ws.bm) * ceil_div(ws.spec.tokens, ws.bn)
+    full = tiles // SMS * SMS
+    if ws.tail <= 1 or tiles == full:
+        return None
+    return full, tiles - full
 
 
 def wgmma_sp_source(bn: int, pt: str) -> tuple[str, str]:
@@ -368,6 +393,14 @@ def _generate(ws: WgmmaSpec):
     # the staged epilogue (accumulators -> shared tile -> 16-byte rows of Y), shared with the other GEMM
     stage, store = staged_epilogue(dt=dt, BM=BM, BN=BN, CST=CST, O=O, TT=TT, KS=KS, NT=NT, has_bias=HAS_BIAS,
                                    epi=epi)
+    TS = tail_split(ws)                     # (full tiles, tail tiles): the tail tiles split along K into ws.tail
+    HAS_TAIL = TS is not None
+    if HAS_TAIL:
+        FULLT, NTAIL = TS
+        TAIL = ws.tail
+        NKT = ceil_div(NK, TAIL)            # k-tiles per tail block
+        stage_r, store_r = staged_epilogue(dt=dt, BM=BM, BN=BN, CST=CST, O=O, TT=TT, KS=2, NT=NT, has_bias=HAS_BIAS,
+                                           epi=epi)     # the split blocks' epilogue: atomics, bias from part 0
 
     @T.macro
     def cp_tile(Sm, base, src, row0, col0, NR, NROWS, tid, KW):
@@ -531,7 +564,7 @@ def _generate(ws: WgmmaSpec):
         T.tvm_storage_sync("shared")
 
     @T.macro
-    def tile(Sm, W, Wm, X, bias, Y, bx, by, bz, tid):
+    def tile(Sm, W, Wm, X, bias, Y, bx, by, bz, tid, k_first, k_span, red):
         Su = T.decl_buffer((SMN // 2,), "uint32", data=Sm.data, scope="shared.dyn")
         acc = T.alloc_buffer((NACC,), "float32", scope="local")
         cv = T.alloc_buffer((8,), dt, scope="local")
@@ -541,8 +574,8 @@ def _generate(ws: WgmmaSpec):
         off = T.Cast("int32", ((T.uint32(ALIGN) - (sbase % T.uint32(ALIGN))) % T.uint32(ALIGN)) // T.uint32(2))
         wg = tid // 128
         lt = tid % 128
-        k0 = bz * NKS
-        nkz = T.min(NKS, NK - k0)
+        k0 = k_first
+        nkz = T.min(k_span, NK - k0)
         for i in T.unroll(NACC):
             acc[i] = T.float32(0)
         if WS:
@@ -550,15 +583,24 @@ def _generate(ws: WgmmaSpec):
         else:
             mainloop_sync(Sm, Su, W, Wm, X, acc, sbase, off, bx, by, k0, nkz, wg, tid)
         # staged epilogue: d[4j + 2h + e] = (row 16 w + lane/4 + 8h, token 8j + 2 (lane%4) + e)
-        if wg < NWG:
-            for j in T.unroll(BN // 8):
-                for h in T.unroll(2):
-                    for e in T.unroll(2):
-                        ol = wg * 64 + (lt // 32) * 16 + (lt % 32) // 4 + 8 * h
-                        tl = j * 8 + (lt % 4) * 2 + e
-                        v = acc[j * 4 + h * 2 + e]
-                        stage(Sm, bias, bx, bz, ol, tl, v)
-        store(Sm, Su, cv, cu, Y, bx, by, tid)
+        if red:
+            if wg < NWG:
+                for j in T.unroll(BN // 8):
+                    for h in T.unroll(2):
+                        for e in T.unroll(2):
+                            stage_r(Sm, bias, bx, bz, wg * 64 + (lt // 32) * 16 + (lt % 32) // 4 + 8 * h,
+                                    j * 8 + (lt % 4) * 2 + e, acc[j * 4 + h * 2 + e])
+            store_r(Sm, Su, cv, cu, Y, bx, by, tid)
+        else:
+            if wg < NWG:
+                for j in T.unroll(BN // 8):
+                    for h in T.unroll(2):
+                        for e in T.unroll(2):
+                            ol = wg * 64 + (lt // 32) * 16 + (lt % 32) // 4 + 8 * h
+                            tl = j * 8 + (lt % 4) * 2 + e
+                            v = acc[j * 4 + h * 2 + e]
+                            stage(Sm, bias, bx, bz, ol, tl, v)
+            store(Sm, Su, cv, cu, Y, bx, by, tid)
 
     @T.macro
     def body(W, Wm, X, bias, Y):
@@ -574,11 +616,62 @@ def _generate(ws: WgmmaSpec):
                     if dt == "float16":
                         wgmma_smem_f16 = T.alloc_buffer((SMN,), dt, scope="shared.dyn")
                         tile(wgmma_smem_f16, W, Wm, X, bias, Y, (lin // (GM * grid_n)) * GM + r % gsz, r // gsz, bz,
-                             tid)
+                             tid, bz * NKS, NKS, False)
                     else:
                         wgmma_smem_bf16 = T.alloc_buffer((SMN,), dt, scope="shared.dyn")
                         tile(wgmma_smem_bf16, W, Wm, X, bias, Y, (lin // (GM * grid_n)) * GM + r % gsz, r // gsz,
-                             bz, tid)
+                             bz, tid, bz * NKS, NKS, False)
+
+    def raster(lin):
+        """(row tile, token tile) of linear tile index ``lin``: groups of GM row tiles swept over the token tiles."""
+        gsz = T.min(GM, grid_m - (lin // (GM * grid_n)) * GM)
+        r = lin % (GM * grid_n)
+        return (lin // (GM * grid_n)) * GM + r % gsz, r // gsz
+
+    ZB = ceil_div(BN * (BM // 8), 256)      # 256-thread blocks zeroing one tail tile of Y
+
+    @T.macro
+    def zero_tail(Y, lin, e):
+        # 16-byte chunk e of the tail tile lin of Y (tokens by*BN.., rows bx*BM..) to zero
+        if e < BN * (BM // 8):
+            if (raster(lin)[1] * BN + e // (BM // 8) < TT and raster(lin)[0] * BM + (e % (BM // 8)) * 8 < O):
+                if O % 8 == 0:
+                    for jj in T.vectorized(8):
+                        Y[raster(lin)[1] * BN + e // (BM // 8), raster(lin)[0] * BM + (e % (BM // 8)) * 8 + jj] = \
+                            T.Cast(dt, T.float32(0))
+                else:
+                    for jj in T.unroll(8):
+                        if raster(lin)[0] * BM + (e % (BM // 8)) * 8 + jj < O:
+                            Y[raster(lin)[1] * BN + e // (BM // 8), raster(lin)[0] * BM + (e % (BM // 8)) * 8 + jj] = \
+                                T.Cast(dt, T.float32(0))
+
+    @T.macro
+    def body_tail(W, Wm, X, bias, Y):
+        # the first FULLT tiles (whole waves) as usual; each of the NTAIL tiles after them as TAIL blocks of NKT
+        # k-tiles that add into their (first zeroed) tile of Y
+        for zb in T.thread_binding(NTAIL * ZB, thread="blockIdx.x"):
+            for zt in T.thread_binding(256, thread="threadIdx.x"):
+                zero_tail(Y, FULLT + zb // ZB, (zb % ZB) * 256 + zt)
+        for item in T.thread_binding(FULLT + NTAIL * TAIL, thread="blockIdx.x"):
+            for tid in T.thread_binding(NT, thread="threadIdx.x"):
+                if dt == "float16":
+                    wgmma_smem_f16 = T.alloc_buffer((SMN,), dt, scope="shared.dyn")
+                    tile(wgmma_smem_f16, W, Wm, X, bias, Y,
+                         raster(T.if_then_else(item < FULLT, item, FULLT + (item - FULLT) // TAIL))[0],
+                         raster(T.if_then_else(item < FULLT, item, FULLT + (item - FULLT) // TAIL))[1],
+                         T.if_then_else(item < FULLT, 0, (item - FULLT) % TAIL), tid,
+                         T.if_then_else(item < FULLT, 0, (item - FULLT) % TAIL * NKT),
+                         T.if_then_else(item < FULLT, NK, NKT),
+                         item >= FULLT)
+                else:
+                    wgmma_smem_bf16 = T.alloc_buffer((SMN,), dt, scope="shared.dyn")
+                    tile(wgmma_smem_bf16, W, Wm, X, bias, Y,
+                         raster(T.if_then_else(item < FULLT, item, FULLT + (item - FULLT) // TAIL))[0],
+                         raster(T.if_then_else(item < FULLT, item, FULLT + (item - FULLT) // TAIL))[1],
+                         T.if_then_else(item < FULLT, 0, (item - FULLT) % TAIL), tid,
+                         T.if_then_else(item < FULLT, 0, (item - FULLT) % TAIL * NKT),
+                         T.if_then_else(item < FULLT, NK, NKT),
+                         item >= FULLT)
 
     if SP:
         @T.prim_func(check_well_formed=not TMA)
@@ -591,7 +684,10 @@ def _generate(ws: WgmmaSpec):
             Y = T.match_buffer(y, (TT, O), dt)
             if TMA:
                 tensor_maps(W, Wm, X)
-            body(W, Wm, X, bias, Y)
+            if HAS_TAIL:
+                body_tail(W, Wm, X, bias, Y)
+            else:
+                body(W, Wm, X, bias, Y)
     else:
         @T.prim_func(check_well_formed=not TMA)
         def kern(a_values: T.handle, x: T.handle, b: T.handle, y: T.handle):
@@ -602,7 +698,10 @@ def _generate(ws: WgmmaSpec):
             Y = T.match_buffer(y, (TT, O), dt)
             if TMA:
                 tensor_maps(W, W, X)
-            body(W, W, X, bias, Y)
+            if HAS_TAIL:
+                body_tail(W, W, X, bias, Y)
+            else:
+                body(W, W, X, bias, Y)
 
     if not HAS_BIAS:
         from sparsec.backends.kernels.common import drop_param
