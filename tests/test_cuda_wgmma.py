@@ -350,3 +350,25 @@ def test_wgmma_tail_splits_the_last_wave_along_k():
         else ptx[ents["wgtail_kernel_1"]: ents["wgtail_kernel"]]
     assert "st.global.v4" in zero and "wgmma" not in zero                 # the tail tiles zeroed
     assert "red.global.add.noftz.v4.f16x2" in gemm and "st.global.v4" in gemm    # split tiles add, the rest store
+
+
+def test_wgmma_stream_k_walks_equal_shares():
+    """``sk=1`` (opt-in, measured slower: docs/cuda.md): min(132, tiles x k-tiles) blocks, each walking its share of
+    the tile x k-tile space one tile segment at a time (a serial loop around the main loop, the mbarriers re-armed per
+    segment, a proxy fence before TMA refills memory the epilogue read); cut tiles add into Y zeroed by a first launch."""
+    import tvm
+
+    from sparsec.backends.cuda import toolchain as tc
+    from sparsec.backends.cuda.kernels import cuda_matmul_primfunc
+    from sparsec.backends.kernels.common import KernelError
+
+    func, _, kn = cuda_matmul_primfunc(_nm24(2000, 768, torch.float16), 1100, bias=True, knobs={"sk": 1},
+                                       name="wgsk", design="wgmma")
+    assert kn["sk"] == 1 and kn["ks"] == 1                               # sk replaces the default split-K
+    src = tc.device_source(tc.build(tvm.IRModule({"wgsk": func}), "sm_90a"))
+    gemm = src[src.index("wgsk_kernel_1(half"):]
+    assert re.search(r"for \(int j = 0; j < \d+; \+\+j\)", gemm)            # the segment loop
+    assert "red_vec_half_global_add_noftz_v4_f16x2" in gemm and "fence_proxy_proxy_async_shared__cta" in gemm
+    with pytest.raises(KernelError, match="sk=1"):
+        cuda_matmul_primfunc(_nm24(2000, 768, torch.float16), 1100, activation="gelu", knobs={"sk": 1},
+                             design="wgmma")

@@ -52,7 +52,13 @@ def check_cases() -> list[dict]:
 TAIL_CHECKS = [("nm", 2000, 512, 1100, "float16", True, None, dict(bm=128, stages=4, tail=3)),
                ("nm", 1160, 1024, 1030, "bfloat16", False, None, dict(bm=256, stages=3, gm=4, tail=5)),
                ("dense", 2001, 1032, 1100, "float16", True, None, dict(bm=128, bn=128, tail=4)),
-               ("dense", 4096, 4096, 1024, "float16", False, None, dict(bm=256, bn=128, stages=3, tail=2))]
+               ("dense", 4096, 4096, 1024, "float16", False, None, dict(bm=256, bn=128, stages=3, tail=2)),
+               # sk=1 (stream-K): 132 blocks share the tile x k-tile space; cut tiles add into zeroed Y
+               ("nm", 2000, 768, 1100, "float16", True, None, dict(bm=128, stages=4, sk=1)),
+               ("nm", 1160, 1024, 1030, "bfloat16", False, None, dict(bm=256, stages=3, gm=4, sk=1)),
+               ("dense", 2001, 1032, 1100, "float16", True, None, dict(bm=128, bn=128, sk=1)),
+               ("dense", 300, 520, 77, "float16", True, None, dict(sk=1)),
+               ("nm", 11008, 4096, 1024, "float16", False, None, dict(sk=1))]
 BIG_CHECKS = [(1160, 1024, 1030, "float16", True, "silu", dict(bm=128, bn=256, stages=2)),
               (1000, 2048, 300, "bfloat16", False, None, dict(bm=192, bn=128, stages=3)),
               (520, 1024, 1030, "float16", False, None, dict(bm=256, bn=128, stages=3)),
@@ -79,7 +85,11 @@ def sparse_variants(O, K, T):
         if os.environ.get("DEV_WGSP_BIG") == "3":      # run 3: split-K against wave quantisation (wgbig_run3)
             return [{}] + [dict(b256, ks=k) for k in (1, 2, 3, 4, 6)] + [dict(bm=192, bn=128, stages=3, gm=8, ks=k)
                                                                        for k in (1, 2)]
-        if os.environ.get("DEV_WGSP_BIG", "7") == "7":   # run 7: the last wave's tiles split along K (tail)
+        if os.environ.get("DEV_WGSP_BIG", "8") == "8":   # run 8: stream-K (sk=1)
+            if T > 128:
+                return [{}, dict(sk=1), dict(bm=256, stages=3, gm=4, sk=1), dict(bm=128, stages=4, gm=8, sk=1)]
+            return [{}, dict(sk=1)]
+        if os.environ.get("DEV_WGSP_BIG") == "7":        # run 7: the last wave's tiles split along K (tail)
             if T > 128:
                 b256 = dict(bm=256, bn=128, stages=3, gm=4)
                 return [{}, dict(tail=2), dict(tail=3), dict(tail=4), dict(b256, tail=4), dict(b256, tail=5)]
@@ -103,7 +113,9 @@ def sparse_variants(O, K, T):
 
 def dense_variants(O, K, T):
     if MODE == "big":
-        if os.environ.get("DEV_WGSP_BIG", "7") == "7":
+        if os.environ.get("DEV_WGSP_BIG", "8") == "8":
+            return [{}, dict(sk=1)]
+        if os.environ.get("DEV_WGSP_BIG") == "7":
             return [{}, dict(tail=3)] if T > 128 else [{}]
         if os.environ.get("DEV_WGSP_BIG") in ("5", "6"):
             return [{}, dict(wip=0)] if T > 128 else [{}]

@@ -34,6 +34,10 @@ T=1024 0.72-0.85x -> 0.83-1.00x cuBLAS, T=128 0.67-0.99x -> 0.72-1.02x; 2:4 +0-6
 part of K and add into their tiles of Y (zeroed by a first launch) with vector atomics; the other tiles store as
 usual. H100 (``benchmarks/results/dev/wgbig_run7.*``): +4-13 % on 9216x36864 at T=1024, slower elsewhere (docs/cuda.md).
 
+**Stream-K (``sk=1``, opt-in)**: min(132, tiles x k-tiles) persistent blocks, each an equal share of the tile x k-tile
+space, one tile segment at a time; cut tiles add into zeroed Y. Correct and slower everywhere on the H100
+(``wgbig_run8``: concurrent blocks touch tiles spread over the output, losing L2 locality).
+
 **2:4 weights** (``nm`` 2:4, K a multiple of 128; ``wgmma.mma_async.sp.sync.aligned.m64n{bn}k32``): A is the
 ``mma`` design's layout (``mma_layout.build``: ``sp_values[O, K/2]``, two kept values per group of 4, and
 ``sp_meta[ceil(O/16), K/16, 8]``). A k-tile is 128 logical columns: the A tile holds their 64 stored values per
@@ -74,6 +78,9 @@ KNOBS = (
                               "128B-swizzled boxes, mbarrier expect_tx) instead of 128 threads' cp.async"),
     Knob("spk", (64, 128), None, "2:4: logical reduction columns per ring slot; 64 (tma=1 only) halves the slot "
                                  "(A rows of 32 values, 64B-swizzled) for a deeper ring"),
+    Knob("sk", (0, 1), None, "stream-K: min(132, tiles x k-tiles) persistent blocks, each an equal share of the "
+                             "tile x k-tile space; tiles cut by a share's ends add with atomics into zeroed Y (ks=1, "
+                             "tail=1, no activation)"),
     Knob("tail", (1, 2, 3, 4, 5, 6, 8), None, "ks=1: the tiles of the last, partial wave are split along K into "
                                               "this many blocks each (fp16/bf16 atomics into their zeroed Y tiles; "
                                               "no activation); 1: off"),
@@ -103,6 +110,7 @@ class WgmmaSpec:
     tma: int = 0
     spk: int = SP_KMUL
     tail: int = 1
+    sk: int = 0
 
     def stage_raw(self) -> int:
         """Elements (halves) a ring slot receives: A tile (bm x 64, or when sparse bm x spk/2 stored values), B tile
@@ -199,12 +207,17 @@ def resolve(O: int, K: int, T: int, knobs: dict | None, spec: MatmulSpec, sparse
     knobs = check_knobs("cuda wgmma", knobs, KNOBS)
     kn = default_knobs(O, K, T, spec.activation, sparse)
     kn.update({k: v for k, v in knobs.items() if v is not None})
+    if (knobs.get("sk") or (knobs.get("tail") or 1) > 1) and knobs.get("ks") is None:
+        kn["ks"] = 1                         # stream-K / tail split replace the default split-K
     nk = ceil_div(K, kn["spk"] if sparse else BK)
     ks = ceil_div(nk, ceil_div(nk, kn["ks"]))
     if not kn["ws"] and knobs.get("tma") is None:
         kn["tma"] = 0                        # the default TMA producer needs the producer warpgroup
     ws = WgmmaSpec(spec, kn["bm"], kn["bn"], kn["stages"], ks, kn["gm"], kn["wip"], kn["ws"], sparse, kn["tma"],
-                   kn["spk"] if sparse else SP_KMUL, kn.get("tail") or 1)
+                   kn["spk"] if sparse else SP_KMUL, kn.get("tail") or 1, kn.get("sk") or 0)
+    if ws.sk and (ws.ks > 1 or ws.tail > 1 or spec.activation is not None):
+        raise KernelError("cuda wgmma kernel: sk=1 (stream-K) adds the cut tiles with atomics: it needs ks=1, tail=1 "
+                          "and no activation")
     if ws.tail > 1:
         from dataclasses import replace
 
@@ -264,7 +277,8 @@ def cuda_wgmma_matmul_primfunc(weight, tokens: int, *, bias: bool = False, activ
     args.append(Arg("Y", dt, (TT, O)))
     return func, args, {"design": "wgmma", "bm": ws.bm, "bn": ws.bn, "bk": ws.spk if sparse else BK,
                         "stages": ws.stages, "ks": ws.ks, "gm": ws.gm, "wip": ws.wip, "ws": ws.ws,
-                        **({"tma": 1} if ws.tma else {}), **({"tail": ws.tail} if tail_split(ws) else {})}
+                        **({"tma": 1} if ws.tma else {}), **({"tail": ws.tail} if tail_split(ws) else {}),
+                        **({"sk": 1} if ws.sk else {})}
 
 
 def tail_split(ws: WgmmaSpec) -> tuple[int, int] | None:
@@ -395,10 +409,16 @@ def _generate(ws: WgmmaSpec):
                                    epi=epi)
     TS = tail_split(ws)                     # (full tiles, tail tiles): the tail tiles split along K into ws.tail
     HAS_TAIL = TS is not None
+    SK = bool(ws.sk)                        # stream-K: GSK persistent blocks share the TILES x NK k-tile space
+    TILES = grid_m * grid_n
+    USK = TILES * NK
+    GSK = min(SMS, USK)
+    MAXSEG = ceil_div(ceil_div(USK, GSK), NK) + 1     # tiles a block's share can touch
     if HAS_TAIL:
         FULLT, NTAIL = TS
         TAIL = ws.tail
         NKT = ceil_div(NK, TAIL)            # k-tiles per tail block
+    if HAS_TAIL or ws.sk:
         stage_r, store_r = staged_epilogue(dt=dt, BM=BM, BN=BN, CST=CST, O=O, TT=TT, KS=2, NT=NT, has_bias=HAS_BIAS,
                                            epi=epi)     # the split blocks' epilogue: atomics, bias from part 0
 
@@ -576,6 +596,9 @@ def _generate(ws: WgmmaSpec):
         lt = tid % 128
         k0 = k_first
         nkz = T.min(k_span, NK - k0)
+        if SK:
+            # the previous segment's epilogue read this memory through the generic proxy; TMA writes it next
+            T.ptx["fence.proxy.async.shared::cta"]()
         for i in T.unroll(NACC):
             acc[i] = T.float32(0)
         if WS:
@@ -646,6 +669,39 @@ def _generate(ws: WgmmaSpec):
                                 T.Cast(dt, T.float32(0))
 
     @T.macro
+    def seg(Sm, W, Wm, X, bias, Y, t, s0, s1, tid):
+        # k-tiles [s0, s1) of the tile x k-tile space, all in tile t: a whole tile stores, a cut one adds
+        tile(Sm, W, Wm, X, bias, Y, raster(t)[0], raster(t)[1], T.if_then_else(s0 == t * NK, 0, 1), tid,
+             s0 - t * NK, s1 - s0, s1 - s0 < NK)
+
+    @T.macro
+    def body_sk(W, Wm, X, bias, Y):
+        # zero the tiles cut by a block's share (they are summed with atomics), then GSK blocks each walk their
+        # share [c U / G, (c+1) U / G) of the tile x k-tile space, one tile segment at a time
+        for zb in T.thread_binding(max(GSK - 1, 1) * ZB, thread="blockIdx.x"):
+            for zt in T.thread_binding(256, thread="threadIdx.x"):
+                if (zb // ZB + 1) * USK // GSK % NK != 0 and zb // ZB + 1 < GSK:
+                    zero_tail(Y, (zb // ZB + 1) * USK // GSK // NK, (zb % ZB) * 256 + zt)
+        for cta in T.thread_binding(GSK, thread="blockIdx.x"):
+            for tid in T.thread_binding(NT, thread="threadIdx.x"):
+                if dt == "float16":
+                    wgmma_smem_f16 = T.alloc_buffer((SMN,), dt, scope="shared.dyn")
+                    for j in range(MAXSEG):
+                        if T.max(cta * USK // GSK, (cta * USK // GSK // NK + j) * NK) < T.min(
+                                (cta + 1) * USK // GSK, (cta * USK // GSK // NK + j + 1) * NK):
+                            seg(wgmma_smem_f16, W, Wm, X, bias, Y, cta * USK // GSK // NK + j,
+                                T.max(cta * USK // GSK, (cta * USK // GSK // NK + j) * NK),
+                                T.min((cta + 1) * USK // GSK, (cta * USK // GSK // NK + j + 1) * NK), tid)
+                else:
+                    wgmma_smem_bf16 = T.alloc_buffer((SMN,), dt, scope="shared.dyn")
+                    for j in range(MAXSEG):
+                        if T.max(cta * USK // GSK, (cta * USK // GSK // NK + j) * NK) < T.min(
+                                (cta + 1) * USK // GSK, (cta * USK // GSK // NK + j + 1) * NK):
+                            seg(wgmma_smem_bf16, W, Wm, X, bias, Y, cta * USK // GSK // NK + j,
+                                T.max(cta * USK // GSK, (cta * USK // GSK // NK + j) * NK),
+                                T.min((cta + 1) * USK // GSK, (cta * USK // GSK // NK + j + 1) * NK), tid)
+
+    @T.macro
     def body_tail(W, Wm, X, bias, Y):
         # the first FULLT tiles (whole waves) as usual; each of the NTAIL tiles after them as TAIL blocks of NKT
         # k-tiles that add into their (first zeroed) tile of Y
@@ -684,7 +740,9 @@ def _generate(ws: WgmmaSpec):
             Y = T.match_buffer(y, (TT, O), dt)
             if TMA:
                 tensor_maps(W, Wm, X)
-            if HAS_TAIL:
+            if SK:
+                body_sk(W, Wm, X, bias, Y)
+            elif HAS_TAIL:
                 body_tail(W, Wm, X, bias, Y)
             else:
                 body(W, Wm, X, bias, Y)
@@ -698,7 +756,9 @@ def _generate(ws: WgmmaSpec):
             Y = T.match_buffer(y, (TT, O), dt)
             if TMA:
                 tensor_maps(W, W, X)
-            if HAS_TAIL:
+            if SK:
+                body_sk(W, W, X, bias, Y)
+            elif HAS_TAIL:
                 body_tail(W, W, X, bias, Y)
             else:
                 body(W, W, X, bias, Y)
