@@ -372,3 +372,18 @@ def test_wgmma_stream_k_walks_equal_shares():
     with pytest.raises(KernelError, match="sk=1"):
         cuda_matmul_primfunc(_nm24(2000, 768, torch.float16), 1100, activation="gelu", knobs={"sk": 1},
                              design="wgmma")
+
+
+def test_wgmma_dense_many_tokens_shares_the_last_partial_wave():
+    """Dense at T > 128 without an activation: ``sk=2`` (whole waves of tiles as usual, the last partial wave's
+    k-tiles shared by 132 blocks) when the tiles do not fill whole waves; an explicit split or ws=0 turns it off."""
+    from sparsec.backends.cuda.kernels.wgmma_gemm import default_knobs, resolve
+    from sparsec.backends.kernels.common import MatmulSpec
+
+    assert default_knobs(9216, 36864, 1024)["sk"] == 2                 # 288 tiles = 2.2 waves
+    assert default_knobs(4096, 4096, 1024)["sk"] == 0                  # 128 tiles: one wave
+    assert default_knobs(9216, 36864, 1024, "gelu")["sk"] == 0          # an activation cannot follow atomics
+    assert default_knobs(9216, 36864, 128)["sk"] == 0
+    spec = MatmulSpec(1024, 9216, 36864, False, None, "float16")
+    assert resolve(9216, 36864, 1024, {"ks": 2}, spec).sk == 0 and resolve(9216, 36864, 1024, {"ws": 0}, spec).sk == 0
+    assert resolve(9216, 36864, 1024, {}, spec).sk == 2

@@ -58,7 +58,11 @@ TAIL_CHECKS = [("nm", 2000, 512, 1100, "float16", True, None, dict(bm=128, stage
                ("nm", 1160, 1024, 1030, "bfloat16", False, None, dict(bm=256, stages=3, gm=4, sk=1)),
                ("dense", 2001, 1032, 1100, "float16", True, None, dict(bm=128, bn=128, sk=1)),
                ("dense", 300, 520, 77, "float16", True, None, dict(sk=1)),
-               ("nm", 11008, 4096, 1024, "float16", False, None, dict(sk=1))]
+               ("nm", 11008, 4096, 1024, "float16", False, None, dict(sk=1)),
+               # sk=2: whole waves data-parallel, the last partial wave's k-tiles shared (144 tiles: 132 + 12)
+               ("nm", 2000, 768, 1100, "float16", True, None, dict(bm=128, stages=4, sk=2)),
+               ("dense", 2001, 1032, 1100, "bfloat16", True, None, dict(bm=128, bn=128, sk=2)),
+               ("nm", 11008, 4096, 1024, "float16", False, None, dict(sk=2))]
 BIG_CHECKS = [(1160, 1024, 1030, "float16", True, "silu", dict(bm=128, bn=256, stages=2)),
               (1000, 2048, 300, "bfloat16", False, None, dict(bm=192, bn=128, stages=3)),
               (520, 1024, 1030, "float16", False, None, dict(bm=256, bn=128, stages=3)),
@@ -85,7 +89,11 @@ def sparse_variants(O, K, T):
         if os.environ.get("DEV_WGSP_BIG") == "3":      # run 3: split-K against wave quantisation (wgbig_run3)
             return [{}] + [dict(b256, ks=k) for k in (1, 2, 3, 4, 6)] + [dict(bm=192, bn=128, stages=3, gm=8, ks=k)
                                                                        for k in (1, 2)]
-        if os.environ.get("DEV_WGSP_BIG", "8") == "8":   # run 8: stream-K (sk=1)
+        if os.environ.get("DEV_WGSP_BIG", "9") == "9":   # run 9: data-parallel waves + stream-K tail (sk=2)
+            if T > 128:
+                return [{}, dict(sk=2), dict(bm=256, stages=3, gm=4, sk=2), dict(bm=256, stages=3, gm=4)]
+            return [{}]
+        if os.environ.get("DEV_WGSP_BIG") == "8":        # run 8: stream-K (sk=1)
             if T > 128:
                 return [{}, dict(sk=1), dict(bm=256, stages=3, gm=4, sk=1), dict(bm=128, stages=4, gm=8, sk=1)]
             return [{}, dict(sk=1)]
@@ -113,7 +121,9 @@ def sparse_variants(O, K, T):
 
 def dense_variants(O, K, T):
     if MODE == "big":
-        if os.environ.get("DEV_WGSP_BIG", "8") == "8":
+        if os.environ.get("DEV_WGSP_BIG", "9") == "9":
+            return [{}, dict(sk=2)] if T > 128 else [{}]
+        if os.environ.get("DEV_WGSP_BIG") == "8":
             return [{}, dict(sk=1)]
         if os.environ.get("DEV_WGSP_BIG") == "7":
             return [{}, dict(tail=3)] if T > 128 else [{}]

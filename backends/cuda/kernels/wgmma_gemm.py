@@ -78,9 +78,10 @@ KNOBS = (
                               "128B-swizzled boxes, mbarrier expect_tx) instead of 128 threads' cp.async"),
     Knob("spk", (64, 128), None, "2:4: logical reduction columns per ring slot; 64 (tma=1 only) halves the slot "
                                  "(A rows of 32 values, 64B-swizzled) for a deeper ring"),
-    Knob("sk", (0, 1), None, "stream-K: min(132, tiles x k-tiles) persistent blocks, each an equal share of the "
-                             "tile x k-tile space; tiles cut by a share's ends add with atomics into zeroed Y (ks=1, "
-                             "tail=1, no activation)"),
+    Knob("sk", (0, 1, 2), None, "stream-K: 1 = min(132, tiles x k-tiles) persistent blocks, each an equal share of "
+                                "the tile x k-tile space; 2 = whole waves of tiles as usual, the k-tiles of the last "
+                                "partial wave shared out equally; tiles cut by a share's ends add with atomics into "
+                                "zeroed Y (ks=1, tail=1, no activation)"),
     Knob("tail", (1, 2, 3, 4, 5, 6, 8), None, "ks=1: the tiles of the last, partial wave are split along K into "
                                               "this many blocks each (fp16/bf16 atomics into their zeroed Y tiles; "
                                               "no activation); 1: off"),
@@ -142,6 +143,11 @@ def default_knobs(O: int, K: int, T: int, activation: str | None = None, sparse:
         nt = ceil_div(T, 256)
         bn = min(256, max(16, ceil_div(ceil_div(T, nt), 16) * 16))
         kn = dict(bm=128, bn=bn, stages=4 if bn > 128 else 5, ks=1)
+        tiles = ceil_div(O, 128) * ceil_div(T, bn)
+        if activation is None and tiles > SMS and tiles % SMS:
+            # whole waves as usual, the last partial wave's k-tiles shared by 132 blocks (session 7,
+            # benchmarks/results/dev/wgbig_run9.json: 9216x36864 T=1024 0.89 -> 1.04x cuBLAS, 11008x4096 +2 %)
+            kn["sk"] = 2
     else:
         bn = max(16, ceil_div(T, 16) * 16)
         kn = dict(bm=128, bn=bn, stages=5)
@@ -156,6 +162,7 @@ def default_knobs(O: int, K: int, T: int, activation: str | None = None, sparse:
         if ks == 1:
             kn["stages"] = 6
     kn.update(gm=1, wip=1, ws=1, tma=1, spk=SP_KMUL)
+    kn.setdefault("sk", 0)
     return kn
 
 
@@ -198,7 +205,7 @@ def default_sparse_knobs(O: int, K: int, T: int, activation: str | None = None) 
             if ceil_div(nk, cand) < 4 or tiles * cand > waves * SMS:
                 break
             ks = cand
-    return dict(bm=bm, bn=bn, stages=stages, ks=ks, gm=gm, wip=0 if T > 128 else 1, ws=1, tma=1, spk=SP_KMUL)
+    return dict(bm=bm, bn=bn, stages=stages, ks=ks, gm=gm, wip=0 if T > 128 else 1, ws=1, tma=1, spk=SP_KMUL, sk=0)
 
 
 def resolve(O: int, K: int, T: int, knobs: dict | None, spec: MatmulSpec, sparse: bool = False) -> WgmmaSpec:
@@ -209,6 +216,9 @@ def resolve(O: int, K: int, T: int, knobs: dict | None, spec: MatmulSpec, sparse
     kn.update({k: v for k, v in knobs.items() if v is not None})
     if (knobs.get("sk") or (knobs.get("tail") or 1) > 1) and knobs.get("ks") is None:
         kn["ks"] = 1                         # stream-K / tail split replace the default split-K
+    if knobs.get("sk") is None and ((knobs.get("ks") or 1) > 1 or (knobs.get("tail") or 1) > 1
+                                    or knobs.get("ws") == 0):
+        kn["sk"] = 0                         # an explicit split (or the cp.async main loop) replaces the default sk
     nk = ceil_div(K, kn["spk"] if sparse else BK)
     ks = ceil_div(nk, ceil_div(nk, kn["ks"]))
     if not kn["ws"] and knobs.get("tma") is None:
@@ -216,8 +226,8 @@ def resolve(O: int, K: int, T: int, knobs: dict | None, spec: MatmulSpec, sparse
     ws = WgmmaSpec(spec, kn["bm"], kn["bn"], kn["stages"], ks, kn["gm"], kn["wip"], kn["ws"], sparse, kn["tma"],
                    kn["spk"] if sparse else SP_KMUL, kn.get("tail") or 1, kn.get("sk") or 0)
     if ws.sk and (ws.ks > 1 or ws.tail > 1 or spec.activation is not None):
-        raise KernelError("cuda wgmma kernel: sk=1 (stream-K) adds the cut tiles with atomics: it needs ks=1, tail=1 "
-                          "and no activation")
+        raise KernelError(f"cuda wgmma kernel: sk={ws.sk} (stream-K) adds the cut tiles with atomics: it needs ks=1, "
+                          "tail=1 and no activation")
     if ws.tail > 1:
         from dataclasses import replace
 
@@ -278,7 +288,7 @@ def cuda_wgmma_matmul_primfunc(weight, tokens: int, *, bias: bool = False, activ
     return func, args, {"design": "wgmma", "bm": ws.bm, "bn": ws.bn, "bk": ws.spk if sparse else BK,
                         "stages": ws.stages, "ks": ws.ks, "gm": ws.gm, "wip": ws.wip, "ws": ws.ws,
                         **({"tma": 1} if ws.tma else {}), **({"tail": ws.tail} if tail_split(ws) else {}),
-                        **({"sk": 1} if ws.sk else {})}
+                        **({"sk": ws.sk} if ws.sk else {})}
 
 
 def tail_split(ws: WgmmaSpec) -> tuple[int, int] | None:
@@ -409,11 +419,19 @@ def _generate(ws: WgmmaSpec):
                                    epi=epi)
     TS = tail_split(ws)                     # (full tiles, tail tiles): the tail tiles split along K into ws.tail
     HAS_TAIL = TS is not None
-    SK = bool(ws.sk)                        # stream-K: GSK persistent blocks share the TILES x NK k-tile space
+    # sk=1 (stream-K): GSK persistent blocks share the TILES x NK k-tile space
     TILES = grid_m * grid_n
     USK = TILES * NK
     GSK = min(SMS, USK)
     MAXSEG = ceil_div(ceil_div(USK, GSK), NK) + 1     # tiles a block's share can touch
+    # sk=2: FULL2 tiles (whole waves) data-parallel, the k-tiles of the NT2 tiles after them shared by G2 blocks
+    FULL2 = TILES // SMS * SMS
+    NT2 = TILES - FULL2
+    HYB = ws.sk == 2 and FULL2 > 0 and NT2 > 0
+    SK = ws.sk == 1
+    U2 = max(NT2 * NK, 1)
+    G2 = min(SMS, U2)
+    MAXSEG2 = ceil_div(ceil_div(U2, G2), NK) + 1
     if HAS_TAIL:
         FULLT, NTAIL = TS
         TAIL = ws.tail
@@ -596,7 +614,7 @@ def _generate(ws: WgmmaSpec):
         lt = tid % 128
         k0 = k_first
         nkz = T.min(k_span, NK - k0)
-        if SK:
+        if SK or HYB:
             # the previous segment's epilogue read this memory through the generic proxy; TMA writes it next
             T.ptx["fence.proxy.async.shared::cta"]()
         for i in T.unroll(NACC):
@@ -702,6 +720,45 @@ def _generate(ws: WgmmaSpec):
                                 T.min((cta + 1) * USK // GSK, (cta * USK // GSK // NK + j + 1) * NK), tid)
 
     @T.macro
+    def seg2(Sm, W, Wm, X, bias, Y, t, s0, s1, tid):
+        # sk=2: k-tiles [s0, s1) of the tail's tile x k-tile space, all in tail tile t (tile FULL2 + t)
+        tile(Sm, W, Wm, X, bias, Y, raster(FULL2 + t)[0], raster(FULL2 + t)[1], T.if_then_else(s0 == t * NK, 0, 1),
+             tid, s0 - t * NK, s1 - s0, s1 - s0 < NK)
+
+    @T.macro
+    def share2(Sm, W, Wm, X, bias, Y, c, tid):
+        # block c of G2: its share [c U2 / G2, (c+1) U2 / G2) of the tail's k-tiles, one tile segment at a time
+        for j in range(MAXSEG2):
+            if T.max(c * U2 // G2, (c * U2 // G2 // NK + j) * NK) < T.min((c + 1) * U2 // G2,
+                                                                         (c * U2 // G2 // NK + j + 1) * NK):
+                seg2(Sm, W, Wm, X, bias, Y, c * U2 // G2 // NK + j, T.max(c * U2 // G2, (c * U2 // G2 // NK + j) * NK),
+                     T.min((c + 1) * U2 // G2, (c * U2 // G2 // NK + j + 1) * NK), tid)
+
+    @T.macro
+    def body_hyb(W, Wm, X, bias, Y):
+        # zero the tail tiles cut by a share's ends; then FULL2 blocks of whole tiles and G2 blocks sharing the tail
+        for zb in T.thread_binding(max(G2 - 1, 1) * ZB, thread="blockIdx.x"):
+            for zt in T.thread_binding(256, thread="threadIdx.x"):
+                if (zb // ZB + 1) * U2 // G2 % NK != 0 and zb // ZB + 1 < G2:
+                    zero_tail(Y, FULL2 + (zb // ZB + 1) * U2 // G2 // NK, (zb % ZB) * 256 + zt)
+        for item in T.thread_binding(FULL2 + G2, thread="blockIdx.x"):
+            for tid in T.thread_binding(NT, thread="threadIdx.x"):
+                if dt == "float16":
+                    wgmma_smem_f16 = T.alloc_buffer((SMN,), dt, scope="shared.dyn")
+                    if item < FULL2:
+                        tile(wgmma_smem_f16, W, Wm, X, bias, Y, raster(item)[0], raster(item)[1], 0, tid, 0, NK,
+                             False)
+                    else:
+                        share2(wgmma_smem_f16, W, Wm, X, bias, Y, item - FULL2, tid)
+                else:
+                    wgmma_smem_bf16 = T.alloc_buffer((SMN,), dt, scope="shared.dyn")
+                    if item < FULL2:
+                        tile(wgmma_smem_bf16, W, Wm, X, bias, Y, raster(item)[0], raster(item)[1], 0, tid, 0, NK,
+                             False)
+                    else:
+                        share2(wgmma_smem_bf16, W, Wm, X, bias, Y, item - FULL2, tid)
+
+    @T.macro
     def body_tail(W, Wm, X, bias, Y):
         # the first FULLT tiles (whole waves) as usual; each of the NTAIL tiles after them as TAIL blocks of NKT
         # k-tiles that add into their (first zeroed) tile of Y
@@ -740,7 +797,9 @@ def _generate(ws: WgmmaSpec):
             Y = T.match_buffer(y, (TT, O), dt)
             if TMA:
                 tensor_maps(W, Wm, X)
-            if SK:
+            if HYB:
+                body_hyb(W, Wm, X, bias, Y)
+            elif SK:
                 body_sk(W, Wm, X, bias, Y)
             elif HAS_TAIL:
                 body_tail(W, Wm, X, bias, Y)
@@ -756,7 +815,9 @@ def _generate(ws: WgmmaSpec):
             Y = T.match_buffer(y, (TT, O), dt)
             if TMA:
                 tensor_maps(W, W, X)
-            if SK:
+            if HYB:
+                body_hyb(W, W, X, bias, Y)
+            elif SK:
                 body_sk(W, W, X, bias, Y)
             elif HAS_TAIL:
                 body_tail(W, W, X, bias, Y)
