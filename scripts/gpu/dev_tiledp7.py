@@ -83,21 +83,11 @@ def variants(O, K, T):
     return variants_p7(O, K, T)
 
 
-def variants_tall(O, K, T):
-    """The defaults (rt=2: 32-row stages) vs 64-row stages (rt=4, sc=32: pos7 and pos), each at its
-    default split and one step up, and the 90 % planner knob (clear="unscatter")."""
-    from sparsec.backends.cuda.kernels.tiled import KNOBS, resolve
-    from sparsec.backends.kernels.common import KernelError, MatmulSpec
+def resolvable(spec, out):
+    """The (label, knobs, order) entries of ``out`` whose knobs the tiled kernel accepts for ``spec``."""
+    from sparsec.backends.cuda.kernels.tiled import resolve
+    from sparsec.backends.kernels.common import KernelError
 
-    spec = MatmulSpec(T, O, K, False, None, "float16")
-    ks = list(KNOBS["ksplit"])
-    out = [("pos", {}, "bank"), ("p7", {"code": "pos7"}, "bank"), ("pos_us", {"clear": "unscatter"}, "bank")]
-    for lab, kn in (("p7_r4", {"code": "pos7", "rt": 4, "sc": 32}), ("pos_r4", {"rt": 4, "sc": 32}),
-                    ("pos_r4_us", {"rt": 4, "sc": 32, "clear": "unscatter"})):
-        out.append((lab, kn, "bank"))
-        i = ks.index(resolve(spec, kn).ksplit)
-        if i + 1 < len(ks):
-            out.append((lab + "_ks", dict(kn, ksplit=ks[i + 1]), "bank"))
     res = []
     for lab, kn, order in out:
         try:
@@ -108,11 +98,29 @@ def variants_tall(O, K, T):
     return res
 
 
+def variants_tall(O, K, T):
+    """The defaults (rt=2: 32-row stages) vs 64-row stages (rt=4, sc=32: pos7 and pos), each at its
+    default split and one step up, and the 90 % planner knob (clear="unscatter")."""
+    from sparsec.backends.cuda.kernels.tiled import KNOBS, resolve
+    from sparsec.backends.kernels.common import MatmulSpec
+
+    spec = MatmulSpec(T, O, K, False, None, "float16")
+    ks = list(KNOBS["ksplit"])
+    out = [("pos", {}, "bank"), ("p7", {"code": "pos7"}, "bank"), ("pos_us", {"clear": "unscatter"}, "bank")]
+    for lab, kn in (("p7_r4", {"code": "pos7", "rt": 4, "sc": 32}), ("pos_r4", {"rt": 4, "sc": 32}),
+                    ("pos_r4_us", {"rt": 4, "sc": 32, "clear": "unscatter"})):
+        out.append((lab, kn, "bank"))
+        i = ks.index(resolve(spec, kn).ksplit)
+        if i + 1 < len(ks):
+            out.append((lab + "_ks", dict(kn, ksplit=ks[i + 1]), "bank"))
+    return resolvable(spec, out)
+
+
 def variants_rows(O, K, T):
     """split="k" (pos, pos7 at the default split) vs split="rows" (pos, pos7 at its default split and one step
     either side)."""
     from sparsec.backends.cuda.kernels.tiled import KNOBS, resolve
-    from sparsec.backends.kernels.common import KernelError, MatmulSpec
+    from sparsec.backends.kernels.common import MatmulSpec
 
     spec = MatmulSpec(T, O, K, False, None, "float16")
     d = resolve(spec, {"split": "rows"})
@@ -124,20 +132,13 @@ def variants_rows(O, K, T):
         out.append(("rows_p7_kslo", {"split": "rows", "code": "pos7", "ksplit": ks[i - 1]}, "bank"))
     if i + 1 < len(ks):
         out.append(("rows_p7_kshi", {"split": "rows", "code": "pos7", "ksplit": ks[i + 1]}, "bank"))
-    res = []
-    for lab, kn, order in out:
-        try:
-            resolve(spec, kn)
-        except KernelError:
-            continue
-        res.append((lab, kn, order))
-    return res
+    return resolvable(spec, out)
 
 
 def variants_p7(O, K, T):
     """(label, knobs, layout order) of the timed kernels of a cell (``p7_slot`` reuses ``p7``'s kernel)."""
     from sparsec.backends.cuda.kernels.tiled import KNOBS, resolve
-    from sparsec.backends.kernels.common import KernelError, MatmulSpec
+    from sparsec.backends.kernels.common import MatmulSpec
 
     spec = MatmulSpec(T, O, K, False, None, "float16")
     d = resolve(spec, {})
@@ -146,14 +147,7 @@ def variants_p7(O, K, T):
     out = [("pos", {}, "bank"), ("p7", {"code": "pos7"}, "bank"), ("p7_slot", {"code": "pos7"}, "slot")]
     if i + 1 < len(ks):
         out += [("pos_ks", {"ksplit": ks[i + 1]}, "bank"), ("p7_ks", {"code": "pos7", "ksplit": ks[i + 1]}, "bank")]
-    res = []
-    for lab, kn, order in out:
-        try:
-            resolve(spec, kn)
-        except KernelError:
-            continue
-        res.append((lab, kn, order))
-    return res
+    return resolvable(spec, out)
 
 
 def build(outdir):

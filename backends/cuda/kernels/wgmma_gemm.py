@@ -419,19 +419,14 @@ def _generate(ws: WgmmaSpec):
                                    epi=epi)
     TS = tail_split(ws)                     # (full tiles, tail tiles): the tail tiles split along K into ws.tail
     HAS_TAIL = TS is not None
-    # sk=1 (stream-K): GSK persistent blocks share the TILES x NK k-tile space
     TILES = grid_m * grid_n
-    USK = TILES * NK
-    GSK = min(SMS, USK)
-    MAXSEG = ceil_div(ceil_div(USK, GSK), NK) + 1     # tiles a block's share can touch
-    # sk=2: FULL2 tiles (whole waves) data-parallel, the k-tiles of the NT2 tiles after them shared by G2 blocks
+    # sk=2: FULL2 tiles (whole waves) data-parallel, the k-tiles of the NT2 tiles after them shared out (sk=1: all)
     FULL2 = TILES // SMS * SMS
     NT2 = TILES - FULL2
     HYB = ws.sk == 2 and FULL2 > 0 and NT2 > 0
     SK = ws.sk == 1
-    U2 = max(NT2 * NK, 1)
-    G2 = min(SMS, U2)
-    MAXSEG2 = ceil_div(ceil_div(U2, G2), NK) + 1
+    if not HAS_TAIL:
+        FULLT = NTAIL = TAIL = NKT = 0
     if HAS_TAIL:
         FULLT, NTAIL = TS
         TAIL = ws.tail
@@ -686,105 +681,68 @@ def _generate(ws: WgmmaSpec):
                             Y[raster(lin)[1] * BN + e // (BM // 8), raster(lin)[0] * BM + (e % (BM // 8)) * 8 + jj] = \
                                 T.Cast(dt, T.float32(0))
 
+    # stream-K (sk=1: every tile; sk=2: the tiles after the FULL2 of whole waves): SHG blocks share the SHN tiles' k-tiles
+    SHB, SHN = (FULL2, NT2) if HYB else (0, TILES)      # first shared tile, shared tiles
+    SHU = max(SHN * NK, 1)
+    SHG = min(SMS, SHU)
+    SHSEG = ceil_div(ceil_div(SHU, SHG), NK) + 1        # tiles a block's share can touch
+
     @T.macro
     def seg(Sm, W, Wm, X, bias, Y, t, s0, s1, tid):
-        # k-tiles [s0, s1) of the tile x k-tile space, all in tile t: a whole tile stores, a cut one adds
-        tile(Sm, W, Wm, X, bias, Y, raster(t)[0], raster(t)[1], T.if_then_else(s0 == t * NK, 0, 1), tid,
-             s0 - t * NK, s1 - s0, s1 - s0 < NK)
-
-    @T.macro
-    def body_sk(W, Wm, X, bias, Y):
-        # zero the tiles cut by a block's share (they are summed with atomics), then GSK blocks each walk their
-        # share [c U / G, (c+1) U / G) of the tile x k-tile space, one tile segment at a time
-        for zb in T.thread_binding(max(GSK - 1, 1) * ZB, thread="blockIdx.x"):
-            for zt in T.thread_binding(256, thread="threadIdx.x"):
-                if (zb // ZB + 1) * USK // GSK % NK != 0 and zb // ZB + 1 < GSK:
-                    zero_tail(Y, (zb // ZB + 1) * USK // GSK // NK, (zb % ZB) * 256 + zt)
-        for cta in T.thread_binding(GSK, thread="blockIdx.x"):
-            for tid in T.thread_binding(NT, thread="threadIdx.x"):
-                if dt == "float16":
-                    wgmma_smem_f16 = T.alloc_buffer((SMN,), dt, scope="shared.dyn")
-                    for j in range(MAXSEG):
-                        if T.max(cta * USK // GSK, (cta * USK // GSK // NK + j) * NK) < T.min(
-                                (cta + 1) * USK // GSK, (cta * USK // GSK // NK + j + 1) * NK):
-                            seg(wgmma_smem_f16, W, Wm, X, bias, Y, cta * USK // GSK // NK + j,
-                                T.max(cta * USK // GSK, (cta * USK // GSK // NK + j) * NK),
-                                T.min((cta + 1) * USK // GSK, (cta * USK // GSK // NK + j + 1) * NK), tid)
-                else:
-                    wgmma_smem_bf16 = T.alloc_buffer((SMN,), dt, scope="shared.dyn")
-                    for j in range(MAXSEG):
-                        if T.max(cta * USK // GSK, (cta * USK // GSK // NK + j) * NK) < T.min(
-                                (cta + 1) * USK // GSK, (cta * USK // GSK // NK + j + 1) * NK):
-                            seg(wgmma_smem_bf16, W, Wm, X, bias, Y, cta * USK // GSK // NK + j,
-                                T.max(cta * USK // GSK, (cta * USK // GSK // NK + j) * NK),
-                                T.min((cta + 1) * USK // GSK, (cta * USK // GSK // NK + j + 1) * NK), tid)
-
-    @T.macro
-    def seg2(Sm, W, Wm, X, bias, Y, t, s0, s1, tid):
-        # sk=2: k-tiles [s0, s1) of the tail's tile x k-tile space, all in tail tile t (tile FULL2 + t)
-        tile(Sm, W, Wm, X, bias, Y, raster(FULL2 + t)[0], raster(FULL2 + t)[1], T.if_then_else(s0 == t * NK, 0, 1),
+        tile(Sm, W, Wm, X, bias, Y, raster(SHB + t)[0], raster(SHB + t)[1], T.if_then_else(s0 == t * NK, 0, 1),
              tid, s0 - t * NK, s1 - s0, s1 - s0 < NK)
 
     @T.macro
-    def share2(Sm, W, Wm, X, bias, Y, c, tid):
-        # block c of G2: its share [c U2 / G2, (c+1) U2 / G2) of the tail's k-tiles, one tile segment at a time
-        for j in range(MAXSEG2):
-            if T.max(c * U2 // G2, (c * U2 // G2 // NK + j) * NK) < T.min((c + 1) * U2 // G2,
-                                                                         (c * U2 // G2 // NK + j + 1) * NK):
-                seg2(Sm, W, Wm, X, bias, Y, c * U2 // G2 // NK + j, T.max(c * U2 // G2, (c * U2 // G2 // NK + j) * NK),
-                     T.min((c + 1) * U2 // G2, (c * U2 // G2 // NK + j + 1) * NK), tid)
+    def share(Sm, W, Wm, X, bias, Y, c, tid):
+        # block c: its share [c U / G, (c+1) U / G) of the shared k-tiles, one tile segment [s0, s1) at a time (a
+        # whole tile stores, a cut one adds; the bias from the segment that starts the tile)
+        for j in range(SHSEG):
+            if T.max(c * SHU // SHG, (c * SHU // SHG // NK + j) * NK) < T.min((c + 1) * SHU // SHG,
+                                                                             (c * SHU // SHG // NK + j + 1) * NK):
+                seg(Sm, W, Wm, X, bias, Y, c * SHU // SHG // NK + j, T.max(c * SHU // SHG, (c * SHU // SHG // NK + j) * NK),
+                    T.min((c + 1) * SHU // SHG, (c * SHU // SHG // NK + j + 1) * NK), tid)
 
     @T.macro
-    def body_hyb(W, Wm, X, bias, Y):
-        # zero the tail tiles cut by a share's ends; then FULL2 blocks of whole tiles and G2 blocks sharing the tail
-        for zb in T.thread_binding(max(G2 - 1, 1) * ZB, thread="blockIdx.x"):
-            for zt in T.thread_binding(256, thread="threadIdx.x"):
-                if (zb // ZB + 1) * U2 // G2 % NK != 0 and zb // ZB + 1 < G2:
-                    zero_tail(Y, FULL2 + (zb // ZB + 1) * U2 // G2 // NK, (zb % ZB) * 256 + zt)
-        for item in T.thread_binding(FULL2 + G2, thread="blockIdx.x"):
+    def block(Sm, W, Wm, X, bias, Y, item, tid):
+        # one block of the sk / tail launches (the dynamic shared memory declared by the caller per element type)
+        if SK:
+            share(Sm, W, Wm, X, bias, Y, item, tid)
+        elif HYB:
+            if item < FULL2:
+                tile(Sm, W, Wm, X, bias, Y, raster(item)[0], raster(item)[1], 0, tid, 0, NK, False)
+            else:
+                share(Sm, W, Wm, X, bias, Y, item - FULL2, tid)
+        else:
+            # tail: the first FULLT tiles as usual; each of the NTAIL after them as TAIL blocks of NKT k-tiles
+            tile(Sm, W, Wm, X, bias, Y,
+                 raster(T.if_then_else(item < FULLT, item, FULLT + (item - FULLT) // TAIL))[0],
+                 raster(T.if_then_else(item < FULLT, item, FULLT + (item - FULLT) // TAIL))[1],
+                 T.if_then_else(item < FULLT, 0, (item - FULLT) % TAIL), tid,
+                 T.if_then_else(item < FULLT, 0, (item - FULLT) % TAIL * NKT),
+                 T.if_then_else(item < FULLT, NK, NKT), item >= FULLT)
+
+    @T.macro
+    def body_split(W, Wm, X, bias, Y):
+        # first zero the Y tiles that several blocks add into, then the blocks
+        if HAS_TAIL:
+            for zb in T.thread_binding(NTAIL * ZB, thread="blockIdx.x"):
+                for zt in T.thread_binding(256, thread="threadIdx.x"):
+                    zero_tail(Y, FULLT + zb // ZB, (zb % ZB) * 256 + zt)
+        else:
+            # the tiles cut by a share's ends
+            for zb in T.thread_binding(max(SHG - 1, 1) * ZB, thread="blockIdx.x"):
+                for zt in T.thread_binding(256, thread="threadIdx.x"):
+                    if (zb // ZB + 1) * SHU // SHG % NK != 0 and zb // ZB + 1 < SHG:
+                        zero_tail(Y, SHB + (zb // ZB + 1) * SHU // SHG // NK, (zb % ZB) * 256 + zt)
+        for item in T.thread_binding(FULLT + NTAIL * TAIL if HAS_TAIL else (FULL2 if HYB else 0) + SHG,
+                                     thread="blockIdx.x"):
             for tid in T.thread_binding(NT, thread="threadIdx.x"):
                 if dt == "float16":
                     wgmma_smem_f16 = T.alloc_buffer((SMN,), dt, scope="shared.dyn")
-                    if item < FULL2:
-                        tile(wgmma_smem_f16, W, Wm, X, bias, Y, raster(item)[0], raster(item)[1], 0, tid, 0, NK,
-                             False)
-                    else:
-                        share2(wgmma_smem_f16, W, Wm, X, bias, Y, item - FULL2, tid)
+                    block(wgmma_smem_f16, W, Wm, X, bias, Y, item, tid)
                 else:
                     wgmma_smem_bf16 = T.alloc_buffer((SMN,), dt, scope="shared.dyn")
-                    if item < FULL2:
-                        tile(wgmma_smem_bf16, W, Wm, X, bias, Y, raster(item)[0], raster(item)[1], 0, tid, 0, NK,
-                             False)
-                    else:
-                        share2(wgmma_smem_bf16, W, Wm, X, bias, Y, item - FULL2, tid)
-
-    @T.macro
-    def body_tail(W, Wm, X, bias, Y):
-        # the first FULLT tiles (whole waves) as usual; each of the NTAIL tiles after them as TAIL blocks of NKT
-        # k-tiles that add into their (first zeroed) tile of Y
-        for zb in T.thread_binding(NTAIL * ZB, thread="blockIdx.x"):
-            for zt in T.thread_binding(256, thread="threadIdx.x"):
-                zero_tail(Y, FULLT + zb // ZB, (zb % ZB) * 256 + zt)
-        for item in T.thread_binding(FULLT + NTAIL * TAIL, thread="blockIdx.x"):
-            for tid in T.thread_binding(NT, thread="threadIdx.x"):
-                if dt == "float16":
-                    wgmma_smem_f16 = T.alloc_buffer((SMN,), dt, scope="shared.dyn")
-                    tile(wgmma_smem_f16, W, Wm, X, bias, Y,
-                         raster(T.if_then_else(item < FULLT, item, FULLT + (item - FULLT) // TAIL))[0],
-                         raster(T.if_then_else(item < FULLT, item, FULLT + (item - FULLT) // TAIL))[1],
-                         T.if_then_else(item < FULLT, 0, (item - FULLT) % TAIL), tid,
-                         T.if_then_else(item < FULLT, 0, (item - FULLT) % TAIL * NKT),
-                         T.if_then_else(item < FULLT, NK, NKT),
-                         item >= FULLT)
-                else:
-                    wgmma_smem_bf16 = T.alloc_buffer((SMN,), dt, scope="shared.dyn")
-                    tile(wgmma_smem_bf16, W, Wm, X, bias, Y,
-                         raster(T.if_then_else(item < FULLT, item, FULLT + (item - FULLT) // TAIL))[0],
-                         raster(T.if_then_else(item < FULLT, item, FULLT + (item - FULLT) // TAIL))[1],
-                         T.if_then_else(item < FULLT, 0, (item - FULLT) % TAIL), tid,
-                         T.if_then_else(item < FULLT, 0, (item - FULLT) % TAIL * NKT),
-                         T.if_then_else(item < FULLT, NK, NKT),
-                         item >= FULLT)
+                    block(wgmma_smem_bf16, W, Wm, X, bias, Y, item, tid)
 
     if SP:
         @T.prim_func(check_well_formed=not TMA)
@@ -797,12 +755,8 @@ def _generate(ws: WgmmaSpec):
             Y = T.match_buffer(y, (TT, O), dt)
             if TMA:
                 tensor_maps(W, Wm, X)
-            if HYB:
-                body_hyb(W, Wm, X, bias, Y)
-            elif SK:
-                body_sk(W, Wm, X, bias, Y)
-            elif HAS_TAIL:
-                body_tail(W, Wm, X, bias, Y)
+            if HYB or SK or HAS_TAIL:
+                body_split(W, Wm, X, bias, Y)
             else:
                 body(W, Wm, X, bias, Y)
     else:
@@ -815,12 +769,8 @@ def _generate(ws: WgmmaSpec):
             Y = T.match_buffer(y, (TT, O), dt)
             if TMA:
                 tensor_maps(W, W, X)
-            if HYB:
-                body_hyb(W, W, X, bias, Y)
-            elif SK:
-                body_sk(W, W, X, bias, Y)
-            elif HAS_TAIL:
-                body_tail(W, W, X, bias, Y)
+            if HYB or SK or HAS_TAIL:
+                body_split(W, W, X, bias, Y)
             else:
                 body(W, W, X, bias, Y)
 
