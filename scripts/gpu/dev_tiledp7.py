@@ -31,6 +31,8 @@ elif MODE == "tall":            # taller stages at T = 16 / 32 (activation bytes
     SHAPES, TOKENS = SHAPES[1:], [16, 32]
 elif MODE == "minb":            # __launch_bounds__(256, minb): registers capped for more warps per SM
     SHAPES, TOKENS = SHAPES[1:], [8, 16, 32]
+elif MODE == "wg":              # mma="wg" (tiled_wg.py): the decode kernel on warpgroup MMA vs mma.sync
+    SHAPES, TOKENS = SHAPES[1:], [1, 8, 16, 32, 64]
 SPARSITY = [0.7, 0.8, 0.9]
 ROUNDS = 7
 ARCH = "sm_90a"
@@ -41,6 +43,8 @@ from cases import P7_CHECK  # noqa: E402  (the pos7 check grid, shared with the 
 def check_cases() -> list[dict]:
     import cases as C
 
+    if MODE == "wg":
+        return C.tiled_wg_check_cases()
     if MODE == "xpipe":     # the pos7 grid (pipe=1 entries) with xpipe=1, on pos and pos7 alternately
         out = []
         for c in C.tiled_pos7_check_cases():
@@ -75,6 +79,8 @@ def variants(O, K, T):
                 ("p7_xp", {"code": "pos7", "xpipe": 1}, "bank")]
     if MODE == "tall":
         return variants_tall(O, K, T)
+    if MODE == "wg":
+        return variants_wg(O, K, T)
     if MODE == "minb":
         out = []
         for lab, kn in (("pos", {}), ("p7", {"code": "pos7"}), ("pos_us", {"clear": "unscatter"})):
@@ -113,6 +119,29 @@ def variants_tall(O, K, T):
         i = ks.index(resolve(spec, kn).ksplit)
         if i + 1 < len(ks):
             out.append((lab + "_ks", dict(kn, ksplit=ks[i + 1]), "bank"))
+    return resolvable(spec, out)
+
+
+def variants_wg(O, K, T):
+    """mma.sync defaults (pos, pos7) vs mma="wg": pos and pos7 at the default split, pos7 one split step either side,
+    sc=128, wip=0, xd=3."""
+    from sparsec.backends.cuda.kernels.tiled import WG_KSPLIT, resolve
+    from sparsec.backends.kernels.common import MatmulSpec
+
+    spec = MatmulSpec(T, O, K, False, None, "float16")
+    wg = {"mma": "wg", "code": "pos7"}
+    ks = list(WG_KSPLIT)
+    i = ks.index(resolve(spec, wg).ksplit)
+    out = [("pos", {}, "bank"), ("p7", {"code": "pos7"}, "bank"), ("wg", {"mma": "wg"}, "bank"), ("wg7", wg, "bank"),
+           ("wg7_w0", dict(wg, wip=0), "bank"), ("wg7_pf2", dict(wg, pf=2), "bank"), ("wg7_g2", dict(wg, wgs=2), "bank"),
+           ("wg7_g2pf2", dict(wg, wgs=2, pf=2, wip=0), "bank"), ("wg_g2pf2", {"mma": "wg", "wgs": 2, "pf": 2, "wip": 0},
+                                                                  "bank")]
+    if T > 32:
+        out = out[2:]
+    if i > 0:
+        out.append(("wg7_kslo", dict(wg, ksplit=ks[i - 1]), "bank"))
+    if i + 1 < len(ks):
+        out.append(("wg7_kshi", dict(wg, ksplit=ks[i + 1]), "bank"))
     return resolvable(spec, out)
 
 
@@ -225,7 +254,7 @@ def run(kdir, outp):
                 for c in by_cell.get((O, K, T), []):
                     kn = c["resolved_knobs"]
                     order = c.get("order", "bank")
-                    key = (kn.get("code", "pos"), kn["rt"], kn["sc"], order)
+                    key = (kn.get("code", "pos"), kn["rt"], kn["sc"], order, kn.get("mma", "sync"))
                     if key not in lays:
                         torch.cuda.synchronize()
                         tb = time.time()

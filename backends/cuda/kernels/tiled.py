@@ -78,9 +78,14 @@ from sparsec.backends.kernels.common import Arg, KernelError, MatmulSpec, ceil_d
 
 KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128), "warps": (1, 2, 4, 8, 16),
          "ksplit": (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48),
-         "tn": (8, 16, 24, 32), "pipe": (1, 2, 3), "sync": ("warp", "block"),
+         "tn": (8, 16, 24, 32, 40, 48, 56, 64, 96, 128), "pipe": (1, 2, 3), "sync": ("warp", "block"),
          "clear": ("zero", "unscatter"), "code": ("pos", "bitmap", "pos7"), "vsrc": ("smem", "global"),
-         "split": ("k", "rows"), "xpipe": (0, 1), "minb": (0, 2, 3, 4, 5, 6)}
+         "split": ("k", "rows"), "xpipe": (0, 1), "minb": (0, 2, 3, 4, 5, 6),
+         "mma": ("sync", "wg"), "wip": (0, 1), "xd": (1, 2, 3), "wgs": (1, 2), "pf": (1, 2)}
+WG_TN = (8, 16, 24, 32, 40, 48, 56, 64, 96, 128)   # mma="wg": tokens per block (the wgmma N)
+WG_KSPLIT = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)
+WG_MAX_PER = 24              # mma="wg" default split: at most this many stages per block ...
+WG_MIN_BLOCKS = 3 * 132      # ... and about 3 blocks (12 warps) per H100 SM
 KSPLIT_K = (1, 2, 3, 4, 6, 8, 12, 16)   # split="k": the default split's candidates
 MAX_PER_ROWS = 24                        # split="rows": default split keeps a warp's stages <= this
 MAX_PER = 12                 # default split: at most this many stages per warp ...
@@ -103,6 +108,11 @@ class TiledSpec:
     split: str = "k"
     xpipe: int = 0
     minb: int = 0
+    mma: str = "sync"
+    wip: int = 1
+    xd: int = 2
+    wgs: int = 1
+    pf: int = 1
 
     @property
     def ngroups(self) -> int:
@@ -113,6 +123,10 @@ class TiledSpec:
         return ceil_div(self.spec.in_features, self.sc)
 
     def knobs(self) -> dict:
+        if self.mma == "wg":
+            return {"design": "tiled", "mma": "wg", "rt": 1, "sc": self.sc, "warps": 4, "ksplit": self.ksplit,
+                    "tn": self.tn, "code": self.code, "wip": self.wip, "xd": self.xd, "wgs": self.wgs, "pf": self.pf,
+                    **({"minb": self.minb} if self.minb else {})}
         return {"design": "tiled", "rt": self.rt, "sc": self.sc, "warps": self.warps, "ksplit": self.ksplit,
                 "tn": self.tn, "pipe": self.pipe, "sync": self.sync, "clear": self.clear,
                 **({"code": self.code, "vsrc": self.vsrc} if self.code == "bitmap" else {}),
@@ -143,8 +157,15 @@ def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
             raise KernelError(f"cuda tiled kernel: knob {k}={v!r} is not one of {KNOBS[k]}")
     if spec.dtype not in ("float16", "bfloat16"):
         raise KernelError(f"cuda tiled kernel: dtype {spec.dtype} unsupported (float16, bfloat16)")
+    if (knobs.get("mma") or "sync") == "wg":
+        return resolve_wg(spec, knobs)
+    for k in ("wip", "xd", "wgs", "pf"):
+        if knobs.get(k) is not None:
+            raise KernelError(f"cuda tiled kernel: knob {k} needs mma='wg'")
     Tt = spec.tokens
     tn = knobs.get("tn") or min(32, ceil_div(Tt, 8) * 8)
+    if tn > 32:
+        raise KernelError(f"cuda tiled kernel: tn={tn} needs mma='wg' (the mma.sync kernel takes tn <= 32)")
     rt = knobs.get("rt") or (2 if Tt <= 32 else 4)
     sc = knobs.get("sc") or (64 if rt <= 2 else 32)
     ngr = ceil_div(spec.out_features, 16 * rt)
@@ -210,6 +231,56 @@ def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
                      xpipe=xpipe, minb=knobs.get("minb") or 0)
 
 
+def resolve_wg(spec: MatmulSpec, knobs: dict) -> TiledSpec:
+    """``mma="wg"`` (``tiled_wg.py``, sm_90a): one warpgroup per block, 64 rows (four 16-row strips: rt=1),
+    ``tn`` tokens, ``ceil(nstages / ksplit)`` stages. Default split: the smallest that keeps a block's stages
+    <= ``WG_MAX_PER`` and gives >= ``WG_MIN_BLOCKS`` blocks (none with an activation)."""
+    from sparsec.backends.cuda.kernels.tiled_wg import SMEM_LIMIT, smem_elems
+
+    bad = {"rt": (1,), "warps": (4,), "pipe": (1,), "sync": ("warp",), "clear": ("zero",), "code": ("pos", "pos7"),
+           "split": ("k",), "xpipe": (0,), "sc": (64, 128)}
+    for k, ok in bad.items():
+        if knobs.get(k) is not None and knobs[k] not in ok:
+            raise KernelError(f"cuda tiled kernel: mma='wg' supports {k} in {ok} (got {knobs[k]!r})")
+    if spec.in_features % 8:
+        raise KernelError(f"cuda tiled kernel: mma='wg' needs K % 8 == 0 (16-byte activation rows), got "
+                          f"K={spec.in_features}")
+    Tt = spec.tokens
+    # every token in one tile where it fits (a second token tile decodes the weight again)
+    tn = knobs.get("tn") or next((t for t in WG_TN if t >= Tt), WG_TN[-1])
+    if tn not in WG_TN:
+        raise KernelError(f"cuda tiled kernel: mma='wg' needs tn in {WG_TN} (got {tn})")
+    sc = knobs.get("sc") or 64
+    wip = knobs.get("wip") or 0
+    xd = knobs.get("xd") or 2
+    wgs = knobs.get("wgs") or 2
+    pf = knobs.get("pf") or 2
+    if wip and pf > 1:
+        # H100 dev run 2 (benchmarks/results/dev/wg_run2.json): wrong results (rel. error 0.1) on 9216x36864 at
+        # T >= 16 with wip=1, pf=2, wgs=1, correct at T <= 8 and on the other shapes; not understood, so refused
+        raise KernelError("cuda tiled kernel: mma='wg' with wip=1 needs pf=1 (wip=1 with pf=2 gave wrong results "
+                          "on the H100)")
+    ngr, nst = ceil_div(spec.out_features, 16), ceil_div(spec.in_features, sc)
+    nblk = ceil_div(ngr, 4 * wgs) * ceil_div(Tt, tn)
+    ks = knobs.get("ksplit")
+    if ks is None:
+        ks = 1
+        if spec.activation is None:
+            for cand in WG_KSPLIT:
+                if cand > nst:
+                    break
+                ks = cand
+                if ceil_div(nst, cand) <= WG_MAX_PER and nblk * cand >= WG_MIN_BLOCKS:
+                    break
+    if spec.activation is not None and ks > 1:
+        raise KernelError("cuda tiled kernel: ksplit > 1 sums partial results with atomics, which an "
+                          "activation cannot follow; use ksplit=1")
+    if smem_elems(sc, tn, wip, xd, wgs) * 2 > SMEM_LIMIT:
+        raise KernelError(f"cuda tiled kernel: mma='wg' with sc={sc}, tn={tn}: too much shared memory")
+    return TiledSpec(spec, 1, sc, 4, ks, tn, code=knobs.get("code") or "pos", minb=knobs.get("minb") or 0,
+                     mma="wg", wip=wip, xd=xd, wgs=wgs, pf=pf)
+
+
 def tiled_args(ts: TiledSpec, dtype: str) -> list[Arg]:
     sp = ts.spec
     code = (Arg("tc_bits", "int32", (ts.ngroups * ts.nstages * 32 * ts.nwords,)) if ts.code == "bitmap"
@@ -235,6 +306,17 @@ def cuda_tiled_matmul_primfunc(weight, tokens: int, *, bias: bool = False, activ
 
 
 def generate(ts: TiledSpec):
+    if ts.mma == "wg":
+        from sparsec.backends.cuda.kernels.tiled_wg import generate_wg
+
+        kern = generate_wg(ts)
+        if not ts.spec.bias:
+            from sparsec.backends.kernels.common import drop_param
+
+            kern = drop_param(kern, "bias")
+        if ts.minb:
+            kern = kern.with_attr("tirx.launch_bounds_min_blocks_per_sm", ts.minb)
+        return kern
     sp = ts.spec
     O, K, TT, dt = sp.out_features, sp.in_features, sp.tokens, sp.dtype
     RT, SC, W, KS, TN = ts.rt, ts.sc, ts.warps, ts.ksplit, ts.tn

@@ -75,12 +75,36 @@ def slot_of(rows_in_group, cols_in_stage, rt: int):
     return (((((c * rt + r) << 1) + mm) << 5) + lane << 3) + e
 
 
+def wg_slot_of(rows_in_group, cols_in_stage, rt: int = 1):
+    """``slots="wg"`` (``tiled`` with ``mma="wg"``, rt=1): slot of an element of a 16-row strip in the 128B-swizzled
+    K-major ``wgmma`` A operand. Column ``c`` lies in the 64-column atom ``c >> 6`` (1024 slots of the strip each);
+    inside it row ``r``'s 16-byte chunk ``(c & 63) >> 3`` sits at chunk ``chunk ^ (r & 7)`` of the row's 128 bytes.
+    The kernel puts slot ``p`` of warp ``w``'s strip at element ``(p >> 10) * 4096 + w * 1024 + (p & 1023)`` of its
+    64-row stage buffer (the same bank as ``p``: both offsets are multiples of 64 halves)."""
+    if rt != 1:
+        raise ValueError(f"tiled layout: slots='wg' needs rt=1 (16-row strips), got rt={rt}")
+    r, c = rows_in_group, cols_in_stage
+    return ((c >> 6) << 10) + (r << 6) + ((((c & 63) >> 3) ^ (r & 7)) << 3) + (c & 7)
+
+
+SLOTS = {"frag": slot_of, "wg": wg_slot_of}
+
+
+def slot_fn(slots: str):
+    if slots not in SLOTS:
+        raise ValueError(f"tiled layout: slots {slots!r} is not one of {tuple(SLOTS)}")
+    return SLOTS[slots]
+
+
 ORDERS = ("bank", "rows")
 
 
-def build(fmt, rt: int, sc: int, shape=None, dtype=None, order: str = "bank") -> dict:
+def build(fmt, rt: int, sc: int, shape=None, dtype=None, order: str = "bank", slots: str = "frag") -> dict:
     """The three kernel buffers for ``fmt`` (any sparsec format), on the device of its buffers; ``order``: the
-    order of the entries inside a stage's run (see the module docstring)."""
+    order of the entries inside a stage's run (see the module docstring); ``slots``: the in-stage slot map
+    (``"frag"``: ``slot_of``, pads to the trash slot; ``"wg"``: ``wg_slot_of``, pads repeat the run's first entry
+    (same slot, same value), as the ``mma="wg"`` stage buffer has no trash slot)."""
+    slot = slot_fn(slots)
     if order not in ORDERS:
         raise ValueError(f"tiled layout: order {order!r} is not one of {ORDERS}")
     O, K = shape or tuple(fmt.shape)
@@ -106,7 +130,14 @@ def build(fmt, rt: int, sc: int, shape=None, dtype=None, order: str = "bank") ->
     values = torch.zeros(max(n, 8), dtype=dtype, device=dev)
     pos = torch.full((max(n, 8),), stg, dtype=torch.int32, device=dev)
     values[dest] = vals.to(dtype)
-    pos[dest] = slot_of(rows % rg, cols % sc, rt).int()
+    pos[dest] = slot(rows % rg, cols % sc, rt).int()
+    if slots == "wg" and n:
+        # pads repeat their run's first entry (a second store of the same value to the same slot)
+        seg_e = torch.repeat_interleave(torch.arange(ngr * nst, device=dev), padded)
+        pad = pos[:n] == stg
+        first = ptr[:-1][seg_e[pad]]
+        values[:n][pad] = values[first]
+        pos[:n][pad] = pos[first]
     if stg + 8 > 32767:
         raise ValueError(f"tiled layout: stage {rg}x{sc} too large for 16-bit positions")
     if order == "bank" and n:
@@ -288,9 +319,10 @@ P7_BUFFERS = ("tc_values", "tc_code", "tc_ptr")
 P7_ORDERS = ("bank", "slot")
 
 
-def build_pos7(fmt, rt: int, sc: int, shape=None, dtype=None, order: str = "bank") -> dict:
+def build_pos7(fmt, rt: int, sc: int, shape=None, dtype=None, order: str = "bank", slots: str = "frag") -> dict:
     """The three buffers of ``code="pos7"`` for ``fmt`` (any sparsec format), on the device of its buffers
-    (vectorised: two sorts over all entries, no loop over stages or groups)."""
+    (vectorised: two sorts over all entries, no loop over stages or groups); ``slots`` as for ``build``."""
+    slot_map = slot_fn(slots)
     if order not in P7_ORDERS:
         raise ValueError(f"tiled pos7 layout: order {order!r} is not one of {P7_ORDERS}")
     O, K = shape or tuple(fmt.shape)
@@ -308,7 +340,7 @@ def build_pos7(fmt, rt: int, sc: int, shape=None, dtype=None, order: str = "bank
     nseg = ngr * nst
     dev = rows.device
     seg = (rows // rg) * nst + cols // sc
-    slot = slot_of(rows % rg, cols % sc, rt)
+    slot = slot_map(rows % rg, cols % sc, rt)
     grp = seg * G + (slot >> 7)                                  # global group id (stage-major)
     bank = (slot >> 1) & 31
     inner = (bank << 7) | (slot & 127) if order == "bank" else slot & 127
@@ -417,7 +449,7 @@ def pos7_slots(bufs: dict) -> torch.Tensor:
     return (base[:, None] + f.reshape(-1, 8)).reshape(-1)
 
 
-def pos7_to_dense(bufs: dict, O: int, K: int, rt: int, sc: int) -> torch.Tensor:
+def pos7_to_dense(bufs: dict, O: int, K: int, rt: int, sc: int, slots: str = "frag") -> torch.Tensor:
     """Inverse of ``build_pos7`` (vectorised, float64). Raises if a chunk stores two values to one slot."""
     rg = 16 * rt
     S = rg * sc
@@ -439,7 +471,7 @@ def pos7_to_dense(bufs: dict, O: int, K: int, rt: int, sc: int) -> torch.Tensor:
     if not torch.equal(lo, hi):
         raise ValueError("tiled pos7 layout: two different values for one slot")
     r, c = torch.meshgrid(torch.arange(rg, device=dev), torch.arange(sc, device=dev), indexing="ij")
-    tab = slot_of(r.reshape(-1), c.reshape(-1), rt)
+    tab = slot_fn(slots)(r.reshape(-1), c.reshape(-1), rt)
     inv_r = torch.empty(S, dtype=torch.long, device=dev)
     inv_c = torch.empty(S, dtype=torch.long, device=dev)
     inv_r[tab], inv_c[tab] = r.reshape(-1), c.reshape(-1)
@@ -458,8 +490,9 @@ def build_for(fmt, knobs: dict, **kw) -> tuple[dict, tuple]:
     """The tiled kernel's layout for its resolved knobs (``code``: pos | pos7 | bitmap) and the buffer names in the
     kernel's argument order."""
     code = knobs.get("code", "pos")
+    slots = "wg" if knobs.get("mma") == "wg" else "frag"
     if code == "pos7":
-        return build_pos7(fmt, knobs["rt"], knobs["sc"], **kw), P7_BUFFERS
+        return build_pos7(fmt, knobs["rt"], knobs["sc"], slots=slots, **kw), P7_BUFFERS
     if code == "bitmap":
         return build_bitmap(fmt, knobs["rt"], knobs["sc"], **kw), BM_BUFFERS
-    return build(fmt, knobs["rt"], knobs["sc"], **kw), BUFFERS
+    return build(fmt, knobs["rt"], knobs["sc"], slots=slots, **kw), BUFFERS

@@ -1,0 +1,297 @@
+"""``tiled`` with ``mma="wg"``: the decode kernel on Hopper warpgroup MMA (sm_90a).
+
+``Y[T, O] = act(X[T, K] @ W[O, K]^T + bias)`` for skinny ``T``, ``W`` in the tiled layout with ``rt=1`` (16-row
+strips) and the ``slots="wg"`` slot map (``tiled_layout.wg_slot_of``): a strip's stage of ``sc`` columns is decoded
+straight into its 16 rows of a 128B-swizzled K-major ``wgmma`` A operand. What the ``mma.sync`` kernel holds per warp
+(activation fragments in registers, loaded by every warp; 32 rows of accumulators) moves to shared memory and to
+the warpgroup MMA:
+
+- a block is one warpgroup (4 warps, 128 threads) owning 64 rows (strips ``4 bx .. 4 bx + 3``, warp ``w`` decodes
+  strip ``4 bx + w``) x ``tn`` tokens x a range of ``ceil(nstages / ksplit)`` stages; grid (row blocks, token tiles,
+  k splits);
+- shared memory (dynamic, 1024-byte aligned): a ring of ``2 + wip`` A stage buffers (64 rows x ``sc``: ``sc/64``
+  swizzle atoms of 8 KB) and a ring of ``xd + 2`` activation tiles (``tn`` tokens x ``sc``, 128B-swizzled K-major:
+  the ``wgmma`` B operand), the tiles filled ``xd`` stages ahead by ``cp.async`` (zero-filled past T and K);
+- per stage, per warp: zero its strip of the A buffer (16-byte stores), ``__syncwarp``, scatter the stage's
+  non-zeros (first batch of 256 entries prefetched into registers during the previous stage, as in ``tiled``,
+  ``code="pos"`` or ``"pos7"``), prefetch the next stage's first batch; then per block: ``cp.async.wait_group``,
+  ``fence.proxy.async`` (the scatter and the copies are generic-proxy writes, wgmma reads through the async proxy),
+  one barrier, the next activation tile's copies, ``sc/16`` x ``wgmma.mma_async.m64n{tn}k16`` (fp32 accumulators,
+  ``tn/2`` per thread), ``wgmma.wait_group(wip)``: with ``wip=1`` a stage's wgmma runs during the next stage's
+  decode (the A ring has 3 buffers: a buffer is rewritten only after every warp has passed the wait for the wgmma
+  that read it, one barrier earlier);
+- epilogue: every thread its accumulators (row ``16 w + lane/4 + 8 h``, token ``8 j + 2 (lane % 4) + e``): with one
+  k split bias + activation and a store, else fp16/bf16 ``atomicAdd`` into Y zeroed by a first launch (bias from
+  split 0).
+"""
+from __future__ import annotations
+
+from tvm.script import tirx as T
+
+from sparsec.backends.cuda.kernels.staged import zero_fill
+from sparsec.backends.kernels.common import ceil_div, epilogue
+
+ALIGN = 1024                 # 128B-swizzle atoms start 1024-byte aligned
+ATOM = 4096                  # halves per 64-row x 64-column atom (8 KB)
+SMEM_LIMIT = 227 * 1024
+
+
+def smem_elems(sc: int, tn: int, wip: int, xd: int, wgs: int = 1) -> int:
+    """Halves of dynamic shared memory: the A ring, the activation ring and the alignment slack (the staged
+    epilogue reuses the rings)."""
+    return (2 + wip) * wgs * (sc // 64) * ATOM + (xd + 2) * (sc // 64) * tn * 64 + ALIGN // 2
+
+
+def generate_wg(ts):
+    from sparsec.backends.cuda.kernels.staged import staged_epilogue
+    from sparsec.backends.cuda.kernels.wgmma_gemm import smem_descriptor
+
+    sp = ts.spec
+    O, K, TT, dt = sp.out_features, sp.in_features, sp.tokens, sp.dtype
+    SC, KS, BN = ts.sc, ts.ksplit, ts.tn
+    NWG = ts.wgs                        # warpgroups per block (rows 64 * NWG, one activation tile)
+    NWP = 4 * NWG                       # warps per block
+    NT = 128 * NWG
+    BM = 64 * NWG
+    NAT = SC // 64                      # swizzle atoms per stage
+    NGR, NST = ts.ngroups, ts.nstages   # 16-row strips, stages
+    NBX = ceil_div(NGR, NWP)
+    NTT = ceil_div(TT, BN)
+    PER = ceil_div(NST, KS)             # stages per block
+    PF = ts.pf                          # the first batch of a stage is loaded PF stages ahead
+    SHFL = PER <= 31                    # a warp's stage pointers fit one per lane
+    WIP = ts.wip
+    RA = 2 + WIP                        # A ring
+    XD = ts.xd                          # activation tiles in flight ahead
+    RX = XD + 2                         # activation ring
+    ASZ = NWG * NAT * ATOM              # halves per A stage buffer: [warpgroup][atom][64 rows][64 columns]
+    XSZ = NAT * BN * 64
+    SMN = smem_elems(SC, BN, WIP, XD, NWG)
+    P7 = ts.code == "pos7"
+    PL = 2 if P7 else 8
+    PR_DT = "int32" if P7 else "int16"
+    NACC = BN // 2
+    ZIT = 1024 // 8 // 32               # 16-byte zero stores per lane and atom of a strip (4)
+    XIT = ceil_div(BN * 8, NT)          # 16-byte activation copies per thread and atom
+    CST = BM + 8
+    pt = {"float16": "f16", "bfloat16": "bf16"}[dt]
+    WG = f"wgmma.mma_async.sync.aligned.m64n{BN}k16.f32.{pt}.{pt}"
+    CP = "cp.async.cg.shared.global"
+    FULL = T.uint32(0xFFFFFFFF)
+    zero = T.Cast(dt, T.float32(0))
+    # accumulators -> a [BN, BM + 8] tile in shared memory -> 16-byte rows of Y (red.global.add.v4 with a split)
+    stage_acc, store_acc = staged_epilogue(dt=dt, BM=BM, BN=BN, CST=CST, O=O, TT=TT, KS=KS, NT=NT,
+                                           has_bias=sp.bias, epi=epilogue(sp.activation))
+
+    def s_first(bz):
+        return T.min(bz * PER, NST)
+
+    def s_end(bz):
+        return T.min(T.min(bz * PER, NST) + PER, NST)
+
+    def gbase(bx, ty):
+        return T.min(bx * NWP + ty, NGR - 1) * NST
+
+    def strip0(ty):
+        # element of warp ty's strip in atom 0 of a stage buffer
+        return (ty // 4) * NAT * ATOM + (ty % 4) * 1024
+
+    def elem(p, ty):
+        # slot p of warp ty's strip -> element of the stage buffer
+        if NAT == 1:
+            return strip0(ty) + p
+        return T.shift_right(p, 10) * ATOM + strip0(ty) + (p & 1023)
+
+    def slot7(cw, j):
+        return (T.shift_right(cw[0], 21) & 0x780) + (T.shift_right(cw[j // 4], (j % 4) * 7) & 127)
+
+    def xel(e):
+        # element of 16-byte chunk e (token e // 8, chunk e % 8) of an activation atom: the 128B swizzle
+        return (e // 8) * 64 + ((e % 8) ^ ((e // 8) % 8)) * 8
+
+    @T.macro
+    def load_batch(vals, pos, v, p, chunk):
+        for j in T.vectorized(8):
+            v[j] = vals[chunk * 8 + j]
+        if P7:
+            for j in T.vectorized(2):
+                p[j] = pos[chunk * 2 + j]
+        else:
+            for j in T.vectorized(8):
+                p[j] = pos[chunk * 8 + j]
+
+    @T.macro
+    def scatter(st, ab, v, p, ty):
+        if P7:
+            for j in T.unroll(8):
+                st[ab + elem(slot7(p, j), ty)] = v[j]
+        else:
+            for j in T.unroll(8):
+                st[ab + elem(T.Cast("int32", p[j]), ty)] = v[j]
+
+    @T.macro
+    def load_x(st, X, xb, by, k0, tid):
+        # the activation tile of the stage at column k0: tn tokens x sc columns, 128B-swizzled per 64-column atom
+        for a in T.unroll(NAT):
+            for it in T.unroll(XIT):
+                if it * NT + tid < BN * 8:
+                    T.ptx[CP](T.address_of(st[xb + a * BN * 64 + xel(it * NT + tid)]),
+                              T.address_of(X[T.min(by * BN + (it * NT + tid) // 8, TT - 1),
+                                             T.min(k0 + a * 64 + ((it * NT + tid) % 8) * 8, K - 8)]), 16,
+                              T.if_then_else(by * BN + (it * NT + tid) // 8 < TT
+                                             and k0 + a * 64 + ((it * NT + tid) % 8) * 8 < K,
+                                             T.uint32(16), T.uint32(0)))
+
+    @T.macro
+    def stage(vals, pos, sptr, X, st, acc, cv, cp, v2, p2, sv, sbase, off, si, nb, bx, by, bz, ty, tx):
+        # one stage: cv/cp hold its first batch (loaded PF stages earlier) and receive the first batch of si + PF
+        tid = ty * 32 + tx
+        ab = off + (si % RA) * ASZ
+        if SHFL:
+            sv[1] = T.tvm_warp_shuffle(FULL, sv[0], T.min(si, 31), 32, 32)
+            sv[2] = T.tvm_warp_shuffle(FULL, sv[0], T.min(si + 1, 31), 32, 32)
+            sv[3] = T.tvm_warp_shuffle(FULL, sv[0], T.min(si + PF, 31), 32, 32)
+            sv[4] = T.tvm_warp_shuffle(FULL, sv[0], T.min(si + PF + 1, 31), 32, 32)
+        else:
+            sv[1] = sptr[gbase(bx, ty) + s_first(bz) + si]
+            sv[2] = sptr[gbase(bx, ty) + T.min(s_first(bz) + si + 1, s_end(bz))]
+            sv[3] = sptr[gbase(bx, ty) + T.min(s_first(bz) + si + PF, s_end(bz))]
+            sv[4] = sptr[gbase(bx, ty) + T.min(s_first(bz) + si + PF + 1, s_end(bz))]
+        # the warp's strip of this stage's A buffer: zero, then the non-zeros
+        for a in T.unroll(NAT):
+            for i in T.unroll(ZIT):
+                for j in T.vectorized(8):
+                    st[ab + strip0(ty) + a * ATOM + (i * 32 + tx) * 8 + j] = zero
+        T.evaluate(T.cuda.warp_sync())
+        if bx * NWP + ty < NGR:
+            if sv[1] + tx < sv[2]:
+                scatter(st, ab, cv, cp, ty)
+            for it in range(1, (sv[2] - sv[1] + 31) // 32):
+                if sv[1] + it * 32 + tx < sv[2]:
+                    load_batch(vals, pos, v2, p2, sv[1] + it * 32 + tx)
+                    scatter(st, ab, v2, p2, ty)
+            # the first batch of stage si + PF (in flight during the barrier, the wgmma and PF - 1 more stages)
+            if si + PF < nb and sv[3] + tx < sv[4]:
+                load_batch(vals, pos, cv, cp, sv[3] + tx)
+        T.ptx["cp.async.wait_group"](XD - 1)
+        T.ptx["fence.proxy.async.shared::cta"]()
+        T.tvm_storage_sync("shared")
+        # the activation tile XD stages ahead, into the slot the wgmma of stage si - 2 read (done: every warp
+        # passed its wgmma.wait_group(<= 1) before this barrier)
+        if si + XD < nb:
+            load_x(st, X, off + RA * ASZ + ((si + XD) % RX) * XSZ, by, (s_first(bz) + si + XD) * SC, tid)
+        T.ptx["cp.async.commit_group"]()
+        T.ptx["wgmma.fence.sync.aligned"]()
+        for a in T.unroll(NAT):
+            for kk in T.unroll(4):
+                T.ptx[WG](*[acc[j] for j in range(NACC)],
+                          smem_descriptor(sbase + T.Cast("uint32", (ab + ((ty // 4) * NAT + a) * ATOM) * 2 + kk * 32)),
+                          smem_descriptor(sbase + T.Cast("uint32", (off + RA * ASZ + (si % RX) * XSZ
+                                                                     + a * BN * 64) * 2 + kk * 32)),
+                          True, 1, 1, 0, 0)
+        T.ptx["wgmma.commit_group.sync.aligned"]()
+        T.ptx["wgmma.wait_group.sync.aligned"](WIP)
+
+    @T.macro
+    def body(vals, pos, sptr, X, bias, Y, bx, by, bz, ty, tx, Sm):
+        tid = ty * 32 + tx
+        sbase = T.cuda.cvta_generic_to_shared(T.address_of(Sm[0]))
+        off = T.Cast("int32", ((T.uint32(ALIGN) - (sbase % T.uint32(ALIGN))) % T.uint32(ALIGN)) // T.uint32(2))
+        # the main loop's accesses go through a pointer without the shared scope: TVM's ThreadSync does not see
+        # them (the barriers are placed by hand); nvcc still emits ld/st.shared
+        stp: T.let = T.call_extern("handle", "(void*)", T.address_of(Sm[0]))
+        st = T.decl_buffer((SMN,), dt, data=stp)
+        Su = T.decl_buffer((SMN // 2,), "uint32", data=Sm.data, scope="shared.dyn")
+        acc = T.alloc_buffer((NACC,), "float32", scope="local")
+        cv = T.alloc_buffer((8,), dt, scope="local")
+        cp = T.alloc_buffer((PL,), PR_DT, scope="local")
+        c2v = T.alloc_buffer((8,), dt, scope="local")
+        c2p = T.alloc_buffer((PL,), PR_DT, scope="local")
+        v2 = T.alloc_buffer((8,), dt, scope="local")
+        p2 = T.alloc_buffer((PL,), PR_DT, scope="local")
+        ev = T.alloc_buffer((8,), dt, scope="local")
+        eu = T.alloc_buffer((4,), "uint32", scope="local")
+        # [0] the stage pointer of the lane's stage, [1] this stage's first chunk, [2] the next's, [3] / [4] the
+        # first chunks of stages si + PF and si + PF + 1
+        sv = T.alloc_buffer((5,), "int32", scope="local")
+        nb = s_end(bz) - s_first(bz)                    # the block's stages (every warp of the block)
+        for i in T.unroll(NACC):
+            acc[i] = T.float32(0)
+        if SHFL:
+            sv[0] = sptr[gbase(bx, ty) + T.min(s_first(bz) + tx, s_end(bz))]
+            sv[1] = T.tvm_warp_shuffle(FULL, sv[0], 0, 32, 32)
+            sv[2] = T.tvm_warp_shuffle(FULL, sv[0], 1, 32, 32)
+            sv[3] = T.tvm_warp_shuffle(FULL, sv[0], 2, 32, 32)
+        else:
+            sv[1] = sptr[gbase(bx, ty) + s_first(bz)]
+            sv[2] = sptr[gbase(bx, ty) + T.min(s_first(bz) + 1, s_end(bz))]
+            sv[3] = sptr[gbase(bx, ty) + T.min(s_first(bz) + 2, s_end(bz))]
+        if bx * NWP + ty < NGR:
+            if nb > 0 and sv[1] + tx < sv[2]:
+                load_batch(vals, pos, cv, cp, sv[1] + tx)
+            if PF == 2:
+                if nb > 1 and sv[2] + tx < sv[3]:
+                    load_batch(vals, pos, c2v, c2p, sv[2] + tx)
+        for d in T.unroll(XD):
+            if d < nb:
+                load_x(st, X, off + RA * ASZ + d * XSZ, by, (s_first(bz) + d) * SC, tid)
+            T.ptx["cp.async.commit_group"]()
+        if PF == 1:
+            for si in range(nb):
+                stage(vals, pos, sptr, X, st, acc, cv, cp, v2, p2, sv, sbase, off, si, nb, bx, by, bz, ty, tx)
+        else:
+            # two register sets: stage 2i scatters cv/cp and refills them with stage 2i + 2, stage 2i + 1 c2v/c2p
+            for si2 in range((nb + 1) // 2):
+                stage(vals, pos, sptr, X, st, acc, cv, cp, v2, p2, sv, sbase, off, 2 * si2, nb, bx, by, bz, ty, tx)
+                if 2 * si2 + 1 < nb:
+                    stage(vals, pos, sptr, X, st, acc, c2v, c2p, v2, p2, sv, sbase, off, 2 * si2 + 1, nb, bx, by, bz,
+                          ty, tx)
+        T.ptx["wgmma.wait_group.sync.aligned"](0)
+        T.ptx["cp.async.wait_group"](0)
+        T.tvm_storage_sync("shared")
+        # staged epilogue: d[4j + 2h + e] = (row 16 (w % 4) + lane/4 + 8h of warpgroup w / 4, token 8j + 2 (lane % 4) + e)
+        for j in T.unroll(BN // 8):
+            for h in T.unroll(2):
+                for e in T.unroll(2):
+                    stage_acc(Sm, bias, bx, bz, (ty // 4) * 64 + (ty % 4) * 16 + tx // 4 + 8 * h,
+                              j * 8 + (tx % 4) * 2 + e, acc[j * 4 + h * 2 + e])
+        store_acc(Sm, Su, ev, eu, Y, bx, by, tid)
+        if sv[1] < 0:
+            # never true (stage pointers are >= 0), but not provably: a read of the buffer over its whole extent,
+            # so that TVM keeps the allocation whole (the main loop reaches it through stp only)
+            Y[0, 0] = Sm[T.max(sv[1], 0) % SMN]
+
+    @T.macro
+    def blocks(vals, pos, sptr, X, bias, Y):
+        for bx in T.thread_binding(NBX, thread="blockIdx.x"):
+            for by in T.thread_binding(NTT, thread="blockIdx.y"):
+                for bz in T.thread_binding(KS, thread="blockIdx.z"):
+                    for ty in T.thread_binding(NWP, thread="threadIdx.y"):
+                        for tx in T.thread_binding(32, thread="threadIdx.x"):
+                            # one `extern __shared__` array per module, name and type
+                            if dt == "float16":
+                                tiledwg_smem_f16 = T.alloc_buffer((SMN,), dt, scope="shared.dyn")
+                                body(vals, pos, sptr, X, bias, Y, bx, by, bz, ty, tx, tiledwg_smem_f16)
+                            else:
+                                tiledwg_smem_bf16 = T.alloc_buffer((SMN,), dt, scope="shared.dyn")
+                                body(vals, pos, sptr, X, bias, Y, bx, by, bz, ty, tx, tiledwg_smem_bf16)
+
+    POS_DT = "int32" if P7 else "int16"
+    zero_y = zero_fill(dt, TT * O)
+
+    @T.prim_func
+    def kern(a_vals: T.handle, a_pos: T.handle, a_ptr: T.handle, x: T.handle, b: T.handle, y: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        n_ = T.int32()
+        m_ = T.int32()
+        vals = T.match_buffer(a_vals, (n_,), dt)
+        pos = T.match_buffer(a_pos, (m_,), POS_DT)
+        sptr = T.match_buffer(a_ptr, (NGR * NST + 1,), "int32")
+        X = T.match_buffer(x, (TT, K), dt)
+        bias = T.match_buffer(b, (O,), dt)
+        Y = T.match_buffer(y, (TT, O), dt)
+        if KS > 1:
+            zero_y(Y)       # the splits add into Y with atomics: zero it first (a launch of its own)
+        blocks(vals, pos, sptr, X, bias, Y)
+
+    return kern

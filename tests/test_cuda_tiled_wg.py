@@ -1,0 +1,161 @@
+"""``tiled`` with ``mma="wg"`` (``tiled_wg.py``: the decode kernel on Hopper warpgroup MMA, sm_90a).
+
+The layout (``tiled_layout``, ``slots="wg"``) is checked against the 128B-swizzled K-major operand layout the
+wgmma matrix descriptor names (PTX ISA "Shared memory matrix layout", the byte address bits [4, 7) XOR [7, 10)),
+written here from the ISA, not from the layout code: the stage buffer a warpgroup fills is rebuilt from the buffers
+with the kernel's own address arithmetic, read back through the swizzle and multiplied. The kernels are generated
+and nvcc-compiled for sm_90a (no GPU) and their PTX checked; numerical correctness runs on an H100
+(``scripts/gpu/dev_tiledp7.py`` with ``DEV_TILED_MODE=wg`` and the GPU check's ``chk_tiledwg*`` cases).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+HAS_NVCC = shutil.which("nvcc") is not None or os.path.exists("/usr/local/cuda/bin/nvcc")
+
+
+def _swizzled(r, k):
+    """Half index of element (row r, column k) of a 64-column atom in the 128B-swizzled K-major layout."""
+    return r * 64 + (((k >> 3) ^ (r & 7)) << 3) + (k & 7)
+
+
+def _emulate_wg(slots_of, vals, ptr, O, K, X, sc):
+    """What the kernel computes: per 64-row block and stage, every warp w scatters its strip's entries to element
+    ``(p >> 10) * 4096 + w * 1024 + (p & 1023)`` of the stage buffer; the wgmma reads A[r, k] of atom a at
+    ``a * 4096 + swizzle(r, k)``."""
+    nst, ngr = -(-K // sc), -(-O // 16)
+    Xp = torch.zeros(X.shape[0], nst * sc, dtype=torch.float64)
+    Xp[:, :K] = X.double()
+    Y = torch.zeros(X.shape[0], -(-ngr // 4) * 64, dtype=torch.float64)
+    r = torch.arange(64).view(64, 1)
+    k = torch.arange(64).view(1, 64)
+    for b in range(-(-ngr // 4)):
+        for s in range(nst):
+            buf = torch.zeros(sc // 64 * 4096, dtype=torch.float64)
+            for w in range(4):
+                g = 4 * b + w
+                if g >= ngr:
+                    continue
+                lo, hi = int(ptr[g * nst + s]) * 8, int(ptr[g * nst + s + 1]) * 8
+                p = slots_of[lo:hi]
+                buf[(p >> 10) * 4096 + w * 1024 + (p & 1023)] = vals[lo:hi].double()
+            A = torch.cat([buf[a * 4096 + _swizzled(r, k)] for a in range(sc // 64)], 1)     # [64, sc]
+            Y[:, b * 64:(b + 1) * 64] += Xp[:, s * sc:(s + 1) * sc] @ A.t()
+    return Y[:, :O]
+
+
+@settings(max_examples=12, deadline=None)
+@given(O=st.integers(1, 150), K=st.integers(1, 40).map(lambda v: v * 8), T=st.integers(1, 5),
+       sparsity=st.sampled_from([0.0, 0.5, 0.7, 0.9, 0.99]), sc=st.sampled_from([64, 128]),
+       code=st.sampled_from(["pos", "pos7"]), seed=st.integers(0, 2 ** 16))
+def test_wg_layout_is_the_swizzled_wgmma_operand(O, K, T, sparsity, sc, code, seed):
+    from sparsec.backends.cuda.kernels import tiled_layout as TL
+    from sparsec.ir.formats import CSR
+
+    g = torch.Generator().manual_seed(seed)
+    w = (torch.randn(O, K, generator=g) * (torch.rand(O, K, generator=g) >= sparsity)).half()
+    if O > 2:
+        w[O // 2] = 0                                           # an empty row
+    x = torch.randn(T, K, generator=g).half()
+    lay, names = TL.build_for(CSR.from_dense(w), {"mma": "wg", "rt": 1, "sc": sc, "code": code})
+    n = int(lay["tc_ptr"][-1]) * 8                              # entries the kernel reads
+    slots = TL.pos7_slots(lay) if code == "pos7" else lay["tc_pos"].long()
+    assert names == (TL.P7_BUFFERS if code == "pos7" else TL.BUFFERS)
+    assert n == 0 or int(slots[:n].max()) < 16 * sc             # no trash slot: pads repeat an entry
+    got = _emulate_wg(slots[:n], lay["tc_values"][:n], lay["tc_ptr"].long(), O, K, x, sc)
+    torch.testing.assert_close(got, x.double() @ w.double().t(), atol=1e-9, rtol=1e-9)
+
+
+def test_wg_slot_map_is_a_bijection_onto_the_strip():
+    from sparsec.backends.cuda.kernels import tiled_layout as TL
+
+    for sc in (64, 128):
+        r, c = torch.meshgrid(torch.arange(16), torch.arange(sc), indexing="ij")
+        p = TL.wg_slot_of(r.reshape(-1), c.reshape(-1))
+        assert sorted(p.tolist()) == list(range(16 * sc))
+    with pytest.raises(ValueError, match="rt=1"):
+        TL.wg_slot_of(torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long), rt=2)
+    with pytest.raises(ValueError, match="slots"):
+        TL.build(torch.zeros(16, 64).half(), 1, 64, slots="nope")
+
+
+def _spec(T=32, O=4096, K=4096, act=None):
+    from sparsec.backends.kernels.common import MatmulSpec
+
+    return MatmulSpec(T, O, K, False, act, "float16")
+
+
+def test_wg_resolve_defaults_and_refusals():
+    from sparsec.backends.cuda.kernels.tiled import resolve
+    from sparsec.backends.kernels.common import KernelError
+
+    ts = resolve(_spec(), {"mma": "wg"})
+    kn = ts.knobs()
+    assert kn["mma"] == "wg" and (kn["rt"], kn["warps"], kn["wgs"], kn["pf"], kn["wip"]) == (1, 4, 2, 2, 0)
+    assert kn["tn"] == 32 and resolve(_spec(T=100), {"mma": "wg"}).tn == 128      # all tokens in one tile
+    assert resolve(_spec(T=1), {"mma": "wg"}).tn == 8
+    assert resolve(_spec(act="gelu"), {"mma": "wg"}).ksplit == 1                # no split with an activation
+    assert resolve(_spec(), kn).knobs() == kn                                   # the knobs round-trip
+    bad = [({"mma": "wg", "rt": 2}, "rt"), ({"mma": "wg", "sc": 32}, "sc"), ({"mma": "wg", "clear": "unscatter"}, "clear"),
+           ({"mma": "wg", "wip": 1, "pf": 2}, "wip=1"), ({"mma": "wg", "code": "bitmap"}, "code"),
+           ({"mma": "wg", "tn": 72}, "tn"), ({"wgs": 2}, "mma='wg'"), ({"tn": 64}, "mma='wg'")]
+    for kn_, msg in bad:
+        with pytest.raises(KernelError, match=msg):
+            resolve(_spec(), kn_)
+    with pytest.raises(KernelError, match="K % 8"):
+        resolve(_spec(K=4100), {"mma": "wg"})
+    with pytest.raises(KernelError, match="activation"):
+        resolve(_spec(act="relu"), {"mma": "wg", "ksplit": 2})
+
+
+@pytest.fixture(scope="module")
+def built_wg():
+    import tvm
+
+    from sparsec.backends.cuda import toolchain as tc
+    from sparsec.backends.cuda.kernels import cuda_matmul_primfunc
+    from sparsec.ir.formats import Bitmap
+
+    g = torch.Generator().manual_seed(3)
+    w = (torch.randn(300, 1000, generator=g) * (torch.rand(300, 1000, generator=g) > 0.8)).half()
+    confs = {
+        "wg_p7_split": (w, 32, False, None, {"mma": "wg", "code": "pos7", "ksplit": 4}),
+        "wg_pos_gelu": (w, 17, True, "gelu", {"mma": "wg", "sc": 128, "wgs": 1, "pf": 1, "wip": 1}),
+        "wg_bf16_t1": (w.bfloat16(), 1, True, None, {"mma": "wg", "code": "pos7", "ksplit": 2}),
+        "wg_t128": (w, 128, False, None, {"mma": "wg", "code": "pos7"}),
+    }
+    funcs, knobs = {}, {}
+    for sym, (wt, T, bias, act, kn) in confs.items():
+        funcs[sym], _, knobs[sym] = cuda_matmul_primfunc(Bitmap.from_dense(wt, tile=(8, 32)), T, bias=bias,
+                                                         activation=act, knobs=kn, name=sym, design="tiled")
+    lib = tc.build(tvm.IRModule(funcs), "sm_90a")
+    ptx = tc.ptx(lib, "sm_90a")
+    bodies = {}
+    for m in re.finditer(r"\.entry (\w+)\(", ptx):
+        nxt = ptx.find(".entry ", m.end())
+        bodies[m.group(1)] = ptx[m.end(): nxt if nxt > 0 else len(ptx)]
+    return knobs, bodies, tc.ptxas_spills(lib, "sm_90a")
+
+
+@pytest.mark.skipif(not HAS_NVCC, reason="nvcc not installed")
+def test_wg_kernels_use_warpgroup_mma_and_vector_reductions(built_wg):
+    knobs, bodies, spills = built_wg
+    for sym, kn in knobs.items():
+        main = [b for n, b in bodies.items() if n.startswith(sym + "_kernel") and "wgmma" in b]
+        assert len(main) == 1, sym
+        body = main[0]
+        pt = "bf16" if "bf16" in sym else "f16"
+        assert re.search(rf"wgmma\.mma_async\.sync\.aligned\.m64n{kn['tn']}k16\.f32\.{pt}\.{pt}", body), sym
+        assert "cp.async.cg.shared.global" in body and "fence.proxy.async.shared::cta" in body, sym
+        assert re.search(r"st\.shared\.v4\.(u32|b32)", body), sym                 # zeroing a strip
+        if kn["ksplit"] > 1:
+            assert re.search(rf"red\.global\.add\.noftz\.v4\.{pt}x2", body), sym  # 8 outputs per reduction
+            assert any(n.startswith(sym + "_kernel") and "wgmma" not in b for n, b in bodies.items())   # zero Y
+    assert all(v == 0 for v in spills.values()), spills
