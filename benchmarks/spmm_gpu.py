@@ -28,6 +28,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import env  # noqa: E402
 
 
+def lay_key(kn: dict) -> tuple:
+    """What a tiled kernel's layout depends on: (rt, sc, code, mma)."""
+    return kn["rt"], kn["sc"], kn.get("code", "pos"), kn.get("mma", "sync")
+
+
 def main():
     import torch
     import torch.nn.functional as F
@@ -101,15 +106,15 @@ def main():
                for k, (w, f, c) in packs.items()}
         # the tiled kernel's private layouts, made on the GPU from the bitmap's own buffers, per (rt, sc)
         layouts = {}
-        lay_keys = sorted({(c["resolved_knobs"]["rt"], c["resolved_knobs"]["sc"], c["resolved_knobs"].get("code", "pos"))
+        lay_keys = sorted({lay_key(c["resolved_knobs"])
                            for c in cases if c.get("design") == "tiled" and (c["O"], c["K"]) == (O, K)})
         for pat, (w, f, _) in packs.items():
             if not pat.startswith("unstructured"):
                 continue
             fg = dataclasses.replace(f, bits=gpu[pat][1]["bits"], tile_ptr=gpu[pat][1]["tile_ptr"],
                                      values=gpu[pat][1]["values"])
-            for key in lay_keys:        # (buffers, their names in argument order) per (rt, sc, code)
-                layouts[pat, key] = TL.build_for(fg, dict(zip(("rt", "sc", "code"), key)))
+            for key in lay_keys:        # (buffers, their names in argument order) per (rt, sc, code, mma)
+                layouts[pat, key] = TL.build_for(fg, dict(zip(("rt", "sc", "code", "mma"), key)))
         gpu_lay = {}                       # the 2:4 wgmma.sp layout, made once per shape on the GPU
         torch.cuda.synchronize()
         print(f"{O}x{K}: packed in {time.time() - tp:.1f}s", flush=True)
@@ -160,10 +165,17 @@ def main():
                     while f"b_tiled{v}_{O}x{K}x{T}" in names:
                         tname = f"b_tiled{v}_{O}x{K}x{T}"
                         kn = by_name[tname]["resolved_knobs"]
-                        lay, bnames = layouts[pat, (kn["rt"], kn["sc"], kn.get("code", "pos"))]
-                        t_t, _ = env.bench_graph(call(tname, *[lay[b] for b in bnames], x, y))
-                        r.setdefault("tiled_variants", []).append({"knobs": kn, "ms": t_t})
-                        if r.get("tiled_ms") is None or t_t < r["tiled_ms"]:
+                        lay, bnames = layouts[pat, lay_key(kn)]
+                        f = call(tname, *[lay[b] for b in bnames], x, y)
+                        y.fill_(float("nan"))
+                        f()
+                        ref = F.linear(x.float(), w.float())
+                        err = float((y.float() - ref).abs().max() / ref.abs().max())
+                        t_t, _ = env.bench_graph(f)
+                        r.setdefault("tiled_variants", []).append({"knobs": kn, "ms": t_t, "rel_err": err})
+                        if err > 1e-2:          # a wrong kernel is not a contender
+                            print(f"WRONG {tname} {kn}: rel. error {err:.2e}", flush=True)
+                        elif r.get("tiled_ms") is None or t_t < r["tiled_ms"]:
                             r["tiled_ms"], r["tiled_knobs"], r["tiled_bytes"] = t_t, kn, TL.nbytes(lay)
                         v += 1
                     if r.get("tiled_ms"):

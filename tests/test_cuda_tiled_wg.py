@@ -124,10 +124,10 @@ def built_wg():
     from sparsec.ir.formats import Bitmap
 
     g = torch.Generator().manual_seed(3)
-    w = (torch.randn(300, 1000, generator=g) * (torch.rand(300, 1000, generator=g) > 0.8)).half()
+    w = (torch.randn(304, 1000, generator=g) * (torch.rand(304, 1000, generator=g) > 0.8)).half()   # O % 8 == 0
     confs = {
         "wg_p7_split": (w, 32, False, None, {"mma": "wg", "code": "pos7", "ksplit": 4}),
-        "wg_pos_gelu": (w, 17, True, "gelu", {"mma": "wg", "sc": 128, "wgs": 1, "pf": 1, "wip": 1}),
+        "wg_pos_gelu": (w[:300], 17, True, "gelu", {"mma": "wg", "sc": 128, "wgs": 1, "pf": 1, "wip": 1}),
         "wg_bf16_t1": (w.bfloat16(), 1, True, None, {"mma": "wg", "code": "pos7", "ksplit": 2}),
         "wg_t128": (w, 128, False, None, {"mma": "wg", "code": "pos7"}),
     }
