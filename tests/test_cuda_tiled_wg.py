@@ -159,3 +159,39 @@ def test_wg_kernels_use_warpgroup_mma_and_vector_reductions(built_wg):
             assert re.search(rf"red\.global\.add\.noftz\.v4\.{pt}x2", body), sym  # 8 outputs per reduction
             assert any(n.startswith(sym + "_kernel") and "wgmma" not in b for n, b in bodies.items())   # zero Y
     assert all(v == 0 for v in spills.values()), spills
+
+
+def test_planner_knobs_pick_wg_on_sm_90a_at_16_tokens_and_more():
+    from sparsec.backends.cuda import select as S
+
+    assert S.tiled_knobs(0.3, 32, "sm_90a") == {"mma": "wg", "code": "pos7"}
+    assert S.tiled_knobs(0.1, 32, "sm_90a") == {"mma": "wg"}                   # 90 % at T >= 32: wg, pos
+    assert S.tiled_knobs(0.3, 16, "sm_90a") == {"mma": "wg", "code": "pos7"}
+    assert S.tiled_knobs(0.1, 16, "sm_90a") == {"clear": "unscatter"}          # 90 % at T = 16: mma.sync
+    assert S.tiled_knobs(0.3, 8, "sm_90a") == {"code": "pos7"}                 # decode: mma.sync
+    assert S.tiled_knobs(0.3, 32, "sm_90") == {"code": "pos7"}                 # no wgmma encoding
+    assert S.tiled_knobs(0.3, 32, "sm_90a", activation=True) == {"code": "pos7"}
+
+
+@pytest.mark.skipif(not HAS_NVCC, reason="nvcc not installed")
+def test_model_compiled_for_sm_90a_runs_tiled_wg_with_its_layout():
+    """A 90 %-sparse linear at 32 tokens under ``--arch sm_90a``: the planner's tiled kernel is ``mma="wg"``, and its
+    layout constant (named after what it depends on) is ``build_for`` of the stored weight with the wgmma slot map."""
+    import torch.nn as nn
+
+    import sparsec
+    from sparsec.backends.cuda import select as S
+    from sparsec.backends.cuda.kernels import tiled_layout as TL
+
+    torch.manual_seed(0)
+    m = nn.Linear(768, 768).eval()
+    with torch.no_grad():
+        w = m.weight
+        w[w.abs() <= w.abs().flatten().kthvalue(int(0.9 * w.numel())).values] = 0
+    c = sparsec.compile(m, (torch.randn(1, 32, 768),), target="cuda", arch="sm_90a")
+    (k,) = c.compiled.kernels.values()
+    assert k["design"] == S.best_design(k["format"], 768, 768, 32, k["density"], "float16", False, "sm_90a")[0]
+    assert k["design"] == "tiled" and k["knobs"]["mma"] == "wg", k
+    lay, names = TL.build_for(c.graph.constant("weight").value, k["knobs"])
+    for b in names:
+        assert torch.equal(c.compiled.consts[f"weight/tiled.1.64.{k['knobs']['code']}.wg.{b}"], lay[b])

@@ -263,7 +263,9 @@ class _CudaPlanner(_Planner):
             try:
                 func, args, knobs = cuda_matmul_primfunc(fmt, tokens, bias=bias is not None, activation=activation,
                                                          design=design,
-                                                         knobs=S.tiled_knobs(density) if design == "tiled" else None)
+                                                         knobs=S.tiled_knobs(density, tokens, self.arch,
+                                                                             activation is not None)
+                                                         if design == "tiled" else None)
                 break
             except Exception:  # noqa: BLE001  (this shape is outside the design: the next one runs it)
                 continue
@@ -276,9 +278,11 @@ class _CudaPlanner(_Planner):
         if design == "tiled":
             from sparsec.backends.cuda.kernels import tiled_layout
 
-            rt, sc, code = knobs["rt"], knobs["sc"], knobs.get("code", "pos")
+            # "tiled.<rt>.<sc>.<code>[.wg].<buffer>": what the layout depends on (mma="wg": the wgmma slot map)
+            tag = ".".join([str(knobs["rt"]), str(knobs["sc"]), knobs.get("code", "pos")]
+                           + (["wg"] if knobs.get("mma") == "wg" else []))
             layout, names = tiled_layout.build_for(fmt, knobs)   # kernel-private layout, from the format's buffers
-            buffers = [self.const_value(f"{w}/tiled.{rt}.{sc}.{code}.{b}", layout[b]) for b in names]
+            buffers = [self.const_value(f"{w}/tiled.{tag}.{b}", layout[b]) for b in names]
         elif design in ("mma", "wgmma") and fmt.name == "nm":
             from sparsec.backends.cuda.kernels import mma_layout
 

@@ -95,11 +95,26 @@ def tiled_shape(T: int) -> tuple[int, int]:
     return rt, (64 if rt <= 2 else 32)
 
 
-def tiled_knobs(density: float) -> dict:
-    """Knobs the planner gives the tiled kernel beyond its defaults: ``clear="unscatter"`` when a stage holds
+def tiled_wg(density: float, tokens: int | None, arch: str | None, activation: bool = False) -> bool:
+    """Whether the planner runs the tiled design as ``mma="wg"`` (``kernels/tiled_wg.py``, sm_90a): at T >= 32, and
+    at 16 <= T < 32 above 1/8 density; never with a fused activation (its blocks could not split K). H100 session 8
+    (``benchmarks/results/spmm_gpu.json``, every tiled variant timed per cell): at T = 32 and 128 the wg kernel was
+    the fastest tiled variant in all 16 + 16 unstructured cells of the 4 LLM shapes (T=32 70 %: 1.22-1.40x cuBLAS,
+    the mma.sync kernel 0.84-0.94x on the large shapes); at T = 16 in 11 of 16, the mma.sync kernel winning at 90 %
+    (3 of 4 shapes) and on 11008x4096 at 70 %; at T <= 8 the mma.sync kernel is faster."""
+    if arch not in WGMMA_ARCHS or tokens is None or activation:
+        return False
+    return tokens >= 32 or (tokens >= 16 and density > UNSCATTER_MAX_DENSITY)
+
+
+def tiled_knobs(density: float, tokens: int | None = None, arch: str | None = None, activation: bool = False) -> dict:
+    """Knobs the planner gives the tiled kernel beyond its defaults: ``mma="wg"`` where ``tiled_wg`` says so (with
+    ``code="pos7"`` from density 0.2); else ``clear="unscatter"`` when a stage holds
     about one 256-entry batch or less (density <= 1/8 at the default rt, sc), where it measured faster;
     ``code="pos7"`` (3-byte non-zeros) from density 0.2 (H100, ``benchmarks/results/dev/tiledp7_run1.json``: faster
     than ``pos`` in all 24 LLM-shape cells at 70/80 %, geomean 1.09x; slower in all 12 at 90 %)."""
+    if tiled_wg(density, tokens, arch, activation):
+        return {"mma": "wg", **({"code": "pos7"} if density >= POS7_MIN_DENSITY else {})}
     if density <= UNSCATTER_MAX_DENSITY:
         return {"clear": "unscatter"}
     return {"code": "pos7"} if density >= POS7_MIN_DENSITY else {}
