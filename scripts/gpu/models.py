@@ -84,7 +84,24 @@ def bert_base_inputs(batch: int, dtype=torch.float32):
     return (torch.randn(batch, BERT_BASE_SEQ, 768, generator=g).to(dtype),)
 
 
+class DecodeMLP(nn.Module):
+    """Two linears without an activation between them at 32 tokens (LLM decode with a small batch): under
+    ``--arch sm_90a`` the planner gives their 90 %-sparse weights to the tiled design as ``mma="wg"``."""
+
+    def __init__(self):
+        super().__init__()
+        self.up, self.down = nn.Linear(1024, 2816), nn.Linear(2816, 1024)
+
+    def forward(self, x):
+        return self.down(self.up(x)) + x
+
+
+def _decode_mlp():
+    return DecodeMLP(), (torch.randn(1, 32, 1024, generator=torch.Generator().manual_seed(7)),)
+
+
 MODELS = {
+    "decode_mlp": _decode_mlp,
     "mlp": lambda: _example("mlp"),
     "cnn": lambda: _example("cnn"),
     "bert_encoder": lambda: _example("bert_encoder"),
