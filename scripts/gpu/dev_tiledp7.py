@@ -32,7 +32,7 @@ elif MODE == "tall":            # taller stages at T = 16 / 32 (activation bytes
 elif MODE == "minb":            # __launch_bounds__(256, minb): registers capped for more warps per SM
     SHAPES, TOKENS = SHAPES[1:], [8, 16, 32]
 elif MODE == "wg":              # mma="wg" (tiled_wg.py): the decode kernel on warpgroup MMA vs mma.sync
-    SHAPES, TOKENS = SHAPES[1:], [1, 8, 16, 32, 64]
+    SHAPES, TOKENS = SHAPES[1:], [8, 16, 32]
 SPARSITY = [0.7, 0.8, 0.9]
 ROUNDS = 7
 ARCH = "sm_90a"
@@ -132,16 +132,17 @@ def variants_wg(O, K, T):
     wg = {"mma": "wg", "code": "pos7"}
     ks = list(WG_KSPLIT)
     i = ks.index(resolve(spec, wg).ksplit)
-    out = [("pos", {}, "bank"), ("p7", {"code": "pos7"}, "bank"), ("wg", {"mma": "wg"}, "bank"), ("wg7", wg, "bank"),
-           ("wg7_w0", dict(wg, wip=0), "bank"), ("wg7_pf2", dict(wg, pf=2), "bank"), ("wg7_g2", dict(wg, wgs=2), "bank"),
-           ("wg7_g2pf2", dict(wg, wgs=2, pf=2, wip=0), "bank"), ("wg_g2pf2", {"mma": "wg", "wgs": 2, "pf": 2, "wip": 0},
-                                                                  "bank")]
+    out = [("pos", {}, "bank"), ("p7", {"code": "pos7"}, "bank"), ("wg7", wg, "bank"), ("wg", {"mma": "wg"}, "bank"),
+           ("wg_s128", {"mma": "wg", "sc": 128, "pb": 1}, "bank"),
+           ("wg_s128g1", {"mma": "wg", "sc": 128, "pb": 1, "wgs": 1}, "bank"),
+           ("wg7_s128", dict(wg, sc=128), "bank"), ("wg_xd1", {"mma": "wg", "xd": 1}, "bank"),
+           ("wg_pb1", {"mma": "wg", "pb": 1}, "bank")]
     if T > 32:
         out = out[2:]
     if i > 0:
-        out.append(("wg7_kslo", dict(wg, ksplit=ks[i - 1]), "bank"))
+        out.append(("wg_kslo", {"mma": "wg", "ksplit": ks[i - 1]}, "bank"))
     if i + 1 < len(ks):
-        out.append(("wg7_kshi", dict(wg, ksplit=ks[i + 1]), "bank"))
+        out.append(("wg_kshi", {"mma": "wg", "ksplit": ks[i + 1]}, "bank"))
     return resolvable(spec, out)
 
 
