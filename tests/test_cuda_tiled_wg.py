@@ -98,7 +98,7 @@ def test_wg_resolve_defaults_and_refusals():
 
     ts = resolve(_spec(), {"mma": "wg"})
     kn = ts.knobs()
-    assert kn["mma"] == "wg" and (kn["rt"], kn["warps"], kn["wgs"], kn["pf"], kn["wip"]) == (1, 4, 2, 2, 0)
+    assert kn["mma"] == "wg" and (kn["rt"], kn["warps"], kn["wgs"], kn["pf"], kn["pb"], kn["wip"]) == (1, 4, 2, 1, 2, 0)
     assert kn["tn"] == 32 and resolve(_spec(T=100), {"mma": "wg"}).tn == 128      # all tokens in one tile
     assert resolve(_spec(T=1), {"mma": "wg"}).tn == 8
     assert resolve(_spec(act="gelu"), {"mma": "wg"}).ksplit == 1                # no split with an activation
@@ -165,10 +165,13 @@ def test_planner_knobs_pick_wg_on_sm_90a_at_16_tokens_and_more():
     from sparsec.backends.cuda import select as S
 
     assert S.tiled_knobs(0.3, 32, "sm_90a") == {"mma": "wg", "code": "pos7"}
-    assert S.tiled_knobs(0.1, 32, "sm_90a") == {"mma": "wg"}                   # 90 % at T >= 32: wg, pos
-    assert S.tiled_knobs(0.3, 16, "sm_90a") == {"mma": "wg", "code": "pos7"}
-    assert S.tiled_knobs(0.1, 16, "sm_90a") == {"clear": "unscatter"}          # 90 % at T = 16: mma.sync
-    assert S.tiled_knobs(0.3, 8, "sm_90a") == {"code": "pos7"}                 # decode: mma.sync
+    assert S.tiled_knobs(0.2, 16, "sm_90a") == {"mma": "wg", "code": "pos7"}
+    assert S.tiled_knobs(0.15, 8, "sm_90a") == {"mma": "wg"}                    # pos below density 0.2
+    # 90 %: 128-column stages, one batch; one warpgroup per block below 32 tokens
+    assert S.tiled_knobs(0.1, 32, "sm_90a") == {"mma": "wg", "sc": 128, "pb": 1}
+    assert S.tiled_knobs(0.1, 16, "sm_90a") == {"mma": "wg", "sc": 128, "pb": 1, "wgs": 1}
+    assert S.tiled_knobs(0.3, 1, "sm_90a") == {"code": "pos7"}                 # T = 1: mma.sync
+    assert S.tiled_knobs(0.1, 1, "sm_90a") == {"clear": "unscatter"}
     assert S.tiled_knobs(0.3, 32, "sm_90") == {"code": "pos7"}                 # no wgmma encoding
     assert S.tiled_knobs(0.3, 32, "sm_90a", activation=True) == {"code": "pos7"}
 
@@ -194,4 +197,4 @@ def test_model_compiled_for_sm_90a_runs_tiled_wg_with_its_layout():
     assert k["design"] == "tiled" and k["knobs"]["mma"] == "wg", k
     lay, names = TL.build_for(c.graph.constant("weight").value, k["knobs"])
     for b in names:
-        assert torch.equal(c.compiled.consts[f"weight/tiled.1.64.{k['knobs']['code']}.wg.{b}"], lay[b])
+        assert torch.equal(c.compiled.consts[f"weight/tiled.1.{k['knobs']['sc']}.{k['knobs']['code']}.wg.{b}"], lay[b])

@@ -96,15 +96,18 @@ def tiled_shape(T: int) -> tuple[int, int]:
 
 
 def tiled_wg(density: float, tokens: int | None, arch: str | None, activation: bool = False) -> bool:
-    """Whether the planner runs the tiled design as ``mma="wg"`` (``kernels/tiled_wg.py``, sm_90a): at T >= 32, and
-    at 16 <= T < 32 above 1/8 density; never with a fused activation (its blocks could not split K). H100 session 8
+    """Whether the planner runs the tiled design as ``mma="wg"`` (``kernels/tiled_wg.py``, sm_90a): at T >= 8; never
+    with a fused activation (its blocks could not split K). H100 session 8
     (``benchmarks/results/spmm_gpu.json``, every tiled variant timed per cell): at T = 32 and 128 the wg kernel was
     the fastest tiled variant in all 16 + 16 unstructured cells of the 4 LLM shapes (T=32 70 %: 1.22-1.40x cuBLAS,
     the mma.sync kernel 0.84-0.94x on the large shapes); at T = 16 in 11 of 16, the mma.sync kernel winning at 90 %
-    (3 of 4 shapes) and on 11008x4096 at 70 %; at T <= 8 the mma.sync kernel is faster."""
+    (3 of 4 shapes) and on 11008x4096 at 70 %, where 128-column stages (dev run 4) then win at 90 %; at T = 1 the
+    mma.sync kernel is faster."""
     if arch not in WGMMA_ARCHS or tokens is None or activation:
         return False
-    return tokens >= 32 or (tokens >= 16 and density > UNSCATTER_MAX_DENSITY)
+    # dev runs 3-4 (benchmarks/results/dev/wg_run{3,4}.json): at T=8 faster at 70 % on all 3 large shapes (1.54-1.65x
+    # cuBLAS against 1.07-1.57x) and at 90 % with 128-column stages (2.42-2.68x against 2.13-2.66x), at 80 % even
+    return tokens >= 8
 
 
 def tiled_knobs(density: float, tokens: int | None = None, arch: str | None = None, activation: bool = False) -> dict:
@@ -114,6 +117,10 @@ def tiled_knobs(density: float, tokens: int | None = None, arch: str | None = No
     ``code="pos7"`` (3-byte non-zeros) from density 0.2 (H100, ``benchmarks/results/dev/tiledp7_run1.json``: faster
     than ``pos`` in all 24 LLM-shape cells at 70/80 %, geomean 1.09x; slower in all 12 at 90 %)."""
     if tiled_wg(density, tokens, arch, activation):
+        if density <= UNSCATTER_MAX_DENSITY:
+            # ~100 entries per 16x64 strip stage: 128-column stages (one batch), one warpgroup per block below 32
+            # tokens (dev run 4: 90 % T=8/16 2.42-2.68x / 2.27-2.39x cuBLAS, 64-column stages 2.01-2.23x / 1.90-2.15x)
+            return {"mma": "wg", "sc": 128, "pb": 1, **({"wgs": 1} if tokens < 32 else {})}
         return {"mma": "wg", **({"code": "pos7"} if density >= POS7_MIN_DENSITY else {})}
     if density <= UNSCATTER_MAX_DENSITY:
         return {"clear": "unscatter"}

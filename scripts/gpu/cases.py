@@ -229,22 +229,23 @@ def tiled_pos7_check_cases() -> list[dict]:
 
 # tiled with mma="wg" (sm_90a, tiled_wg.py): O not a multiple of 64 or 16, K not a multiple of the stage (K % 8 == 0),
 # T not a multiple of 8 and > 32, empty rows, 99 % (empty stages), 0 % (full stages), bias + every activation,
-# split-K, sc=128, wip=0, xd 1 / 3, wgs=2, pf=2, code pos and pos7
+# split-K, sc=128, wip 0 / 1, xd 1 / 3, wgs 1 / 2, pf 1 / 2, pb 1 / 2, code pos and pos7
 WG_CHECK = [
     (100, 200, 5, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], False, None, {}),
     (37, 72, 3, "csr", {}, ["unstructured", 0.7, False], True, "gelu", {"wgs": 2}),
     (256, 512, 64, "bitmap", {"tile": [16, 32]}, ["unstructured", 0.5, False], False, None, {"sc": 128}),
     (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], True, "relu", {"wip": 0, "wgs": 2, "pf": 2}),
     (48, 64, 1, "csr", {}, ["unstructured", 0.7, True], False, "silu", {}),
-    (500, 2000, 32, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.0, False], False, None, {"ksplit": 4, "wgs": 2}),
+    (500, 2000, 32, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.0, False], False, None, {"ksplit": 4, "wgs": 2, "pb": 2}),
     (500, 2000, 31, "csr", {}, ["unstructured", 0.99, True], True, None, {"ksplit": 3, "xd": 1, "pf": 2}),
-    (1000, 4104, 9, "csr", {}, ["unstructured", 0.7, False], True, None, {"sc": 128, "xd": 3, "wgs": 2}),
-    (257, 3000, 40, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.7, False], False, None, {"tn": 24, "pf": 2}),
+    (1000, 4104, 9, "csr", {}, ["unstructured", 0.7, False], True, None, {"sc": 128, "xd": 3, "wgs": 2, "pb": 2}),
+    (257, 3000, 40, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.7, False], False, None, {"tn": 24, "pf": 1, "pb": 2}),
     (130, 640, 8, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, False], True, None, {"ksplit": 6}),
-    (200, 384, 100, "csr", {}, ["unstructured", 0.8, True], True, None, {}),
+    (200, 384, 100, "csr", {}, ["unstructured", 0.8, True], True, None, {"pb": 2}),
     (520, 1024, 128, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.7, False], False, None, {"ksplit": 2}),
     (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], False, None, {"wip": 1, "pf": 1,
                                                                                           "wgs": 1}),
+    (333, 1288, 12, "csr", {}, ["unstructured", 0.9, True], True, None, {"sc": 128, "pb": 1, "wgs": 1}),
 ]
 
 
@@ -285,15 +286,18 @@ def tiled_variants(O, K, T) -> list[dict]:
              {"clear": "unscatter"}, {"code": "pos7"}, {"code": "pos7", "ksplit": min(16, d.ksplit * 2)}]
     if T >= 128:
         cands = [{}, {"code": "pos7"}]
-    if T >= 16:
+    if T >= 8:
         # mma="wg" (tiled_wg.py, sm_90a): the decode kernel on warpgroup MMA, pos7 and pos at its default split, pos7
-        # at the next split up (H100 dev run 2, benchmarks/results/dev/wg_run2.json: faster than the mma.sync kernel
-        # at T >= 16 on the three large LLM shapes, up to 1.6x at T=32)
+        # at the next split up (H100 dev runs 2-3, benchmarks/results/dev/wg_run{2,3}.json: faster than the mma.sync
+        # kernel at T >= 16 on the three large LLM shapes, up to 1.6x at T=32, and at T=8 at 70 %)
         from sparsec.backends.cuda.kernels.tiled import WG_KSPLIT
 
         wk = resolve(spec, {"mma": "wg"}).ksplit
         up = next((k for k in WG_KSPLIT if k > wk), wk)
-        cands += [{"mma": "wg", "code": "pos7"}, {"mma": "wg"}, {"mma": "wg", "code": "pos7", "ksplit": up}]
+        cands += [{"mma": "wg", "code": "pos7"}, {"mma": "wg"}, {"mma": "wg", "code": "pos7", "ksplit": up},
+                  # 128-column stages (dev run 4: fastest at 90 %; wgs=1 below 32 tokens; pos7 at 80 % on 9216x36864)
+                  {"mma": "wg", "sc": 128, "pb": 1, **({"wgs": 1} if T < 32 else {})},
+                  {"mma": "wg", "code": "pos7", "sc": 128}]
     for kn in cands:
         try:
             r = resolve(spec, kn).knobs()

@@ -81,7 +81,7 @@ KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128), "warps": (1, 2, 4, 8, 16),
          "tn": (8, 16, 24, 32, 40, 48, 56, 64, 96, 128), "pipe": (1, 2, 3), "sync": ("warp", "block"),
          "clear": ("zero", "unscatter"), "code": ("pos", "bitmap", "pos7"), "vsrc": ("smem", "global"),
          "split": ("k", "rows"), "xpipe": (0, 1), "minb": (0, 2, 3, 4, 5, 6),
-         "mma": ("sync", "wg"), "wip": (0, 1), "xd": (1, 2, 3), "wgs": (1, 2), "pf": (1, 2)}
+         "mma": ("sync", "wg"), "wip": (0, 1), "xd": (1, 2, 3), "wgs": (1, 2), "pf": (1, 2), "pb": (1, 2)}
 WG_TN = (8, 16, 24, 32, 40, 48, 56, 64, 96, 128)   # mma="wg": tokens per block (the wgmma N)
 WG_KSPLIT = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)
 WG_MAX_PER = 24              # mma="wg" default split: at most this many stages per block ...
@@ -113,6 +113,7 @@ class TiledSpec:
     xd: int = 2
     wgs: int = 1
     pf: int = 1
+    pb: int = 1
 
     @property
     def ngroups(self) -> int:
@@ -126,6 +127,7 @@ class TiledSpec:
         if self.mma == "wg":
             return {"design": "tiled", "mma": "wg", "rt": 1, "sc": self.sc, "warps": 4, "ksplit": self.ksplit,
                     "tn": self.tn, "code": self.code, "wip": self.wip, "xd": self.xd, "wgs": self.wgs, "pf": self.pf,
+                    "pb": self.pb,
                     **({"minb": self.minb} if self.minb else {})}
         return {"design": "tiled", "rt": self.rt, "sc": self.sc, "warps": self.warps, "ksplit": self.ksplit,
                 "tn": self.tn, "pipe": self.pipe, "sync": self.sync, "clear": self.clear,
@@ -159,7 +161,7 @@ def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
         raise KernelError(f"cuda tiled kernel: dtype {spec.dtype} unsupported (float16, bfloat16)")
     if (knobs.get("mma") or "sync") == "wg":
         return resolve_wg(spec, knobs)
-    for k in ("wip", "xd", "wgs", "pf"):
+    for k in ("wip", "xd", "wgs", "pf", "pb"):
         if knobs.get(k) is not None:
             raise KernelError(f"cuda tiled kernel: knob {k} needs mma='wg'")
     Tt = spec.tokens
@@ -254,7 +256,10 @@ def resolve_wg(spec: MatmulSpec, knobs: dict) -> TiledSpec:
     wip = knobs.get("wip") or 0
     xd = knobs.get("xd") or 2
     wgs = knobs.get("wgs") or 2
-    pf = knobs.get("pf") or 2
+    # H100 dev run 3 (benchmarks/results/dev/wg_run3.json): the first two batches one stage ahead (pb=2, pf=1) beat one
+    # batch two stages ahead (pb=1, pf=2) at 70 % in all 12 cells (T=32 1.24-1.39 -> 1.40-1.51x cuBLAS), ties at 80-90 %
+    pf = knobs.get("pf") or 1
+    pb = knobs.get("pb") or 2
     if wip and pf > 1:
         # H100 dev run 2 (benchmarks/results/dev/wg_run2.json): wrong results (rel. error 0.1) on 9216x36864 at
         # T >= 16 with wip=1, pf=2, wgs=1, correct at T <= 8 and on the other shapes; not understood, so refused
@@ -278,7 +283,7 @@ def resolve_wg(spec: MatmulSpec, knobs: dict) -> TiledSpec:
     if smem_elems(sc, tn, wip, xd, wgs) * 2 > SMEM_LIMIT:
         raise KernelError(f"cuda tiled kernel: mma='wg' with sc={sc}, tn={tn}: too much shared memory")
     return TiledSpec(spec, 1, sc, 4, ks, tn, code=knobs.get("code") or "pos", minb=knobs.get("minb") or 0,
-                     mma="wg", wip=wip, xd=xd, wgs=wgs, pf=pf)
+                     mma="wg", wip=wip, xd=xd, wgs=wgs, pf=pf, pb=pb)
 
 
 def tiled_args(ts: TiledSpec, dtype: str) -> list[Arg]:

@@ -13,8 +13,8 @@ the warpgroup MMA:
   swizzle atoms of 8 KB) and a ring of ``xd + 2`` activation tiles (``tn`` tokens x ``sc``, 128B-swizzled K-major:
   the ``wgmma`` B operand), the tiles filled ``xd`` stages ahead by ``cp.async`` (zero-filled past T and K);
 - per stage, per warp: zero its strip of the A buffer (16-byte stores), ``__syncwarp``, scatter the stage's
-  non-zeros (first batch of 256 entries prefetched into registers during the previous stage, as in ``tiled``,
-  ``code="pos"`` or ``"pos7"``), prefetch the next stage's first batch; then per block: ``cp.async.wait_group``,
+  non-zeros (the first ``pb`` batches of 256 entries prefetched into registers ``pf`` stages earlier, ``code="pos"``
+  or ``"pos7"``), prefetch those of stage ``si + pf``; then per block: ``cp.async.wait_group``,
   ``fence.proxy.async`` (the scatter and the copies are generic-proxy writes, wgmma reads through the async proxy),
   one barrier, the next activation tile's copies, ``sc/16`` x ``wgmma.mma_async.m64n{tn}k16`` (fp32 accumulators,
   ``tn/2`` per thread), ``wgmma.wait_group(wip)``: with ``wip=1`` a stage's wgmma runs during the next stage's
@@ -58,7 +58,8 @@ def generate_wg(ts):
     NBX = ceil_div(NGR, NWP)
     NTT = ceil_div(TT, BN)
     PER = ceil_div(NST, KS)             # stages per block
-    PF = ts.pf                          # the first batch of a stage is loaded PF stages ahead
+    PF = ts.pf                          # the first PB batches of a stage are loaded PF stages ahead
+    PB = ts.pb
     SHFL = PER <= 31                    # a warp's stage pointers fit one per lane
     WIP = ts.wip
     RA = 2 + WIP                        # A ring
@@ -102,32 +103,33 @@ def generate_wg(ts):
             return strip0(ty) + p
         return T.shift_right(p, 10) * ATOM + strip0(ty) + (p & 1023)
 
-    def slot7(cw, j):
-        return (T.shift_right(cw[0], 21) & 0x780) + (T.shift_right(cw[j // 4], (j % 4) * 7) & 127)
-
     def xel(e):
         # element of 16-byte chunk e (token e // 8, chunk e % 8) of an activation atom: the 128B swizzle
         return (e // 8) * 64 + ((e % 8) ^ ((e // 8) % 8)) * 8
 
     @T.macro
-    def load_batch(vals, pos, v, p, chunk):
+    def load_batch(vals, pos, v, p, chunk, b):
+        # batch b of a register set: 8 values (16 bytes) and their positions from chunk `chunk`
         for j in T.vectorized(8):
-            v[j] = vals[chunk * 8 + j]
+            v[b * 8 + j] = vals[chunk * 8 + j]
         if P7:
             for j in T.vectorized(2):
-                p[j] = pos[chunk * 2 + j]
+                p[b * 2 + j] = pos[chunk * 2 + j]
         else:
             for j in T.vectorized(8):
-                p[j] = pos[chunk * 8 + j]
+                p[b * 8 + j] = pos[chunk * 8 + j]
+
+    def slot7b(p, b, j):
+        return (T.shift_right(p[b * 2], 21) & 0x780) + (T.shift_right(p[b * 2 + j // 4], (j % 4) * 7) & 127)
 
     @T.macro
-    def scatter(st, ab, v, p, ty):
+    def scatter(st, ab, v, p, ty, b):
         if P7:
             for j in T.unroll(8):
-                st[ab + elem(slot7(p, j), ty)] = v[j]
+                st[ab + elem(slot7b(p, b, j), ty)] = v[b * 8 + j]
         else:
             for j in T.unroll(8):
-                st[ab + elem(T.Cast("int32", p[j]), ty)] = v[j]
+                st[ab + elem(T.Cast("int32", p[b * 8 + j]), ty)] = v[b * 8 + j]
 
     @T.macro
     def load_x(st, X, xb, by, k0, tid):
@@ -144,7 +146,7 @@ def generate_wg(ts):
 
     @T.macro
     def stage(vals, pos, sptr, X, st, acc, cv, cp, v2, p2, sv, sbase, off, si, nb, bx, by, bz, ty, tx):
-        # one stage: cv/cp hold its first batch (loaded PF stages earlier) and receive the first batch of si + PF
+        # one stage: cv/cp hold its first PB batches (loaded PF stages earlier) and receive those of si + PF
         tid = ty * 32 + tx
         ab = off + (si % RA) * ASZ
         if SHFL:
@@ -164,15 +166,18 @@ def generate_wg(ts):
                     st[ab + strip0(ty) + a * ATOM + (i * 32 + tx) * 8 + j] = zero
         T.evaluate(T.cuda.warp_sync())
         if bx * NWP + ty < NGR:
-            if sv[1] + tx < sv[2]:
-                scatter(st, ab, cv, cp, ty)
-            for it in range(1, (sv[2] - sv[1] + 31) // 32):
+            for b in T.unroll(PB):
+                if sv[1] + b * 32 + tx < sv[2]:
+                    scatter(st, ab, cv, cp, ty, b)
+            for it in range(PB, (sv[2] - sv[1] + 31) // 32):
                 if sv[1] + it * 32 + tx < sv[2]:
-                    load_batch(vals, pos, v2, p2, sv[1] + it * 32 + tx)
-                    scatter(st, ab, v2, p2, ty)
-            # the first batch of stage si + PF (in flight during the barrier, the wgmma and PF - 1 more stages)
-            if si + PF < nb and sv[3] + tx < sv[4]:
-                load_batch(vals, pos, cv, cp, sv[3] + tx)
+                    load_batch(vals, pos, v2, p2, sv[1] + it * 32 + tx, 0)
+                    scatter(st, ab, v2, p2, ty, 0)
+            # the first PB batches of stage si + PF (in flight during the barrier, the wgmma and PF - 1 more stages)
+            if si + PF < nb:
+                for b in T.unroll(PB):
+                    if sv[3] + b * 32 + tx < sv[4]:
+                        load_batch(vals, pos, cv, cp, sv[3] + b * 32 + tx, b)
         T.ptx["cp.async.wait_group"](XD - 1)
         T.ptx["fence.proxy.async.shared::cta"]()
         T.tvm_storage_sync("shared")
@@ -203,10 +208,10 @@ def generate_wg(ts):
         st = T.decl_buffer((SMN,), dt, data=stp)
         Su = T.decl_buffer((SMN // 2,), "uint32", data=Sm.data, scope="shared.dyn")
         acc = T.alloc_buffer((NACC,), "float32", scope="local")
-        cv = T.alloc_buffer((8,), dt, scope="local")
-        cp = T.alloc_buffer((PL,), PR_DT, scope="local")
-        c2v = T.alloc_buffer((8,), dt, scope="local")
-        c2p = T.alloc_buffer((PL,), PR_DT, scope="local")
+        cv = T.alloc_buffer((8 * PB,), dt, scope="local")
+        cp = T.alloc_buffer((PL * PB,), PR_DT, scope="local")
+        c2v = T.alloc_buffer((8 * PB,), dt, scope="local")
+        c2p = T.alloc_buffer((PL * PB,), PR_DT, scope="local")
         v2 = T.alloc_buffer((8,), dt, scope="local")
         p2 = T.alloc_buffer((PL,), PR_DT, scope="local")
         ev = T.alloc_buffer((8,), dt, scope="local")
@@ -227,11 +232,12 @@ def generate_wg(ts):
             sv[2] = sptr[gbase(bx, ty) + T.min(s_first(bz) + 1, s_end(bz))]
             sv[3] = sptr[gbase(bx, ty) + T.min(s_first(bz) + 2, s_end(bz))]
         if bx * NWP + ty < NGR:
-            if nb > 0 and sv[1] + tx < sv[2]:
-                load_batch(vals, pos, cv, cp, sv[1] + tx)
-            if PF == 2:
-                if nb > 1 and sv[2] + tx < sv[3]:
-                    load_batch(vals, pos, c2v, c2p, sv[2] + tx)
+            for b in T.unroll(PB):
+                if nb > 0 and sv[1] + b * 32 + tx < sv[2]:
+                    load_batch(vals, pos, cv, cp, sv[1] + b * 32 + tx, b)
+                if PF == 2:
+                    if nb > 1 and sv[2] + b * 32 + tx < sv[3]:
+                        load_batch(vals, pos, c2v, c2p, sv[2] + b * 32 + tx, b)
         for d in T.unroll(XD):
             if d < nb:
                 load_x(st, X, off + RA * ASZ + d * XSZ, by, (s_first(bz) + d) * SC, tid)
