@@ -63,6 +63,11 @@ of 8 values, one of 8 positions, 8 shared stores), plus a fixed cost per stage (
   (``DEV_TILED_MODE=minb``, ``benchmarks/results/dev/minb_run1.*``, 28/28 checks): ``minb=3`` with pos7 is +0-14 % at
   T=8 (9/9 cells), neutral at T=16, and at T=32 +25 % on 11008x4096 but -3 to -30 % elsewhere (spills); ``minb=4``
   mostly slower. Not a default (T=1 not measured);
+- ``mma="wg"`` (sm_90a; ``tiled_wg.py``, layout ``slots="wg"``, rt=1): the same compressed stream decoded per 16-row
+  strip straight into the 128B-swizzled A operand of ``wgmma.mma_async``, one activation tile per block shared by its
+  ``wgs`` warpgroups, a staged epilogue with vector reductions. H100 session 8 (docs/cuda.md): the fastest tiled
+  variant at 8-128 tokens on the large LLM shapes (70 % T=32 1.34-1.51x cuBLAS against 0.82-1.01x); ``resolve_wg``
+  has its knobs and defaults;
 - the warps' partial sums meet in shared memory (fp32 ``atomicAdd``); with one k split the block
   applies bias + activation and stores Y; with ``ksplit > 1`` (no activation) a first kernel zeroes
   Y and every block adds its partial result with fp16/bf16 ``atomicAdd`` (bias by split 0).
