@@ -52,11 +52,7 @@ def built():
                                                   name="k_dense_exact")[0]
     lib = tc.build(tvm.IRModule(funcs), "sm_90")
     ptx = tc.ptx(lib, "sm_90")
-    bodies = {}
-    for m in re.finditer(r"\.entry (\w+)\(", ptx):
-        start = m.end()
-        nxt = ptx.find(".entry ", start)
-        bodies[m.group(1)] = ptx[start: nxt if nxt > 0 else len(ptx)]
+    bodies = tc.ptx_entries(ptx)
     return funcs, bodies, tc.device_source(lib)
 
 
@@ -203,10 +199,7 @@ def built_tiled():
     }
     lib = tc.build(tvm.IRModule(funcs), "sm_90")
     ptx = tc.ptx(lib, "sm_90")
-    bodies = {}
-    for m in re.finditer(r"\.entry (\w+)\(", ptx):
-        nxt = ptx.find(".entry ", m.end())
-        bodies[m.group(1)] = ptx[m.end(): nxt if nxt > 0 else len(ptx)]
+    bodies = tc.ptx_entries(ptx)
     return bodies
 
 
@@ -311,10 +304,7 @@ def built_mma():
                                                       name=f"mma_nm_{tag}")[0]
     lib = tc.build(tvm.IRModule(funcs), "sm_90")
     ptx = tc.ptx(lib, "sm_90")
-    bodies = {}
-    for m in re.finditer(r"\.entry (\w+)\(", ptx):
-        nxt = ptx.find(".entry ", m.end())
-        bodies[m.group(1)] = ptx[m.end(): nxt if nxt > 0 else len(ptx)]
+    bodies = tc.ptx_entries(ptx)
     return bodies
 
 

@@ -137,10 +137,7 @@ def built_wg():
                                                          activation=act, knobs=kn, name=sym, design="tiled")
     lib = tc.build(tvm.IRModule(funcs), "sm_90a")
     ptx = tc.ptx(lib, "sm_90a")
-    bodies = {}
-    for m in re.finditer(r"\.entry (\w+)\(", ptx):
-        nxt = ptx.find(".entry ", m.end())
-        bodies[m.group(1)] = ptx[m.end(): nxt if nxt > 0 else len(ptx)]
+    bodies = tc.ptx_entries(ptx)
     return knobs, bodies, tc.ptxas_spills(lib, "sm_90a")
 
 

@@ -46,11 +46,7 @@ def built():
                                                          name=sym, design="wgmma")
     lib = tc.build(tvm.IRModule(funcs), "sm_90a")       # fp16 and bf16 kernels in one module
     ptx = tc.ptx(lib, "sm_90a")
-    bodies = {}
-    for m in re.finditer(r"\.entry (\w+)\(", ptx):
-        start = m.end()
-        nxt = ptx.find(".entry ", start)
-        bodies[m.group(1)] = ptx[start: nxt if nxt > 0 else len(ptx)]
+    bodies = tc.ptx_entries(ptx)
     return funcs, knobs, bodies, tc.device_source(lib)
 
 

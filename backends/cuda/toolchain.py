@@ -207,6 +207,15 @@ def ptx(lib_or_source, arch: str = DEFAULT_ARCH) -> str:
         return nvcc.compile_cuda(src, target_format="ptx", arch=check_arch(arch), compiler="nvcc").decode()
 
 
+def ptx_entries(ptx_text: str) -> dict[str, str]:
+    """Per kernel entry of a PTX module, its text (from after ``.entry NAME(`` to the next entry)."""
+    import re
+
+    ents = list(re.finditer(r"\.entry (\w+)\(", ptx_text))
+    return {m.group(1): ptx_text[m.end(): ents[i + 1].start() if i + 1 < len(ents) else len(ptx_text)]
+            for i, m in enumerate(ents)}
+
+
 def ptxas_spills(lib_or_source, arch: str = DEFAULT_ARCH) -> dict[str, int]:
     """Per kernel, the bytes ``ptxas -v`` reports as spilled (stores + loads) when it assembles the module's PTX
     for ``arch`` (0: everything in registers)."""
