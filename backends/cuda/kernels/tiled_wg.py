@@ -6,23 +6,25 @@ straight into its 16 rows of a 128B-swizzled K-major ``wgmma`` A operand. What t
 (activation fragments in registers, loaded by every warp; 32 rows of accumulators) moves to shared memory and to
 the warpgroup MMA:
 
-- a block is one warpgroup (4 warps, 128 threads) owning 64 rows (strips ``4 bx .. 4 bx + 3``, warp ``w`` decodes
-  strip ``4 bx + w``) x ``tn`` tokens x a range of ``ceil(nstages / ksplit)`` stages; grid (row blocks, token tiles,
-  k splits);
-- shared memory (dynamic, 1024-byte aligned): a ring of ``2 + wip`` A stage buffers (64 rows x ``sc``: ``sc/64``
-  swizzle atoms of 8 KB) and a ring of ``xd + 2`` activation tiles (``tn`` tokens x ``sc``, 128B-swizzled K-major:
-  the ``wgmma`` B operand), the tiles filled ``xd`` stages ahead by ``cp.async`` (zero-filled past T and K);
+- a block is ``wgs`` warpgroups (``4 wgs`` warps) owning ``64 wgs`` rows (warp ``w`` decodes strip
+  ``4 wgs bx + w``; warpgroup ``w // 4`` multiplies rows ``64 (w // 4) ..``) x ``tn`` tokens x a range of
+  ``ceil(nstages / ksplit)`` stages; grid (row blocks, token tiles, k splits);
+- shared memory (dynamic, 1024-byte aligned): a ring of ``2 + wip`` A stage buffers (per warpgroup 64 rows x
+  ``sc``: ``sc/64`` swizzle atoms of 8 KB) and a ring of ``xd + 2`` activation tiles (``tn`` tokens x ``sc``,
+  128B-swizzled K-major: the ``wgmma`` B operand, shared by the block's warpgroups), the tiles filled ``xd`` stages
+  ahead by ``cp.async`` (zero-filled past T and K);
 - per stage, per warp: zero its strip of the A buffer (16-byte stores), ``__syncwarp``, scatter the stage's
   non-zeros (the first ``pb`` batches of 256 entries prefetched into registers ``pf`` stages earlier, ``code="pos"``
   or ``"pos7"``), prefetch those of stage ``si + pf``; then per block: ``cp.async.wait_group``,
   ``fence.proxy.async`` (the scatter and the copies are generic-proxy writes, wgmma reads through the async proxy),
-  one barrier, the next activation tile's copies, ``sc/16`` x ``wgmma.mma_async.m64n{tn}k16`` (fp32 accumulators,
-  ``tn/2`` per thread), ``wgmma.wait_group(wip)``: with ``wip=1`` a stage's wgmma runs during the next stage's
-  decode (the A ring has 3 buffers: a buffer is rewritten only after every warp has passed the wait for the wgmma
-  that read it, one barrier earlier);
-- epilogue: every thread its accumulators (row ``16 w + lane/4 + 8 h``, token ``8 j + 2 (lane % 4) + e``): with one
-  k split bias + activation and a store, else fp16/bf16 ``atomicAdd`` into Y zeroed by a first launch (bias from
-  split 0).
+  one barrier, the next activation tile's copies, ``sc/16`` x ``wgmma.mma_async.m64n{tn}k16`` per warpgroup (fp32
+  accumulators, ``tn/2`` per thread), ``wgmma.wait_group(wip)``: with ``wip=1`` a stage's wgmma runs during the next
+  stage's decode (the A ring has 3 buffers: a buffer is rewritten only after every warp has passed the wait for the
+  wgmma that read it, one barrier earlier; ``resolve_wg`` refuses ``wip=1`` with ``pf=2``, which gave wrong results
+  on the H100, docs/cuda.md);
+- epilogue (``staged.staged_epilogue``, in the then idle rings): the accumulators (+ bias, activation) to a
+  ``[tn, 64 wgs + 8]`` tile, then 16-byte rows of Y: stores with one k split, ``red.global.add.noftz.v4`` of
+  fp16x2/bf16x2 into Y zeroed by a first launch otherwise (bias from split 0).
 """
 from __future__ import annotations
 
