@@ -66,11 +66,93 @@ def test_wg_layout_is_the_swizzled_wgmma_operand(O, K, T, sparsity, sc, code, se
     x = torch.randn(T, K, generator=g).half()
     lay, names = TL.build_for(CSR.from_dense(w), {"mma": "wg", "rt": 1, "sc": sc, "code": code})
     n = int(lay["tc_ptr"][-1]) * 8                              # entries the kernel reads
-    slots = TL.pos7_slots(lay) if code == "pos7" else lay["tc_pos"].long()
+    # code="pos" stores the slot's element offset in the strip's part of the stage buffer (atoms 4096 halves apart)
+    slots = TL.pos7_slots(lay) if code == "pos7" else TL.wg_slot_of_offset(lay["tc_pos"].long())
     assert names == (TL.P7_BUFFERS if code == "pos7" else TL.BUFFERS)
+    if code == "pos" and n:
+        q = lay["tc_pos"][:n].long()
+        assert int((q & 4095).max()) < 1024 and int(q.max()) < sc // 64 * 4096
+        assert torch.equal(TL.wg_offset_of_slot(slots[:n]), q)
     assert n == 0 or int(slots[:n].max()) < 16 * sc             # no trash slot: pads repeat an entry
     got = _emulate_wg(slots[:n], lay["tc_values"][:n], lay["tc_ptr"].long(), O, K, x, sc)
     torch.testing.assert_close(got, x.double() @ w.double().t(), atol=1e-9, rtol=1e-9)
+
+
+def _emulate_wg_unscatter(slots_of, vals, ptr, O, K, X, sc, pb, ra, s0=0):
+    """``clear="unscatter"`` as the kernel runs it, for one block's stages ``s0..``: a ring of ``ra`` stage buffers
+    zeroed once; per warp and stage, zeros at the slots its lanes retained from the stage ``ra`` earlier (or the
+    whole strip if that stage had more than ``pb`` batches of 32 chunks), then the scatter (lane ``l`` of batch
+    ``b`` holds entries ``b*256 + l*8 ..``; a lane past the run keeps its old registers), then the retained sets
+    shift. Unlike ``_emulate_wg``, no buffer is ever zeroed whole between stages."""
+    nst, ngr = -(-K // sc), -(-O // 16)
+    Xp = torch.zeros(X.shape[0], nst * sc, dtype=torch.float64)
+    Xp[:, :K] = X.double()
+    Y = torch.zeros(X.shape[0], -(-ngr // 4) * 64, dtype=torch.float64)
+    r = torch.arange(64).view(64, 1)
+    k = torch.arange(64).view(1, 64)
+    size = sc // 64 * 4096
+
+    def el(p, w):
+        return (p >> 10) * 4096 + w * 1024 + (p & 1023)
+
+    for b in range(-(-ngr // 4)):
+        ring = [torch.zeros(size, dtype=torch.float64) for _ in range(ra)]
+        cp = torch.zeros(4, 32, pb * 8, dtype=torch.long)                  # [warp, lane, batch*8 + j]
+        kept = torch.zeros(ra, 4, 32, pb * 8, dtype=torch.long)            # [age, warp, lane, ...]
+        big = torch.zeros(ra, 4, dtype=torch.bool)
+        for s in range(s0, nst):
+            buf = ring[(s - s0) % ra]
+            for w in range(4):
+                if big[ra - 1, w]:
+                    strip = torch.cat([torch.arange(a * 4096 + w * 1024, a * 4096 + (w + 1) * 1024)
+                                       for a in range(sc // 64)])
+                    buf[strip] = 0
+                else:
+                    buf[el(kept[ra - 1, w].reshape(-1), w)] = 0
+            now = torch.zeros(4, dtype=torch.bool)
+            for w in range(4):
+                g = 4 * b + w
+                if g >= ngr:
+                    continue
+                lo, hi = int(ptr[g * nst + s]), int(ptr[g * nst + s + 1])     # chunks of 8 entries
+                for c in range(hi - lo):
+                    bt, lane = c // 32, c % 32
+                    p = slots_of[(lo + c) * 8:(lo + c + 1) * 8]
+                    if bt < pb:
+                        cp[w, lane, bt * 8:(bt + 1) * 8] = p
+                    buf[el(p, w)] = vals[(lo + c) * 8:(lo + c + 1) * 8].double()
+                now[w] = hi - lo > 32 * pb
+            kept = torch.cat([cp.clone().unsqueeze(0), kept[:-1]])
+            big = torch.cat([now.unsqueeze(0), big[:-1]])
+            A = torch.cat([buf[a * 4096 + _swizzled(r, k)] for a in range(sc // 64)], 1)
+            Y[:, b * 64:(b + 1) * 64] += Xp[:, s * sc:(s + 1) * sc] @ A.t()
+    return Y[:, :O]
+
+
+@settings(max_examples=10, deadline=None)
+@given(O=st.integers(1, 140), K=st.integers(1, 48).map(lambda v: v * 8), sc=st.sampled_from([64, 128]),
+       code=st.sampled_from(["pos", "pos7"]), pb=st.sampled_from([1, 2]), ra=st.sampled_from([2, 3]),
+       s0=st.integers(0, 2), seed=st.integers(0, 2 ** 16))
+def test_wg_unscatter_clears_exactly_what_the_ring_held(O, K, sc, code, pb, ra, s0, seed):
+    """Rows of mixed density (dense stages overflow ``pb`` batches, 90-99 % ones fit in one): the ring of stage
+    buffers, cleared by zeroing the previous occupant's slots, multiplies like a freshly zeroed buffer per stage."""
+    from sparsec.backends.cuda.kernels import tiled_layout as TL
+    from sparsec.ir.formats import CSR
+
+    g = torch.Generator().manual_seed(seed)
+    keep = torch.rand(O, K, generator=g) >= torch.tensor([0.0, 0.9, 0.99, 0.5])[torch.arange(O) % 4].view(O, 1)
+    keep[:, : K // 3] &= torch.rand(O, K // 3, generator=g) >= 0.9          # sparser first stages
+    w = (torch.randn(O, K, generator=g) * keep).half()
+    x = torch.randn(3, K, generator=g).half()
+    lay, _ = TL.build_for(CSR.from_dense(w), {"mma": "wg", "rt": 1, "sc": sc, "code": code})
+    n = int(lay["tc_ptr"][-1]) * 8
+    slots = TL.pos7_slots(lay) if code == "pos7" else TL.wg_slot_of_offset(lay["tc_pos"].long())
+    nst = -(-K // sc)
+    s0 = min(s0, nst - 1)
+    got = _emulate_wg_unscatter(slots[:n], lay["tc_values"][:n], lay["tc_ptr"].long(), O, K, x, sc, pb, ra, s0)
+    wk = w.double().clone()
+    wk[:, : s0 * sc] = 0                                        # the block starts at stage s0 (a k split)
+    torch.testing.assert_close(got, x.double() @ wk.t(), atol=1e-9, rtol=1e-9)
 
 
 def test_wg_slot_map_is_a_bijection_onto_the_strip():
@@ -103,7 +185,10 @@ def test_wg_resolve_defaults_and_refusals():
     assert resolve(_spec(T=1), {"mma": "wg"}).tn == 8
     assert resolve(_spec(act="gelu"), {"mma": "wg"}).ksplit == 1                # no split with an activation
     assert resolve(_spec(), kn).knobs() == kn                                   # the knobs round-trip
-    bad = [({"mma": "wg", "rt": 2}, "rt"), ({"mma": "wg", "sc": 32}, "sc"), ({"mma": "wg", "clear": "unscatter"}, "clear"),
+    assert resolve(_spec(), {"mma": "wg", "ra": 1}).knobs()["ra"] == 1                 # a one-buffer A ring
+    assert "ra" not in resolve(_spec(), {"mma": "wg", "ra": 2}).knobs()                 # the default ring, by name
+    bad = [({"mma": "wg", "ra": 1, "wip": 1}, "ra"), ({"mma": "wg", "ra": 3}, "ra"), ({"ra": 1}, "mma='wg'"),
+           ({"mma": "wg", "rt": 2}, "rt"), ({"mma": "wg", "sc": 32}, "sc"), ({"mma": "wg", "clear": "none"}, "clear"),
            ({"mma": "wg", "wip": 1, "pf": 2}, "wip=1"), ({"mma": "wg", "code": "bitmap"}, "code"),
            ({"mma": "wg", "tn": 72}, "tn"), ({"wgs": 2}, "mma='wg'"), ({"tn": 64}, "mma='wg'")]
     for kn_, msg in bad:
@@ -130,6 +215,7 @@ def built_wg():
         "wg_pos_gelu": (w[:300], 17, True, "gelu", {"mma": "wg", "sc": 128, "wgs": 1, "pf": 1, "wip": 1}),
         "wg_bf16_t1": (w.bfloat16(), 1, True, None, {"mma": "wg", "code": "pos7", "ksplit": 2}),
         "wg_t128": (w, 128, False, None, {"mma": "wg", "code": "pos7"}),
+        "wg_ra1_us": (w, 24, True, None, {"mma": "wg", "sc": 128, "ra": 1, "xd": 1, "clear": "unscatter"}),
     }
     funcs, knobs = {}, {}
     for sym, (wt, T, bias, act, kn) in confs.items():
@@ -161,9 +247,12 @@ def test_wg_kernels_use_warpgroup_mma_and_vector_reductions(built_wg):
 def test_planner_knobs_pick_wg_on_sm_90a_at_16_tokens_and_more():
     from sparsec.backends.cuda import select as S
 
-    assert S.tiled_knobs(0.3, 32, "sm_90a") == {"mma": "wg", "code": "pos7"}
-    assert S.tiled_knobs(0.2, 16, "sm_90a") == {"mma": "wg", "code": "pos7"}
-    assert S.tiled_knobs(0.15, 8, "sm_90a") == {"mma": "wg"}                    # pos below density 0.2
+    assert S.tiled_knobs(0.3, 32, "sm_90a") == {"mma": "wg", "code": "pos7", "ra": 1}   # one-buffer A ring from 32
+    assert S.tiled_knobs(0.3, 16, "sm_90a") == {"mma": "wg", "code": "pos7"}
+    assert S.tiled_knobs(0.45, 8, "sm_90a") == {"mma": "wg", "code": "pos7"}
+    # ~80 %: 128-column pos7 stages, one A buffer, one activation tile ahead
+    wide = {"mma": "wg", "code": "pos7", "sc": 128, "ra": 1, "xd": 1}
+    assert S.tiled_knobs(0.2, 16, "sm_90a") == wide and S.tiled_knobs(0.15, 8, "sm_90a") == wide
     # 90 %: 128-column stages, one batch; one warpgroup per block below 32 tokens
     assert S.tiled_knobs(0.1, 32, "sm_90a") == {"mma": "wg", "sc": 128, "pb": 1}
     assert S.tiled_knobs(0.1, 16, "sm_90a") == {"mma": "wg", "sc": 128, "pb": 1, "wgs": 1}

@@ -86,6 +86,9 @@ SPARSE_MARGIN = 0.95
 UNSCATTER_MAX_DENSITY = 0.125
 # tiled kernel: code="pos7" from this density (``tiled_knobs``; the crossover with pos lies in 0.1-0.2, not measured)
 POS7_MIN_DENSITY = 0.2
+# mma="wg": 128-column pos7 stages up to this density (above it, 64-column stages: 70 % at T=32 1.23-1.31x against
+# 1.39-1.55x cuBLAS in benchmarks/results/dev/wgr_run3)
+WG_WIDE_MAX_DENSITY = 0.25
 
 
 def _cd(a: int, b: int) -> int:
@@ -114,8 +117,9 @@ def tiled_wg(density: float, tokens: int | None, arch: str | None, activation: b
 
 
 def tiled_knobs(density: float, tokens: int | None = None, arch: str | None = None, activation: bool = False) -> dict:
-    """Knobs the planner gives the tiled kernel beyond its defaults: ``mma="wg"`` where ``tiled_wg`` says so (with
-    ``code="pos7"`` from density 0.2); else ``clear="unscatter"`` when a stage holds
+    """Knobs the planner gives the tiled kernel beyond its defaults: ``mma="wg"`` where ``tiled_wg`` says so (up to
+    density 1/8 128-column ``pos`` stages, up to 0.25 128-column ``pos7`` stages with a one-buffer A ring, above
+    64-column ``pos7`` stages, with the one-buffer ring from 32 tokens); else ``clear="unscatter"`` when a stage holds
     about one 256-entry batch or less (density <= 1/8 at the default rt, sc), where it measured faster;
     ``code="pos7"`` (3-byte non-zeros) from density 0.2 (H100, ``benchmarks/results/dev/tiledp7_run1.json``: faster
     than ``pos`` in all 24 LLM-shape cells at 70/80 %, geomean 1.09x; slower in all 12 at 90 %)."""
@@ -124,7 +128,15 @@ def tiled_knobs(density: float, tokens: int | None = None, arch: str | None = No
             # ~100 entries per 16x64 strip stage: 128-column stages (one batch), one warpgroup per block below 32
             # tokens (dev run 4: 90 % T=8/16 2.42-2.68x / 2.27-2.39x cuBLAS, 64-column stages 2.01-2.23x / 1.90-2.15x)
             return {"mma": "wg", "sc": 128, "pb": 1, **({"wgs": 1} if tokens < 32 else {})}
-        return {"mma": "wg", **({"code": "pos7"} if density >= POS7_MIN_DENSITY else {})}
+        if density <= WG_WIDE_MAX_DENSITY:
+            # ~80 %: 128-column pos7 stages with a one-buffer A ring and one activation tile ahead (more blocks per SM):
+            # faster than 64-column stages in all 9 cells of two H100 dev runs (benchmarks/results/dev/wgr_run{2,3},
+            # 3 LLM shapes x T 8/16/32: +2-15 %)
+            return {"mma": "wg", "code": "pos7", "sc": 128, "ra": 1, "xd": 1}
+        # 70 %: 64-column stages; the one-buffer A ring from 32 tokens (wgr_run2/3: +3-4 % at T=32 on all three
+        # shapes, 1-3 % slower at T=8)
+        return {"mma": "wg", **({"code": "pos7"} if density >= POS7_MIN_DENSITY else {}),
+                **({"ra": 1} if tokens >= 32 else {})}
     if density <= UNSCATTER_MAX_DENSITY:
         return {"clear": "unscatter"}
     return {"code": "pos7"} if density >= POS7_MIN_DENSITY else {}

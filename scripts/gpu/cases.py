@@ -246,6 +246,16 @@ WG_CHECK = [
     (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], False, None, {"wip": 1, "pf": 1,
                                                                                           "wgs": 1}),
     (333, 1288, 12, "csr", {}, ["unstructured", 0.9, True], True, None, {"sc": 128, "pb": 1, "wgs": 1}),
+    # clear="unscatter": mostly-unscattered stages (90-95 %), overflowing ones (70 % at sc=128 pb=1, 0 %), with
+    # split-K (a block's ring starts mid-K), wip=1 (a ring of 3), pf=2 (two register sets), wgs 1 / 2, bias, gelu
+    (300, 1000, 17, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], True, None,
+     {"clear": "unscatter", "pf": 2, "pb": 1, "ksplit": 3}),
+    (520, 2048, 32, "csr", {}, ["unstructured", 0.7, False], False, None, {"clear": "unscatter", "sc": 128, "pb": 1}),
+    (257, 3000, 24, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.95, True], False, None,
+     {"clear": "unscatter", "wip": 1, "wgs": 1, "sc": 128, "pb": 1}),
+    (130, 640, 8, "csr", {}, ["unstructured", 0.0, False], True, "gelu", {"clear": "unscatter"}),
+    (1000, 4104, 32, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], False, None,
+     {"clear": "unscatter", "sc": 128, "wgs": 2, "ksplit": 8}),
 ]
 
 
@@ -297,7 +307,13 @@ def tiled_variants(O, K, T) -> list[dict]:
         cands += [{"mma": "wg", "code": "pos7"}, {"mma": "wg"}, {"mma": "wg", "code": "pos7", "ksplit": up},
                   # 128-column stages (dev run 4: fastest at 90 %; wgs=1 below 32 tokens; pos7 at 80 % on 9216x36864)
                   {"mma": "wg", "sc": 128, "pb": 1, **({"wgs": 1} if T < 32 else {})},
-                  {"mma": "wg", "code": "pos7", "sc": 128}]
+                  {"mma": "wg", "code": "pos7", "sc": 128},
+                  # a one-buffer A ring (ra=1: more blocks per SM; session 9, benchmarks/results/dev/wgr_run{2,3}):
+                  # the planner's 80 % variant (+ xd=1) and its 70 % variant from T=32, two warpgroups at 90 % below
+                  # 32 tokens, the 70 % variant one split up (deep K)
+                  {"mma": "wg", "code": "pos7", "sc": 128, "ra": 1, "xd": 1}, {"mma": "wg", "code": "pos7", "ra": 1},
+                  {"mma": "wg", "sc": 128, "pb": 1, "ra": 1, **({"wgs": 2} if T < 32 else {})},
+                  {"mma": "wg", "code": "pos7", "ra": 1, "ksplit": up}]
     for kn in cands:
         try:
             r = resolve(spec, kn).knobs()

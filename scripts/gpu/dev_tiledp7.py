@@ -31,8 +31,8 @@ elif MODE == "tall":            # taller stages at T = 16 / 32 (activation bytes
     SHAPES, TOKENS = SHAPES[1:], [16, 32]
 elif MODE == "minb":            # __launch_bounds__(256, minb): registers capped for more warps per SM
     SHAPES, TOKENS = SHAPES[1:], [8, 16, 32]
-elif MODE == "wg":              # mma="wg" (tiled_wg.py): the decode kernel on warpgroup MMA vs mma.sync
-    SHAPES, TOKENS = SHAPES[1:], [8, 16, 32]
+elif MODE in ("wg", "wgu", "wgr"):     # mma="wg" (tiled_wg.py): the decode kernel on warpgroup MMA vs mma.sync; "wgu":
+    SHAPES, TOKENS = SHAPES[1:], [8, 16, 32]    # its clear="unscatter" vs zeroing
 SPARSITY = [0.7, 0.8, 0.9]
 ROUNDS = 7
 ARCH = "sm_90a"
@@ -45,6 +45,11 @@ def check_cases() -> list[dict]:
 
     if MODE == "wg":
         return C.tiled_wg_check_cases()
+    if MODE == "wgu":           # the unscatter cases and the first few others
+        return [c for i, c in enumerate(C.tiled_wg_check_cases()) if "clear" in c["knobs"] or i < 6]
+    if MODE == "wgr":           # the wg grid with a one-buffer A ring where wip=0
+        return [dict(c, name=c["name"].replace("chk_tiledwg", "chk_tiledwgr"), knobs=dict(c["knobs"], ra=1))
+                for c in C.tiled_wg_check_cases() if not c["knobs"].get("wip")]
     if MODE == "xpipe":     # the pos7 grid (pipe=1 entries) with xpipe=1, on pos and pos7 alternately
         out = []
         for c in C.tiled_pos7_check_cases():
@@ -81,6 +86,10 @@ def variants(O, K, T):
         return variants_tall(O, K, T)
     if MODE == "wg":
         return variants_wg(O, K, T)
+    if MODE == "wgu":
+        return variants_wgu(O, K, T)
+    if MODE == "wgr":
+        return variants_wgr(O, K, T)
     if MODE == "minb":
         out = []
         for lab, kn in (("pos", {}), ("p7", {"code": "pos7"}), ("pos_us", {"clear": "unscatter"})):
@@ -143,6 +152,56 @@ def variants_wg(O, K, T):
         out.append(("wg_kslo", {"mma": "wg", "ksplit": ks[i - 1]}, "bank"))
     if i + 1 < len(ks):
         out.append(("wg_kshi", {"mma": "wg", "ksplit": ks[i + 1]}, "bank"))
+    return resolvable(spec, out)
+
+
+def variants_wgu(O, K, T):
+    """mma="wg" with clear="zero" vs "unscatter": the 70 % (pos7), 90 % (pos, sc=128, pb=1) and 80 % (pos7, sc=128)
+    variants of the benchmark, each with both clears; unscatter also one split step down (longer blocks zero
+    their ring fewer times per stage) and with pos at sc=64."""
+    from sparsec.backends.cuda.kernels.tiled import WG_KSPLIT, resolve
+    from sparsec.backends.kernels.common import MatmulSpec
+
+    spec = MatmulSpec(T, O, K, False, None, "float16")
+    us = {"clear": "unscatter"}
+    s128 = {"mma": "wg", "sc": 128, "pb": 1, **({"wgs": 1} if T < 32 else {})}
+    ks = list(WG_KSPLIT)
+    i = ks.index(resolve(spec, s128).ksplit)
+    out = [("wg7", {"mma": "wg", "code": "pos7"}, "bank"), ("wg7_us", {"mma": "wg", "code": "pos7", **us}, "bank"),
+           ("wg_s128", s128, "bank"), ("wg_s128_us", dict(s128, **us), "bank"),
+           ("wg7_s128", {"mma": "wg", "code": "pos7", "sc": 128}, "bank"),
+           ("wg7_s128_us", {"mma": "wg", "code": "pos7", "sc": 128, **us}, "bank"),
+           ("wg_us", {"mma": "wg", **us}, "bank")]
+    if i > 0:
+        out.append(("wg_s128_us_kslo", dict(s128, ksplit=ks[i - 1], **us), "bank"))
+    return resolvable(spec, out)
+
+
+def variants_wgr(O, K, T):
+    """mma="wg" with the A ring of 2 (default) vs 1 buffer (``ra=1``: less shared memory, more blocks per SM) for
+    the 70 % (pos7), 80 % (pos7, sc=128) and 90 % (pos, sc=128, pb=1) variants; ra=1 also with xd=1, with two
+    warpgroups at T < 32 and one split step up."""
+    from sparsec.backends.cuda.kernels.tiled import WG_KSPLIT, resolve
+    from sparsec.backends.kernels.common import MatmulSpec
+
+    spec = MatmulSpec(T, O, K, False, None, "float16")
+    s128 = {"mma": "wg", "sc": 128, "pb": 1, **({"wgs": 1} if T < 32 else {})}
+    w7 = {"mma": "wg", "code": "pos7"}
+    w7s = {"mma": "wg", "code": "pos7", "sc": 128}
+    ks = list(WG_KSPLIT)
+    out = [("wg7", w7, "bank"), ("wg7_ra1", dict(w7, ra=1), "bank"), ("wg7_ra1_xd1", dict(w7, ra=1, xd=1), "bank"),
+           ("wg_s128", s128, "bank"), ("wg_s128_ra1", dict(s128, ra=1), "bank"),
+           ("wg_s128_ra1_xd1", dict(s128, ra=1, xd=1), "bank"),
+           ("wg7_s128", w7s, "bank"), ("wg7_s128_ra1", dict(w7s, ra=1), "bank"),
+           ("wg7_s128_ra1_xd1", dict(w7s, ra=1, xd=1), "bank")]
+    if T < 32:
+        out.append(("wg_s128g2_ra1", dict(s128, wgs=2, ra=1), "bank"))
+    # code="pos" at sc=64 (its scatter is one add per entry since the element-offset encoding)
+    out += [("wg", {"mma": "wg"}, "bank"), ("wg_ra1", {"mma": "wg", "ra": 1}, "bank")]
+    for lab, kn in (("wg7_ra1", dict(w7, ra=1)), ("wg_s128_ra1", dict(s128, ra=1)), ("wg_ra1", {"mma": "wg", "ra": 1})):
+        i = ks.index(resolve(spec, kn).ksplit)
+        if i + 1 < len(ks):
+            out.append((lab + "_kshi", dict(kn, ksplit=ks[i + 1]), "bank"))
     return resolvable(spec, out)
 
 

@@ -86,7 +86,7 @@ KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128), "warps": (1, 2, 4, 8, 16),
          "tn": (8, 16, 24, 32, 40, 48, 56, 64, 96, 128), "pipe": (1, 2, 3), "sync": ("warp", "block"),
          "clear": ("zero", "unscatter"), "code": ("pos", "bitmap", "pos7"), "vsrc": ("smem", "global"),
          "split": ("k", "rows"), "xpipe": (0, 1), "minb": (0, 2, 3, 4, 5, 6),
-         "mma": ("sync", "wg"), "wip": (0, 1), "xd": (1, 2, 3), "wgs": (1, 2), "pf": (1, 2), "pb": (1, 2)}
+         "mma": ("sync", "wg"), "wip": (0, 1), "xd": (1, 2, 3), "wgs": (1, 2), "pf": (1, 2), "pb": (1, 2), "ra": (1, 2, 3)}
 WG_TN = (8, 16, 24, 32, 40, 48, 56, 64, 96, 128)   # mma="wg": tokens per block (the wgmma N)
 WG_KSPLIT = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)
 WG_MAX_PER = 24              # mma="wg" default split: at most this many stages per block ...
@@ -119,6 +119,7 @@ class TiledSpec:
     wgs: int = 1
     pf: int = 1
     pb: int = 1
+    ra: int = 0
 
     @property
     def ngroups(self) -> int:
@@ -133,6 +134,8 @@ class TiledSpec:
             return {"design": "tiled", "mma": "wg", "rt": 1, "sc": self.sc, "warps": 4, "ksplit": self.ksplit,
                     "tn": self.tn, "code": self.code, "wip": self.wip, "xd": self.xd, "wgs": self.wgs, "pf": self.pf,
                     "pb": self.pb,
+                    **({"clear": self.clear} if self.clear != "zero" else {}),
+                    **({"ra": self.ra} if self.ra else {}),
                     **({"minb": self.minb} if self.minb else {})}
         return {"design": "tiled", "rt": self.rt, "sc": self.sc, "warps": self.warps, "ksplit": self.ksplit,
                 "tn": self.tn, "pipe": self.pipe, "sync": self.sync, "clear": self.clear,
@@ -166,7 +169,7 @@ def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
         raise KernelError(f"cuda tiled kernel: dtype {spec.dtype} unsupported (float16, bfloat16)")
     if (knobs.get("mma") or "sync") == "wg":
         return resolve_wg(spec, knobs)
-    for k in ("wip", "xd", "wgs", "pf", "pb"):
+    for k in ("wip", "xd", "wgs", "pf", "pb", "ra"):
         if knobs.get(k) is not None:
             raise KernelError(f"cuda tiled kernel: knob {k} needs mma='wg'")
     Tt = spec.tokens
@@ -244,7 +247,8 @@ def resolve_wg(spec: MatmulSpec, knobs: dict) -> TiledSpec:
     <= ``WG_MAX_PER`` and gives >= ``WG_MIN_BLOCKS`` blocks (none with an activation)."""
     from sparsec.backends.cuda.kernels.tiled_wg import SMEM_LIMIT, smem_elems
 
-    bad = {"rt": (1,), "warps": (4,), "pipe": (1,), "sync": ("warp",), "clear": ("zero",), "code": ("pos", "pos7"),
+    bad = {"rt": (1,), "warps": (4,), "pipe": (1,), "sync": ("warp",), "clear": ("zero", "unscatter"),
+           "code": ("pos", "pos7"),
            "split": ("k",), "xpipe": (0,), "sc": (64, 128)}
     for k, ok in bad.items():
         if knobs.get(k) is not None and knobs[k] not in ok:
@@ -270,6 +274,11 @@ def resolve_wg(spec: MatmulSpec, knobs: dict) -> TiledSpec:
         # T >= 16 with wip=1, pf=2, wgs=1, correct at T <= 8 and on the other shapes; not understood, so refused
         raise KernelError("cuda tiled kernel: mma='wg' with wip=1 needs pf=1 (wip=1 with pf=2 gave wrong results "
                           "on the H100)")
+    ra = knobs.get("ra") or 0
+    if ra and ra != 2 + wip and not (ra == 1 and wip == 0):
+        raise KernelError(f"cuda tiled kernel: mma='wg' needs an A ring (ra) of 1 or 2 with wip=0, 3 with wip=1 "
+                          f"(got ra={ra}, wip={wip})")
+    ra = 0 if ra == 2 + wip else ra
     ngr, nst = ceil_div(spec.out_features, 16), ceil_div(spec.in_features, sc)
     nblk = ceil_div(ngr, 4 * wgs) * ceil_div(Tt, tn)
     ks = knobs.get("ksplit")
@@ -285,10 +294,11 @@ def resolve_wg(spec: MatmulSpec, knobs: dict) -> TiledSpec:
     if spec.activation is not None and ks > 1:
         raise KernelError("cuda tiled kernel: ksplit > 1 sums partial results with atomics, which an "
                           "activation cannot follow; use ksplit=1")
-    if smem_elems(sc, tn, wip, xd, wgs) * 2 > SMEM_LIMIT:
+    if smem_elems(sc, tn, wip, xd, wgs, ra) * 2 > SMEM_LIMIT:
         raise KernelError(f"cuda tiled kernel: mma='wg' with sc={sc}, tn={tn}: too much shared memory")
     return TiledSpec(spec, 1, sc, 4, ks, tn, code=knobs.get("code") or "pos", minb=knobs.get("minb") or 0,
-                     mma="wg", wip=wip, xd=xd, wgs=wgs, pf=pf, pb=pb)
+                     clear=knobs.get("clear") or "zero", mma="wg", wip=wip, xd=xd, wgs=wgs, pf=pf, pb=pb,
+                     ra=ra)
 
 
 def tiled_args(ts: TiledSpec, dtype: str) -> list[Arg]:

@@ -103,7 +103,8 @@ def build(fmt, rt: int, sc: int, shape=None, dtype=None, order: str = "bank", sl
     """The three kernel buffers for ``fmt`` (any sparsec format), on the device of its buffers; ``order``: the
     order of the entries inside a stage's run (see the module docstring); ``slots``: the in-stage slot map
     (``"frag"``: ``slot_of``, pads to the trash slot; ``"wg"``: ``wg_slot_of``, pads repeat the run's first entry
-    (same slot, same value), as the ``mma="wg"`` stage buffer has no trash slot)."""
+    (same slot, same value), as the ``mma="wg"`` stage buffer has no trash slot; ``tc_pos`` then holds element
+    offsets, ``wg_offset_of_slot``)."""
     slot = slot_fn(slots)
     if order not in ORDERS:
         raise ValueError(f"tiled layout: order {order!r} is not one of {ORDERS}")
@@ -142,7 +143,22 @@ def build(fmt, rt: int, sc: int, shape=None, dtype=None, order: str = "bank", sl
         raise ValueError(f"tiled layout: stage {rg}x{sc} too large for 16-bit positions")
     if order == "bank" and n:
         values, pos = bank_order(values[:n], pos[:n], ptr, ngr * nst, values, pos)
+    if slots == "wg":
+        pos = wg_offset_of_slot(pos)
     return {"tc_values": values, "tc_pos": pos.to(torch.int16), "tc_ptr": (ptr // 8).to(torch.int32)}
+
+
+def wg_offset_of_slot(p):
+    """``slots="wg"`` with ``code="pos"`` stores, instead of slot ``p``, its element offset in the strip's part of the
+    stage buffer, ``(p >> 10) * 4096 + (p & 1023)`` (64-column atoms 4096 halves apart; < 2^15 for ``sc <= 128``): the
+    kernel's scatter address is then one add. Offsets and slots differ by multiples of 4096 halves, so banks and
+    distinct words are the same (``store_wavefronts`` holds)."""
+    return p + (p >> 10) * 3072
+
+
+def wg_slot_of_offset(q):
+    """Inverse of ``wg_offset_of_slot``."""
+    return (q >> 12) * 1024 + (q & 1023)
 
 
 def bank_order(values, pos, ptr, nseg, out_values, out_pos):

@@ -38,10 +38,11 @@ ATOM = 4096                  # halves per 64-row x 64-column atom (8 KB)
 SMEM_LIMIT = 227 * 1024
 
 
-def smem_elems(sc: int, tn: int, wip: int, xd: int, wgs: int = 1) -> int:
-    """Halves of dynamic shared memory: the A ring, the activation ring and the alignment slack (the staged
-    epilogue reuses the rings)."""
-    return (2 + wip) * wgs * (sc // 64) * ATOM + (xd + 2) * (sc // 64) * tn * 64 + ALIGN // 2
+def smem_elems(sc: int, tn: int, wip: int, xd: int, wgs: int = 1, ra: int = 0) -> int:
+    """Halves of dynamic shared memory: the A ring (``ra`` buffers, default ``2 + wip``), the activation ring and
+    the alignment slack (the staged epilogue reuses the rings: at least its ``tn x (64 wgs + 8)`` tile)."""
+    rings = (ra or 2 + wip) * wgs * (sc // 64) * ATOM + (xd + 2) * (sc // 64) * tn * 64
+    return max(rings, tn * (64 * wgs + 8)) + ALIGN // 2
 
 
 def generate_wg(ts):
@@ -64,14 +65,17 @@ def generate_wg(ts):
     PB = ts.pb
     SHFL = PER <= 31                    # a warp's stage pointers fit one per lane
     WIP = ts.wip
-    RA = 2 + WIP                        # A ring
+    RA = ts.ra or 2 + WIP               # A ring (ra=1 with wip=0: a warp rewrites its strip right after its own
+    #                                     warpgroup's wgmma finished; only that wgmma reads the strip)
     XD = ts.xd                          # activation tiles in flight ahead
     RX = XD + 2                         # activation ring
     ASZ = NWG * NAT * ATOM              # halves per A stage buffer: [warpgroup][atom][64 rows][64 columns]
     XSZ = NAT * BN * 64
-    SMN = smem_elems(SC, BN, WIP, XD, NWG)
+    SMN = smem_elems(SC, BN, WIP, XD, NWG, RA)
     P7 = ts.code == "pos7"
     PL = 2 if P7 else 8
+    UNS = ts.clear == "unscatter"       # clear a stage buffer by storing zeros at the slots it held RA stages ago
+    UW = PL * PB                        # position words of one stage's first PB batches (a retained set)
     PR_DT = "int32" if P7 else "int16"
     NACC = BN // 2
     ZIT = 1024 // 8 // 32               # 16-byte zero stores per lane and atom of a strip (4)
@@ -99,11 +103,13 @@ def generate_wg(ts):
         # element of warp ty's strip in atom 0 of a stage buffer
         return (ty // 4) * NAT * ATOM + (ty % 4) * 1024
 
-    def elem(p, ty):
-        # slot p of warp ty's strip -> element of the stage buffer
-        if NAT == 1:
+    def elem(p, ty, offset=False):
+        # slot p of warp ty's strip -> element of the stage buffer (offset: p is already the element offset in the
+        # strip's part, code="pos": tiled_layout.wg_offset_of_slot)
+        if NAT == 1 or offset:
             return strip0(ty) + p
-        return T.shift_right(p, 10) * ATOM + strip0(ty) + (p & 1023)
+        # (p >> 10) * ATOM + (p & 1023), one shift and one multiply-add fewer
+        return p + T.shift_right(p, 10) * (ATOM - 1024) + strip0(ty)
 
     def xel(e):
         # element of 16-byte chunk e (token e // 8, chunk e % 8) of an activation atom: the 128B swizzle
@@ -121,8 +127,8 @@ def generate_wg(ts):
             for j in T.vectorized(8):
                 p[b * 8 + j] = pos[chunk * 8 + j]
 
-    def slot7b(p, b, j):
-        return (T.shift_right(p[b * 2], 21) & 0x780) + (T.shift_right(p[b * 2 + j // 4], (j % 4) * 7) & 127)
+    def slot7b(p, b, j, o=0):
+        return (T.shift_right(p[o + b * 2], 21) & 0x780) + (T.shift_right(p[o + b * 2 + j // 4], (j % 4) * 7) & 127)
 
     @T.macro
     def scatter(st, ab, v, p, ty, b):
@@ -131,7 +137,25 @@ def generate_wg(ts):
                 st[ab + elem(slot7b(p, b, j), ty)] = v[b * 8 + j]
         else:
             for j in T.unroll(8):
-                st[ab + elem(T.Cast("int32", p[b * 8 + j]), ty)] = v[b * 8 + j]
+                st[ab + elem(T.Cast("int32", p[b * 8 + j]), ty, True)] = v[b * 8 + j]
+
+    @T.macro
+    def unscatter(st, ab, u, ty, b):
+        # zeros at the slots of batch b of the oldest retained set (the stage that last used this buffer)
+        if P7:
+            for j in T.unroll(8):
+                st[ab + elem(slot7b(u, b, j, (RA - 1) * UW), ty)] = zero
+        else:
+            for j in T.unroll(8):
+                st[ab + elem(T.Cast("int32", u[(RA - 1) * UW + b * 8 + j]), ty, True)] = zero
+
+    @T.macro
+    def zero_strip(sw, ab, ty, tx):
+        # 16-byte stores of integer zeros through the uint32 view (a dtype zero is 8 conversions per store)
+        for a in T.unroll(NAT):
+            for i in T.unroll(ZIT):
+                for j in T.vectorized(4):
+                    sw[(ab + strip0(ty) + a * ATOM + (i * 32 + tx) * 8) // 2 + j] = T.uint32(0)
 
     @T.macro
     def load_x(st, X, xb, by, k0, tid):
@@ -147,7 +171,7 @@ def generate_wg(ts):
                                              T.uint32(16), T.uint32(0)))
 
     @T.macro
-    def stage(vals, pos, sptr, X, st, acc, cv, cp, v2, p2, sv, sbase, off, si, nb, bx, by, bz, ty, tx):
+    def stage(vals, pos, sptr, X, st, sw, dsc, acc, cv, cp, v2, p2, u, sv, sbase, off, si, nb, bx, by, bz, ty, tx):
         # one stage: cv/cp hold its first PB batches (loaded PF stages earlier) and receive those of si + PF
         tid = ty * 32 + tx
         ab = off + (si % RA) * ASZ
@@ -161,11 +185,16 @@ def generate_wg(ts):
             sv[2] = sptr[gbase(bx, ty) + T.min(s_first(bz) + si + 1, s_end(bz))]
             sv[3] = sptr[gbase(bx, ty) + T.min(s_first(bz) + si + PF, s_end(bz))]
             sv[4] = sptr[gbase(bx, ty) + T.min(s_first(bz) + si + PF + 1, s_end(bz))]
-        # the warp's strip of this stage's A buffer: zero, then the non-zeros
-        for a in T.unroll(NAT):
-            for i in T.unroll(ZIT):
-                for j in T.vectorized(8):
-                    st[ab + strip0(ty) + a * ATOM + (i * 32 + tx) * 8 + j] = zero
+        # the warp's strip of this stage's A buffer: zero (or, with clear="unscatter", zeros at the slots of the
+        # stage RA earlier, unless that stage had more than PB batches), then the non-zeros
+        if UNS:
+            if T.shift_right(sv[5], RA - 1) & 1 == 1:
+                zero_strip(sw, ab, ty, tx)
+            else:
+                for b in T.unroll(PB):
+                    unscatter(st, ab, u, ty, b)
+        else:
+            zero_strip(sw, ab, ty, tx)
         T.evaluate(T.cuda.warp_sync())
         if bx * NWP + ty < NGR:
             for b in T.unroll(PB):
@@ -175,6 +204,15 @@ def generate_wg(ts):
                 if sv[1] + it * 32 + tx < sv[2]:
                     load_batch(vals, pos, v2, p2, sv[1] + it * 32 + tx, 0)
                     scatter(st, ab, v2, p2, ty, 0)
+            if UNS:
+                # retain this stage's positions (lanes idle in a batch keep older slots of their strip: harmless
+                # zeros) and whether it had batches past the first PB (then its buffer is zeroed whole)
+                for r in T.unroll(RA - 1):
+                    for j in T.unroll(UW):
+                        u[(RA - 1 - r) * UW + j] = u[(RA - 2 - r) * UW + j]
+                for j in T.unroll(UW):
+                    u[j] = cp[j]
+                sv[5] = (T.shift_left(sv[5], 1) | T.Cast("int32", (sv[2] - sv[1] + 31) // 32 > PB)) & ((1 << RA) - 1)
             # the first PB batches of stage si + PF (in flight during the barrier, the wgmma and PF - 1 more stages)
             if si + PF < nb:
                 for b in T.unroll(PB):
@@ -189,12 +227,15 @@ def generate_wg(ts):
             load_x(st, X, off + RA * ASZ + ((si + XD) % RX) * XSZ, by, (s_first(bz) + si + XD) * SC, tid)
         T.ptx["cp.async.commit_group"]()
         T.ptx["wgmma.fence.sync.aligned"]()
+        # the stage's two descriptors once; each k16 slice adds its byte offset >> 4 to the start-address field
+        # (shared addresses < 256 KB: the 14-bit field never carries)
+        dsc[0] = smem_descriptor(sbase + T.Cast("uint32", (ab + (ty // 4) * NAT * ATOM) * 2))
+        dsc[1] = smem_descriptor(sbase + T.Cast("uint32", (off + RA * ASZ + (si % RX) * XSZ) * 2))
         for a in T.unroll(NAT):
             for kk in T.unroll(4):
                 T.ptx[WG](*[acc[j] for j in range(NACC)],
-                          smem_descriptor(sbase + T.Cast("uint32", (ab + ((ty // 4) * NAT + a) * ATOM) * 2 + kk * 32)),
-                          smem_descriptor(sbase + T.Cast("uint32", (off + RA * ASZ + (si % RX) * XSZ
-                                                                     + a * BN * 64) * 2 + kk * 32)),
+                          dsc[0] + T.Cast("uint64", (a * ATOM * 2 + kk * 32) // 16),
+                          dsc[1] + T.Cast("uint64", (a * BN * 64 * 2 + kk * 32) // 16),
                           True, 1, 1, 0, 0)
         T.ptx["wgmma.commit_group.sync.aligned"]()
         T.ptx["wgmma.wait_group.sync.aligned"](WIP)
@@ -208,8 +249,10 @@ def generate_wg(ts):
         # them (the barriers are placed by hand); nvcc still emits ld/st.shared
         stp: T.let = T.call_extern("handle", "(void*)", T.address_of(Sm[0]))
         st = T.decl_buffer((SMN,), dt, data=stp)
+        sw = T.decl_buffer((SMN // 2,), "uint32", data=stp)
         Su = T.decl_buffer((SMN // 2,), "uint32", data=Sm.data, scope="shared.dyn")
         acc = T.alloc_buffer((NACC,), "float32", scope="local")
+        dsc = T.alloc_buffer((2,), "uint64", scope="local")       # the stage's wgmma descriptors (A, B)
         cv = T.alloc_buffer((8 * PB,), dt, scope="local")
         cp = T.alloc_buffer((PL * PB,), PR_DT, scope="local")
         c2v = T.alloc_buffer((8 * PB,), dt, scope="local")
@@ -220,10 +263,21 @@ def generate_wg(ts):
         eu = T.alloc_buffer((4,), "uint32", scope="local")
         # [0] the stage pointer of the lane's stage, [1] this stage's first chunk, [2] the next's, [3] / [4] the
         # first chunks of stages si + PF and si + PF + 1
-        sv = T.alloc_buffer((5,), "int32", scope="local")
+        sv = T.alloc_buffer((6,), "int32", scope="local")    # [5]: clear="unscatter" flags (bit r: stage si-1-r)
+        u = T.alloc_buffer((RA * UW,), PR_DT, scope="local")  # clear="unscatter": positions of the last RA stages
         nb = s_end(bz) - s_first(bz)                    # the block's stages (every warp of the block)
         for i in T.unroll(NACC):
             acc[i] = T.float32(0)
+        if UNS:
+            # the ring starts zeroed; retained sets and prefetch registers start at slot 0 (a harmless clear)
+            for rb in T.unroll(RA):
+                zero_strip(sw, off + rb * ASZ, ty, tx)
+            for j in T.unroll(RA * UW):
+                u[j] = T.Cast(PR_DT, 0)
+            for j in T.unroll(UW):
+                cp[j] = T.Cast(PR_DT, 0)
+                c2p[j] = T.Cast(PR_DT, 0)
+            sv[5] = 0
         if SHFL:
             sv[0] = sptr[gbase(bx, ty) + T.min(s_first(bz) + tx, s_end(bz))]
             sv[1] = T.tvm_warp_shuffle(FULL, sv[0], 0, 32, 32)
@@ -246,13 +300,13 @@ def generate_wg(ts):
             T.ptx["cp.async.commit_group"]()
         if PF == 1:
             for si in range(nb):
-                stage(vals, pos, sptr, X, st, acc, cv, cp, v2, p2, sv, sbase, off, si, nb, bx, by, bz, ty, tx)
+                stage(vals, pos, sptr, X, st, sw, dsc, acc, cv, cp, v2, p2, u, sv, sbase, off, si, nb, bx, by, bz, ty, tx)
         else:
             # two register sets: stage 2i scatters cv/cp and refills them with stage 2i + 2, stage 2i + 1 c2v/c2p
             for si2 in range((nb + 1) // 2):
-                stage(vals, pos, sptr, X, st, acc, cv, cp, v2, p2, sv, sbase, off, 2 * si2, nb, bx, by, bz, ty, tx)
+                stage(vals, pos, sptr, X, st, sw, dsc, acc, cv, cp, v2, p2, u, sv, sbase, off, 2 * si2, nb, bx, by, bz, ty, tx)
                 if 2 * si2 + 1 < nb:
-                    stage(vals, pos, sptr, X, st, acc, c2v, c2p, v2, p2, sv, sbase, off, 2 * si2 + 1, nb, bx, by, bz,
+                    stage(vals, pos, sptr, X, st, sw, dsc, acc, c2v, c2p, v2, p2, u, sv, sbase, off, 2 * si2 + 1, nb, bx, by, bz,
                           ty, tx)
         T.ptx["wgmma.wait_group.sync.aligned"](0)
         T.ptx["cp.async.wait_group"](0)
