@@ -32,7 +32,7 @@ def _emulate_wg(slots_of, vals, ptr, O, K, X, sc):
     ``a * 4096 + swizzle(r, k)``."""
     nst, ngr = -(-K // sc), -(-O // 16)
     Xp = torch.zeros(X.shape[0], nst * sc, dtype=torch.float64)
-    Xp[:, :K] = X.double()
+    Xp[:, :X.shape[1]] = X.double()                             # K columns, or all the stages' (xa's k order)
     Y = torch.zeros(X.shape[0], -(-ngr // 4) * 64, dtype=torch.float64)
     r = torch.arange(64).view(64, 1)
     k = torch.arange(64).view(1, 64)
@@ -54,8 +54,10 @@ def _emulate_wg(slots_of, vals, ptr, O, K, X, sc):
 @settings(max_examples=12, deadline=None)
 @given(O=st.integers(1, 150), K=st.integers(1, 40).map(lambda v: v * 8), T=st.integers(1, 5),
        sparsity=st.sampled_from([0.0, 0.5, 0.7, 0.9, 0.99]), sc=st.sampled_from([64, 128]),
-       code=st.sampled_from(["pos", "pos7"]), seed=st.integers(0, 2 ** 16))
-def test_wg_layout_is_the_swizzled_wgmma_operand(O, K, T, sparsity, sc, code, seed):
+       code=st.sampled_from(["pos", "pos7"]), xa=st.sampled_from([0, 1]), seed=st.integers(0, 2 ** 16))
+def test_wg_layout_is_the_swizzled_wgmma_operand(O, K, T, sparsity, sc, code, xa, seed):
+    """xa=1 (``slots="wgx"``): the weight is the wgmma B operand in the same swizzled layout, its columns in the
+    order of the lanes' activation registers; the activations enter the product in that order too."""
     from sparsec.backends.cuda.kernels import tiled_layout as TL
     from sparsec.ir.formats import CSR
 
@@ -64,7 +66,7 @@ def test_wg_layout_is_the_swizzled_wgmma_operand(O, K, T, sparsity, sc, code, se
     if O > 2:
         w[O // 2] = 0                                           # an empty row
     x = torch.randn(T, K, generator=g).half()
-    lay, names = TL.build_for(CSR.from_dense(w), {"mma": "wg", "rt": 1, "sc": sc, "code": code})
+    lay, names = TL.build_for(CSR.from_dense(w), {"mma": "wg", "rt": 1, "sc": sc, "code": code, "xa": xa})
     n = int(lay["tc_ptr"][-1]) * 8                              # entries the kernel reads
     # code="pos" stores the slot's element offset in the strip's part of the stage buffer (atoms 4096 halves apart)
     slots = TL.pos7_slots(lay) if code == "pos7" else TL.wg_slot_of_offset(lay["tc_pos"].long())
@@ -74,7 +76,19 @@ def test_wg_layout_is_the_swizzled_wgmma_operand(O, K, T, sparsity, sc, code, se
         assert int((q & 4095).max()) < 1024 and int(q.max()) < sc // 64 * 4096
         assert torch.equal(TL.wg_offset_of_slot(slots[:n]), q)
     assert n == 0 or int(slots[:n].max()) < 16 * sc             # no trash slot: pads repeat an entry
-    got = _emulate_wg(slots[:n], lay["tc_values"][:n], lay["tc_ptr"].long(), O, K, x, sc)
+    xk = x
+    if xa:
+        # lane t of a 32-column chunk loads columns 8t..8t+7 as its A fragment pairs (ISA: lane (g, t) holds k
+        # 2t, 2t+1 and 2t+8, 2t+9 of a k16 slice), 4 per slice: column 8t + 4h + e sits at k 16h + 2t + e % 2 + 8 (e // 2)
+        nst = -(-K // sc)
+        perm = torch.empty(nst * sc, dtype=torch.long)
+        for c in range(nst * sc):
+            t, h, e = c % 32 // 8, c % 8 // 4, c % 4
+            perm[c // 32 * 32 + 16 * h + 2 * t + e % 2 + 8 * (e // 2)] = c
+        xp = torch.zeros(T, nst * sc, dtype=x.dtype)
+        xp[:, :K] = x
+        xk = xp[:, perm]                                        # activations in the wgmma's k order
+    got = _emulate_wg(slots[:n], lay["tc_values"][:n], lay["tc_ptr"].long(), O, K, xk, sc)
     torch.testing.assert_close(got, x.double() @ w.double().t(), atol=1e-9, rtol=1e-9)
 
 
@@ -187,7 +201,10 @@ def test_wg_resolve_defaults_and_refusals():
     assert resolve(_spec(), kn).knobs() == kn                                   # the knobs round-trip
     assert resolve(_spec(), {"mma": "wg", "ra": 1}).knobs()["ra"] == 1                 # a one-buffer A ring
     assert "ra" not in resolve(_spec(), {"mma": "wg", "ra": 2}).knobs()                 # the default ring, by name
-    bad = [({"mma": "wg", "ra": 1, "wip": 1}, "ra"), ({"mma": "wg", "ra": 3}, "ra"), ({"ra": 1}, "mma='wg'"),
+    xa = resolve(_spec(T=16), {"mma": "wg", "xa": 1})
+    assert xa.tn == 64 and xa.knobs()["xa"] == 1                                # 64 tokens: the wgmma M
+    bad = [({"mma": "wg", "xa": 1, "wip": 1}, "wip=0"), ({"mma": "wg", "xa": 1, "tn": 32}, "64 tokens"),
+           ({"mma": "wg", "ra": 1, "wip": 1}, "ra"), ({"mma": "wg", "ra": 3}, "ra"), ({"ra": 1}, "mma='wg'"),
            ({"mma": "wg", "rt": 2}, "rt"), ({"mma": "wg", "sc": 32}, "sc"), ({"mma": "wg", "clear": "none"}, "clear"),
            ({"mma": "wg", "wip": 1, "pf": 2}, "wip=1"), ({"mma": "wg", "code": "bitmap"}, "code"),
            ({"mma": "wg", "tn": 72}, "tn"), ({"wgs": 2}, "mma='wg'"), ({"tn": 64}, "mma='wg'")]
@@ -216,6 +233,7 @@ def built_wg():
         "wg_bf16_t1": (w.bfloat16(), 1, True, None, {"mma": "wg", "code": "pos7", "ksplit": 2}),
         "wg_t128": (w, 128, False, None, {"mma": "wg", "code": "pos7"}),
         "wg_ra1_us": (w, 24, True, None, {"mma": "wg", "sc": 128, "ra": 1, "xd": 1, "clear": "unscatter"}),
+        "wg_xa": (w, 20, True, None, {"mma": "wg", "code": "pos7", "xa": 1, "ksplit": 2}),
     }
     funcs, knobs = {}, {}
     for sym, (wt, T, bias, act, kn) in confs.items():
@@ -235,8 +253,15 @@ def test_wg_kernels_use_warpgroup_mma_and_vector_reductions(built_wg):
         assert len(main) == 1, sym
         body = main[0]
         pt = "bf16" if "bf16" in sym else "f16"
-        assert re.search(rf"wgmma\.mma_async\.sync\.aligned\.m64n{kn['tn']}k16\.f32\.{pt}\.{pt}", body), sym
-        assert "cp.async.cg.shared.global" in body and "fence.proxy.async.shared::cta" in body, sym
+        if kn.get("xa"):
+            # activations as the A operand from four 32-bit registers, the weight strips (64 rows) as B, no copies
+            assert re.search(rf"wgmma\.mma_async\.sync\.aligned\.m64n64k16\.f32\.{pt}\.{pt} \{{[^}}]*\}}, "
+                             r"\{%r\d+, %r\d+, %r\d+, %r\d+\}, %rd\d+", body), sym
+            assert "cp.async" not in body and "ld.global.nc.v4" in body, sym
+        else:
+            assert re.search(rf"wgmma\.mma_async\.sync\.aligned\.m64n{kn['tn']}k16\.f32\.{pt}\.{pt}", body), sym
+            assert "cp.async.cg.shared.global" in body, sym
+        assert "fence.proxy.async.shared::cta" in body, sym
         assert re.search(r"st\.shared\.v4\.(u32|b32)", body), sym                 # zeroing a strip
         if kn["ksplit"] > 1:
             assert re.search(rf"red\.global\.add\.noftz\.v4\.{pt}x2", body), sym  # 8 outputs per reduction

@@ -32,7 +32,9 @@ elif MODE == "tall":            # taller stages at T = 16 / 32 (activation bytes
 elif MODE == "minb":            # __launch_bounds__(256, minb): registers capped for more warps per SM
     SHAPES, TOKENS = SHAPES[1:], [8, 16, 32]
 elif MODE in ("wg", "wgu", "wgr"):     # mma="wg" (tiled_wg.py): the decode kernel on warpgroup MMA vs mma.sync; "wgu":
-    SHAPES, TOKENS = SHAPES[1:], [8, 16, 32]    # its clear="unscatter" vs zeroing
+    SHAPES, TOKENS = SHAPES[1:], [8, 16, 32]    # its clear="unscatter" vs zeroing; "wgr": ra=1
+elif MODE == "wgx":             # xa=1: the activations in registers (also at 64 tokens, where M = 64 is all tokens)
+    SHAPES, TOKENS = SHAPES[1:], [8, 16, 32, 64]
 SPARSITY = [0.7, 0.8, 0.9]
 ROUNDS = 7
 ARCH = "sm_90a"
@@ -47,6 +49,9 @@ def check_cases() -> list[dict]:
         return C.tiled_wg_check_cases()
     if MODE == "wgu":           # the unscatter cases and the first few others
         return [c for i, c in enumerate(C.tiled_wg_check_cases()) if "clear" in c["knobs"] or i < 6]
+    if MODE == "wgx":           # the wg grid with the activations in registers (xa=1) where wip=0 and tn is free
+        return [dict(c, name=c["name"].replace("chk_tiledwg", "chk_tiledwgx"), knobs=dict(c["knobs"], xa=1))
+                for c in C.tiled_wg_check_cases() if not c["knobs"].get("wip") and "tn" not in c["knobs"]]
     if MODE == "wgr":           # the wg grid with a one-buffer A ring where wip=0
         return [dict(c, name=c["name"].replace("chk_tiledwg", "chk_tiledwgr"), knobs=dict(c["knobs"], ra=1))
                 for c in C.tiled_wg_check_cases() if not c["knobs"].get("wip")]
@@ -90,6 +95,8 @@ def variants(O, K, T):
         return variants_wgu(O, K, T)
     if MODE == "wgr":
         return variants_wgr(O, K, T)
+    if MODE == "wgx":
+        return variants_wgx(O, K, T)
     if MODE == "minb":
         out = []
         for lab, kn in (("pos", {}), ("p7", {"code": "pos7"}), ("pos_us", {"clear": "unscatter"})):
@@ -205,6 +212,26 @@ def variants_wgr(O, K, T):
     return resolvable(spec, out)
 
 
+def variants_wgx(O, K, T):
+    """mma="wg" with the activation tile in shared memory (the wgmma B operand) vs in registers (``xa=1``: the
+    wgmma A operand, 64 tokens; the weight strips the B operand): the planner's 70 %, 80 % and 90 % variants and
+    their xa=1 twins (+ ra=1)."""
+    from sparsec.backends.kernels.common import MatmulSpec
+
+    spec = MatmulSpec(T, O, K, False, None, "float16")
+    s128 = {"mma": "wg", "sc": 128, "pb": 1, **({"wgs": 1} if T < 32 else {})}
+    w7 = {"mma": "wg", "code": "pos7", **({"ra": 1} if T >= 32 else {})}
+    w7s = {"mma": "wg", "code": "pos7", "sc": 128, "ra": 1, "xd": 1}
+    out = [("wg7", w7, "bank"), ("wg7_xa", dict(w7, xa=1), "bank"), ("wg7_xa_ra1", dict(w7, xa=1, ra=1), "bank"),
+           ("wg_s128", s128, "bank"), ("wg_s128_xa", dict(s128, xa=1), "bank"),
+           ("wg_s128_xa_ra1", dict(s128, xa=1, ra=1), "bank"), ("wg_xa", {"mma": "wg", "xa": 1}, "bank"),
+           ("wg_xa_ra1", {"mma": "wg", "xa": 1, "ra": 1}, "bank"),
+           ("wg7_s128", w7s, "bank"), ("wg7_s128_xa", dict(w7s, xa=1), "bank")]
+    if T < 32:
+        out.append(("wg_s128g2_xa_ra1", dict(s128, wgs=2, xa=1, ra=1), "bank"))
+    return resolvable(spec, out)
+
+
 def variants_rows(O, K, T):
     """split="k" (pos, pos7 at the default split) vs split="rows" (pos, pos7 at its default split and one step
     either side)."""
@@ -314,7 +341,7 @@ def run(kdir, outp):
                 for c in by_cell.get((O, K, T), []):
                     kn = c["resolved_knobs"]
                     order = c.get("order", "bank")
-                    key = (kn.get("code", "pos"), kn["rt"], kn["sc"], order, kn.get("mma", "sync"))
+                    key = (kn.get("code", "pos"), kn["rt"], kn["sc"], order, kn.get("mma", "sync"), kn.get("xa", 0))
                     if key not in lays:
                         torch.cuda.synchronize()
                         tb = time.time()

@@ -240,7 +240,7 @@ def write_weights(model: nn.Module, artifact: str) -> int:
                 w = state[name].to(getattr(torch, man["dtype"]))
                 packed[name] = classes[fmt].from_dense(w, **{k: tuple(v) if isinstance(v, list) else v
                                                             for k, v in p.items()})
-            if buf.startswith("tiled."):      # the tiled kernel's private layout "tiled.<rt>.<sc>.<code>[.wg].<buffer>"
+            if buf.startswith("tiled."):      # the tiled kernel's private layout "tiled.<rt>.<sc>.<code>[.wg|.wgx].<buffer>"
                 from sparsec.backends.cuda.kernels import tiled_layout
 
                 parts = buf.split(".")
@@ -248,7 +248,8 @@ def write_weights(model: nn.Module, artifact: str) -> int:
                 mma = parts[4] if len(parts) == 6 else "sync"
                 if (name, rt, sc, code, mma) not in packed:
                     packed[(name, rt, sc, code, mma)] = tiled_layout.build_for(
-                        packed[name], {"rt": int(rt), "sc": int(sc), "code": code, "mma": mma})[0]
+                        packed[name], {"rt": int(rt), "sc": int(sc), "code": code,
+                                       "mma": "wg" if mma == "wgx" else mma, "xa": int(mma == "wgx")})[0]
                 t = packed[(name, rt, sc, code, mma)][b]
             elif buf.startswith("mma."):      # the 2:4 mma.sp / wgmma.sp operands "mma.<buffer>"
                 from sparsec.backends.cuda.kernels import mma_layout

@@ -86,7 +86,8 @@ KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128), "warps": (1, 2, 4, 8, 16),
          "tn": (8, 16, 24, 32, 40, 48, 56, 64, 96, 128), "pipe": (1, 2, 3), "sync": ("warp", "block"),
          "clear": ("zero", "unscatter"), "code": ("pos", "bitmap", "pos7"), "vsrc": ("smem", "global"),
          "split": ("k", "rows"), "xpipe": (0, 1), "minb": (0, 2, 3, 4, 5, 6),
-         "mma": ("sync", "wg"), "wip": (0, 1), "xd": (1, 2, 3), "wgs": (1, 2), "pf": (1, 2), "pb": (1, 2), "ra": (1, 2, 3)}
+         "mma": ("sync", "wg"), "wip": (0, 1), "xd": (1, 2, 3), "wgs": (1, 2), "pf": (1, 2), "pb": (1, 2), "ra": (1, 2, 3),
+         "xa": (0, 1)}
 WG_TN = (8, 16, 24, 32, 40, 48, 56, 64, 96, 128)   # mma="wg": tokens per block (the wgmma N)
 WG_KSPLIT = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)
 WG_MAX_PER = 24              # mma="wg" default split: at most this many stages per block ...
@@ -120,6 +121,7 @@ class TiledSpec:
     pf: int = 1
     pb: int = 1
     ra: int = 0
+    xa: int = 0
 
     @property
     def ngroups(self) -> int:
@@ -136,6 +138,7 @@ class TiledSpec:
                     "pb": self.pb,
                     **({"clear": self.clear} if self.clear != "zero" else {}),
                     **({"ra": self.ra} if self.ra else {}),
+                    **({"xa": self.xa} if self.xa else {}),
                     **({"minb": self.minb} if self.minb else {})}
         return {"design": "tiled", "rt": self.rt, "sc": self.sc, "warps": self.warps, "ksplit": self.ksplit,
                 "tn": self.tn, "pipe": self.pipe, "sync": self.sync, "clear": self.clear,
@@ -169,7 +172,7 @@ def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
         raise KernelError(f"cuda tiled kernel: dtype {spec.dtype} unsupported (float16, bfloat16)")
     if (knobs.get("mma") or "sync") == "wg":
         return resolve_wg(spec, knobs)
-    for k in ("wip", "xd", "wgs", "pf", "pb", "ra"):
+    for k in ("wip", "xd", "wgs", "pf", "pb", "ra", "xa"):
         if knobs.get(k) is not None:
             raise KernelError(f"cuda tiled kernel: knob {k} needs mma='wg'")
     Tt = spec.tokens
@@ -258,7 +261,11 @@ def resolve_wg(spec: MatmulSpec, knobs: dict) -> TiledSpec:
                           f"K={spec.in_features}")
     Tt = spec.tokens
     # every token in one tile where it fits (a second token tile decodes the weight again)
-    tn = knobs.get("tn") or next((t for t in WG_TN if t >= Tt), WG_TN[-1])
+    xa = knobs.get("xa") or 0
+    if xa and (knobs.get("tn") or 64) != 64:
+        raise KernelError(f"cuda tiled kernel: mma='wg' with xa=1 takes 64 tokens per block (the wgmma M; got "
+                          f"tn={knobs['tn']})")
+    tn = 64 if xa else knobs.get("tn") or next((t for t in WG_TN if t >= Tt), WG_TN[-1])
     if tn not in WG_TN:
         raise KernelError(f"cuda tiled kernel: mma='wg' needs tn in {WG_TN} (got {tn})")
     sc = knobs.get("sc") or 64
@@ -275,6 +282,9 @@ def resolve_wg(spec: MatmulSpec, knobs: dict) -> TiledSpec:
         raise KernelError("cuda tiled kernel: mma='wg' with wip=1 needs pf=1 (wip=1 with pf=2 gave wrong results "
                           "on the H100)")
     ra = knobs.get("ra") or 0
+    if xa and wip:
+        raise KernelError("cuda tiled kernel: mma='wg' with xa=1 needs wip=0 (the activation registers are rewritten "
+                          "once the stage's wgmma finished)")
     if ra and ra != 2 + wip and not (ra == 1 and wip == 0):
         raise KernelError(f"cuda tiled kernel: mma='wg' needs an A ring (ra) of 1 or 2 with wip=0, 3 with wip=1 "
                           f"(got ra={ra}, wip={wip})")
@@ -294,11 +304,11 @@ def resolve_wg(spec: MatmulSpec, knobs: dict) -> TiledSpec:
     if spec.activation is not None and ks > 1:
         raise KernelError("cuda tiled kernel: ksplit > 1 sums partial results with atomics, which an "
                           "activation cannot follow; use ksplit=1")
-    if smem_elems(sc, tn, wip, xd, wgs, ra) * 2 > SMEM_LIMIT:
+    if smem_elems(sc, tn, wip, xd, wgs, ra, xa) * 2 > SMEM_LIMIT:
         raise KernelError(f"cuda tiled kernel: mma='wg' with sc={sc}, tn={tn}: too much shared memory")
     return TiledSpec(spec, 1, sc, 4, ks, tn, code=knobs.get("code") or "pos", minb=knobs.get("minb") or 0,
                      clear=knobs.get("clear") or "zero", mma="wg", wip=wip, xd=xd, wgs=wgs, pf=pf, pb=pb,
-                     ra=ra)
+                     ra=ra, xa=xa)
 
 
 def tiled_args(ts: TiledSpec, dtype: str) -> list[Arg]:

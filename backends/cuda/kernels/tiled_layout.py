@@ -87,7 +87,23 @@ def wg_slot_of(rows_in_group, cols_in_stage, rt: int = 1):
     return ((c >> 6) << 10) + (r << 6) + ((((c & 63) >> 3) ^ (r & 7)) << 3) + (c & 7)
 
 
-SLOTS = {"frag": slot_of, "wg": wg_slot_of}
+def wgx_col(cols_in_stage):
+    """``slots="wgx"`` (``mma="wg"`` with ``xa=1``: the activations are the wgmma A operand, loaded into registers
+    16 bytes at a time): the k position, in the wgmma's order, of stage column ``c``. Inside each 32-column chunk
+    lane ``t``'s 8 contiguous columns ``8t .. 8t + 7`` are its A fragment pairs of the chunk's two k16 slices:
+    columns ``8t + 4h + e`` -> slice ``h``, k ``2t + (e & 1) + 8 (e >> 1)``."""
+    c = cols_in_stage
+    t, i = (c >> 3) & 3, c & 7
+    return (c >> 5 << 5) + ((i >> 2) << 4) + 2 * t + (i & 1) + (((i >> 1) & 1) << 3)
+
+
+def wgx_slot_of(rows_in_group, cols_in_stage, rt: int = 1):
+    """``wg_slot_of`` of the permuted column ``wgx_col`` (the weight is the wgmma B operand in the same swizzled
+    K-major layout)."""
+    return wg_slot_of(rows_in_group, wgx_col(cols_in_stage), rt)
+
+
+SLOTS = {"frag": slot_of, "wg": wg_slot_of, "wgx": wgx_slot_of}
 
 
 def slot_fn(slots: str):
@@ -132,7 +148,7 @@ def build(fmt, rt: int, sc: int, shape=None, dtype=None, order: str = "bank", sl
     pos = torch.full((max(n, 8),), stg, dtype=torch.int32, device=dev)
     values[dest] = vals.to(dtype)
     pos[dest] = slot(rows % rg, cols % sc, rt).int()
-    if slots == "wg" and n:
+    if slots in ("wg", "wgx") and n:
         # pads repeat their run's first entry (a second store of the same value to the same slot)
         seg_e = torch.repeat_interleave(torch.arange(ngr * nst, device=dev), padded)
         pad = pos[:n] == stg
@@ -143,7 +159,7 @@ def build(fmt, rt: int, sc: int, shape=None, dtype=None, order: str = "bank", sl
         raise ValueError(f"tiled layout: stage {rg}x{sc} too large for 16-bit positions")
     if order == "bank" and n:
         values, pos = bank_order(values[:n], pos[:n], ptr, ngr * nst, values, pos)
-    if slots == "wg":
+    if slots in ("wg", "wgx"):
         pos = wg_offset_of_slot(pos)
     return {"tc_values": values, "tc_pos": pos.to(torch.int16), "tc_ptr": (ptr // 8).to(torch.int32)}
 
@@ -506,7 +522,7 @@ def build_for(fmt, knobs: dict, **kw) -> tuple[dict, tuple]:
     """The tiled kernel's layout for its resolved knobs (``code``: pos | pos7 | bitmap) and the buffer names in the
     kernel's argument order."""
     code = knobs.get("code", "pos")
-    slots = "wg" if knobs.get("mma") == "wg" else "frag"
+    slots = ("wgx" if knobs.get("xa") else "wg") if knobs.get("mma") == "wg" else "frag"
     if code == "pos7":
         return build_pos7(fmt, knobs["rt"], knobs["sc"], slots=slots, **kw), P7_BUFFERS
     if code == "bitmap":

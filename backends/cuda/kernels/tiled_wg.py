@@ -25,6 +25,14 @@ the warpgroup MMA:
 - epilogue (``staged.staged_epilogue``, in the then idle rings): the accumulators (+ bias, activation) to a
   ``[tn, 64 wgs + 8]`` tile, then 16-byte rows of Y: stores with one k split, ``red.global.add.noftz.v4`` of
   fp16x2/bf16x2 into Y zeroed by a first launch otherwise (bias from split 0).
+
+Session 9 knobs (H100 measurements in docs/cuda.md): ``ra=1`` (with ``wip=0``) an A ring of one buffer per strip: a
+warp rewrites its strip once its own warpgroup's wgmma finished, the only reader; ``clear="unscatter"`` (opt-in,
+measured slower) zeros at the slots the strip held ``ra`` stages earlier instead of zeroing it (positions of the
+first ``pb`` batches kept in registers; a stage with more batches is zeroed whole the next time); ``xa=1`` (opt-in,
+measured slower) the activations as the wgmma A operand from registers (64 tokens, 16-byte loads one stage ahead,
+the layout's columns in the lanes' fragment order: ``slots="wgx"``) and the strips as the B operand
+(``m64n64k16``), no activation tile in shared memory.
 """
 from __future__ import annotations
 
@@ -38,10 +46,11 @@ ATOM = 4096                  # halves per 64-row x 64-column atom (8 KB)
 SMEM_LIMIT = 227 * 1024
 
 
-def smem_elems(sc: int, tn: int, wip: int, xd: int, wgs: int = 1, ra: int = 0) -> int:
-    """Halves of dynamic shared memory: the A ring (``ra`` buffers, default ``2 + wip``), the activation ring and
-    the alignment slack (the staged epilogue reuses the rings: at least its ``tn x (64 wgs + 8)`` tile)."""
-    rings = (ra or 2 + wip) * wgs * (sc // 64) * ATOM + (xd + 2) * (sc // 64) * tn * 64
+def smem_elems(sc: int, tn: int, wip: int, xd: int, wgs: int = 1, ra: int = 0, xa: int = 0) -> int:
+    """Halves of dynamic shared memory: the A ring (``ra`` buffers, default ``2 + wip``), the activation ring (none
+    with ``xa=1``: the activations go to registers) and the alignment slack (the staged epilogue reuses the rings: at
+    least its ``tn x (64 wgs + 8)`` tile)."""
+    rings = (ra or 2 + wip) * wgs * (sc // 64) * ATOM + (0 if xa else (xd + 2) * (sc // 64) * tn * 64)
     return max(rings, tn * (64 * wgs + 8)) + ALIGN // 2
 
 
@@ -71,18 +80,20 @@ def generate_wg(ts):
     RX = XD + 2                         # activation ring
     ASZ = NWG * NAT * ATOM              # halves per A stage buffer: [warpgroup][atom][64 rows][64 columns]
     XSZ = NAT * BN * 64
-    SMN = smem_elems(SC, BN, WIP, XD, NWG, RA)
+    XA = bool(ts.xa)                    # activations as the wgmma A operand, from registers; the weight as B
+    SMN = smem_elems(SC, BN, WIP, XD, NWG, RA, ts.xa)
+    NQ = SC // 32                       # xa: 16-byte activation chunks per token row and stage (per lane)
     P7 = ts.code == "pos7"
     PL = 2 if P7 else 8
     UNS = ts.clear == "unscatter"       # clear a stage buffer by storing zeros at the slots it held RA stages ago
     UW = PL * PB                        # position words of one stage's first PB batches (a retained set)
     PR_DT = "int32" if P7 else "int16"
-    NACC = BN // 2
+    NACC = 32 if XA else BN // 2        # xa: D is 64 tokens x 64 weight rows per warpgroup
     ZIT = 1024 // 8 // 32               # 16-byte zero stores per lane and atom of a strip (4)
     XIT = ceil_div(BN * 8, NT)          # 16-byte activation copies per thread and atom
     CST = BM + 8
     pt = {"float16": "f16", "bfloat16": "bf16"}[dt]
-    WG = f"wgmma.mma_async.sync.aligned.m64n{BN}k16.f32.{pt}.{pt}"
+    WG = f"wgmma.mma_async.sync.aligned.m64n{64 if XA else BN}k16.f32.{pt}.{pt}"
     CP = "cp.async.cg.shared.global"
     FULL = T.uint32(0xFFFFFFFF)
     zero = T.Cast(dt, T.float32(0))
@@ -171,10 +182,33 @@ def generate_wg(ts):
                                              T.uint32(16), T.uint32(0)))
 
     @T.macro
-    def stage(vals, pos, sptr, X, st, sw, dsc, acc, cv, cp, v2, p2, u, sv, sbase, off, si, nb, bx, by, bz, ty, tx):
+    def load_xr(X, xn, by, k0, ty, tx):
+        # xa: the lane's activations of a stage: per 32-column chunk q and token row (lane/4 and lane/4 + 8 of the
+        # warp's 16 tokens) the 8 columns 32q + 8 (lane % 4) .. + 7 (the layout's column order, slots="wgx", makes
+        # them the lane's A fragment pairs of the chunk's two k16 slices): one 16-byte load each, zeros past T and K
+        Xw = T.decl_buffer((TT * K // 2,), "uint32", data=X.data)               # X as 32-bit words
+        for q in T.unroll(NQ):
+            for hh in T.unroll(2):
+                if (by * 64 + (ty % 4) * 16 + tx // 4 + 8 * hh < TT) and (k0 + q * 32 + (tx % 4) * 8 < K):
+                    for e in T.vectorized(4):
+                        xn[(q * 2 + hh) * 4 + e] = Xw[((by * 64 + (ty % 4) * 16 + tx // 4 + 8 * hh) * K
+                                                       + k0 + q * 32 + (tx % 4) * 8) // 2 + e]
+                else:
+                    for e in T.vectorized(4):
+                        xn[(q * 2 + hh) * 4 + e] = T.uint32(0)
+
+    @T.macro
+    def stage(vals, pos, sptr, X, xr, xn, st, sw, dsc, acc, cv, cp, v2, p2, u, sv, sbase, off, si, nb, bx, by,
+              bz, ty, tx):
         # one stage: cv/cp hold its first PB batches (loaded PF stages earlier) and receive those of si + PF
         tid = ty * 32 + tx
         ab = off + (si % RA) * ASZ
+        if XA:
+            # this stage's activations (loaded one stage ahead) to the operand registers, the next stage's loads
+            for j in T.unroll(NQ * 8):
+                xr[j] = xn[j]
+            if si + 1 < nb:
+                load_xr(X, xn, by, (s_first(bz) + si + 1) * SC, ty, tx)
         if SHFL:
             sv[1] = T.tvm_warp_shuffle(FULL, sv[0], T.min(si, 31), 32, 32)
             sv[2] = T.tvm_warp_shuffle(FULL, sv[0], T.min(si + 1, 31), 32, 32)
@@ -218,25 +252,39 @@ def generate_wg(ts):
                 for b in T.unroll(PB):
                     if sv[3] + b * 32 + tx < sv[4]:
                         load_batch(vals, pos, cv, cp, sv[3] + b * 32 + tx, b)
-        T.ptx["cp.async.wait_group"](XD - 1)
-        T.ptx["fence.proxy.async.shared::cta"]()
-        T.tvm_storage_sync("shared")
-        # the activation tile XD stages ahead, into the slot the wgmma of stage si - 2 read (done: every warp
-        # passed its wgmma.wait_group(<= 1) before this barrier)
-        if si + XD < nb:
-            load_x(st, X, off + RA * ASZ + ((si + XD) % RX) * XSZ, by, (s_first(bz) + si + XD) * SC, tid)
-        T.ptx["cp.async.commit_group"]()
-        T.ptx["wgmma.fence.sync.aligned"]()
-        # the stage's two descriptors once; each k16 slice adds its byte offset >> 4 to the start-address field
-        # (shared addresses < 256 KB: the 14-bit field never carries)
-        dsc[0] = smem_descriptor(sbase + T.Cast("uint32", (ab + (ty // 4) * NAT * ATOM) * 2))
-        dsc[1] = smem_descriptor(sbase + T.Cast("uint32", (off + RA * ASZ + (si % RX) * XSZ) * 2))
-        for a in T.unroll(NAT):
-            for kk in T.unroll(4):
-                T.ptx[WG](*[acc[j] for j in range(NACC)],
-                          dsc[0] + T.Cast("uint64", (a * ATOM * 2 + kk * 32) // 16),
-                          dsc[1] + T.Cast("uint64", (a * BN * 64 * 2 + kk * 32) // 16),
-                          True, 1, 1, 0, 0)
+        if XA:
+            T.ptx["fence.proxy.async.shared::cta"]()
+            T.tvm_storage_sync("shared")
+            T.ptx["wgmma.fence.sync.aligned"]()
+            # the weight strips as the B operand (N = the warpgroup's 64 rows), the activations from registers
+            dsc[0] = smem_descriptor(sbase + T.Cast("uint32", (ab + (ty // 4) * NAT * ATOM) * 2))
+            for a in T.unroll(NAT):
+                for kk in T.unroll(4):
+                    T.ptx[WG](*[acc[j] for j in range(NACC)],
+                              *[xr[((a * 4 + kk) // 2 * 2 + hh) * 4 + 2 * ((a * 4 + kk) % 2) + e2]
+                                for e2 in range(2) for hh in range(2)],
+                              dsc[0] + T.Cast("uint64", (a * ATOM * 2 + kk * 32) // 16),
+                              True, 1, 1, 0)
+        else:
+            T.ptx["cp.async.wait_group"](XD - 1)
+            T.ptx["fence.proxy.async.shared::cta"]()
+            T.tvm_storage_sync("shared")
+            # the activation tile XD stages ahead, into the slot the wgmma of stage si - 2 read (done: every warp
+            # passed its wgmma.wait_group(<= 1) before this barrier)
+            if si + XD < nb:
+                load_x(st, X, off + RA * ASZ + ((si + XD) % RX) * XSZ, by, (s_first(bz) + si + XD) * SC, tid)
+            T.ptx["cp.async.commit_group"]()
+            T.ptx["wgmma.fence.sync.aligned"]()
+            # the stage's two descriptors once; each k16 slice adds its byte offset >> 4 to the start-address field
+            # (shared addresses < 256 KB: the 14-bit field never carries)
+            dsc[0] = smem_descriptor(sbase + T.Cast("uint32", (ab + (ty // 4) * NAT * ATOM) * 2))
+            dsc[1] = smem_descriptor(sbase + T.Cast("uint32", (off + RA * ASZ + (si % RX) * XSZ) * 2))
+            for a in T.unroll(NAT):
+                for kk in T.unroll(4):
+                    T.ptx[WG](*[acc[j] for j in range(NACC)],
+                              dsc[0] + T.Cast("uint64", (a * ATOM * 2 + kk * 32) // 16),
+                              dsc[1] + T.Cast("uint64", (a * BN * 64 * 2 + kk * 32) // 16),
+                              True, 1, 1, 0, 0)
         T.ptx["wgmma.commit_group.sync.aligned"]()
         T.ptx["wgmma.wait_group.sync.aligned"](WIP)
 
@@ -253,6 +301,8 @@ def generate_wg(ts):
         Su = T.decl_buffer((SMN // 2,), "uint32", data=Sm.data, scope="shared.dyn")
         acc = T.alloc_buffer((NACC,), "float32", scope="local")
         dsc = T.alloc_buffer((2,), "uint64", scope="local")       # the stage's wgmma descriptors (A, B)
+        xr = T.alloc_buffer((NQ * 8 if XA else 1,), "uint32", scope="local")   # xa: this stage's A fragments
+        xn = T.alloc_buffer((NQ * 8 if XA else 1,), "uint32", scope="local")   # xa: the next stage's
         cv = T.alloc_buffer((8 * PB,), dt, scope="local")
         cp = T.alloc_buffer((PL * PB,), PR_DT, scope="local")
         c2v = T.alloc_buffer((8 * PB,), dt, scope="local")
@@ -294,29 +344,42 @@ def generate_wg(ts):
                 if PF == 2:
                     if nb > 1 and sv[2] + b * 32 + tx < sv[3]:
                         load_batch(vals, pos, c2v, c2p, sv[2] + b * 32 + tx, b)
-        for d in T.unroll(XD):
-            if d < nb:
-                load_x(st, X, off + RA * ASZ + d * XSZ, by, (s_first(bz) + d) * SC, tid)
-            T.ptx["cp.async.commit_group"]()
+        if XA:
+            if nb > 0:
+                load_xr(X, xn, by, s_first(bz) * SC, ty, tx)
+        else:
+            for d in T.unroll(XD):
+                if d < nb:
+                    load_x(st, X, off + RA * ASZ + d * XSZ, by, (s_first(bz) + d) * SC, tid)
+                T.ptx["cp.async.commit_group"]()
         if PF == 1:
             for si in range(nb):
-                stage(vals, pos, sptr, X, st, sw, dsc, acc, cv, cp, v2, p2, u, sv, sbase, off, si, nb, bx, by, bz, ty, tx)
+                stage(vals, pos, sptr, X, xr, xn, st, sw, dsc, acc, cv, cp, v2, p2, u, sv, sbase, off, si, nb, bx, by, bz, ty, tx)
         else:
             # two register sets: stage 2i scatters cv/cp and refills them with stage 2i + 2, stage 2i + 1 c2v/c2p
             for si2 in range((nb + 1) // 2):
-                stage(vals, pos, sptr, X, st, sw, dsc, acc, cv, cp, v2, p2, u, sv, sbase, off, 2 * si2, nb, bx, by, bz, ty, tx)
+                stage(vals, pos, sptr, X, xr, xn, st, sw, dsc, acc, cv, cp, v2, p2, u, sv, sbase, off, 2 * si2, nb, bx, by, bz, ty, tx)
                 if 2 * si2 + 1 < nb:
-                    stage(vals, pos, sptr, X, st, sw, dsc, acc, c2v, c2p, v2, p2, u, sv, sbase, off, 2 * si2 + 1, nb, bx, by, bz,
+                    stage(vals, pos, sptr, X, xr, xn, st, sw, dsc, acc, c2v, c2p, v2, p2, u, sv, sbase, off, 2 * si2 + 1, nb, bx, by, bz,
                           ty, tx)
         T.ptx["wgmma.wait_group.sync.aligned"](0)
-        T.ptx["cp.async.wait_group"](0)
+        if not XA:
+            T.ptx["cp.async.wait_group"](0)
         T.tvm_storage_sync("shared")
         # staged epilogue: d[4j + 2h + e] = (row 16 (w % 4) + lane/4 + 8h of warpgroup w / 4, token 8j + 2 (lane % 4) + e)
-        for j in T.unroll(BN // 8):
-            for h in T.unroll(2):
-                for e in T.unroll(2):
-                    stage_acc(Sm, bias, bx, bz, (ty // 4) * 64 + (ty % 4) * 16 + tx // 4 + 8 * h,
-                              j * 8 + (tx % 4) * 2 + e, acc[j * 4 + h * 2 + e])
+        # (xa: the other way round: token 16 (w % 4) + lane/4 + 8h, row 8j + 2 (lane % 4) + e of warpgroup w / 4)
+        if XA:
+            for j in T.unroll(8):
+                for h in T.unroll(2):
+                    for e in T.unroll(2):
+                        stage_acc(Sm, bias, bx, bz, (ty // 4) * 64 + j * 8 + (tx % 4) * 2 + e,
+                                  (ty % 4) * 16 + tx // 4 + 8 * h, acc[j * 4 + h * 2 + e])
+        else:
+            for j in T.unroll(BN // 8):
+                for h in T.unroll(2):
+                    for e in T.unroll(2):
+                        stage_acc(Sm, bias, bx, bz, (ty // 4) * 64 + (ty % 4) * 16 + tx // 4 + 8 * h,
+                                  j * 8 + (tx % 4) * 2 + e, acc[j * 4 + h * 2 + e])
         store_acc(Sm, Su, ev, eu, Y, bx, by, tid)
         if sv[1] < 0:
             # never true (stage pointers are >= 0), but not provably: a read of the buffer over its whole extent,
