@@ -252,35 +252,32 @@ def generate_wg(ts):
                 for b in T.unroll(PB):
                     if sv[3] + b * 32 + tx < sv[4]:
                         load_batch(vals, pos, cv, cp, sv[3] + b * 32 + tx, b)
-        if XA:
-            T.ptx["fence.proxy.async.shared::cta"]()
-            T.tvm_storage_sync("shared")
-            T.ptx["wgmma.fence.sync.aligned"]()
-            # the weight strips as the B operand (N = the warpgroup's 64 rows), the activations from registers
-            dsc[0] = smem_descriptor(sbase + T.Cast("uint32", (ab + (ty // 4) * NAT * ATOM) * 2))
-            for a in T.unroll(NAT):
-                for kk in T.unroll(4):
-                    T.ptx[WG](*[acc[j] for j in range(NACC)],
-                              *[xr[((a * 4 + kk) // 2 * 2 + hh) * 4 + 2 * ((a * 4 + kk) % 2) + e2]
-                                for e2 in range(2) for hh in range(2)],
-                              dsc[0] + T.Cast("uint64", (a * ATOM * 2 + kk * 32) // 16),
-                              True, 1, 1, 0)
-        else:
+        if not XA:
             T.ptx["cp.async.wait_group"](XD - 1)
-            T.ptx["fence.proxy.async.shared::cta"]()
-            T.tvm_storage_sync("shared")
+        T.ptx["fence.proxy.async.shared::cta"]()
+        T.tvm_storage_sync("shared")
+        if not XA:
             # the activation tile XD stages ahead, into the slot the wgmma of stage si - 2 read (done: every warp
             # passed its wgmma.wait_group(<= 1) before this barrier)
             if si + XD < nb:
                 load_x(st, X, off + RA * ASZ + ((si + XD) % RX) * XSZ, by, (s_first(bz) + si + XD) * SC, tid)
             T.ptx["cp.async.commit_group"]()
-            T.ptx["wgmma.fence.sync.aligned"]()
-            # the stage's two descriptors once; each k16 slice adds its byte offset >> 4 to the start-address field
-            # (shared addresses < 256 KB: the 14-bit field never carries)
-            dsc[0] = smem_descriptor(sbase + T.Cast("uint32", (ab + (ty // 4) * NAT * ATOM) * 2))
+        T.ptx["wgmma.fence.sync.aligned"]()
+        # the stage's descriptors once (the warpgroup's strips; the activation tile); each k16 slice adds its byte
+        # offset >> 4 to the start-address field (shared addresses < 256 KB: the 14-bit field never carries)
+        dsc[0] = smem_descriptor(sbase + T.Cast("uint32", (ab + (ty // 4) * NAT * ATOM) * 2))
+        if not XA:
             dsc[1] = smem_descriptor(sbase + T.Cast("uint32", (off + RA * ASZ + (si % RX) * XSZ) * 2))
-            for a in T.unroll(NAT):
-                for kk in T.unroll(4):
+        for a in T.unroll(NAT):
+            for kk in T.unroll(4):
+                if XA:
+                    # the strips as the B operand (N = the warpgroup's 64 rows), the activations from registers
+                    T.ptx[WG](*[acc[j] for j in range(NACC)],
+                              *[xr[((a * 4 + kk) // 2 * 2 + hh) * 4 + 2 * ((a * 4 + kk) % 2) + e2]
+                                for e2 in range(2) for hh in range(2)],
+                              dsc[0] + T.Cast("uint64", (a * ATOM * 2 + kk * 32) // 16),
+                              True, 1, 1, 0)
+                else:
                     T.ptx[WG](*[acc[j] for j in range(NACC)],
                               dsc[0] + T.Cast("uint64", (a * ATOM * 2 + kk * 32) // 16),
                               dsc[1] + T.Cast("uint64", (a * BN * 64 * 2 + kk * 32) // 16),
