@@ -29,8 +29,8 @@ import env  # noqa: E402
 
 
 def lay_key(kn: dict) -> tuple:
-    """What a tiled kernel's layout depends on: (rt, sc, code, mma, xa)."""
-    return kn["rt"], kn["sc"], kn.get("code", "pos"), kn.get("mma", "sync"), kn.get("xa", 0)
+    """What a tiled kernel's layout depends on: (rt, sc, code, mma, xa, sp)."""
+    return kn["rt"], kn["sc"], kn.get("code", "pos"), kn.get("mma", "sync"), kn.get("xa", 0), kn.get("sp", 0)
 
 
 def main():
@@ -113,8 +113,8 @@ def main():
                 continue
             fg = dataclasses.replace(f, bits=gpu[pat][1]["bits"], tile_ptr=gpu[pat][1]["tile_ptr"],
                                      values=gpu[pat][1]["values"])
-            for key in lay_keys:        # (buffers, their names in argument order) per (rt, sc, code, mma, xa)
-                layouts[pat, key] = TL.build_for(fg, dict(zip(("rt", "sc", "code", "mma", "xa"), key)))
+            for key in lay_keys:        # (buffers, their names in argument order) per (rt, sc, code, mma, xa, sp)
+                layouts[pat, key] = TL.build_for(fg, dict(zip(("rt", "sc", "code", "mma", "xa", "sp"), key)))
         gpu_lay = {}                       # the 2:4 wgmma.sp layout, made once per shape on the GPU
         torch.cuda.synchronize()
         print(f"{O}x{K}: packed in {time.time() - tp:.1f}s", flush=True)

@@ -278,10 +278,11 @@ class _CudaPlanner(_Planner):
         if design == "tiled":
             from sparsec.backends.cuda.kernels import tiled_layout
 
-            # "tiled.<rt>.<sc>.<code>[.wg|.wgx].<buffer>": what the layout depends on (mma="wg": the wgmma slot
-            # map; xa=1: its column order for activations in registers)
+            # "tiled.<rt>.<sc>.<code>[.wg|.wgx|.wsp].<buffer>": what the layout depends on (mma="wg": the wgmma
+            # slot map; xa=1: its column order for activations in registers; sp=1: the 2:4 operand + residual)
             tag = ".".join([str(knobs["rt"]), str(knobs["sc"]), knobs.get("code", "pos")]
-                           + ([("wgx" if knobs.get("xa") else "wg")] if knobs.get("mma") == "wg" else []))
+                           + ([("wgx" if knobs.get("xa") else "wsp" if knobs.get("sp") else "wg")]
+                              if knobs.get("mma") == "wg" else []))
             layout, names = tiled_layout.build_for(fmt, knobs)   # kernel-private layout, from the format's buffers
             buffers = [self.const_value(f"{w}/tiled.{tag}.{b}", layout[b]) for b in names]
         elif design in ("mma", "wgmma") and fmt.name == "nm":

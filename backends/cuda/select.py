@@ -89,6 +89,7 @@ POS7_MIN_DENSITY = 0.2
 # mma="wg": 128-column pos7 stages up to this density (above it, 64-column stages: 70 % at T=32 1.23-1.31x against
 # 1.39-1.55x cuBLAS in benchmarks/results/dev/wgr_run3)
 WG_WIDE_MAX_DENSITY = 0.25
+WSP_MAX_DENSITY = 0.105       # mma="wg" with sp=1 (the 2:4 sparse operand) below 32 tokens: 90 % (+ rounding)
 
 
 def _cd(a: int, b: int) -> int:
@@ -124,6 +125,13 @@ def tiled_knobs(density: float, tokens: int | None = None, arch: str | None = No
     ``code="pos7"`` (3-byte non-zeros) from density 0.2 (H100, ``benchmarks/results/dev/tiledp7_run1.json``: faster
     than ``pos`` in all 24 LLM-shape cells at 70/80 %, geomean 1.09x; slower in all 12 at 90 %)."""
     if tiled_wg(density, tokens, arch, activation):
+        if density <= WSP_MAX_DENSITY and tokens < 32:
+            # 90 %, 8-16 tokens: the stage decoded into the 2:4 sparse wgmma operand (half the A tile to zero and read;
+            # ~1 % of the non-zeros as a CUDA-core residual), 128-column pos stages, one A buffer, one activation tile
+            # ahead, the residual during the wgmma. H100 (benchmarks/results/dev/wsp_run3.*, 3 LLM shapes): 2.44-2.96x
+            # cuBLAS at T=8 (the dense-operand variant below 2.31-2.49x), 2.30-2.67x at T=16 (2.26-2.42x); at T=32
+            # 0.9-1.0x of the variant below, at 80 % 0.6-0.8x (the residual grows to ~4 % of the non-zeros)
+            return {"mma": "wg", "sc": 128, "pb": 1, "wgs": 1, "sp": 1, "rr": 1, "ra": 1, "xd": 1}
         if density <= UNSCATTER_MAX_DENSITY:
             # ~100 entries per 16x64 strip stage: 128-column stages (one batch), one warpgroup per block below 32
             # tokens (dev run 4: 90 % T=8/16 2.42-2.68x / 2.27-2.39x cuBLAS, 64-column stages 2.01-2.23x / 1.90-2.15x)

@@ -138,6 +138,10 @@ def _current_arch() -> str:
 
 
 MIN_BLOCKS_ATTR = "tirx.launch_bounds_min_blocks_per_sm"
+# PrimFunc attribute (sparsec's): the device kernels it splits into after the first are launched with programmatic
+# dependent launch (TVM 0.27's runtime launch tag, which its passes do not carry from the PrimFunc to the kernels)
+PDL_ATTR = "sparsec.pdl"
+PDL_TAG = "tirx.use_programtic_dependent_launch"     # (sic: TVM's spelling)
 
 
 def _postproc_callback(code: str, target=None):
@@ -172,17 +176,56 @@ def build(mod, arch: str = DEFAULT_ARCH):
     ensure_cuda_codegen()
     nvcc_path()
     target = cuda_target(arch)
-    mins = {}
+    mins, pdl = {}, set()
     for gv, f in mod.functions.items():
+        sym = str(f.attrs.get("global_symbol", gv.name_hint)) if f.attrs is not None else gv.name_hint
         if f.attrs is not None and MIN_BLOCKS_ATTR in f.attrs:
-            mins[str(f.attrs.get("global_symbol", gv.name_hint))] = int(f.attrs[MIN_BLOCKS_ATTR])
+            mins[sym] = int(f.attrs[MIN_BLOCKS_ATTR])
+        if f.attrs is not None and f.attrs.get(PDL_ATTR):
+            pdl.add(sym)
     with _build_lock:
         _state["min_blocks"] = mins
         try:
             with target:
-                return tvm.tirx.build(mod, target=target)
+                return _build_pdl(mod, target, pdl) if pdl else tvm.tirx.build(mod, target=target)
         finally:
             _state["min_blocks"] = {}
+
+
+def _build_pdl(mod, target, pdl: set):
+    """``tvm.tirx.build``'s steps (TVM 0.27, ``tvm/tirx/build.py``) with one more between the split and the device
+    codegen: the kernels ``<sym>_kernel_<n>`` (every kernel of a function in ``pdl`` after its first) get the
+    programmatic-dependent-launch tag in their launch parameters (before ``tirx.use_dyn_shared_memory``, which must
+    stay last), so the runtime launches them with ``cuLaunchKernelEx`` + programmatic stream serialization."""
+    import importlib
+    import re
+
+    import tvm
+
+    tb = importlib.import_module("tvm.tirx.build")
+    host = tvm.target.Target("llvm" if tvm.runtime.enabled("llvm") else "c")
+    mod = tvm.tirx.transform.BindTarget(target.with_host(host))(mod)
+    pipeline, fin_host, fin_dev = tvm.tirx.get_default_tir_pipeline(target)
+    mod = pipeline(mod)
+    host_mod, dev_mods = tb.split_host_device_mods(mod)
+    pat = re.compile("^(" + "|".join(re.escape(s) for s in sorted(pdl)) + r")_kernel_\d+$")
+    tagged = 0
+    for t, dm in dev_mods.items():
+        funcs = {}
+        for gv, f in dm.functions.items():
+            if pat.match(gv.name_hint):
+                tags = [str(x) for x in f.attrs["tirx.kernel_launch_params"]]
+                dyn = [x for x in tags if x == "tirx.use_dyn_shared_memory"]
+                tags = [x for x in tags if x != "tirx.use_dyn_shared_memory"] + [PDL_TAG] + dyn
+                f = f.with_attr("tirx.kernel_launch_params", tags)
+                tagged += 1
+            funcs[gv] = f
+        dev_mods[t] = tvm.IRModule(funcs, attrs=dm.attrs)
+    if not tagged:
+        raise RuntimeError(f"toolchain: {sorted(pdl)} asked for programmatic dependent launch but has no second kernel")
+    host_mod = fin_host()(host_mod)
+    dev_mods = {t: fin_dev()(dm) for t, dm in dev_mods.items()}
+    return tb.tir_to_runtime(host_mod, dev_mods, host)
 
 
 def device_source(lib) -> str:

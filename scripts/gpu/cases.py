@@ -65,7 +65,8 @@ def check_cases() -> list[dict]:
                 tag = "_".join(f"{v[0]}x{v[1]}" if isinstance(v, list) else str(v) for v in params.values())
                 out.append(case(f"chk{i}_{fmt}{tag}_{dtype}_{O}x{K}x{T}", fmt, params, O, K, T, dtype, bias, act,
                                 pat))
-    return (out + tiled_check_cases() + tiled_pos7_check_cases() + tiled_wg_check_cases() + dlight_check_cases()
+    return (out + tiled_check_cases() + tiled_pos7_check_cases() + tiled_wg_check_cases() + tiled_wsp_check_cases()
+            + dlight_check_cases()
             + mma_check_cases()
             + wgmma_check_cases())
 
@@ -272,6 +273,18 @@ def tiled_wg_check_cases() -> list[dict]:
     return out
 
 
+def tiled_wsp_check_cases() -> list[dict]:
+    """The wg grid on the 2:4 sparse operand (``sp=1``, sc=128; wip=0, clear="zero"): the residual after (rr=0) /
+    during (rr=1) the wgmma in turn, rp 1 / 2 / 4 in turn (rp=1 at 0-70 %: most stages read rows past the
+    registers' from global memory)."""
+    out = []
+    for c in tiled_wg_check_cases():
+        kn = {k: v for k, v in c["knobs"].items() if k not in ("clear", "sc", "wip")}
+        kn.update(sp=1, sc=128, rr=len(out) % 2, rp=(1, 2, 4)[len(out) % 3])
+        out.append(dict(c, name=c["name"].replace("chk_tiledwg", "chk_tiledwsp"), knobs=kn))
+    return out
+
+
 BENCH_SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (9216, 36864)]
 BENCH_TOKENS = [1, 8, 16, 32, 128, 1024]
 BENCH_SPARSITY = [0.5, 0.7, 0.8, 0.9]
@@ -314,6 +327,12 @@ def tiled_variants(O, K, T) -> list[dict]:
                   {"mma": "wg", "code": "pos7", "sc": 128, "ra": 1, "xd": 1}, {"mma": "wg", "code": "pos7", "ra": 1},
                   {"mma": "wg", "sc": 128, "pb": 1, "ra": 1, **({"wgs": 2} if T < 32 else {})},
                   {"mma": "wg", "code": "pos7", "ra": 1, "ksplit": up}]
+        if T < 32:
+            # the 2:4 sparse operand (sp=1; session 10, benchmarks/results/dev/wsp_run{2,3}): faster at 90 % below
+            # 32 tokens, slower at 70-80 % (the residual); the planner's variant, with pb=2, one split up
+            sp = {"mma": "wg", "sc": 128, "pb": 1, "wgs": 1, "sp": 1, "rr": 1, "ra": 1, "xd": 1}
+            cands += [sp, dict(sp, pb=2), dict(sp, ksplit=next((k for k in WG_KSPLIT
+                                                                 if k > resolve(spec, sp).ksplit), wk))]
     for kn in cands:
         try:
             r = resolve(spec, kn).knobs()

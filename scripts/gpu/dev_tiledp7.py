@@ -33,13 +33,25 @@ elif MODE == "minb":            # __launch_bounds__(256, minb): registers capped
     SHAPES, TOKENS = SHAPES[1:], [8, 16, 32]
 elif MODE in ("wg", "wgu", "wgr"):     # mma="wg" (tiled_wg.py): the decode kernel on warpgroup MMA vs mma.sync; "wgu":
     SHAPES, TOKENS = SHAPES[1:], [8, 16, 32]    # its clear="unscatter" vs zeroing; "wgr": ra=1
+elif MODE == "wsp":             # sp=1: the stage decoded into the 2:4 sparse wgmma operand + a CUDA-core residual
+    SHAPES, TOKENS = SHAPES[1:], [8, 16, 32]
+elif MODE == "wsp2":            # sp=1 knob neighbours at 80-90 %
+    SHAPES, TOKENS = SHAPES[1:], [8, 16, 32]
+elif MODE == "pdl":             # the zeroing launch of split-K overlapped (programmatic dependent launch)
+    SHAPES, TOKENS = SHAPES[1:], [8, 16, 32]
 elif MODE == "wgx":             # xa=1: the activations in registers (also at 64 tokens, where M = 64 is all tokens)
     SHAPES, TOKENS = SHAPES[1:], [8, 16, 32, 64]
-SPARSITY = [0.7, 0.8, 0.9]
+SPARSITY = [0.8, 0.9] if MODE == "wsp2" else [0.7, 0.8, 0.9]
 ROUNDS = 7
 ARCH = "sm_90a"
 
 from cases import P7_CHECK  # noqa: E402  (the pos7 check grid, shared with the full GPU check)
+
+
+def check_cases_wsp() -> list[dict]:
+    import cases as C
+
+    return C.tiled_wsp_check_cases()
 
 
 def check_cases() -> list[dict]:
@@ -52,6 +64,13 @@ def check_cases() -> list[dict]:
     if MODE == "wgx":           # the wg grid with the activations in registers (xa=1) where wip=0 and tn is free
         return [dict(c, name=c["name"].replace("chk_tiledwg", "chk_tiledwgx"), knobs=dict(c["knobs"], xa=1))
                 for c in C.tiled_wg_check_cases() if not c["knobs"].get("wip") and "tn" not in c["knobs"]]
+    if MODE == "pdl":           # the wg and wsp grids with pdl=1 (split-K ones: the zeroing kernel overlapped)
+        return [dict(c, name=c["name"].replace("chk_tiled", "chk_pdl"), knobs=dict(c["knobs"], pdl=1))
+                for c in C.tiled_wg_check_cases() + check_cases_wsp()]
+    if MODE == "wsp2":          # a third of the wsp grid
+        return [c for i, c in enumerate(check_cases_wsp()) if i % 3 == 0]
+    if MODE == "wsp":
+        return check_cases_wsp()
     if MODE == "wgr":           # the wg grid with a one-buffer A ring where wip=0
         return [dict(c, name=c["name"].replace("chk_tiledwg", "chk_tiledwgr"), knobs=dict(c["knobs"], ra=1))
                 for c in C.tiled_wg_check_cases() if not c["knobs"].get("wip")]
@@ -97,6 +116,12 @@ def variants(O, K, T):
         return variants_wgr(O, K, T)
     if MODE == "wgx":
         return variants_wgx(O, K, T)
+    if MODE == "wsp":
+        return variants_wsp(O, K, T)
+    if MODE == "wsp2":
+        return variants_wsp2(O, K, T)
+    if MODE == "pdl":
+        return variants_pdl(O, K, T)
     if MODE == "minb":
         out = []
         for lab, kn in (("pos", {}), ("p7", {"code": "pos7"}), ("pos_us", {"clear": "unscatter"})):
@@ -232,6 +257,60 @@ def variants_wgx(O, K, T):
     return resolvable(spec, out)
 
 
+def variants_wsp(O, K, T):
+    """The planner's 70 %, 80 % and 90 % variants (dense A stage) against the same on the 2:4 sparse operand
+    (``sp=1``; 128-column stages), the residual after the wgmma (into the accumulators) or during it (``rr=1``)."""
+    from sparsec.backends.kernels.common import MatmulSpec
+
+    spec = MatmulSpec(T, O, K, False, None, "float16")
+    s128 = {"mma": "wg", "sc": 128, "pb": 1, **({"wgs": 1} if T < 32 else {})}
+    w7 = {"mma": "wg", "code": "pos7", **({"ra": 1} if T >= 32 else {})}
+    w7s = {"mma": "wg", "code": "pos7", "sc": 128, "ra": 1, "xd": 1}
+    out = [("wg_s128", s128, "bank"), ("wg7_s128", w7s, "bank"), ("wg7", w7, "bank"),
+           ("sp_s128", dict(s128, sp=1), "bank"), ("sp_s128_rr", dict(s128, sp=1, rr=1), "bank"),
+           ("sp_s128_ra1", dict(s128, sp=1, ra=1, xd=1), "bank"),
+           ("sp7_s128", dict(w7s, sp=1), "bank"), ("sp7_s128_rr", dict(w7s, sp=1, rr=1), "bank"),
+           ("sp7", dict(w7, sp=1), "bank"), ("sp7_rr", dict(w7, sp=1, rr=1), "bank"),
+           ("sp7_rp4", dict(w7, sp=1, rp=4), "bank"), ("sp7_s128_rp4", dict(w7s, sp=1, rp=4), "bank"),
+           ("sp_s128_rp1", dict(s128, sp=1, rp=1), "bank")]
+    return resolvable(spec, out)
+
+
+def variants_wsp2(O, K, T):
+    """sp=1 with the residual during the wgmma (rr=1) on 128-column pos stages (the 90 % planner's variant) and its
+    knob neighbours: warpgroups per block, batches, A ring, activation tiles ahead, wip=1, the split either side, pos7."""
+    from sparsec.backends.cuda.kernels.tiled import WG_KSPLIT, resolve
+    from sparsec.backends.kernels.common import MatmulSpec
+
+    spec = MatmulSpec(T, O, K, False, None, "float16")
+    s128 = {"mma": "wg", "sc": 128, "pb": 1, **({"wgs": 1} if T < 32 else {})}
+    b = dict(s128, sp=1, rr=1)
+    ks = resolve(spec, b).ksplit
+    i = WG_KSPLIT.index(ks)
+    out = [("wg_s128", s128, "bank"), ("sp", b, "bank"), ("sp_wgs", dict(b, wgs=2 if T < 32 else 1), "bank"),
+           ("sp_pb2", dict(b, pb=2), "bank"), ("sp_ra1", dict(b, ra=1, xd=1), "bank"), ("sp_xd3", dict(b, xd=3), "bank"),
+           ("sp_wip1", dict(b, wip=1), "bank"), ("sp_p7", dict(b, code="pos7"), "bank"),
+           ("sp_rr0", dict(b, rr=0), "bank")]
+    if i + 1 < len(WG_KSPLIT):
+        out.append(("sp_kshi", dict(b, ksplit=WG_KSPLIT[i + 1]), "bank"))
+    if i > 0:
+        out.append(("sp_kslo", dict(b, ksplit=WG_KSPLIT[i - 1]), "bank"))
+    return resolvable(spec, out)
+
+
+def variants_pdl(O, K, T):
+    """The planner's 70 %, 80 % and 90 % variants (select.tiled_knobs) with and without pdl=1."""
+    from sparsec.backends.cuda import select as S
+    from sparsec.backends.kernels.common import MatmulSpec
+
+    spec = MatmulSpec(T, O, K, False, None, "float16")
+    out = []
+    for lab, d in (("p70", 0.3), ("p80", 0.2), ("p90", 0.1)):
+        kn = S.tiled_knobs(d, T, "sm_90a")
+        out += [(lab, kn, "bank"), (lab + "_pdl", dict(kn, pdl=1), "bank")]
+    return resolvable(spec, out)
+
+
 def variants_rows(O, K, T):
     """split="k" (pos, pos7 at the default split) vs split="rows" (pos, pos7 at its default split and one step
     either side)."""
@@ -341,7 +420,8 @@ def run(kdir, outp):
                 for c in by_cell.get((O, K, T), []):
                     kn = c["resolved_knobs"]
                     order = c.get("order", "bank")
-                    key = (kn.get("code", "pos"), kn["rt"], kn["sc"], order, kn.get("mma", "sync"), kn.get("xa", 0))
+                    key = (kn.get("code", "pos"), kn["rt"], kn["sc"], order, kn.get("mma", "sync"), kn.get("xa", 0),
+                           kn.get("sp", 0))
                     if key not in lays:
                         torch.cuda.synchronize()
                         tb = time.time()
@@ -349,7 +429,8 @@ def run(kdir, outp):
                         torch.cuda.synchronize()
                         out["build_s"][f"{O}x{K} {s} {key}"] = time.time() - tb
                         lay = lays[key][2]
-                        wfn = TL.pos7_wavefronts(lay) if key[0] == "pos7" else TL.store_wavefronts(lay)
+                        wfn = (TL.pos7_wavefronts(lay) if key[0] == "pos7" else TL.store_wavefronts(lay)) \
+                            if not key[6] else -1
                         cell.setdefault("wavefronts", {})[f"{key[0]}_{order}"] = wfn
                     args, nb, _ = lays[key]
                     f = lib[c["name"]]                      # p7_slot: the p7 kernel (same name)

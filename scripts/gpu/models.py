@@ -100,8 +100,14 @@ def _decode_mlp():
     return DecodeMLP(), (torch.randn(1, 32, 1024, generator=torch.Generator().manual_seed(7)),)
 
 
+def _decode_mlp16():
+    """DecodeMLP at 16 tokens: the planner's 90 % variant below 32 tokens decodes into the 2:4 sparse operand."""
+    return DecodeMLP(), (torch.randn(1, 16, 1024, generator=torch.Generator().manual_seed(8)),)
+
+
 MODELS = {
     "decode_mlp": _decode_mlp,
+    "decode_mlp16": _decode_mlp16,
     "mlp": lambda: _example("mlp"),
     "cnn": lambda: _example("cnn"),
     "bert_encoder": lambda: _example("bert_encoder"),
@@ -240,7 +246,7 @@ def write_weights(model: nn.Module, artifact: str) -> int:
                 w = state[name].to(getattr(torch, man["dtype"]))
                 packed[name] = classes[fmt].from_dense(w, **{k: tuple(v) if isinstance(v, list) else v
                                                             for k, v in p.items()})
-            if buf.startswith("tiled."):      # the tiled kernel's private layout "tiled.<rt>.<sc>.<code>[.wg|.wgx].<buffer>"
+            if buf.startswith("tiled."):      # the tiled kernel's private layout "tiled.<rt>.<sc>.<code>[.wg|.wgx|.wsp].<buffer>"
                 from sparsec.backends.cuda.kernels import tiled_layout
 
                 parts = buf.split(".")
@@ -249,7 +255,8 @@ def write_weights(model: nn.Module, artifact: str) -> int:
                 if (name, rt, sc, code, mma) not in packed:
                     packed[(name, rt, sc, code, mma)] = tiled_layout.build_for(
                         packed[name], {"rt": int(rt), "sc": int(sc), "code": code,
-                                       "mma": "wg" if mma == "wgx" else mma, "xa": int(mma == "wgx")})[0]
+                                       "mma": "wg" if mma in ("wgx", "wsp") else mma, "xa": int(mma == "wgx"),
+                                       "sp": int(mma == "wsp")})[0]
                 t = packed[(name, rt, sc, code, mma)][b]
             elif buf.startswith("mma."):      # the 2:4 mma.sp / wgmma.sp operands "mma.<buffer>"
                 from sparsec.backends.cuda.kernels import mma_layout

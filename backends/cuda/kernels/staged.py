@@ -72,10 +72,12 @@ def staged_epilogue(*, dt: str, BM: int, BN: int, CST: int, O: int, TT: int, KS:
     return stage, store
 
 
-def zero_fill(dt: str, n: int):
+def zero_fill(dt: str, n: int, pdl: bool = False):
     """Macro ``zero(Y)``: a launch of its own that zeroes the ``n`` elements of ``Y`` (split-K GEMMs add their
     partial tiles into it with atomics): 8 elements per thread, one 16-byte store when ``n % 8 == 0`` (a
-    multiple of 8 keeps every thread's chunk 16-byte aligned), else element stores."""
+    multiple of 8 keeps every thread's chunk 16-byte aligned), else element stores. ``pdl``: first of all it lets
+    the next kernel launch (``griddepcontrol.launch_dependents``; the next kernel, launched with programmatic
+    dependent launch, waits with ``griddepcontrol.wait`` before it touches ``Y``)."""
     zero = T.Cast(dt, T.float32(0))
 
     @T.macro
@@ -83,6 +85,8 @@ def zero_fill(dt: str, n: int):
         Yf = T.decl_buffer((n,), dt, data=Y.data)
         for zb in T.thread_binding(ceil_div(n, 256 * 8), thread="blockIdx.x"):
             for zt in T.thread_binding(256, thread="threadIdx.x"):
+                if pdl:
+                    T.ptx["griddepcontrol.launch_dependents"]()
                 if n % 8 == 0:
                     if (zb * 256 + zt) * 8 < n:
                         for jj in T.vectorized(8):

@@ -87,7 +87,8 @@ KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128), "warps": (1, 2, 4, 8, 16),
          "clear": ("zero", "unscatter"), "code": ("pos", "bitmap", "pos7"), "vsrc": ("smem", "global"),
          "split": ("k", "rows"), "xpipe": (0, 1), "minb": (0, 2, 3, 4, 5, 6),
          "mma": ("sync", "wg"), "wip": (0, 1), "xd": (1, 2, 3), "wgs": (1, 2), "pf": (1, 2), "pb": (1, 2), "ra": (1, 2, 3),
-         "xa": (0, 1)}
+         "xa": (0, 1), "sp": (0, 1), "rr": (0, 1),
+         "rp": (1, 2, 4, 8), "pdl": (0, 1)}
 WG_TN = (8, 16, 24, 32, 40, 48, 56, 64, 96, 128)   # mma="wg": tokens per block (the wgmma N)
 WG_KSPLIT = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)
 WG_MAX_PER = 24              # mma="wg" default split: at most this many stages per block ...
@@ -122,6 +123,10 @@ class TiledSpec:
     pb: int = 1
     ra: int = 0
     xa: int = 0
+    sp: int = 0
+    rr: int = 0
+    rp: int = 2
+    pdl: int = 0
 
     @property
     def ngroups(self) -> int:
@@ -139,6 +144,8 @@ class TiledSpec:
                     **({"clear": self.clear} if self.clear != "zero" else {}),
                     **({"ra": self.ra} if self.ra else {}),
                     **({"xa": self.xa} if self.xa else {}),
+                    **({"sp": self.sp, "rr": self.rr, "rp": self.rp} if self.sp else {}),
+                    **({"pdl": self.pdl} if self.pdl else {}),
                     **({"minb": self.minb} if self.minb else {})}
         return {"design": "tiled", "rt": self.rt, "sc": self.sc, "warps": self.warps, "ksplit": self.ksplit,
                 "tn": self.tn, "pipe": self.pipe, "sync": self.sync, "clear": self.clear,
@@ -172,7 +179,7 @@ def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
         raise KernelError(f"cuda tiled kernel: dtype {spec.dtype} unsupported (float16, bfloat16)")
     if (knobs.get("mma") or "sync") == "wg":
         return resolve_wg(spec, knobs)
-    for k in ("wip", "xd", "wgs", "pf", "pb", "ra", "xa"):
+    for k in ("wip", "xd", "wgs", "pf", "pb", "ra", "xa", "sp", "rr", "rp", "pdl"):
         if knobs.get(k) is not None:
             raise KernelError(f"cuda tiled kernel: knob {k} needs mma='wg'")
     Tt = spec.tokens
@@ -268,7 +275,8 @@ def resolve_wg(spec: MatmulSpec, knobs: dict) -> TiledSpec:
     tn = 64 if xa else knobs.get("tn") or next((t for t in WG_TN if t >= Tt), WG_TN[-1])
     if tn not in WG_TN:
         raise KernelError(f"cuda tiled kernel: mma='wg' needs tn in {WG_TN} (got {tn})")
-    sc = knobs.get("sc") or 64
+    sp = knobs.get("sp") or 0
+    sc = knobs.get("sc") or (128 if sp else 64)
     wip = knobs.get("wip") or 0
     xd = knobs.get("xd") or 2
     wgs = knobs.get("wgs") or 2
@@ -289,6 +297,22 @@ def resolve_wg(spec: MatmulSpec, knobs: dict) -> TiledSpec:
         raise KernelError(f"cuda tiled kernel: mma='wg' needs an A ring (ra) of 1 or 2 with wip=0, 3 with wip=1 "
                           f"(got ra={ra}, wip={wip})")
     ra = 0 if ra == 2 + wip else ra
+    rr = knobs.get("rr")
+    if sp:
+        # the 2:4 sparse operand: a stage of 128 columns is one 64-column compressed swizzle atom
+        if sc != 128:
+            raise KernelError(f"cuda tiled kernel: mma='wg' with sp=1 needs sc=128 (got sc={sc})")
+        if xa or (knobs.get("clear") or "zero") != "zero":
+            raise KernelError("cuda tiled kernel: mma='wg' with sp=1 supports xa=0 and clear='zero' only")
+        if wip:
+            # H100 dev run 3 (benchmarks/results/dev/wsp_run3.*): wrong results on 9216x36864 at T = 8-32 (correct on
+            # the other shapes; slower everywhere). The next stage rewrites the metadata registers while the wgmma
+            # that reads them may still run (wgmma reads its register operands asynchronously), so refused
+            raise KernelError("cuda tiled kernel: mma='wg' with sp=1 needs wip=0 (wip=1 gave wrong results on the "
+                              "H100: the metadata registers are rewritten while the previous wgmma may read them)")
+        rr = 0 if rr is None else rr
+    elif rr is not None or knobs.get("rp") is not None:
+        raise KernelError("cuda tiled kernel: knobs rr and rp need sp=1")
     ngr, nst = ceil_div(spec.out_features, 16), ceil_div(spec.in_features, sc)
     nblk = ceil_div(ngr, 4 * wgs) * ceil_div(Tt, tn)
     ks = knobs.get("ksplit")
@@ -304,11 +328,12 @@ def resolve_wg(spec: MatmulSpec, knobs: dict) -> TiledSpec:
     if spec.activation is not None and ks > 1:
         raise KernelError("cuda tiled kernel: ksplit > 1 sums partial results with atomics, which an "
                           "activation cannot follow; use ksplit=1")
-    if smem_elems(sc, tn, wip, xd, wgs, ra, xa) * 2 > SMEM_LIMIT:
+    if smem_elems(sc, tn, wip, xd, wgs, ra, xa, sp) * 2 > SMEM_LIMIT:
         raise KernelError(f"cuda tiled kernel: mma='wg' with sc={sc}, tn={tn}: too much shared memory")
     return TiledSpec(spec, 1, sc, 4, ks, tn, code=knobs.get("code") or "pos", minb=knobs.get("minb") or 0,
                      clear=knobs.get("clear") or "zero", mma="wg", wip=wip, xd=xd, wgs=wgs, pf=pf, pb=pb,
-                     ra=ra, xa=xa)
+                     ra=ra, xa=xa, sp=sp, rr=rr or 0, rp=knobs.get("rp") or 2,
+                     pdl=(knobs.get("pdl") or 0) if ks > 1 else 0)
 
 
 def tiled_args(ts: TiledSpec, dtype: str) -> list[Arg]:
@@ -316,8 +341,12 @@ def tiled_args(ts: TiledSpec, dtype: str) -> list[Arg]:
     code = (Arg("tc_bits", "int32", (ts.ngroups * ts.nstages * 32 * ts.nwords,)) if ts.code == "bitmap"
             else Arg("tc_code", "int32", ("m",)) if ts.code == "pos7"
             else Arg("tc_pos", "int16", ("n",)))
-    args = [Arg("tc_values", dtype, ("n",)), code,
-            Arg("tc_ptr", "int32", (ts.ngroups * ts.nstages + 1,)), Arg("X", dtype, (sp.tokens, sp.in_features))]
+    args = [Arg("tc_values", dtype, ("n",)), code, Arg("tc_ptr", "int32", (ts.ngroups * ts.nstages + 1,))]
+    if ts.sp:
+        # tiled_layout.build_wsp: metadata words, residual rows, residual row pointers
+        args += [Arg("tc_meta", "int32", (ts.ngroups * ts.nstages * 16 * (ts.sc // 32),)),
+                 Arg("tc_res", "int32", ("r",)), Arg("tc_rptr", "int32", (ts.ngroups * ts.nstages + 1,))]
+    args.append(Arg("X", dtype, (sp.tokens, sp.in_features)))
     if sp.bias:
         args.append(Arg("bias", dtype, (sp.out_features,)))
     args.append(Arg("Y", dtype, (sp.tokens, sp.out_features)))
@@ -346,6 +375,10 @@ def generate(ts: TiledSpec):
             kern = drop_param(kern, "bias")
         if ts.minb:
             kern = kern.with_attr("tirx.launch_bounds_min_blocks_per_sm", ts.minb)
+        if ts.pdl and ts.ksplit > 1:
+            from sparsec.backends.cuda.toolchain import PDL_ATTR
+
+            kern = kern.with_attr(PDL_ATTR, True)      # the main kernel overlaps the launch of the zeroing one
         return kern
     sp = ts.spec
     O, K, TT, dt = sp.out_features, sp.in_features, sp.tokens, sp.dtype

@@ -34,7 +34,9 @@ BUFFERS = ("tc_values", "tc_pos", "tc_ptr")
 
 def coordinates(fmt):
     """``(rows, cols, values)`` of a format's stored non-zeros, from its own buffers (no dense copy for
-    bitmap/csr/nm; other formats go through ``to_dense``)."""
+    bitmap/csr/nm; other formats go through ``to_dense``; a ``(rows, cols, values)`` tuple is returned as is)."""
+    if isinstance(fmt, tuple):
+        return fmt
     name = type(fmt).__name__.lower()
     if name == "csr":
         indptr = fmt.indptr.long()
@@ -518,10 +520,171 @@ def pos7_wavefronts(bufs: dict) -> int:
     return store_wavefronts({"tc_ptr": bufs["tc_ptr"], "tc_pos": pos7_slots(bufs)})
 
 
+# --- sp=1: the stage decoded into the 2:4 sparse wgmma operand (``tiled_wg.py`` with ``sp=1``) ------------------
+#
+# Per row and group of 4 columns the first two non-zeros (column order) are the group's 2:4 part: they go to the
+# two slots of the group in the compressed A operand of ``wgmma.mma_async.sp`` (a stage of sc = 128 columns is 64
+# compressed columns: one 128B-swizzled atom per 64 rows, half the dense stage buffer), at the two *distinct
+# increasing* positions of the group's metadata (``mma_layout``'s rule: the non-zeros' positions first, then the
+# free ones, the first two sorted; a lone non-zero at position 3 takes slot 1). The rest (the 3rd and 4th
+# non-zero of a group: the *residual*, about 1 % / 4 % / 8 % of the non-zeros of random 90 / 80 / 70 % weights)
+# is added by the kernel on CUDA cores from the stage's activation tile.
+# Buffers, next to the compressed stage's own (``build`` / ``build_pos7`` of the compressed coordinates, slots
+# "wg" of a 64-column stage):
+# - ``tc_meta`` (int32 [strips, stages, 16, sc/32]): the metadata words of a strip's stage in lane order: chunk
+#   ``2 g + s`` (lane ``4 g + s``, s = 0, 1: sparsity selector 0) holds, for each k32 step ``kk`` of the stage, the
+#   word of rows ``g`` (bits 0..15) and ``g + 8`` (bits 16..31) and 16-column block ``2 kk + s``: 4 bits per group
+#   of 4 columns, its two positions at bits ``4 j`` and ``4 j + 2``. One 16-byte load per lane.
+# - ``tc_res`` (int32 [8 * rows]): per strip and stage ``R`` rows of 8 words, word ``q`` of a row an entry of
+#   strip rows ``q`` or ``q + 8`` (the rows the lanes ``4 q .. 4 q + 3`` own in the wgmma accumulators):
+#   bits 0..7 the column in the stage, bit 8 ``h`` (row ``q + 8 h``), bits 16..31 the value's bits; R is the
+#   largest count over the 8 row pairs, the rest pad with zero words (value 0).
+# - ``tc_rptr`` (int32 [strips * stages + 1]): where each strip stage's residual rows start (rows of 8 words).
+
+SP_BUFFERS = ("tc_meta", "tc_res", "tc_rptr")
+SP_SC = 128
+
+
+def _sp_pairs(device):
+    """Per 4-bit mask of a group's kept positions (at most 2 bits): its two metadata positions (distinct,
+    increasing: the mask's positions first, then the free ones) -> tensors ``(p0[16], p1[16])``."""
+    p0, p1 = [], []
+    for m in range(16):
+        order = [i for i in range(4) if m >> i & 1] + [i for i in range(4) if not m >> i & 1]
+        a, b = sorted(order[:2])
+        p0.append(a)
+        p1.append(b)
+    return torch.tensor(p0, device=device), torch.tensor(p1, device=device)
+
+
+def build_wsp(fmt, sc: int = SP_SC, code: str = "pos7", shape=None, dtype=None, order: str = "bank") -> dict:
+    """The buffers of ``sp=1`` (see above) for ``fmt`` (any sparsec format), on the device of its buffers
+    (vectorised): the compressed stage's ``tc_values``, ``tc_code`` | ``tc_pos``, ``tc_ptr`` and ``SP_BUFFERS``."""
+    if sc != SP_SC:
+        raise ValueError(f"tiled sp layout: sc={sc} (sp=1 takes sc={SP_SC}: 64 compressed columns, one swizzle atom)")
+    O, K = shape or tuple(fmt.shape)
+    rows, cols, vals = coordinates(fmt)
+    dtype = dtype or vals.dtype
+    rows, cols = rows.long(), cols.long()
+    keep = vals != 0
+    rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    dev = rows.device
+    ngr, nst = -(-O // 16), -(-K // sc)
+    Kp = nst * sc
+    srt = torch.argsort(rows * Kp + cols)
+    rows, cols, vals = rows[srt], cols[srt], vals[srt]
+    grp = rows * (Kp // 4) + (cols >> 2)                         # (row, group of 4) id, sorted
+    _, inv, cnt = torch.unique_consecutive(grp, return_inverse=True, return_counts=True)
+    first = torch.zeros(cnt.numel() + 1, dtype=torch.long, device=dev)
+    first[1:] = torch.cumsum(cnt, 0)
+    rank = torch.arange(grp.numel(), device=dev) - first[inv]
+    main = rank < 2
+    # the 2:4 part: metadata positions per group, slot of each kept entry
+    mask = torch.zeros(cnt.numel(), dtype=torch.long, device=dev)
+    mask.index_add_(0, inv[main], 1 << (cols[main] & 3))
+    t0, t1 = _sp_pairs(dev)
+    p0, p1 = t0[mask], t1[mask]
+    mr, mc, mv, mi = rows[main], cols[main], vals[main], inv[main]
+    slot = (mc & 3 != p0[mi]).long()                             # 0 at position p0, else 1 (at p1)
+    ccol = (mc // sc) * (sc // 2) + ((mc % sc) >> 2) * 2 + slot
+    if code == "pos7":
+        lay = build_pos7((mr, ccol, mv), 1, sc // 2, shape=(O, nst * sc // 2), dtype=dtype, order=order, slots="wg")
+    elif code == "pos":
+        lay = build((mr, ccol, mv), 1, sc // 2, shape=(O, nst * sc // 2), dtype=dtype, order=order, slots="wg")
+    else:
+        raise ValueError(f"tiled sp layout: code {code!r} (pos or pos7)")
+    # metadata: default (0, 1) = 0x4 per group; groups with kept entries add their nibble's difference
+    NK = sc // 32
+    nseg = ngr * nst
+    words = torch.full((nseg * 16 * NK,), 0x44444444, dtype=torch.int64, device=dev)
+    gr = torch.unique_consecutive(grp)                           # the groups, in inv order
+    r, gi = gr // (Kp // 4), gr % (Kp // 4)
+    stg, gl = gi // (sc // 4), gi % (sc // 4)                    # stage, group in the stage
+    cb = gl >> 2                                                 # 16-column block of the stage
+    seg = (r >> 4) * nst + stg
+    chunk = ((r & 7) << 1) + (cb & 1)
+    widx = (seg * 16 + chunk) * NK + (cb >> 1)
+    shift = ((gl & 3) << 2) + (((r >> 3) & 1) << 4)
+    nib = p0 | (p1 << 2)
+    words.index_add_(0, widx, (nib - 4) << shift)                # distinct fields: the sum replaces each nibble
+    words = torch.where(words >= 2 ** 31, words - 2 ** 32, words).to(torch.int32)
+    # residual: per strip stage and row pair q, its entries; rows of 8 words (one per row pair)
+    rr_, rc, rv = rows[~main], cols[~main], vals[~main]
+    rseg = (rr_ >> 4) * nst + rc // sc
+    q = rr_ & 7
+    key = rseg * 8 + q
+    srt = torch.argsort(key, stable=True)
+    rr_, rc, rv, rseg, q, key = rr_[srt], rc[srt], rv[srt], rseg[srt], q[srt], key[srt]
+    kc = torch.bincount(key, minlength=nseg * 8)
+    kfirst = torch.zeros(nseg * 8 + 1, dtype=torch.long, device=dev)
+    kfirst[1:] = torch.cumsum(kc, 0)
+    krank = torch.arange(key.numel(), device=dev) - kfirst[key]
+    R = kc.view(nseg, 8).max(1).values
+    rptr = torch.zeros(nseg + 1, dtype=torch.long, device=dev)
+    rptr[1:] = torch.cumsum(R, 0)
+    nres = int(rptr[-1])
+    res = torch.zeros(max(nres, 1) * 8, dtype=torch.int64, device=dev)
+    bits = rv.to(dtype).view(torch.int16).long() & 0xFFFF
+    res[(rptr[rseg] + krank) * 8 + q] = (rc % sc) | (((rr_ >> 3) & 1) << 8) | (bits << 16)
+    res = torch.where(res >= 2 ** 31, res - 2 ** 32, res).to(torch.int32)
+    lay.update({"tc_meta": words, "tc_res": res, "tc_rptr": rptr.to(torch.int32)})
+    return lay
+
+
+def wsp_to_dense(lay: dict, O: int, K: int, sc: int = SP_SC, code: str = "pos7") -> torch.Tensor:
+    """Inverse of ``build_wsp`` (float64, for tests): the compressed stages expanded through their metadata plus
+    the residual."""
+    ngr, nst = -(-O // 16), -(-K // sc)
+    C = (pos7_to_dense(lay, ngr * 16, nst * sc // 2, 1, sc // 2, slots="wg") if code == "pos7"
+         else _pos_wg_to_dense(lay, ngr * 16, nst * sc // 2, sc // 2))
+    NK = sc // 32
+    w = lay["tc_meta"].long().view(ngr, nst, 8, 2, NK) & 0xFFFFFFFF   # [strip, stage, g, s, kk]
+    half = torch.stack([w & 0xFFFF, w >> 16], 2)                   # [strip, stage, h, g, s, kk]: row g + 8h
+    nib = (half.unsqueeze(-1) >> (torch.arange(4) * 4)) & 0xF      # [..., j]: group j of block 2kk + s
+    nib = nib.permute(0, 2, 3, 1, 5, 4, 6).reshape(ngr * 16, nst * sc // 4)   # [row, group]
+    W = torch.zeros(ngr * 16, nst * sc // 4, 4, dtype=torch.float64)
+    cv = C.view(ngr * 16, nst * sc // 4, 2)
+    W.scatter_add_(2, (nib & 3).unsqueeze(-1), cv[..., :1])
+    W.scatter_add_(2, (nib >> 2).unsqueeze(-1), cv[..., 1:])
+    W = W.view(ngr * 16, nst * sc)
+    rp = lay["tc_rptr"].long()
+    res = lay["tc_res"].long() & 0xFFFFFFFF
+    nseg = ngr * nst
+    segs = torch.repeat_interleave(torch.arange(nseg), (rp[1:] - rp[:-1]) * 8)
+    e = res[: int(rp[-1]) * 8]
+    qq = torch.arange(e.numel()) % 8
+    vbits = (e >> 16).to(torch.int32)
+    vbits = torch.where(vbits >= 2 ** 15, vbits - 2 ** 16, vbits).to(torch.int16)
+    v = vbits.view(lay["tc_values"].dtype).double()
+    row = (segs // nst) * 16 + qq + 8 * ((e >> 8) & 1)
+    col = (segs % nst) * sc + (e & 0xFF)
+    W.index_put_((row, col), v, accumulate=True)
+    return W[:O, :K]
+
+
+def _pos_wg_to_dense(lay: dict, O: int, K: int, sc: int) -> torch.Tensor:
+    """``build``'s ``slots="wg"`` layout back to dense (float64; rows and columns padded to the stages)."""
+    ngr, nst = -(-O // 16), -(-K // sc)
+    ptr = lay["tc_ptr"].long() * 8
+    n = int(ptr[-1])
+    slot = wg_slot_of_offset(lay["tc_pos"][:n].long())
+    seg = torch.repeat_interleave(torch.arange(ngr * nst), ptr[1:] - ptr[:-1])
+    r, c = torch.meshgrid(torch.arange(16), torch.arange(sc), indexing="ij")
+    tab = wg_slot_of(r.reshape(-1), c.reshape(-1))
+    inv_r = torch.empty(16 * sc, dtype=torch.long)
+    inv_c = torch.empty(16 * sc, dtype=torch.long)
+    inv_r[tab], inv_c[tab] = r.reshape(-1), c.reshape(-1)
+    W = torch.zeros(ngr * 16, nst * sc, dtype=torch.float64)
+    W[(seg // nst) * 16 + inv_r[slot], (seg % nst) * sc + inv_c[slot]] = lay["tc_values"][:n].double()
+    return W
+
+
 def build_for(fmt, knobs: dict, **kw) -> tuple[dict, tuple]:
     """The tiled kernel's layout for its resolved knobs (``code``: pos | pos7 | bitmap) and the buffer names in the
     kernel's argument order."""
     code = knobs.get("code", "pos")
+    if knobs.get("sp"):
+        return build_wsp(fmt, knobs["sc"], code, **kw), (P7_BUFFERS if code == "pos7" else BUFFERS) + SP_BUFFERS
     slots = ("wgx" if knobs.get("xa") else "wg") if knobs.get("mma") == "wg" else "frag"
     if code == "pos7":
         return build_pos7(fmt, knobs["rt"], knobs["sc"], slots=slots, **kw), P7_BUFFERS

@@ -33,6 +33,20 @@ first ``pb`` batches kept in registers; a stage with more batches is zeroed whol
 measured slower) the activations as the wgmma A operand from registers (64 tokens, 16-byte loads one stage ahead,
 the layout's columns in the lanes' fragment order: ``slots="wgx"``) and the strips as the B operand
 (``m64n64k16``), no activation tile in shared memory.
+
+Session 10: ``sp=1`` (``sc=128``, ``wip=0``, layout ``tiled_layout.build_wsp``) decodes each stage into the **2:4
+sparse operand** of ``wgmma.mma_async.sp ... m64n{tn}k32``: per row and group of 4 columns the first two non-zeros go
+to the group's two slots of a 64-column compressed stage (one swizzle atom per 64 rows: half the A tile to zero and
+for the wgmma to read, which Nsight Compute showed was half the shared-memory traffic at 90 %), at the positions the
+metadata words give (precomputed per strip stage in lane order: one 16-byte load per lane one stage ahead, straight
+into the metadata registers, sparsity selector 0). The rest of a group (the *residual*, ~1 % of the non-zeros at
+90 %, ~4 % at 80 %, ~8 % at 70 %) is added on CUDA cores from the stage's activation tile: rows of 8 words, word
+``q`` for the accumulator rows ``q``/``q + 8`` the lanes ``4q..4q+3`` own, the first ``rp`` rows of a stage loaded
+one stage ahead; ``rr=1`` adds them into registers of their own while the wgmma runs, ``rr=0`` into the
+accumulators after it. H100 (``benchmarks/results/dev/wsp_run{1,2,3}``, 3 LLM shapes): at 90 % +2-19 % at T=8/16,
+0.9-1.0x at T=32; at 70-80 % 0.4-0.9x (the residual's loads and FMAs: +37-43 % instructions at 90 % already).
+``wip=1`` is refused: it gave wrong results on 9216x36864 (the next stage rewrites the metadata registers while the
+previous wgmma may still read them).
 """
 from __future__ import annotations
 
@@ -46,17 +60,18 @@ ATOM = 4096                  # halves per 64-row x 64-column atom (8 KB)
 SMEM_LIMIT = 227 * 1024
 
 
-def smem_elems(sc: int, tn: int, wip: int, xd: int, wgs: int = 1, ra: int = 0, xa: int = 0) -> int:
-    """Halves of dynamic shared memory: the A ring (``ra`` buffers, default ``2 + wip``), the activation ring (none
-    with ``xa=1``: the activations go to registers) and the alignment slack (the staged epilogue reuses the rings: at
-    least its ``tn x (64 wgs + 8)`` tile)."""
-    rings = (ra or 2 + wip) * wgs * (sc // 64) * ATOM + (0 if xa else (xd + 2) * (sc // 64) * tn * 64)
+def smem_elems(sc: int, tn: int, wip: int, xd: int, wgs: int = 1, ra: int = 0, xa: int = 0, sp: int = 0) -> int:
+    """Halves of dynamic shared memory: the A ring (``ra`` buffers, default ``2 + wip``; with ``sp=1`` a stage is
+    ``sc/2`` compressed columns), the activation ring (none with ``xa=1``: the activations go to registers) and the
+    alignment slack (the staged epilogue reuses the rings: at least its ``tn x (64 wgs + 8)`` tile)."""
+    rings = ((ra or 2 + wip) * wgs * (sc // (128 if sp else 64)) * ATOM
+             + (0 if xa else (xd + 2) * (sc // 64) * tn * 64))
     return max(rings, tn * (64 * wgs + 8)) + ALIGN // 2
 
 
 def generate_wg(ts):
     from sparsec.backends.cuda.kernels.staged import staged_epilogue
-    from sparsec.backends.cuda.kernels.wgmma_gemm import smem_descriptor
+    from sparsec.backends.cuda.kernels.wgmma_gemm import smem_descriptor, wgmma_sp_source
 
     sp = ts.spec
     O, K, TT, dt = sp.out_features, sp.in_features, sp.tokens, sp.dtype
@@ -65,7 +80,13 @@ def generate_wg(ts):
     NWP = 4 * NWG                       # warps per block
     NT = 128 * NWG
     BM = 64 * NWG
-    NAT = SC // 64                      # swizzle atoms per stage
+    NAT = SC // 64                      # swizzle atoms per stage (of the activation tile)
+    SP = bool(ts.sp)                    # the 2:4 sparse wgmma operand (sc/2 compressed columns) + a residual
+    RR = bool(ts.rr)                    # sp: the residual into registers of its own during the wgmma
+    NATA = NAT // 2 if SP else NAT      # swizzle atoms per A stage buffer (per warpgroup)
+    NK = SC // 32                       # sp: k32 steps per stage (metadata words per lane)
+    RP = ts.rp                          # sp: residual rows of a stage loaded into registers one stage ahead
+    PDL = bool(ts.pdl) and KS > 1       # the main kernel launched with programmatic dependent launch (toolchain)
     NGR, NST = ts.ngroups, ts.nstages   # 16-row strips, stages
     NBX = ceil_div(NGR, NWP)
     NTT = ceil_div(TT, BN)
@@ -78,10 +99,10 @@ def generate_wg(ts):
     #                                     warpgroup's wgmma finished; only that wgmma reads the strip)
     XD = ts.xd                          # activation tiles in flight ahead
     RX = XD + 2                         # activation ring
-    ASZ = NWG * NAT * ATOM              # halves per A stage buffer: [warpgroup][atom][64 rows][64 columns]
+    ASZ = NWG * NATA * ATOM             # halves per A stage buffer: [warpgroup][atom][64 rows][64 columns]
     XSZ = NAT * BN * 64
     XA = bool(ts.xa)                    # activations as the wgmma A operand, from registers; the weight as B
-    SMN = smem_elems(SC, BN, WIP, XD, NWG, RA, ts.xa)
+    SMN = smem_elems(SC, BN, WIP, XD, NWG, RA, ts.xa, ts.sp)
     NQ = SC // 32                       # xa: 16-byte activation chunks per token row and stage (per lane)
     P7 = ts.code == "pos7"
     PL = 2 if P7 else 8
@@ -95,6 +116,7 @@ def generate_wg(ts):
     pt = {"float16": "f16", "bfloat16": "bf16"}[dt]
     WG = f"wgmma.mma_async.sync.aligned.m64n{64 if XA else BN}k16.f32.{pt}.{pt}"
     CP = "cp.async.cg.shared.global"
+    SPN, SPSRC = wgmma_sp_source(BN, pt)
     FULL = T.uint32(0xFFFFFFFF)
     zero = T.Cast(dt, T.float32(0))
     # accumulators -> a [BN, BM + 8] tile in shared memory -> 16-byte rows of Y (red.global.add.v4 with a split)
@@ -112,12 +134,12 @@ def generate_wg(ts):
 
     def strip0(ty):
         # element of warp ty's strip in atom 0 of a stage buffer
-        return (ty // 4) * NAT * ATOM + (ty % 4) * 1024
+        return (ty // 4) * NATA * ATOM + (ty % 4) * 1024
 
     def elem(p, ty, offset=False):
         # slot p of warp ty's strip -> element of the stage buffer (offset: p is already the element offset in the
         # strip's part, code="pos": tiled_layout.wg_offset_of_slot)
-        if NAT == 1 or offset:
+        if NATA == 1 or offset:
             return strip0(ty) + p
         # (p >> 10) * ATOM + (p & 1023), one shift and one multiply-add fewer
         return p + T.shift_right(p, 10) * (ATOM - 1024) + strip0(ty)
@@ -163,7 +185,7 @@ def generate_wg(ts):
     @T.macro
     def zero_strip(sw, ab, ty, tx):
         # 16-byte stores of integer zeros through the uint32 view (a dtype zero is 8 conversions per store)
-        for a in T.unroll(NAT):
+        for a in T.unroll(NATA):
             for i in T.unroll(ZIT):
                 for j in T.vectorized(4):
                     sw[(ab + strip0(ty) + a * ATOM + (i * 32 + tx) * 8) // 2 + j] = T.uint32(0)
@@ -198,11 +220,73 @@ def generate_wg(ts):
                         xn[(q * 2 + hh) * 4 + e] = T.uint32(0)
 
     @T.macro
+    def load_meta(meta, mn, s, bx, ty, tx):
+        # sp: lane 4g + e (e < 2) loads its metadata words of stage s (one per k32 step: rows g, g + 8, 16-column
+        # block 2 kk + e), sparsity selector 0; lanes 4g + 2, 4g + 3 supply none
+        if tx % 4 < 2:
+            for e in T.vectorized(NK):
+                mn[e] = meta[((T.min(bx * NWP + ty, NGR - 1) * NST + s) * 16 + (tx // 4) * 2 + tx % 2) * NK + e]
+
+    @T.macro
+    def res_row(st, rw, ra_, xb, tx):
+        # sp: one residual row (its word for the quad q = lane/4: rows q, q + 8 by bit 8) on CUDA cores, the lane's
+        # tokens 8j + 2 (lane % 4) + e from the stage's activation tile
+        rv = T.Cast("float32", T.reinterpret(dt, T.Cast("uint16", T.shift_right(rw, 16) & 0xFFFF)))
+        r1 = T.if_then_else(T.bitwise_and(T.shift_right(rw, 8), 1) == 1, rv, T.float32(0))
+        r0 = rv - r1
+        cc = rw & 255
+        for j in T.unroll(BN // 8):
+            for e in T.unroll(2):
+                xv = T.Cast("float32", st[xb + T.shift_right(cc, 6) * (BN * 64) + (j * 8 + (tx % 4) * 2 + e) * 64
+                                          + T.shift_left(T.bitwise_xor(T.shift_right(cc & 63, 3), (tx % 4) * 2 + e), 3)
+                                          + (cc & 7)])
+                ra_[j * 4 + e] = ra_[j * 4 + e] + r0 * xv
+                ra_[j * 4 + 2 + e] = ra_[j * 4 + 2 + e] + r1 * xv
+
+    @T.macro
+    def residual(st, res, rq, rw, ra_, xb, tx):
+        # sp: the stage's entries past the 2:4 part: its first RP rows from registers (loaded a stage ahead), the
+        # rest from global memory
+        for k in T.unroll(RP):
+            if k < rq[1]:
+                res_row(st, rw[k], ra_, xb, tx)
+        for i in range(T.max(rq[1] - RP, 0)):
+            res_row(st, res[(rq[2] + RP + i) * 8 + tx // 4], ra_, xb, tx)
+
+    @T.macro
+    def res_next(res, rptr, rq, rw, s, bx, bz, ty, tx):
+        # sp: rows and first row of the block's stage s (rq[3], rq[4]; none for a strip past the weight) and its
+        # first RP rows' words (zeros past its rows)
+        if SHFL:
+            rq[4] = T.tvm_warp_shuffle(FULL, rq[0], T.min(s, 31), 32, 32)
+            rq[3] = T.tvm_warp_shuffle(FULL, rq[0], T.min(s + 1, 31), 32, 32) - rq[4]
+        else:
+            rq[4] = rptr[gbase(bx, ty) + s_first(bz) + s]
+            rq[3] = rptr[gbase(bx, ty) + s_first(bz) + s + 1] - rq[4]
+        if bx * NWP + ty >= NGR:
+            rq[3] = 0
+        for k in T.unroll(RP):
+            if k < rq[3]:
+                rw[RP + k] = res[(rq[4] + k) * 8 + tx // 4]
+
+    @T.macro
     def stage(vals, pos, sptr, X, xr, xn, st, sw, dsc, acc, cv, cp, v2, p2, u, sv, sbase, off, si, nb, bx, by,
-              bz, ty, tx):
+              bz, ty, tx, meta, res, rptr, mr, mn, rq, rw, racc):
         # one stage: cv/cp hold its first PB batches (loaded PF stages earlier) and receive those of si + PF
         tid = ty * 32 + tx
         ab = off + (si % RA) * ASZ
+        if SP:
+            # this stage's metadata (loaded one stage ahead), the next stage's; the stage's residual rows
+            for e in T.unroll(NK):
+                mr[e] = mn[e]
+            if si + 1 < nb:
+                load_meta(meta, mn, s_first(bz) + si + 1, bx, ty, tx)
+            rq[1] = rq[3]
+            rq[2] = rq[4]
+            for k in T.unroll(RP):
+                rw[k] = rw[RP + k]
+            if si + 1 < nb:
+                res_next(res, rptr, rq, rw, si + 1, bx, bz, ty, tx)
         if XA:
             # this stage's activations (loaded one stage ahead) to the operand registers, the next stage's loads
             for j in T.unroll(NQ * 8):
@@ -265,10 +349,18 @@ def generate_wg(ts):
         T.ptx["wgmma.fence.sync.aligned"]()
         # the stage's descriptors once (the warpgroup's strips; the activation tile); each k16 slice adds its byte
         # offset >> 4 to the start-address field (shared addresses < 256 KB: the 14-bit field never carries)
-        dsc[0] = smem_descriptor(sbase + T.Cast("uint32", (ab + (ty // 4) * NAT * ATOM) * 2))
+        dsc[0] = smem_descriptor(sbase + T.Cast("uint32", (ab + (ty // 4) * NATA * ATOM) * 2))
         if not XA:
             dsc[1] = smem_descriptor(sbase + T.Cast("uint32", (off + RA * ASZ + (si % RX) * XSZ) * 2))
-        for a in T.unroll(NAT):
+        if SP:
+            # k32 step ks: 16 compressed columns (32 bytes of the A atom's rows), 32 activation columns (64 bytes of
+            # the B atom ks // 2), the lane's metadata word ks
+            for ks in T.unroll(NK):
+                T.cuda.func_call(SPN, T.address_of(acc[0]),
+                                 dsc[0] + T.Cast("uint64", (ks // 4 * ATOM * 2 + (ks % 4) * 32) // 16),
+                                 dsc[1] + T.Cast("uint64", ((ks // 2) * BN * 64 * 2 + (ks % 2) * 64) // 16),
+                                 T.Cast("uint32", mr[ks]), source_code=SPSRC)
+        for a in T.unroll(0 if SP else NAT):
             for kk in T.unroll(4):
                 if XA:
                     # the strips as the B operand (N = the warpgroup's 64 rows), the activations from registers
@@ -283,10 +375,16 @@ def generate_wg(ts):
                               dsc[1] + T.Cast("uint64", (a * BN * 64 * 2 + kk * 32) // 16),
                               True, 1, 1, 0, 0)
         T.ptx["wgmma.commit_group.sync.aligned"]()
+        if SP and RR:
+            # during the wgmma: the residual into its own registers (the activation tile stays until stage si + 2)
+            residual(st, res, rq, rw, racc, off + RA * ASZ + (si % RX) * XSZ, tx)
         T.ptx["wgmma.wait_group.sync.aligned"](WIP)
+        if SP and not RR:
+            # after it (wip=0): into the accumulators (the next wgmma.fence orders them before the next wgmma)
+            residual(st, res, rq, rw, acc, off + RA * ASZ + (si % RX) * XSZ, tx)
 
     @T.macro
-    def body(vals, pos, sptr, X, bias, Y, bx, by, bz, ty, tx, Sm):
+    def body(vals, pos, sptr, X, bias, Y, bx, by, bz, ty, tx, Sm, meta, res, rptr):
         tid = ty * 32 + tx
         sbase = T.cuda.cvta_generic_to_shared(T.address_of(Sm[0]))
         off = T.Cast("int32", ((T.uint32(ALIGN) - (sbase % T.uint32(ALIGN))) % T.uint32(ALIGN)) // T.uint32(2))
@@ -312,9 +410,30 @@ def generate_wg(ts):
         # first chunks of stages si + PF and si + PF + 1
         sv = T.alloc_buffer((6,), "int32", scope="local")    # [5]: clear="unscatter" flags (bit r: stage si-1-r)
         u = T.alloc_buffer((RA * UW,), PR_DT, scope="local")  # clear="unscatter": positions of the last RA stages
+        mr = T.alloc_buffer((NK if SP else 1,), "int32", scope="local")     # sp: the stage's metadata words
+        mn = T.alloc_buffer((NK if SP else 1,), "int32", scope="local")     # sp: the next stage's
+        # sp: [0] the residual row pointer of the lane's stage, [1] / [2] this stage's rows and first row, [3] / [4]
+        # the next stage's
+        rq = T.alloc_buffer((5,), "int32", scope="local")
+        rw = T.alloc_buffer((2 * RP if SP else 1,), "int32", scope="local")   # sp: this / the next stage's rows
+        racc = T.alloc_buffer((NACC if RR else 1,), "float32", scope="local")   # sp, rr=1: residual sums
         nb = s_end(bz) - s_first(bz)                    # the block's stages (every warp of the block)
         for i in T.unroll(NACC):
             acc[i] = T.float32(0)
+        if RR:
+            for i in T.unroll(NACC):
+                racc[i] = T.float32(0)
+        if SP:
+            for e in T.unroll(NK):
+                mn[e] = 0x44444444
+            if nb > 0:
+                load_meta(meta, mn, s_first(bz), bx, ty, tx)
+            if SHFL:
+                rq[0] = rptr[gbase(bx, ty) + T.min(s_first(bz) + tx, s_end(bz))]
+            rq[3] = 0
+            rq[4] = 0
+            if nb > 0:
+                res_next(res, rptr, rq, rw, 0, bx, bz, ty, tx)
         if UNS:
             # the ring starts zeroed; retained sets and prefetch registers start at slot 0 (a harmless clear)
             for rb in T.unroll(RA):
@@ -351,18 +470,23 @@ def generate_wg(ts):
                 T.ptx["cp.async.commit_group"]()
         if PF == 1:
             for si in range(nb):
-                stage(vals, pos, sptr, X, xr, xn, st, sw, dsc, acc, cv, cp, v2, p2, u, sv, sbase, off, si, nb, bx, by, bz, ty, tx)
+                stage(vals, pos, sptr, X, xr, xn, st, sw, dsc, acc, cv, cp, v2, p2, u, sv, sbase, off, si, nb, bx, by, bz, ty, tx,
+                      meta, res, rptr, mr, mn, rq, rw, racc)
         else:
             # two register sets: stage 2i scatters cv/cp and refills them with stage 2i + 2, stage 2i + 1 c2v/c2p
             for si2 in range((nb + 1) // 2):
-                stage(vals, pos, sptr, X, xr, xn, st, sw, dsc, acc, cv, cp, v2, p2, u, sv, sbase, off, 2 * si2, nb, bx, by, bz, ty, tx)
+                stage(vals, pos, sptr, X, xr, xn, st, sw, dsc, acc, cv, cp, v2, p2, u, sv, sbase, off, 2 * si2, nb, bx, by, bz, ty, tx,
+                      meta, res, rptr, mr, mn, rq, rw, racc)
                 if 2 * si2 + 1 < nb:
                     stage(vals, pos, sptr, X, xr, xn, st, sw, dsc, acc, c2v, c2p, v2, p2, u, sv, sbase, off, 2 * si2 + 1, nb, bx, by, bz,
-                          ty, tx)
+                          ty, tx, meta, res, rptr, mr, mn, rq, rw, racc)
         T.ptx["wgmma.wait_group.sync.aligned"](0)
         if not XA:
             T.ptx["cp.async.wait_group"](0)
         T.tvm_storage_sync("shared")
+        if RR:
+            for i in T.unroll(NACC):
+                acc[i] = acc[i] + racc[i]
         # staged epilogue: d[4j + 2h + e] = (row 16 (w % 4) + lane/4 + 8h of warpgroup w / 4, token 8j + 2 (lane % 4) + e)
         # (xa: the other way round: token 16 (w % 4) + lane/4 + 8h, row 8j + 2 (lane % 4) + e of warpgroup w / 4)
         if XA:
@@ -377,6 +501,9 @@ def generate_wg(ts):
                     for e in T.unroll(2):
                         stage_acc(Sm, bias, bx, bz, (ty // 4) * 64 + (ty % 4) * 16 + tx // 4 + 8 * h,
                                   j * 8 + (tx % 4) * 2 + e, acc[j * 4 + h * 2 + e])
+        if PDL:
+            # launched while the zeroing kernel may still run: Y is zero (and visible) once it completed
+            T.ptx["griddepcontrol.wait"]()
         store_acc(Sm, Su, ev, eu, Y, bx, by, tid)
         if sv[1] < 0:
             # never true (stage pointers are >= 0), but not provably: a read of the buffer over its whole extent,
@@ -384,7 +511,7 @@ def generate_wg(ts):
             Y[0, 0] = Sm[T.max(sv[1], 0) % SMN]
 
     @T.macro
-    def blocks(vals, pos, sptr, X, bias, Y):
+    def blocks(vals, pos, sptr, X, bias, Y, meta, res, rptr):
         for bx in T.thread_binding(NBX, thread="blockIdx.x"):
             for by in T.thread_binding(NTT, thread="blockIdx.y"):
                 for bz in T.thread_binding(KS, thread="blockIdx.z"):
@@ -393,13 +520,13 @@ def generate_wg(ts):
                             # one `extern __shared__` array per module, name and type
                             if dt == "float16":
                                 tiledwg_smem_f16 = T.alloc_buffer((SMN,), dt, scope="shared.dyn")
-                                body(vals, pos, sptr, X, bias, Y, bx, by, bz, ty, tx, tiledwg_smem_f16)
+                                body(vals, pos, sptr, X, bias, Y, bx, by, bz, ty, tx, tiledwg_smem_f16, meta, res, rptr)
                             else:
                                 tiledwg_smem_bf16 = T.alloc_buffer((SMN,), dt, scope="shared.dyn")
-                                body(vals, pos, sptr, X, bias, Y, bx, by, bz, ty, tx, tiledwg_smem_bf16)
+                                body(vals, pos, sptr, X, bias, Y, bx, by, bz, ty, tx, tiledwg_smem_bf16, meta, res, rptr)
 
     POS_DT = "int32" if P7 else "int16"
-    zero_y = zero_fill(dt, TT * O)
+    zero_y = zero_fill(dt, TT * O, pdl=PDL)
 
     @T.prim_func
     def kern(a_vals: T.handle, a_pos: T.handle, a_ptr: T.handle, x: T.handle, b: T.handle, y: T.handle):
@@ -414,6 +541,26 @@ def generate_wg(ts):
         Y = T.match_buffer(y, (TT, O), dt)
         if KS > 1:
             zero_y(Y)       # the splits add into Y with atomics: zero it first (a launch of its own)
-        blocks(vals, pos, sptr, X, bias, Y)
+        blocks(vals, pos, sptr, X, bias, Y, sptr, sptr, sptr)
 
-    return kern
+    @T.prim_func
+    def kern_sp(a_vals: T.handle, a_pos: T.handle, a_ptr: T.handle, a_meta: T.handle, a_res: T.handle,
+                a_rptr: T.handle, x: T.handle, b: T.handle, y: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        n_ = T.int32()
+        m_ = T.int32()
+        r_ = T.int32()
+        vals = T.match_buffer(a_vals, (n_,), dt)
+        pos = T.match_buffer(a_pos, (m_,), POS_DT)
+        sptr = T.match_buffer(a_ptr, (NGR * NST + 1,), "int32")
+        meta = T.match_buffer(a_meta, (NGR * NST * 16 * NK,), "int32")
+        res = T.match_buffer(a_res, (r_,), "int32")
+        rptr = T.match_buffer(a_rptr, (NGR * NST + 1,), "int32")
+        X = T.match_buffer(x, (TT, K), dt)
+        bias = T.match_buffer(b, (O,), dt)
+        Y = T.match_buffer(y, (TT, O), dt)
+        if KS > 1:
+            zero_y(Y)
+        blocks(vals, pos, sptr, X, bias, Y, meta, res, rptr)
+
+    return kern_sp if SP else kern
