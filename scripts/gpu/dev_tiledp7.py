@@ -39,9 +39,13 @@ elif MODE == "wsp2":            # sp=1 knob neighbours at 80-90 %
     SHAPES, TOKENS = SHAPES[1:], [8, 16, 32]
 elif MODE == "pdl":             # the zeroing launch of split-K overlapped (programmatic dependent launch)
     SHAPES, TOKENS = SHAPES[1:], [8, 16, 32]
+elif MODE == "occ":             # 90 % at 16 / 32 tokens: deeper prefetch, more splits, warpgroups per block
+    SHAPES, TOKENS = SHAPES[1:], [16, 32]
+elif MODE == "wgs4":            # 3-4 warpgroups per block (one activation tile for 192-256 rows) at 16 / 32 tokens
+    SHAPES, TOKENS = SHAPES[1:], [16, 32]
 elif MODE == "wgx":             # xa=1: the activations in registers (also at 64 tokens, where M = 64 is all tokens)
     SHAPES, TOKENS = SHAPES[1:], [8, 16, 32, 64]
-SPARSITY = [0.8, 0.9] if MODE == "wsp2" else [0.7, 0.8, 0.9]
+SPARSITY = [0.8, 0.9] if MODE == "wsp2" else [0.9] if MODE == "occ" else [0.7, 0.8, 0.9]
 ROUNDS = 7
 ARCH = "sm_90a"
 
@@ -64,6 +68,13 @@ def check_cases() -> list[dict]:
     if MODE == "wgx":           # the wg grid with the activations in registers (xa=1) where wip=0 and tn is free
         return [dict(c, name=c["name"].replace("chk_tiledwg", "chk_tiledwgx"), knobs=dict(c["knobs"], xa=1))
                 for c in C.tiled_wg_check_cases() if not c["knobs"].get("wip") and "tn" not in c["knobs"]]
+    if MODE == "wgs4":          # a third of the wg and wsp grids with 3 / 4 warpgroups per block
+        return [dict(c, name=c["name"].replace("chk_tiled", "chk_wgs4"), knobs=dict(c["knobs"], wgs=3 + i % 2))
+                for i, c in enumerate(C.tiled_wg_check_cases() + check_cases_wsp()) if i % 3 == 1]
+    if MODE == "occ":           # a third of the wg and wsp grids with pf=2
+        return [dict(c, name=c["name"].replace("chk_tiled", "chk_occ"), knobs=dict(c["knobs"], pf=2))
+                for i, c in enumerate(C.tiled_wg_check_cases() + check_cases_wsp())
+                if i % 3 == 0 and not c["knobs"].get("wip")]
     if MODE == "pdl":           # the wg and wsp grids with pdl=1 (split-K ones: the zeroing kernel overlapped)
         return [dict(c, name=c["name"].replace("chk_tiled", "chk_pdl"), knobs=dict(c["knobs"], pdl=1))
                 for c in C.tiled_wg_check_cases() + check_cases_wsp()]
@@ -122,6 +133,10 @@ def variants(O, K, T):
         return variants_wsp2(O, K, T)
     if MODE == "pdl":
         return variants_pdl(O, K, T)
+    if MODE == "occ":
+        return variants_occ(O, K, T)
+    if MODE == "wgs4":
+        return variants_wgs4(O, K, T)
     if MODE == "minb":
         out = []
         for lab, kn in (("pos", {}), ("p7", {"code": "pos7"}), ("pos_us", {"clear": "unscatter"})):
@@ -308,6 +323,46 @@ def variants_pdl(O, K, T):
     for lab, d in (("p70", 0.3), ("p80", 0.2), ("p90", 0.1)):
         kn = S.tiled_knobs(d, T, "sm_90a")
         out += [(lab, kn, "bank"), (lab + "_pdl", dict(kn, pdl=1), "bank")]
+    return resolvable(spec, out)
+
+
+def variants_occ(O, K, T):
+    """90 % at T = 16 / 32: the dense-operand 128-column variant and the sp=1 one, each with the first batch two
+    stages ahead (pf=2), one and two splits up, the other warpgroup count."""
+    from sparsec.backends.cuda.kernels.tiled import WG_KSPLIT, resolve
+    from sparsec.backends.kernels.common import MatmulSpec
+
+    spec = MatmulSpec(T, O, K, False, None, "float16")
+    s128 = {"mma": "wg", "sc": 128, "pb": 1, **({"wgs": 1} if T < 32 else {})}
+    sp = {"mma": "wg", "sc": 128, "pb": 1, "wgs": 1, "sp": 1, "rr": 1, "ra": 1, "xd": 1}
+    out = []
+    for lab, kn in (("s128", s128), ("sp", sp)):
+        ks = resolve(spec, kn).ksplit
+        i = WG_KSPLIT.index(ks)
+        out += [(lab, kn, "bank"), (lab + "_pf2", dict(kn, pf=2), "bank"),
+                (lab + "_wgs", dict(kn, wgs=3 - resolve(spec, kn).wgs), "bank")]
+        for j in (1, 2):
+            if i + j < len(WG_KSPLIT):
+                out.append((lab + f"_ks{j}", dict(kn, ksplit=WG_KSPLIT[i + j]), "bank"))
+        if i + 1 < len(WG_KSPLIT):
+            out.append((lab + "_pf2_ks1", dict(kn, pf=2, ksplit=WG_KSPLIT[i + 1]), "bank"))
+    return resolvable(spec, out)
+
+
+def variants_wgs4(O, K, T):
+    """The planner's 70 / 80 / 90 % variants (select.tiled_knobs) and the same with 3 and 4 warpgroups per block (the
+    activation tile shared by 192 / 256 rows: a third / half of the L2 reads of the activations at wgs=2)."""
+    from sparsec.backends.cuda import select as S
+    from sparsec.backends.kernels.common import MatmulSpec
+
+    spec = MatmulSpec(T, O, K, False, None, "float16")
+    out = []
+    for lab, d in (("p70", 0.3), ("p80", 0.2), ("p90", 0.1)):
+        kn = S.tiled_knobs(d, T, "sm_90a")
+        out += [(lab, kn, "bank"), (lab + "_g3", dict(kn, wgs=3), "bank"), (lab + "_g4", dict(kn, wgs=4), "bank")]
+    if T < 32:
+        s128 = {"mma": "wg", "sc": 128, "pb": 1}
+        out += [("s128_g4", dict(s128, wgs=4), "bank")]
     return resolvable(spec, out)
 
 

@@ -68,6 +68,10 @@ of 8 values, one of 8 positions, 8 shared stores), plus a fixed cost per stage (
   ``wgs`` warpgroups, a staged epilogue with vector reductions. H100 session 8 (docs/cuda.md): the fastest tiled
   variant at 8-128 tokens on the large LLM shapes (70 % T=32 1.34-1.51x cuBLAS against 0.82-1.01x); ``resolve_wg``
   has its knobs and defaults;
+  session 10 knobs (H100, docs/cuda.md): ``sp=1`` the stage decoded into the 2:4 sparse wgmma operand (``rr``:
+  its residual during the wgmma, ``rp``: residual rows prefetched; the planner's variant at 90 % below 32 tokens),
+  ``pdl=1`` (opt-in, measured neutral) split-K's main kernel launched with programmatic dependent launch so the
+  zeroing launch overlaps it, ``wgs`` 3 / 4 (opt-in, slower except 70 % on 9216x36864);
 - the warps' partial sums meet in shared memory (fp32 ``atomicAdd``); with one k split the block
   applies bias + activation and stores Y; with ``ksplit > 1`` (no activation) a first kernel zeroes
   Y and every block adds its partial result with fp16/bf16 ``atomicAdd`` (bias by split 0).
@@ -86,7 +90,7 @@ KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128), "warps": (1, 2, 4, 8, 16),
          "tn": (8, 16, 24, 32, 40, 48, 56, 64, 96, 128), "pipe": (1, 2, 3), "sync": ("warp", "block"),
          "clear": ("zero", "unscatter"), "code": ("pos", "bitmap", "pos7"), "vsrc": ("smem", "global"),
          "split": ("k", "rows"), "xpipe": (0, 1), "minb": (0, 2, 3, 4, 5, 6),
-         "mma": ("sync", "wg"), "wip": (0, 1), "xd": (1, 2, 3), "wgs": (1, 2), "pf": (1, 2), "pb": (1, 2), "ra": (1, 2, 3),
+         "mma": ("sync", "wg"), "wip": (0, 1), "xd": (1, 2, 3), "wgs": (1, 2, 3, 4), "pf": (1, 2), "pb": (1, 2), "ra": (1, 2, 3),
          "xa": (0, 1), "sp": (0, 1), "rr": (0, 1),
          "rp": (1, 2, 4, 8), "pdl": (0, 1)}
 WG_TN = (8, 16, 24, 32, 40, 48, 56, 64, 96, 128)   # mma="wg": tokens per block (the wgmma N)
