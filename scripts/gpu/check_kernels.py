@@ -91,23 +91,50 @@ def run_groups(kdir, outp, cases):
 
     starts = [i for i, c in enumerate(cases) if i == 0 or key(c) != key(cases[i - 1])] + [len(cases)]
     groups = list(zip(starts, starts[1:]))
-    # the groups' processes run JOBS at a time: each spends seconds importing torch and loading check.so,
-    # which serially was most of the suite's time (2026-11-23: 474 s for 188 cases); results keep case order
+    # the processes run JOBS at a time: each spends seconds importing torch and loading check.so (2026-11-23: 474 s
+    # for 188 cases serially; 2026-11-24: 337 cases in ~150 one-group processes did not finish in 590 s), so
+    # consecutive groups share a process (CHUNKS per job); a chunk with a failure is run again one group per
+    # process, so a kernel fault (a sticky CUDA error) still fails its own group only. Results keep case order.
     jobs = max(1, min(int(os.environ.get("CHECK_JOBS", "0")) or (os.cpu_count() or 2) // 2, 8))
-    running = []
-    for lo, hi in groups:
-        if len(running) >= jobs:
-            running.pop(0).wait()
-        running.append(subprocess.Popen([sys.executable, __file__, kdir, outp + f".part{lo}", str(lo), str(hi)]))
-    for p in running:
-        p.wait()
-    for lo, hi in groups:
-        part = outp + f".part{lo}"
-        try:
-            results += json.load(open(part))
-            os.remove(part)
-        except (OSError, ValueError):
-            results += [{"name": c["name"], "ok": False, "error": "process died"} for c in cases[lo:hi]]
+    per = max(1, -(-len(cases) // (jobs * int(os.environ.get("CHECK_CHUNKS", "3")))))
+    chunks, cur = [], []
+    for g in groups:
+        cur.append(g)
+        if sum(hi - lo for lo, hi in cur) >= per:
+            chunks.append(cur)
+            cur = []
+    if cur:
+        chunks.append(cur)
+
+    def run_all(spans):
+        running = []
+        for lo, hi in spans:
+            if len(running) >= jobs:
+                running.pop(0).wait()
+            running.append(subprocess.Popen([sys.executable, __file__, kdir, outp + f".part{lo}", str(lo), str(hi)]))
+        for p in running:
+            p.wait()
+        out = {}
+        for lo, hi in spans:
+            part = outp + f".part{lo}"
+            try:
+                out[lo] = json.load(open(part))
+                os.remove(part)
+            except (OSError, ValueError):
+                out[lo] = [{"name": c["name"], "ok": False, "error": "process died"} for c in cases[lo:hi]]
+        return out
+
+    got = run_all([(ch[0][0], ch[-1][1]) for ch in chunks])
+    rerun = [g for ch in chunks if not all(r["ok"] for r in got[ch[0][0]]) for g in ch]
+    if rerun:
+        print(f"re-running {len(rerun)} groups one per process (a chunk had a failure)", flush=True)
+        again = run_all(rerun)
+    for ch in chunks:
+        if all(r["ok"] for r in got[ch[0][0]]):
+            results += got[ch[0][0]]
+        else:
+            for lo, _ in ch:
+                results += again[lo]
     bad = sum(not r["ok"] for r in results)
     summary = {"machine": env.machine_info(), "cases": len(results), "failed": bad,
                "seconds": round(time.time() - t0, 1), "tolerance": TOL, "results": results}
