@@ -44,7 +44,8 @@ into the metadata registers, sparsity selector 0). The rest of a group (the *res
 ``q`` for the accumulator rows ``q``/``q + 8`` the lanes ``4q..4q+3`` own, the first ``rp`` rows of a stage loaded
 one stage ahead; ``rr=1`` adds them into registers of their own while the wgmma runs, ``rr=0`` into the
 accumulators after it. H100 (``benchmarks/results/dev/wsp_run{1,2,3}``, 3 LLM shapes): at 90 % +2-19 % at T=8/16,
-0.9-1.0x at T=32; at 70-80 % 0.4-0.9x (the residual's loads and FMAs: +37-43 % instructions at 90 % already).
+0.94-1.02x at T=32; at 70-80 % 0.4-0.95x (the residual's loads and FMAs: +37-53 % instructions at 90 %
+already).
 ``wip=1`` is refused: it gave wrong results on 9216x36864 (the next stage rewrites the metadata registers while the
 previous wgmma may still read them).
 """
