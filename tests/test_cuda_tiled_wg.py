@@ -282,7 +282,7 @@ def test_planner_knobs_pick_wg_on_sm_90a_at_16_tokens_and_more():
     assert S.tiled_knobs(0.1, 32, "sm_90a") == {"mma": "wg", "sc": 128, "pb": 1}
     assert S.tiled_knobs(0.12, 16, "sm_90a") == {"mma": "wg", "sc": 128, "pb": 1, "wgs": 1}
     # 90 % below 32 tokens: the 2:4 sparse operand (sp=1) with the residual during the wgmma, one A buffer
-    wsp = {"mma": "wg", "sc": 128, "pb": 1, "wgs": 1, "sp": 1, "rr": 1, "ra": 1, "xd": 1}
+    wsp = {"mma": "wg", "code": "pos7", "sc": 256, "pb": 2, "wgs": 1, "sp": 1, "rr": 1, "ra": 1, "xd": 1}
     assert S.tiled_knobs(0.1, 16, "sm_90a") == wsp and S.tiled_knobs(0.05, 8, "sm_90a") == wsp
     assert S.tiled_knobs(0.3, 1, "sm_90a") == {"code": "pos7"}                 # T = 1: mma.sync
     assert S.tiled_knobs(0.1, 1, "sm_90a") == {"clear": "unscatter"}

@@ -31,11 +31,13 @@ def _swizzled(r, k):
     return r * 64 + (((k >> 3) ^ (r & 7)) << 3) + (k & 7)
 
 
-def _emulate_wsp(lay, O, K, X, code):
-    """Y = X @ W^T as the sp=1 kernel computes it (float64)."""
+def _emulate_wsp(lay, O, K, X, code, SC=SC):
+    """Y = X @ W^T as the sp=1 kernel computes it (float64); a stage of ``SC`` columns is ``SC / 128`` compressed
+    64-column atoms, the strip's slot ``p`` at element ``(p >> 10) * 4096 + w * 1024 + (p & 1023)``."""
     from sparsec.backends.cuda.kernels import tiled_layout as TL
 
     nst, ngr = -(-K // SC), -(-O // 16)
+    NA = SC // 128
     Xp = torch.zeros(X.shape[0], nst * SC, dtype=torch.float64)
     Xp[:, :K] = X.double()
     Y = torch.zeros(X.shape[0], -(-ngr // 4) * 64, dtype=torch.float64)
@@ -50,15 +52,15 @@ def _emulate_wsp(lay, O, K, X, code):
     k = torch.arange(64).view(1, 64)
     for b in range(-(-ngr // 4)):
         for s in range(nst):
-            buf = torch.zeros(4096, dtype=torch.float64)
+            buf = torch.zeros(NA * 4096, dtype=torch.float64)
             for w in range(4):
                 g = 4 * b + w
                 if g < ngr:
                     lo, hi = int(ptr[g * nst + s]) * 8, int(ptr[g * nst + s + 1]) * 8
                     p = slots[lo:hi]
-                    assert p.numel() == 0 or int(p.max()) < 1024           # inside the strip's quarter of the atom
-                    buf[w * 1024 + p] = vals[lo:hi]
-            Ac = buf[_swizzled(r, k)]                                       # [64 rows, 64 compressed columns]
+                    assert p.numel() == 0 or int(p.max()) < NA * 1024     # inside the strip's quarters of the atoms
+                    buf[(p >> 10) * 4096 + w * 1024 + (p & 1023)] = vals[lo:hi]
+            Ac = torch.cat([buf[a * 4096 + _swizzled(r, k)] for a in range(NA)], 1)   # [64 rows, SC/2 compressed]
             A = torch.zeros(64, SC, dtype=torch.float64)
             for w in range(4):
                 g = min(4 * b + w, ngr - 1)
@@ -93,8 +95,8 @@ def _emulate_wsp(lay, O, K, X, code):
 @settings(max_examples=10, deadline=None)
 @given(O=st.integers(1, 140), K=st.integers(1, 40).map(lambda v: v * 8), T=st.integers(1, 4),
        sparsity=st.sampled_from([0.0, 0.5, 0.7, 0.9, 0.99]), code=st.sampled_from(["pos", "pos7"]),
-       seed=st.integers(0, 2 ** 16))
-def test_wsp_layout_is_the_sparse_wgmma_operand_plus_residual(O, K, T, sparsity, code, seed):
+       sc=st.sampled_from([128, 256]), seed=st.integers(0, 2 ** 16))
+def test_wsp_layout_is_the_sparse_wgmma_operand_plus_residual(O, K, T, sparsity, code, sc, seed):
     from sparsec.backends.cuda.kernels import tiled_layout as TL
     from sparsec.ir.formats import CSR
 
@@ -103,11 +105,11 @@ def test_wsp_layout_is_the_sparse_wgmma_operand_plus_residual(O, K, T, sparsity,
     if O > 2:
         w[O // 2] = 0                                           # an empty row
     x = torch.randn(T, K, generator=g).half()
-    lay, names = TL.build_for(CSR.from_dense(w), {"mma": "wg", "rt": 1, "sc": SC, "code": code, "sp": 1})
+    lay, names = TL.build_for(CSR.from_dense(w), {"mma": "wg", "rt": 1, "sc": sc, "code": code, "sp": 1})
     assert names[-3:] == TL.SP_BUFFERS and set(names) == set(lay)
-    got = _emulate_wsp(lay, O, K, x, code)
+    got = _emulate_wsp(lay, O, K, x, code, sc)
     torch.testing.assert_close(got, x.double() @ w.double().t(), atol=1e-9, rtol=1e-9)
-    torch.testing.assert_close(TL.wsp_to_dense(lay, O, K, SC, code), w.double(), atol=0, rtol=0)
+    torch.testing.assert_close(TL.wsp_to_dense(lay, O, K, sc, code), w.double(), atol=0, rtol=0)
 
 
 def test_wsp_residual_is_the_third_and_fourth_of_a_group():
@@ -150,7 +152,8 @@ def test_wsp_resolve_defaults_and_refusals():
     kn = ts.knobs()
     assert (kn["sc"], kn["sp"], kn["rr"], kn["rp"]) == (128, 1, 0, 2)           # 128-column stages, residual after
     assert resolve(_spec(), kn).knobs() == kn
-    bad = [({"mma": "wg", "sp": 1, "sc": 64}, "sc=128"), ({"mma": "wg", "sp": 1, "xa": 1}, "xa=0"),
+    assert resolve(_spec(), {"mma": "wg", "sp": 1, "sc": 256}).knobs()["sc"] == 256      # two compressed atoms
+    bad = [({"mma": "wg", "sp": 1, "sc": 64}, "sc=128"), ({"mma": "wg", "sc": 256}, "sp=1"), ({"sc": 256}, "sp=1"), ({"mma": "wg", "sp": 1, "xa": 1}, "xa=0"),
            ({"mma": "wg", "sp": 1, "clear": "unscatter"}, "clear"), ({"mma": "wg", "rr": 1}, "sp=1"),
            ({"mma": "wg", "rp": 4}, "sp=1"), ({"mma": "wg", "sp": 1, "wip": 1, "rr": 1}, "wip=0"),
            ({"sp": 1}, "mma='wg'"), ({"mma": "wg", "sp": 1, "rp": 3}, "rp")]
@@ -171,7 +174,8 @@ def test_wsp_kernels_use_sparse_warpgroup_mma():
     w = (torch.randn(304, 1000, generator=g) * (torch.rand(304, 1000, generator=g) > 0.85)).half()
     confs = {"wsp_p7_split": (w, 32, False, None, {"mma": "wg", "code": "pos7", "sp": 1, "ksplit": 4}),
              "wsp_pos_rr_gelu": (w[:300], 17, True, "gelu", {"mma": "wg", "sp": 1, "rr": 1, "wgs": 1, "rp": 4}),
-             "wsp_bf16_t8": (w.bfloat16(), 8, True, None, {"mma": "wg", "sp": 1, "rr": 1, "ra": 1, "xd": 1})}
+             "wsp_bf16_t8": (w.bfloat16(), 8, True, None, {"mma": "wg", "sp": 1, "rr": 1, "ra": 1, "xd": 1}),
+             "wsp_s256": (w, 16, False, None, {"mma": "wg", "sp": 1, "sc": 256, "pb": 2, "wgs": 1})}
     funcs, knobs = {}, {}
     for sym, (wt, T, bias, act, kn) in confs.items():
         funcs[sym], args, knobs[sym] = cuda_matmul_primfunc(Bitmap.from_dense(wt, tile=(8, 32)), T, bias=bias,
@@ -185,7 +189,7 @@ def test_wsp_kernels_use_sparse_warpgroup_mma():
         # four k32 steps per 128-column stage on the sparse tensor cores, each with its lane's metadata register
         sp_ops = re.findall(rf"wgmma\.mma_async\.sp\.sync\.aligned\.m64n{kn['tn']}k32\.f32\.{pt}\.{pt} "
                             r"\{[^}]*\}, %rd\d+, %rd\d+, %r\d+, 0,", body)
-        assert len(sp_ops) == 4, sym
+        assert len(sp_ops) == kn["sc"] // 32, sym
         assert "wgmma.mma_async.sync" not in body, sym                     # no dense wgmma left
         assert re.search(r"ld\.shared\.u16", body), sym                     # the residual's activations
     assert all(v == 0 for v in tc.ptxas_spills(lib, "sm_90a").values())
@@ -211,4 +215,5 @@ def test_model_at_16_tokens_runs_wsp_with_its_layout():
     lay, names = TL.build_for(c.graph.constant("weight").value, k["knobs"])
     assert names[-3:] == TL.SP_BUFFERS
     for b in names:
-        assert torch.equal(c.compiled.consts[f"weight/tiled.1.128.{k['knobs']['code']}.wsp.{b}"], lay[b])
+        assert torch.equal(c.compiled.consts[f"weight/tiled.1.{k['knobs']['sc']}.{k['knobs']['code']}.wsp.{b}"],
+                           lay[b])

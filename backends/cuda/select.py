@@ -127,11 +127,13 @@ def tiled_knobs(density: float, tokens: int | None = None, arch: str | None = No
     if tiled_wg(density, tokens, arch, activation):
         if density <= WSP_MAX_DENSITY and tokens < 32:
             # 90 %, 8-16 tokens: the stage decoded into the 2:4 sparse wgmma operand (half the A tile to zero and read;
-            # ~1 % of the non-zeros as a CUDA-core residual), 128-column pos stages, one A buffer, one activation tile
-            # ahead, the residual during the wgmma. H100 (benchmarks/results/dev/wsp_run3.*, 3 LLM shapes): 2.44-2.96x
-            # cuBLAS at T=8 (the dense-operand variant below 2.31-2.49x), 2.30-2.67x at T=16 (2.26-2.42x); at T=32
-            # 0.9-1.0x of the variant below, at 80 % 0.6-0.8x (the residual grows to ~4 % of the non-zeros)
-            return {"mma": "wg", "sc": 128, "pb": 1, "wgs": 1, "sp": 1, "rr": 1, "ra": 1, "xd": 1}
+            # ~1 % of the non-zeros as a CUDA-core residual), 256-column pos7 stages (two compressed atoms: half the
+            # stages and barriers of 128), two batches, one A buffer, one activation tile ahead, the residual during
+            # the wgmma. H100 (benchmarks/results/dev/s256_run1.*, 3 LLM shapes): 2.65-3.25x cuBLAS at T=8, 2.54-2.80x
+            # at T=16, ahead of 128-column sp=1 stages (2.52-2.99x, 2.37-2.74x) in all 6 cells, which were ahead of the
+            # dense-operand variant below (wsp_run3: 2.31-2.49x, 2.26-2.42x); at T=32 sp=1 is 0.94-1.02x of the variant
+            # below, at 80 % 0.6-0.95x (the residual grows to ~4 % of the non-zeros)
+            return {"mma": "wg", "code": "pos7", "sc": 256, "pb": 2, "wgs": 1, "sp": 1, "rr": 1, "ra": 1, "xd": 1}
         if density <= UNSCATTER_MAX_DENSITY:
             # ~100 entries per 16x64 strip stage: 128-column stages (one batch), one warpgroup per block below 32
             # tokens (dev run 4: 90 % T=8/16 2.42-2.68x / 2.27-2.39x cuBLAS, 64-column stages 2.01-2.23x / 1.90-2.15x)

@@ -277,11 +277,22 @@ def tiled_wsp_check_cases() -> list[dict]:
     """The wg grid on the 2:4 sparse operand (``sp=1``, sc=128; wip=0, clear="zero"): the residual after (rr=0) /
     during (rr=1) the wgmma in turn, rp 1 / 2 / 4 in turn (rp=1 at 0-70 %: most stages read rows past the
     registers' from global memory)."""
+    from sparsec.backends.cuda.kernels.tiled import resolve
+    from sparsec.backends.kernels.common import KernelError, MatmulSpec
+
     out = []
     for c in tiled_wg_check_cases():
         kn = {k: v for k, v in c["knobs"].items() if k not in ("clear", "sc", "wip")}
         kn.update(sp=1, sc=128, rr=len(out) % 2, rp=(1, 2, 4)[len(out) % 3])
         out.append(dict(c, name=c["name"].replace("chk_tiledwg", "chk_tiledwsp"), knobs=kn))
+        if len(out) % 3 == 1:
+            # every third also on 256-column stages (two compressed atoms) where it fits shared memory
+            k2 = dict(kn, sc=256)
+            try:
+                resolve(MatmulSpec(c["T"], c["O"], c["K"], c["bias"], c["activation"], c["dtype"]), k2)
+            except KernelError:
+                continue
+            out.append(dict(c, name=c["name"].replace("chk_tiledwg", "chk_tiledwsq"), knobs=k2))
     return out
 
 
@@ -327,12 +338,16 @@ def tiled_variants(O, K, T) -> list[dict]:
                   {"mma": "wg", "code": "pos7", "sc": 128, "ra": 1, "xd": 1}, {"mma": "wg", "code": "pos7", "ra": 1},
                   {"mma": "wg", "sc": 128, "pb": 1, "ra": 1, **({"wgs": 2} if T < 32 else {})},
                   {"mma": "wg", "code": "pos7", "ra": 1, "ksplit": up}]
+        # the 2:4 sparse operand (sp=1; session 10, benchmarks/results/dev/{wsp_run2,wsp_run3,s256_run1}): faster at
+        # 90 % below 32 tokens, slower at 70-80 % (the residual); the planner's variant (256-column pos7 stages), the
+        # same with pos and one split up, 128-column stages; at T=32 256-column stages with two warpgroups
+        sp = {"mma": "wg", "code": "pos7", "sc": 256, "pb": 2, "wgs": 1, "sp": 1, "rr": 1, "ra": 1, "xd": 1}
         if T < 32:
-            # the 2:4 sparse operand (sp=1; session 10, benchmarks/results/dev/wsp_run{2,3}): faster at 90 % below
-            # 32 tokens, slower at 70-80 % (the residual); the planner's variant, with pb=2, one split up
-            sp = {"mma": "wg", "sc": 128, "pb": 1, "wgs": 1, "sp": 1, "rr": 1, "ra": 1, "xd": 1}
-            cands += [sp, dict(sp, pb=2), dict(sp, ksplit=next((k for k in WG_KSPLIT
-                                                                 if k > resolve(spec, sp).ksplit), wk))]
+            cands += [sp, dict(sp, code="pos"), dict(sp, ksplit=next((k for k in WG_KSPLIT
+                                                                      if k > resolve(spec, sp).ksplit), wk)),
+                      {"mma": "wg", "sc": 128, "pb": 1, "wgs": 1, "sp": 1, "rr": 1, "ra": 1, "xd": 1}]
+        elif T == 32:
+            cands += [dict(sp, code="pos", wgs=2)]
     for kn in cands:
         try:
             r = resolve(spec, kn).knobs()

@@ -95,7 +95,7 @@ def run_groups(kdir, outp, cases):
     # for 188 cases serially; 2026-11-24: 337 cases in ~150 one-group processes did not finish in 590 s), so
     # consecutive groups share a process (CHUNKS per job); a chunk with a failure is run again one group per
     # process, so a kernel fault (a sticky CUDA error) still fails its own group only. Results keep case order.
-    jobs = max(1, min(int(os.environ.get("CHECK_JOBS", "0")) or (os.cpu_count() or 2) // 2, 8))
+    jobs = max(1, min(int(os.environ.get("CHECK_JOBS", "0")) or min((os.cpu_count() or 2) // 2, 8), 16))
     per = max(1, -(-len(cases) // (jobs * int(os.environ.get("CHECK_CHUNKS", "3")))))
     chunks, cur = [], []
     for g in groups:

@@ -41,11 +41,13 @@ elif MODE == "pdl":             # the zeroing launch of split-K overlapped (prog
     SHAPES, TOKENS = SHAPES[1:], [8, 16, 32]
 elif MODE == "occ":             # 90 % at 16 / 32 tokens: deeper prefetch, more splits, warpgroups per block
     SHAPES, TOKENS = SHAPES[1:], [16, 32]
+elif MODE == "s256":            # sp=1 with 256-column stages (two compressed atoms; half the stages and barriers)
+    SHAPES, TOKENS = SHAPES[1:], [8, 16, 32]
 elif MODE == "wgs4":            # 3-4 warpgroups per block (one activation tile for 192-256 rows) at 16 / 32 tokens
     SHAPES, TOKENS = SHAPES[1:], [16, 32]
 elif MODE == "wgx":             # xa=1: the activations in registers (also at 64 tokens, where M = 64 is all tokens)
     SHAPES, TOKENS = SHAPES[1:], [8, 16, 32, 64]
-SPARSITY = [0.8, 0.9] if MODE == "wsp2" else [0.9] if MODE == "occ" else [0.7, 0.8, 0.9]
+SPARSITY = [0.8, 0.9] if MODE in ("wsp2", "s256") else [0.9] if MODE == "occ" else [0.7, 0.8, 0.9]
 ROUNDS = 7
 ARCH = "sm_90a"
 
@@ -68,6 +70,20 @@ def check_cases() -> list[dict]:
     if MODE == "wgx":           # the wg grid with the activations in registers (xa=1) where wip=0 and tn is free
         return [dict(c, name=c["name"].replace("chk_tiledwg", "chk_tiledwgx"), knobs=dict(c["knobs"], xa=1))
                 for c in C.tiled_wg_check_cases() if not c["knobs"].get("wip") and "tn" not in c["knobs"]]
+    if MODE == "s256":          # half the wsp grid with 256-column stages
+        from sparsec.backends.cuda.kernels.tiled import resolve
+        from sparsec.backends.kernels.common import KernelError, MatmulSpec
+
+        out = []
+        for i, c in enumerate(check_cases_wsp()):
+            kn = dict(c["knobs"], sc=256)
+            try:
+                resolve(MatmulSpec(c["T"], c["O"], c["K"], c["bias"], c["activation"], c["dtype"]), kn)
+            except KernelError:         # 128 tokens: too much shared memory
+                continue
+            if i % 2 == 0:
+                out.append(dict(c, name=c["name"].replace("chk_tiledwsp", "chk_s256"), knobs=kn))
+        return out
     if MODE == "wgs4":          # a third of the wg and wsp grids with 3 / 4 warpgroups per block
         return [dict(c, name=c["name"].replace("chk_tiled", "chk_wgs4"), knobs=dict(c["knobs"], wgs=3 + i % 2))
                 for i, c in enumerate(C.tiled_wg_check_cases() + check_cases_wsp()) if i % 3 == 1]
@@ -137,6 +153,8 @@ def variants(O, K, T):
         return variants_occ(O, K, T)
     if MODE == "wgs4":
         return variants_wgs4(O, K, T)
+    if MODE == "s256":
+        return variants_s256(O, K, T)
     if MODE == "minb":
         out = []
         for lab, kn in (("pos", {}), ("p7", {"code": "pos7"}), ("pos_us", {"clear": "unscatter"})):
@@ -363,6 +381,26 @@ def variants_wgs4(O, K, T):
     if T < 32:
         s128 = {"mma": "wg", "sc": 128, "pb": 1}
         out += [("s128_g4", dict(s128, wgs=4), "bank")]
+    return resolvable(spec, out)
+
+
+def variants_s256(O, K, T):
+    """The planner's 90 % variant against sp=1 on 256-column stages (two compressed atoms) and its neighbours."""
+    from sparsec.backends.cuda import select as S
+    from sparsec.backends.cuda.kernels.tiled import WG_KSPLIT, resolve
+    from sparsec.backends.kernels.common import MatmulSpec
+
+    spec = MatmulSpec(T, O, K, False, None, "float16")
+    b = {"mma": "wg", "sc": 256, "pb": 2, "wgs": 1, "sp": 1, "rr": 1, "ra": 1, "xd": 1}
+    ks = resolve(spec, b).ksplit
+    i = WG_KSPLIT.index(ks)
+    out = [("p90", S.tiled_knobs(0.1, T, "sm_90a"), "bank"), ("p80", S.tiled_knobs(0.2, T, "sm_90a"), "bank"),
+           ("s256", b, "bank"), ("s256_pb1", dict(b, pb=1), "bank"), ("s256_wgs2", dict(b, wgs=2), "bank"),
+           ("s256_xd2", dict(b, ra=0, xd=2), "bank"), ("s256_p7", dict(b, code="pos7"), "bank")]
+    if i + 1 < len(WG_KSPLIT):
+        out.append(("s256_kshi", dict(b, ksplit=WG_KSPLIT[i + 1]), "bank"))
+    if i > 0:
+        out.append(("s256_kslo", dict(b, ksplit=WG_KSPLIT[i - 1]), "bank"))
     return resolvable(spec, out)
 
 

@@ -85,7 +85,7 @@ from tvm.script import tirx as T
 from sparsec.backends.cuda.kernels.staged import warp_reduce_epilogue
 from sparsec.backends.kernels.common import Arg, KernelError, MatmulSpec, ceil_div, epilogue, meta_of
 
-KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128), "warps": (1, 2, 4, 8, 16),
+KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128, 256), "warps": (1, 2, 4, 8, 16),
          "ksplit": (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48),
          "tn": (8, 16, 24, 32, 40, 48, 56, 64, 96, 128), "pipe": (1, 2, 3), "sync": ("warp", "block"),
          "clear": ("zero", "unscatter"), "code": ("pos", "bitmap", "pos7"), "vsrc": ("smem", "global"),
@@ -183,6 +183,8 @@ def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
         raise KernelError(f"cuda tiled kernel: dtype {spec.dtype} unsupported (float16, bfloat16)")
     if (knobs.get("mma") or "sync") == "wg":
         return resolve_wg(spec, knobs)
+    if knobs.get("sc") == 256:
+        raise KernelError("cuda tiled kernel: sc=256 needs mma='wg' with sp=1")
     for k in ("wip", "xd", "wgs", "pf", "pb", "ra", "xa", "sp", "rr", "rp", "pdl"):
         if knobs.get(k) is not None:
             raise KernelError(f"cuda tiled kernel: knob {k} needs mma='wg'")
@@ -263,7 +265,7 @@ def resolve_wg(spec: MatmulSpec, knobs: dict) -> TiledSpec:
 
     bad = {"rt": (1,), "warps": (4,), "pipe": (1,), "sync": ("warp",), "clear": ("zero", "unscatter"),
            "code": ("pos", "pos7"),
-           "split": ("k",), "xpipe": (0,), "sc": (64, 128)}
+           "split": ("k",), "xpipe": (0,), "sc": (64, 128, 256)}
     for k, ok in bad.items():
         if knobs.get(k) is not None and knobs[k] not in ok:
             raise KernelError(f"cuda tiled kernel: mma='wg' supports {k} in {ok} (got {knobs[k]!r})")
@@ -304,8 +306,8 @@ def resolve_wg(spec: MatmulSpec, knobs: dict) -> TiledSpec:
     rr = knobs.get("rr")
     if sp:
         # the 2:4 sparse operand: a stage of 128 columns is one 64-column compressed swizzle atom
-        if sc != 128:
-            raise KernelError(f"cuda tiled kernel: mma='wg' with sp=1 needs sc=128 (got sc={sc})")
+        if sc not in (128, 256):
+            raise KernelError(f"cuda tiled kernel: mma='wg' with sp=1 needs sc=128 or 256 (got sc={sc})")
         if xa or (knobs.get("clear") or "zero") != "zero":
             raise KernelError("cuda tiled kernel: mma='wg' with sp=1 supports xa=0 and clear='zero' only")
         if wip:
@@ -315,6 +317,8 @@ def resolve_wg(spec: MatmulSpec, knobs: dict) -> TiledSpec:
             raise KernelError("cuda tiled kernel: mma='wg' with sp=1 needs wip=0 (wip=1 gave wrong results on the "
                               "H100: the metadata registers are rewritten while the previous wgmma may read them)")
         rr = 0 if rr is None else rr
+    elif sc == 256:
+        raise KernelError("cuda tiled kernel: mma='wg' takes sc=256 only with sp=1 (two compressed atoms per stage)")
     elif rr is not None or knobs.get("rp") is not None:
         raise KernelError("cuda tiled kernel: knobs rr and rp need sp=1")
     ngr, nst = ceil_div(spec.out_features, 16), ceil_div(spec.in_features, sc)

@@ -543,6 +543,7 @@ def pos7_wavefronts(bufs: dict) -> int:
 
 SP_BUFFERS = ("tc_meta", "tc_res", "tc_rptr")
 SP_SC = 128
+SP_SCS = (128, 256)           # 64 / 128 compressed columns: one / two swizzle atoms per 64 rows
 
 
 def _sp_pairs(device):
@@ -560,8 +561,8 @@ def _sp_pairs(device):
 def build_wsp(fmt, sc: int = SP_SC, code: str = "pos7", shape=None, dtype=None, order: str = "bank") -> dict:
     """The buffers of ``sp=1`` (see above) for ``fmt`` (any sparsec format), on the device of its buffers
     (vectorised): the compressed stage's ``tc_values``, ``tc_code`` | ``tc_pos``, ``tc_ptr`` and ``SP_BUFFERS``."""
-    if sc != SP_SC:
-        raise ValueError(f"tiled sp layout: sc={sc} (sp=1 takes sc={SP_SC}: 64 compressed columns, one swizzle atom)")
+    if sc not in SP_SCS:
+        raise ValueError(f"tiled sp layout: sc={sc} (sp=1 takes sc in {SP_SCS}: 64-column compressed swizzle atoms)")
     O, K = shape or tuple(fmt.shape)
     rows, cols, vals = coordinates(fmt)
     dtype = dtype or vals.dtype

@@ -225,8 +225,10 @@ def generate_wg(ts):
         # sp: lane 4g + e (e < 2) loads its metadata words of stage s (one per k32 step: rows g, g + 8, 16-column
         # block 2 kk + e), sparsity selector 0; lanes 4g + 2, 4g + 3 supply none
         if tx % 4 < 2:
-            for e in T.vectorized(NK):
-                mn[e] = meta[((T.min(bx * NWP + ty, NGR - 1) * NST + s) * 16 + (tx // 4) * 2 + tx % 2) * NK + e]
+            for h in T.unroll(NK // 4):
+                for e in T.vectorized(4):
+                    mn[h * 4 + e] = meta[((T.min(bx * NWP + ty, NGR - 1) * NST + s) * 16 + (tx // 4) * 2 + tx % 2) * NK
+                                         + h * 4 + e]
 
     @T.macro
     def res_row(st, rw, ra_, xb, tx):
