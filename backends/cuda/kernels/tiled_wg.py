@@ -34,16 +34,18 @@ measured slower) the activations as the wgmma A operand from registers (64 token
 the layout's columns in the lanes' fragment order: ``slots="wgx"``) and the strips as the B operand
 (``m64n64k16``), no activation tile in shared memory.
 
-Session 10: ``sp=1`` (``sc=128``, ``wip=0``, layout ``tiled_layout.build_wsp``) decodes each stage into the **2:4
-sparse operand** of ``wgmma.mma_async.sp ... m64n{tn}k32``: per row and group of 4 columns the first two non-zeros go
-to the group's two slots of a 64-column compressed stage (one swizzle atom per 64 rows: half the A tile to zero and
+Session 10: ``sp=1`` (``sc`` 128 or 256, ``wip=0``, layout ``tiled_layout.build_wsp``) decodes each stage into the
+**2:4 sparse operand** of ``wgmma.mma_async.sp ... m64n{tn}k32``: per row and group of 4 columns the first two non-zeros
+go to the group's two slots of a compressed stage of ``sc/2`` columns (one or two swizzle atoms per 64 rows: half the A
+tile to zero and
 for the wgmma to read, which Nsight Compute showed was half the shared-memory traffic at 90 %), at the positions the
 metadata words give (precomputed per strip stage in lane order: one 16-byte load per lane one stage ahead, straight
 into the metadata registers, sparsity selector 0). The rest of a group (the *residual*, ~1 % of the non-zeros at
 90 %, ~4 % at 80 %, ~8 % at 70 %) is added on CUDA cores from the stage's activation tile: rows of 8 words, word
 ``q`` for the accumulator rows ``q``/``q + 8`` the lanes ``4q..4q+3`` own, the first ``rp`` rows of a stage loaded
 one stage ahead; ``rr=1`` adds them into registers of their own while the wgmma runs, ``rr=0`` into the
-accumulators after it. H100 (``benchmarks/results/dev/wsp_run{1,2,3}``, 3 LLM shapes): at 90 % +2-19 % at T=8/16,
+accumulators after it. 256-column stages (two atoms) halve the stages and barriers: the planner's 90 % variant below
+32 tokens (``s256_run1``). H100 (``benchmarks/results/dev/wsp_run{1,2,3}``, 3 LLM shapes): at 90 % +2-19 % at T=8/16,
 0.94-1.02x at T=32; at 70-80 % 0.4-0.95x (the residual's loads and FMAs: +37-53 % instructions at 90 %
 already).
 ``wip=1`` is refused: it gave wrong results on 9216x36864 (the next stage rewrites the metadata registers while the
