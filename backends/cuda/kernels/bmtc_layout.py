@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from sparsec.backends.cuda.kernels.tiled_layout import coordinates
+from sparsec.backends.cuda.kernels.tiled_layout import nonzero_coordinates
 
 BUFFERS = ("bm_values", "bm_mask", "bm_ptr")
 
@@ -48,11 +48,7 @@ def build(fmt, rt: int, sc: int, shape=None, dtype=None) -> dict:
     if sc % 32:
         raise ValueError(f"bmtc layout: sc={sc} must be a multiple of 32")
     O, K = shape or tuple(fmt.shape)
-    rows, cols, vals = coordinates(fmt)
-    dtype = dtype or vals.dtype
-    rows, cols = rows.long(), cols.long()
-    keep = vals != 0
-    rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    rows, cols, vals, dtype = nonzero_coordinates(fmt, dtype)
     rg = 16 * rt
     ngr, nst = -(-O // rg), -(-K // sc)
     nu = rt * sc // 32

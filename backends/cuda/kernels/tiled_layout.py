@@ -65,6 +65,14 @@ def coordinates(fmt):
     return r, c, d[r, c]
 
 
+def nonzero_coordinates(fmt, dtype=None):
+    """``coordinates`` with int64 rows and columns and the stored zeros dropped, and the layout's value dtype
+    (``dtype``, or the format's)."""
+    rows, cols, vals = coordinates(fmt)
+    keep = vals != 0
+    return rows.long()[keep], cols.long()[keep], vals[keep], dtype or vals.dtype
+
+
 def slot_of(rows_in_group, cols_in_stage, rt: int):
     """Shared-memory slot of an element (row within its 16*rt row group, column within its stage).
     Shifts and masks (every factor is a power of two): int64 ``//`` and ``%`` made this 5x slower."""
@@ -270,11 +278,7 @@ def build_bitmap(fmt, rt: int, sc: int, shape=None, dtype=None) -> dict:
     (vectorised: one stable sort by ``stage * S + walk position``)."""
     O, K = shape or tuple(fmt.shape)
     nw = bitmap_words(rt, sc)
-    rows, cols, vals = coordinates(fmt)
-    dtype = dtype or vals.dtype
-    rows, cols = rows.long(), cols.long()
-    keep = vals != 0
-    rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    rows, cols, vals, dtype = nonzero_coordinates(fmt, dtype)
     rg = 16 * rt
     ngr, nst = -(-O // rg), -(-K // sc)
     S = rg * sc
@@ -365,11 +369,7 @@ def build_pos7(fmt, rt: int, sc: int, shape=None, dtype=None, order: str = "bank
     if S > 2048 or S % 128:
         raise ValueError(f"tiled pos7 layout: stage {rg}x{sc} has {S} slots (at most 2048: 16 groups of 128)")
     G = S >> 7                                                   # slot groups per stage
-    rows, cols, vals = coordinates(fmt)
-    dtype = dtype or vals.dtype
-    rows, cols = rows.long(), cols.long()
-    keep = vals != 0
-    rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    rows, cols, vals, dtype = nonzero_coordinates(fmt, dtype)
     ngr, nst = -(-O // rg), -(-K // sc)
     nseg = ngr * nst
     dev = rows.device
@@ -564,11 +564,7 @@ def build_wsp(fmt, sc: int = SP_SC, code: str = "pos7", shape=None, dtype=None, 
     if sc not in SP_SCS:
         raise ValueError(f"tiled sp layout: sc={sc} (sp=1 takes sc in {SP_SCS}: 64-column compressed swizzle atoms)")
     O, K = shape or tuple(fmt.shape)
-    rows, cols, vals = coordinates(fmt)
-    dtype = dtype or vals.dtype
-    rows, cols = rows.long(), cols.long()
-    keep = vals != 0
-    rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    rows, cols, vals, dtype = nonzero_coordinates(fmt, dtype)
     dev = rows.device
     ngr, nst = -(-O // 16), -(-K // sc)
     Kp = nst * sc
