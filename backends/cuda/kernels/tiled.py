@@ -305,17 +305,17 @@ def resolve_wg(spec: MatmulSpec, knobs: dict) -> TiledSpec:
     ra = 0 if ra == 2 + wip else ra
     rr = knobs.get("rr")
     if sp:
-        # the 2:4 sparse operand: a stage of 128 columns is one 64-column compressed swizzle atom
+        # the 2:4 sparse operand: a stage of 128 / 256 columns is one / two 64-column compressed swizzle atoms
         if sc not in (128, 256):
             raise KernelError(f"cuda tiled kernel: mma='wg' with sp=1 needs sc=128 or 256 (got sc={sc})")
         if xa or (knobs.get("clear") or "zero") != "zero":
             raise KernelError("cuda tiled kernel: mma='wg' with sp=1 supports xa=0 and clear='zero' only")
         if wip:
             # H100 dev run 3 (benchmarks/results/dev/wsp_run3.*): wrong results on 9216x36864 at T = 8-32 (correct on
-            # the other shapes; slower everywhere). The next stage rewrites the metadata registers while the wgmma
-            # that reads them may still run (wgmma reads its register operands asynchronously), so refused
+            # the other shapes; slower everywhere). Likely cause, not proven: the next stage rewrites the metadata
+            # registers while the previous stage's wgmma, which reads its register operands asynchronously, may run
             raise KernelError("cuda tiled kernel: mma='wg' with sp=1 needs wip=0 (wip=1 gave wrong results on the "
-                              "H100: the metadata registers are rewritten while the previous wgmma may read them)")
+                              "H100; likely the metadata registers are rewritten while the previous wgmma reads them)")
         rr = 0 if rr is None else rr
     elif sc == 256:
         raise KernelError("cuda tiled kernel: mma='wg' takes sc=256 only with sp=1 (two compressed atoms per stage)")

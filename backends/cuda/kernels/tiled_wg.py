@@ -48,8 +48,8 @@ accumulators after it. 256-column stages (two atoms) halve the stages and barrie
 32 tokens (``s256_run1``). H100 (``benchmarks/results/dev/wsp_run{1,2,3}``, 3 LLM shapes): at 90 % +2-19 % at T=8/16,
 0.94-1.02x at T=32; at 70-80 % 0.4-0.95x (the residual's loads and FMAs: +37-53 % instructions at 90 %
 already).
-``wip=1`` is refused: it gave wrong results on 9216x36864 (the next stage rewrites the metadata registers while the
-previous wgmma may still read them).
+``wip=1`` is refused: it gave wrong results on 9216x36864 (likely, not proven: the next stage rewrites the metadata
+registers while the previous wgmma may still read them).
 """
 from __future__ import annotations
 
