@@ -309,25 +309,29 @@ def variants_wsp(O, K, T):
     return resolvable(spec, out)
 
 
+def ks_neighbours(spec, lab, kn, steps=(1, -1)):
+    """``(label, knobs, "bank")`` of ``kn`` at the ``mma="wg"`` splits ``steps`` away from its default (``_kshi`` one up,
+    ``_kslo`` one down, ``_ks2`` two up), those that exist."""
+    from sparsec.backends.cuda.kernels.tiled import WG_KSPLIT, resolve
+
+    i = WG_KSPLIT.index(resolve(spec, kn).ksplit)
+    names = {1: "_kshi", -1: "_kslo", 2: "_ks2"}
+    return [(lab + names[d], dict(kn, ksplit=WG_KSPLIT[i + d]), "bank") for d in steps
+            if 0 <= i + d < len(WG_KSPLIT)]
+
+
 def variants_wsp2(O, K, T):
     """sp=1 with the residual during the wgmma (rr=1) on 128-column pos stages (the 90 % planner's variant) and its
     knob neighbours: warpgroups per block, batches, A ring, activation tiles ahead, wip=1, the split either side, pos7."""
-    from sparsec.backends.cuda.kernels.tiled import WG_KSPLIT, resolve
     from sparsec.backends.kernels.common import MatmulSpec
 
     spec = MatmulSpec(T, O, K, False, None, "float16")
     s128 = {"mma": "wg", "sc": 128, "pb": 1, **({"wgs": 1} if T < 32 else {})}
     b = dict(s128, sp=1, rr=1)
-    ks = resolve(spec, b).ksplit
-    i = WG_KSPLIT.index(ks)
     out = [("wg_s128", s128, "bank"), ("sp", b, "bank"), ("sp_wgs", dict(b, wgs=2 if T < 32 else 1), "bank"),
            ("sp_pb2", dict(b, pb=2), "bank"), ("sp_ra1", dict(b, ra=1, xd=1), "bank"), ("sp_xd3", dict(b, xd=3), "bank"),
            ("sp_wip1", dict(b, wip=1), "bank"), ("sp_p7", dict(b, code="pos7"), "bank"),
-           ("sp_rr0", dict(b, rr=0), "bank")]
-    if i + 1 < len(WG_KSPLIT):
-        out.append(("sp_kshi", dict(b, ksplit=WG_KSPLIT[i + 1]), "bank"))
-    if i > 0:
-        out.append(("sp_kslo", dict(b, ksplit=WG_KSPLIT[i - 1]), "bank"))
+           ("sp_rr0", dict(b, rr=0), "bank")] + ks_neighbours(spec, "sp", b)
     return resolvable(spec, out)
 
 
@@ -387,20 +391,14 @@ def variants_wgs4(O, K, T):
 def variants_s256(O, K, T):
     """The planner's 90 % variant against sp=1 on 256-column stages (two compressed atoms) and its neighbours."""
     from sparsec.backends.cuda import select as S
-    from sparsec.backends.cuda.kernels.tiled import WG_KSPLIT, resolve
     from sparsec.backends.kernels.common import MatmulSpec
 
     spec = MatmulSpec(T, O, K, False, None, "float16")
     b = {"mma": "wg", "sc": 256, "pb": 2, "wgs": 1, "sp": 1, "rr": 1, "ra": 1, "xd": 1}
-    ks = resolve(spec, b).ksplit
-    i = WG_KSPLIT.index(ks)
     out = [("p90", S.tiled_knobs(0.1, T, "sm_90a"), "bank"), ("p80", S.tiled_knobs(0.2, T, "sm_90a"), "bank"),
            ("s256", b, "bank"), ("s256_pb1", dict(b, pb=1), "bank"), ("s256_wgs2", dict(b, wgs=2), "bank"),
-           ("s256_xd2", dict(b, ra=0, xd=2), "bank"), ("s256_p7", dict(b, code="pos7"), "bank")]
-    if i + 1 < len(WG_KSPLIT):
-        out.append(("s256_kshi", dict(b, ksplit=WG_KSPLIT[i + 1]), "bank"))
-    if i > 0:
-        out.append(("s256_kslo", dict(b, ksplit=WG_KSPLIT[i - 1]), "bank"))
+           ("s256_xd2", dict(b, ra=0, xd=2), "bank"),
+           ("s256_p7", dict(b, code="pos7"), "bank")] + ks_neighbours(spec, "s256", b)
     return resolvable(spec, out)
 
 
