@@ -29,6 +29,8 @@ if MODE == "tma":
     TOKENS = [16, 128, 1024]
 elif MODE == "big":                                # 2:4 at many tokens: tile shapes with the TMA producer
     TOKENS = [1024] if os.environ.get("DEV_WGSP_BIG") in ("1", "2", "3") else [128, 1024]
+elif MODE == "ar":                                 # 2:4 at many tokens: the stored values in registers (ar knob)
+    TOKENS = [128, 1024]
 
 
 def check_cases() -> list[dict]:
@@ -37,6 +39,12 @@ def check_cases() -> list[dict]:
     if MODE == "tma":       # every warp-specialised wgmma check case (dense and 2:4) with tma=1
         return [dict(c, name=c["name"] + "_tma", knobs=dict(c["knobs"], tma=1)) for c in C.wgmma_check_cases()
                 if c["knobs"].get("ws", 1) == 1]
+    if MODE == "ar":        # the 2:4 checks, and each with the stored values in registers where the knobs allow it
+        base = [c for c in C.wgmma_check_cases() if c["format"] == "nm"]
+        extra = [C.case(f"chk_wgar{i}_nm24_{dt}_{O}x{K}x{T}", "nm", NM24, O, K, T, dt, bias, act, ["nm", 2, 4], kn,
+                        design="wgmma")
+                 for i, (O, K, T, dt, bias, act, kn) in enumerate(AR_CHECKS)]
+        return base + extra
     if MODE == "big":
         extra = [C.case(f"chk_wgbig{i}_nm24_{dt}_{O}x{K}x{T}", "nm", NM24, O, K, T, dt, bias, act, ["nm", 2, 4], kn,
                         design="wgmma")
@@ -63,6 +71,18 @@ TAIL_CHECKS = [("nm", 2000, 512, 1100, "float16", True, None, dict(bm=128, stage
                ("nm", 2000, 768, 1100, "float16", True, None, dict(bm=128, stages=4, sk=2)),
                ("dense", 2001, 1032, 1100, "bfloat16", True, None, dict(bm=128, bn=128, sk=2)),
                ("nm", 11008, 4096, 1024, "float16", False, None, dict(sk=2))]
+# ar=2|3: O not a multiple of 16 / of the tile, bias + activations, bf16, split-K, the sk=2 tail, small T
+AR_CHECKS = [(1000, 1024, 300, "float16", False, None, dict(ar=2, bm=192)),
+             (1003, 1152, 200, "float16", True, "gelu", dict(ar=2, bm=128)),
+             (1160, 1024, 1030, "bfloat16", True, "silu", dict(ar=3, bm=128)),
+             (520, 2048, 77, "float16", True, None, dict(ar=2, bm=192, ks=2)),
+             (2000, 768, 1100, "float16", False, None, dict(ar=2, bm=128, sk=2)),
+             (100, 256, 5, "float16", False, "relu", dict(ar=2)),
+             (11008, 4096, 1024, "float16", False, None, dict(ar=2, bm=192, gm=8)),
+             (4096, 4096, 128, "bfloat16", False, None, dict(ar=3, bm=128, ks=2)),
+             (777, 640, 64, "float16", True, None, dict(ar=2, bm=64, bn=64)),
+             (1000, 1024, 300, "float16", True, None, dict(ar=2, bm=192, ana=1)),
+             (1160, 1024, 1030, "bfloat16", False, "gelu", dict(ar=3, bm=128, ana=1, stages=4))]
 BIG_CHECKS = [(1160, 1024, 1030, "float16", True, "silu", dict(bm=128, bn=256, stages=2)),
               (1000, 2048, 300, "bfloat16", False, None, dict(bm=192, bn=128, stages=3)),
               (520, 1024, 1030, "float16", False, None, dict(bm=256, bn=128, stages=3)),
@@ -75,6 +95,18 @@ BIG_CHECKS = [(1160, 1024, 1030, "float16", True, "silu", dict(bm=128, bn=256, s
 
 
 def sparse_variants(O, K, T):
+    if MODE == "ar":
+        if os.environ.get("DEV_WGSP_AR") == "1":      # run 1 (ar_run1): register sets, tiles, ring depth
+            if T > 128:
+                return [{}, dict(ar=2, bm=192, gm=8), dict(ar=2, bm=128, gm=8), dict(ar=3, bm=128, gm=8),
+                        dict(ar=2, bm=192, gm=4, stages=5), dict(ar=2, bm=192, gm=8, sk=2)]
+            return [{}, dict(ar=2, bm=128), dict(ar=2, bm=192), dict(ar=3, bm=128)]
+        # run 2: loads not allocated in L1 (ana), shallower rings
+        a192 = dict(ar=2, bm=192, gm=4)
+        if T > 128:
+            return [{}, dict(a192, stages=5), dict(a192, stages=5, ana=1), dict(a192, stages=4, ana=1),
+                    dict(a192, stages=3, ana=1), dict(ar=3, bm=128, gm=4, stages=5, ana=1)]
+        return [{}, dict(ar=3, bm=128, ana=1), dict(ar=2, bm=128, ana=1), dict(ar=3, bm=128, stages=4, ana=1)]
     if MODE == "tma":
         return [{}, dict(tma=1)]
     if MODE == "big":
@@ -120,6 +152,8 @@ def sparse_variants(O, K, T):
 
 
 def dense_variants(O, K, T):
+    if MODE == "ar":
+        return [{}] if T > 128 else []
     if MODE == "big":
         if os.environ.get("DEV_WGSP_BIG", "9") == "9":
             return [{}, dict(sk=2)] if T > 128 else [{}]
@@ -161,18 +195,28 @@ def build(outdir):
     json.dump({"arch": ARCH, "check": chk, "bench": bench}, open(os.path.join(outdir, "cases.json"), "w"), indent=1)
 
 
-def sp_args(fmt, dev):
+def sp_layout(fmt, dev):
+    """The 2:4 layout of both kinds (``sp_values`` and the register-order ``sp_frag``) on ``dev``."""
     from sparsec.backends.cuda.kernels import mma_layout as ML
 
-    lay = ML.build(fmt)
-    return [lay[n].to(dev) for n in ML.BUFFERS]
+    return {k: v.to(dev) for k, v in ML.build(fmt, frag=True).items()}
+
+
+def sp_args(lay, knobs):
+    from sparsec.backends.cuda.kernels import mma_layout as ML
+
+    return [lay[n] for n in ML.buffers_for(knobs)]
 
 
 def check(kdir, outp):
     import env
 
-    env.check_cases_file(kdir, outp, lambda fmt, dev: (sp_args(fmt, dev) if type(fmt).__name__ == "NM"
-                                                       else [fmt.values.contiguous().to(dev)]), TOL)
+    def weight_args(fmt, dev, case):
+        if type(fmt).__name__ == "NM":
+            return sp_args(sp_layout(fmt, dev), case["resolved_knobs"])
+        return [fmt.values.contiguous().to(dev)]
+
+    env.check_cases_file(kdir, outp, weight_args, TOL)
 
 
 def run(kdir, outp):
@@ -206,7 +250,7 @@ def run(kdir, outp):
         keep = grp.abs().argsort(dim=-1, descending=True)[..., :2]
         mask = torch.zeros_like(grp, dtype=torch.bool).scatter_(-1, keep, True)
         w = (grp * mask).view(O, K)
-        sp = sp_args(NM.from_dense(w, n=2, m=4), dev)
+        sp = sp_layout(NM.from_dense(w, n=2, m=4), dev)
         try:
             w_lt = to_sparse_semi_structured(w)
         except Exception as exc:  # noqa: BLE001
@@ -221,7 +265,7 @@ def run(kdir, outp):
             for c in by[(O, K, T)]:
                 f = lib[c["name"]]
                 y = torch.full((T, O), float("nan"), device=dev, dtype=torch.float16)
-                args = (sp if c["format"] == "nm" else [w]) + [x, y]
+                args = (sp_args(sp, c["resolved_knobs"]) if c["format"] == "nm" else [w]) + [x, y]
                 try:
                     f(*args)
                     torch.cuda.synchronize()
@@ -280,7 +324,8 @@ def prof(kdir, pattern):
         w = (grp * torch.zeros_like(grp, dtype=torch.bool).scatter_(-1, keep, True)).view(O, K)
         x = torch.randn(T, K, device=dev, dtype=torch.float16)
         y = torch.empty(T, O, device=dev, dtype=torch.float16)
-        args = (sp_args(NM.from_dense(w, n=2, m=4), dev) if c["format"] == "nm" else [w]) + [x, y]
+        args = (sp_args(sp_layout(NM.from_dense(w, n=2, m=4), dev), c["resolved_knobs"]) if c["format"] == "nm"
+                else [w]) + [x, y]
         lib[c["name"]](*args)
         torch.cuda.synchronize()
         print("ran", c["name"], c["resolved_knobs"], flush=True)

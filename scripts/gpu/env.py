@@ -158,24 +158,28 @@ def bench_graph(fn, iters: int = 20, reps: int = 5):
 def check_cases_file(kdir: str, outp: str, weight_args, tol: dict) -> None:
     """The dev scripts' correctness pass: every case of ``kdir/cases.json``'s ``check`` list run from
     ``kdir/check.so`` vs ``F.linear`` in fp32 (``case_io``); ``weight_args(fmt, dev)`` gives the kernel's weight
-    arguments. Writes ``{"check": [...]}`` to ``outp`` after every case (a hang leaves the cases before it)."""
+    arguments (``weight_args(fmt, dev, case=c)`` when it takes ``case``). Writes ``{"check": [...]}`` to ``outp`` after every case (a hang leaves the cases before it)."""
     import json
 
     import torch
 
     from sparsec.backends.cuda.runtime import load_library
 
+    import inspect
+
     meta = json.load(open(os.path.join(kdir, "cases.json")))
     dev = torch.device("cuda")
     res = {"check": []}
     lib = load_library(os.path.join(kdir, "check.so"))
+    takes_case = "case" in inspect.signature(weight_args).parameters     # buffers that depend on the case's knobs
     for i, c in enumerate(meta["check"]):
         r = {"name": c["name"], "knobs": c["resolved_knobs"]}
         try:
             fmt = pack(c, make_weight(c, seed=i))
             x, b, ref = case_io(c, fmt, i)
             y = torch.full((c["T"], c["O"]), float("nan"), dtype=getattr(torch, c["dtype"]), device=dev)
-            lib[c["name"]](*weight_args(fmt, dev), x.to(dev), *([b.to(dev)] if b is not None else []), y)
+            wargs = weight_args(fmt, dev, case=c) if takes_case else weight_args(fmt, dev)
+            lib[c["name"]](*wargs, x.to(dev), *([b.to(dev)] if b is not None else []), y)
             torch.cuda.synchronize()
             r["rel_err"] = float((y.float().cpu() - ref).abs().max() / ref.abs().max().clamp_min(1e-6))
             r["ok"] = r["rel_err"] <= tol[c["dtype"]]       # NaN (an unwritten output) is not ok

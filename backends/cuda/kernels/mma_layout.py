@@ -13,12 +13,18 @@ Pure torch (no TVM; the GPU machine builds it from the format's own buffers too)
   ``16*rb + g + 8`` in bits 16..31; per row, group ``j`` of the block (columns ``4j .. 4j+3``) has its
   two positions at bits ``4j`` and ``4j + 2`` (the ``mma.sp.m16n8k16`` f16/bf16 metadata with sparsity
   selector 0: lane ``4g`` of each quad supplies it).
+- ``sp_frag[ceil(O/16), K/32, 32, 8]`` (``build(fmt, frag=True)``, the ``wgmma`` design's ``ar`` knob): the same
+  stored values in the order of the sparse ``wgmma``'s register operand. Per 16-row block ``rb`` and k32 step ``s``
+  (16 stored columns) lane ``4g + t`` holds 8 values, registers ``r = 0..3`` of two each: row ``16 rb + g + 8 (r % 2)``,
+  stored columns ``16 s + 8 (r // 2) + 2 t``, ``+ 1`` (the ``mma.m16n8k16`` A fragment over the stored columns); rows
+  past O hold zeros. A warp loads a k32 step as 512 contiguous bytes, one 16-byte load per lane.
 """
 from __future__ import annotations
 
 import torch
 
 BUFFERS = ("sp_values", "sp_meta")
+FRAG_BUFFERS = ("sp_frag", "sp_meta")     # the wgmma design with ar > 0: values in register-operand order
 
 
 def fits_24(n, m) -> bool:
@@ -46,8 +52,32 @@ def tensor_core_weight(meta, who: str) -> bool:
     return sparse
 
 
-def build(fmt) -> dict:
-    """``{"sp_values", "sp_meta"}`` from an ``NM`` format whose pattern ``fits_24`` (any device)."""
+def buffers_for(knobs: dict | None) -> tuple[str, ...]:
+    """The layout buffers a kernel with these resolved knobs takes (``ar`` > 0: ``FRAG_BUFFERS``)."""
+    return FRAG_BUFFERS if (knobs or {}).get("ar") else BUFFERS
+
+
+def frag_order(sp_values: torch.Tensor) -> torch.Tensor:
+    """``sp_frag[ceil(O/16), K/32, 32, 8]`` from ``sp_values[O, K/2]`` (module docstring)."""
+    O, KH = sp_values.shape
+    RB = -(-O // 16)
+    v = torch.zeros(RB * 16, KH, dtype=sp_values.dtype, device=sp_values.device)
+    v[:O] = sp_values
+    # rows (rb, h, g) with row = 16 rb + 8 h + g; stored columns (s, half, t, e) with column = 16 s + 8 half + 2 t + e
+    v = v.view(RB, 2, 8, KH // 16, 2, 4, 2)
+    # -> (rb, s, lane = 4 g + t, register r = h + 2 half, e)
+    return v.permute(0, 3, 2, 5, 4, 1, 6).reshape(RB, KH // 16, 32, 8).contiguous()
+
+
+def build_for(fmt, knobs: dict | None) -> tuple[dict, tuple[str, ...]]:
+    """``(layout, buffer names)`` for a kernel with these resolved knobs."""
+    names = buffers_for(knobs)
+    return build(fmt, frag="sp_frag" in names), names
+
+
+def build(fmt, frag: bool = False) -> dict:
+    """``{"sp_values", "sp_meta"}`` (+ ``"sp_frag"`` with ``frag``) from an ``NM`` format whose pattern ``fits_24``
+    (any device)."""
     n, m = getattr(fmt, "n", None), getattr(fmt, "m", None)
     if type(fmt).__name__.lower() != "nm" or not fits_24(n, m):
         raise ValueError(f"mma_layout.build: NM weights with n <= 2 and m % 4 == 0 only (got {type(fmt).__name__} "
@@ -81,7 +111,12 @@ def build(fmt) -> dict:
     words = pad[:, 0] | (pad[:, 1] << 16)                                                 # [rb, g, kb]
     words = torch.where(words >= 2 ** 31, words - 2 ** 32, words)
     sp_meta = words.permute(0, 2, 1).to(torch.int32).contiguous()                         # [rb, kb, g]
-    return {"sp_values": sp_values, "sp_meta": sp_meta}
+    lay = {"sp_values": sp_values, "sp_meta": sp_meta}
+    if frag:
+        if K % 32:
+            raise ValueError(f"mma_layout.build: the register-order values need K a multiple of 32 (got K={K})")
+        lay["sp_frag"] = frag_order(sp_values)
+    return lay
 
 
 def to_dense(lay: dict, O: int, K: int) -> torch.Tensor:

@@ -50,6 +50,11 @@ word ``(t % 32) / 4`` (rows g and g + 8 in the low and high 16 bits, 4 bits per 
 ``mma.sp`` m16n8k16 word of the ``mma`` design, unchanged. TVM 0.27's PTX table has no sparse wgmma: it is an
 inline-asm device function (``wgmma_sp_source``) taking the accumulator array by pointer (inlined: registers).
 
+**Values in registers (``ar`` = 2 | 3, opt-in, 2:4 with the TMA producer and ``wip=0``)**: no A tile in the ring; the
+consumers load ``mma_layout``'s ``sp_frag`` (the stored values in the A-fragment register order) one k-tile ahead
+into ``ar`` register sets, ``wgmma.mma_async.sp`` takes A from registers (``wgmma_sp_rs_source``). Correct on the
+H100 and 1.1-1.5x slower at T=1024 (``benchmarks/results/dev/ar_run{1,2}.*``, docs/cuda.md).
+
 Must be compiled for ``sm_90a`` (``toolchain.build(mod, "sm_90a")``): wgmma has no ``sm_90`` encoding.
 A wrong descriptor (layout, offsets, swizzle) reads the wrong elements and shows up as a wrong result in
 the GPU check (``scripts/gpu/dev_wgmma.py``), not as a crash.
@@ -82,6 +87,11 @@ KNOBS = (
                                 "the tile x k-tile space; 2 = whole waves of tiles as usual, the k-tiles of the last "
                                 "partial wave shared out equally; tiles cut by a share's ends add with atomics into "
                                 "zeroed Y (ks=1, tail=1, no activation)"),
+    Knob("ar", (0, 2, 3), None, "2:4 with tma=1, wip=0: the stored values go from global memory straight into "
+                               "registers (ar sets: k-tiles loaded ahead), the sparse wgmma's A operand from "
+                               "registers (layout sp_frag): no A tile in shared memory"),
+    Knob("ana", (0, 1), None, "ar > 0: 1 = the stored values' loads are not allocated in L1 "
+                              "(ld.global.nc.L1::no_allocate)"),
     Knob("tail", (1, 2, 3, 4, 5, 6, 8), None, "ks=1: the tiles of the last, partial wave are split along K into "
                                               "this many blocks each (fp16/bf16 atomics into their zeroed Y tiles; "
                                               "no activation); 1: off"),
@@ -112,13 +122,16 @@ class WgmmaSpec:
     spk: int = SP_KMUL
     tail: int = 1
     sk: int = 0
+    ar: int = 0
+    ana: int = 0
+
 
     def stage_raw(self) -> int:
         """Elements (halves) a ring slot receives: A tile (bm x 64, or when sparse bm x spk/2 stored values), B tile
         (bn x 64, or when sparse spk/64 bn x 64 sub-tiles), metadata (sparse: bm/16 row blocks x spk/16 column
         blocks x 8 words = bm x spk/16 halves)."""
         if self.sparse:
-            return self.bm * self.spk // 2 + self.bn * self.spk + self.bm * self.spk // 16
+            return (0 if self.ar else self.bm * self.spk // 2) + self.bn * self.spk + self.bm * self.spk // 16
         return (self.bm + self.bn) * BK
 
     def stage_elems(self) -> int:
@@ -205,7 +218,8 @@ def default_sparse_knobs(O: int, K: int, T: int, activation: str | None = None) 
             if ceil_div(nk, cand) < 4 or tiles * cand > waves * SMS:
                 break
             ks = cand
-    return dict(bm=bm, bn=bn, stages=stages, ks=ks, gm=gm, wip=0 if T > 128 else 1, ws=1, tma=1, spk=SP_KMUL, sk=0)
+    return dict(bm=bm, bn=bn, stages=stages, ks=ks, gm=gm, wip=0 if T > 128 else 1, ws=1, tma=1, spk=SP_KMUL, sk=0,
+                ar=0)
 
 
 def resolve(O: int, K: int, T: int, knobs: dict | None, spec: MatmulSpec, sparse: bool = False) -> WgmmaSpec:
@@ -223,8 +237,21 @@ def resolve(O: int, K: int, T: int, knobs: dict | None, spec: MatmulSpec, sparse
     ks = ceil_div(nk, ceil_div(nk, kn["ks"]))
     if not kn["ws"] and knobs.get("tma") is None:
         kn["tma"] = 0                        # the default TMA producer needs the producer warpgroup
+    ar = kn.get("ar") or 0
+    if ar and knobs.get("stages") is None:
+        # no A tile in a slot: as many slots as fit, up to 8
+        per = (kn["bn"] * SP_KMUL + kn["bm"] * SP_KMUL // 16) * 2
+        kn["stages"] = max(2, min(8, (SMEM_LIMIT - ALIGN) // (ceil_div(per, ALIGN) * ALIGN)))
+    if ar and knobs.get("wip") is None:
+        kn["wip"] = 0
     ws = WgmmaSpec(spec, kn["bm"], kn["bn"], kn["stages"], ks, kn["gm"], kn["wip"], kn["ws"], sparse, kn["tma"],
-                   kn["spk"] if sparse else SP_KMUL, kn.get("tail") or 1, kn.get("sk") or 0)
+                   kn["spk"] if sparse else SP_KMUL, kn.get("tail") or 1, kn.get("sk") or 0, ar, kn.get("ana") or 0)
+    if ws.ana and not ws.ar:
+        raise KernelError("cuda wgmma kernel: ana=1 is a knob of the register-operand values (ar > 0)")
+    if ws.ar and not (sparse and ws.tma and ws.ws and ws.wip == 0 and ws.spk == SP_KMUL):
+        raise KernelError(f"cuda wgmma kernel: ar={ws.ar} (the stored values in registers) needs 2:4 weights, ws=1, "
+                          f"tma=1, wip=0 and spk={SP_KMUL} (got ws={ws.ws}, tma={ws.tma}, wip={ws.wip}, spk={ws.spk}"
+                          f"{'' if sparse else ', a dense weight'})")
     if ws.sk and (ws.ks > 1 or ws.tail > 1 or spec.activation is not None):
         raise KernelError(f"cuda wgmma kernel: sk={ws.sk} (stream-K) adds the cut tiles with atomics: it needs ks=1, "
                           "tail=1 and no activation")
@@ -277,7 +304,10 @@ def cuda_wgmma_matmul_primfunc(weight, tokens: int, *, bias: bool = False, activ
     sym = name or ("sparsec_cuda_wgmma_nm_matmul" if sparse else "sparsec_cuda_wgmma_dense_matmul")
     func = _generate(ws).with_attr("global_symbol", sym)
     dt = spec.dtype
-    if sparse:
+    if sparse and ws.ar:
+        args = [Arg("sp_frag", dt, (ceil_div(O, 16), K // 32, 32, 8)),
+                Arg("sp_meta", "int32", (ceil_div(O, 16), K // 16, 8))]
+    elif sparse:
         args = [Arg("sp_values", dt, (O, K // 2)), Arg("sp_meta", "int32", (ceil_div(O, 16), K // 16, 8))]
     else:
         args = [Arg("values", dt, (O, K))]
@@ -288,7 +318,8 @@ def cuda_wgmma_matmul_primfunc(weight, tokens: int, *, bias: bool = False, activ
     return func, args, {"design": "wgmma", "bm": ws.bm, "bn": ws.bn, "bk": ws.spk if sparse else BK,
                         "stages": ws.stages, "ks": ws.ks, "gm": ws.gm, "wip": ws.wip, "ws": ws.ws,
                         **({"tma": 1} if ws.tma else {}), **({"tail": ws.tail} if tail_split(ws) else {}),
-                        **({"sk": ws.sk} if ws.sk else {})}
+                        **({"sk": ws.sk} if ws.sk else {}), **({"ar": ws.ar} if ws.ar else {}),
+                        **({"ana": 1} if ws.ana else {})}
 
 
 def tail_split(ws: WgmmaSpec) -> tuple[int, int] | None:
@@ -319,7 +350,30 @@ def wgmma_sp_source(bn: int, pt: str) -> tuple[str, str]:
     return name, src
 
 
+def wgmma_sp_rs_source(bn: int, pt: str) -> tuple[str, str]:
+    """``wgmma_sp_source`` with the A operand from registers: four 32-bit registers of two stored values each (the
+    ``mma.m16n8k16`` A fragment of the warp's 16 rows over the k32 step's 16 stored columns; ``mma_layout``'s
+    ``sp_frag`` order), B a shared-memory descriptor; sparsity selector 0, scale-d 1, no negation, B not
+    transposed."""
+    n = bn // 2
+    name = f"sparsec_wgmma_sp_rs_m64n{bn}k32_{pt}"
+    regs = ", ".join(f"%{i}" for i in range(n))
+    outs = ", ".join(f'"+f"(d[{i}])' for i in range(n))
+    src = (f"__forceinline__ __device__ void {name}(float* d, unsigned int a0, unsigned int a1, unsigned int a2, "
+           f"unsigned int a3, unsigned long long db, unsigned int e) {{\n"
+           f'  asm volatile("wgmma.mma_async.sp.sync.aligned.m64n{bn}k32.f32.{pt}.{pt} {{{regs}}}, '
+           f'{{%{n}, %{n + 1}, %{n + 2}, %{n + 3}}}, %{n + 4}, %{n + 5}, 0, 1, 1, 1, 0;"\n'
+           f'               : {outs}\n'
+           f'               : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "r"(e) : "memory");\n}}')
+    return name, src
+
+
 MBAR_SRC = {   # device helpers, one source per function (TVM emits each function's source once)
+    "sparsec_ld_na_v4": r"""
+__forceinline__ __device__ void sparsec_ld_na_v4(unsigned int* r, const unsigned int* p) {
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "l"(p));
+}""",
     "sparsec_tma2d": r"""
 __forceinline__ __device__ void sparsec_tma2d(unsigned int smem, unsigned long long tmap, int c0, int c1,
                                               unsigned int mbar) {
@@ -392,7 +446,10 @@ def _generate(ws: WgmmaSpec):
     WIP = ws.wip                            # k-tiles of wgmma left in flight
     LA = S - 1 - WIP                        # k-tiles of copies in flight ahead of the one computed
     CH = BK // 8                            # 16-byte chunks per tile row (8)
-    ASZ = BM * ABK                          # elements per A stage
+    AR = ws.ar                              # register sets of stored values (k-tiles loaded ahead); 0: A in the slot
+    ARS = bool(AR)
+    ANA = bool(ws.ana)                      # ar: the values' loads not allocated in L1
+    ASZ = 0 if AR else BM * ABK             # elements per A stage
     BSZ = BN * BKL                          # B: one bn x 64 tile, or BKL/64 when sparse
     MSZ = BM * BKL // 16 if SP else 0       # sparse: metadata words [BM/16 blocks][BKL/16 col blocks][8] (as halves)
     RAW = ASZ + BSZ + MSZ                   # elements a stage receives (the TMA transaction bytes / 2)
@@ -406,6 +463,8 @@ def _generate(ws: WgmmaSpec):
     pt = {"float16": "f16", "bfloat16": "bf16"}[dt]
     WG = f"wgmma.mma_async.sync.aligned.m64n{BN}k16.f32.{pt}.{pt}"
     SPN, SPSRC = wgmma_sp_source(BN, pt)
+    SPRN, SPRSRC = wgmma_sp_rs_source(BN, pt)
+    NS32 = K // 32                          # ar: k32 steps per 16-row block of sp_frag
     CP = "cp.async.cg.shared.global"
     grid_m, grid_n = ceil_div(O, BM), ceil_div(TT, BN)
     GM = min(ws.gm, grid_m)
@@ -489,6 +548,30 @@ def _generate(ws: WgmmaSpec):
                           True, 1, 1, 0, 0)
 
     @T.macro
+    def load_a(W, af, u, rb, kt, lt):
+        # ar: the lane's 16 bytes of each of k-tile kt's BKL/32 k32 steps (sp_frag[rb, 4 kt + kk, lane]) into set u
+        Wu = T.decl_buffer((RB * NS32 * 128,), "uint32", data=W.data)
+        for kk in T.unroll(BKL // 32):
+            if ANA:
+                T.cuda.func_call("sparsec_ld_na_v4", T.address_of(af[u * 16 + kk * 4]),
+                                 T.address_of(Wu[((rb * NS32 + kt * (BKL // 32) + kk) * 32 + lt % 32) * 4]),
+                                 source_code=MBAR_SRC["sparsec_ld_na_v4"])
+            else:
+                for e in T.vectorized(4):
+                    af[u * 16 + kk * 4 + e] = Wu[((rb * NS32 + kt * (BKL // 32) + kk) * 32 + lt % 32) * 4 + e]
+
+    @T.macro
+    def mma_regs(Su, acc, af, u, sbase, sb0, wg, lt):
+        # ar: one k-tile, BKL/32 x wgmma.sp with A from register set u, B (and the metadata words) from the slot
+        sb = sbase + T.Cast("uint32", sb0 * 2)
+        for kk in T.unroll(BKL // 32):
+            T.cuda.func_call(SPRN, T.address_of(acc[0]), af[u * 16 + kk * 4], af[u * 16 + kk * 4 + 1],
+                             af[u * 16 + kk * 4 + 2], af[u * 16 + kk * 4 + 3],
+                             smem_descriptor(sb + T.uint32((kk // 2) * BN * BK * 2 + (kk % 2) * 64)),
+                             Su[(sb0 + BSZ) // 2 + (wg * 4 + lt // 32) * MW + (2 * kk + lt % 2) * 8 + (lt % 32) // 4],
+                             source_code=SPRSRC)
+
+    @T.macro
     def mainloop_sync(Sm, Su, W, Wm, X, acc, sbase, off, bx, by, k0, nkz, wg, tid):
         # every thread copies; one barrier per k-tile
         for s0 in T.unroll(LA):
@@ -524,9 +607,10 @@ def _generate(ws: WgmmaSpec):
     def tensor_maps(W, Wm, X):
         # host side: the 2-D tensor maps of the weight, the activations (128B-swizzled 64-column boxes: the
         # layout the descriptors read) and, for 2:4, the metadata words (64-word rows, unswizzled)
-        T.Bind(T.tvm_stack_alloca("tensormap", 1), var=tW)
-        T.tensormap_encode_tiled(tW, W.data, KA, O, KA * 2, ABK, BM, 1, 1, descriptor_dtype=dt, rank=2,
-                                 swizzle=3 if ASW == 128 else 2)
+        if not ARS:
+            T.Bind(T.tvm_stack_alloca("tensormap", 1), var=tW)
+            T.tensormap_encode_tiled(tW, W.data, KA, O, KA * 2, ABK, BM, 1, 1, descriptor_dtype=dt, rank=2,
+                                     swizzle=3 if ASW == 128 else 2)
         T.Bind(T.tvm_stack_alloca("tensormap", 1), var=tX)
         T.tensormap_encode_tiled(tX, X.data, K, TT, K * 2, BK, BN, 1, 1, descriptor_dtype=dt, rank=2, swizzle=3)
         if SP:
@@ -558,7 +642,8 @@ def _generate(ws: WgmmaSpec):
                         T.cuda.func_call("sparsec_mbar_expect_tx", mb, T.uint32(RAW * 2),
                                          source_code=MBAR_SRC["sparsec_mbar_expect_tx"])
                         sb0 = off + st * STG
-                        tma2d(sbase, sb0, tW, (k0 + i) * ABK, bx * BM, mb)
+                        if not ARS:
+                            tma2d(sbase, sb0, tW, (k0 + i) * ABK, bx * BM, mb)
                         if SP:
                             for h in T.unroll(BKL // BK):
                                 tma2d(sbase, sb0 + ASZ + h * BN * BK, tX, (k0 + i) * BKL + h * BK, by * BN, mb)
@@ -575,6 +660,28 @@ def _generate(ws: WgmmaSpec):
                                      source_code=MBAR_SRC["sparsec_cp_async_arrive"])
                 T.ptx["cp.async.commit_group"]()
                 T.ptx["cp.async.wait_group"](0)
+        elif ARS:
+            # the stored values of k-tile i + AR - 1 load into the register set wgmma i - 1 read (finished: wip=0)
+            # while k-tile i's wgmma runs from the set loaded AR - 1 k-tiles earlier; the loop is unrolled by AR so
+            # every set index is a constant (registers, not local memory)
+            af = T.alloc_buffer((AR * 16,), "uint32", scope="local")
+            rb = T.min(bx * (BM // 16) + wg * 4 + lt // 32, RB - 1)     # rows past O: never stored
+            for u in T.unroll(AR - 1):
+                if u < nkz:
+                    load_a(W, af, u, rb, k0 + u, lt)
+            for i0 in range((nkz + AR - 1) // AR):
+                for u in T.unroll(AR):
+                    if i0 * AR + u < nkz:
+                        if i0 * AR + u + AR - 1 < nkz:
+                            load_a(W, af, (u + AR - 1) % AR, rb, k0 + i0 * AR + u + AR - 1, lt)
+                        mbar_wait(Mb, (i0 * AR + u) % S, T.Cast("uint32", ((i0 * AR + u) // S) % 2))
+                        T.ptx["wgmma.fence.sync.aligned"]()
+                        mma_regs(Su, acc, af, u, sbase, off + ((i0 * AR + u) % S) * STG, wg, lt)
+                        T.ptx["wgmma.commit_group.sync.aligned"]()
+                        T.ptx["wgmma.wait_group.sync.aligned"](0)
+                        T.cuda.func_call("sparsec_mbar_arrive",
+                                         T.cuda.cvta_generic_to_shared(T.address_of(Mb[S + (i0 * AR + u) % S])),
+                                         source_code=MBAR_SRC["sparsec_mbar_arrive"])
         else:
             for i in range(nkz):
                 st = i % S
@@ -748,7 +855,7 @@ def _generate(ws: WgmmaSpec):
         @T.prim_func(check_well_formed=not TMA)
         def kern(a_values: T.handle, a_meta: T.handle, x: T.handle, b: T.handle, y: T.handle):
             T.func_attr({"tirx.noalias": True})
-            W = T.match_buffer(a_values, (O, KA), dt)
+            W = T.match_buffer(a_values, (RB, K // 32, 32, 8) if ARS else (O, KA), dt)
             Wm = T.match_buffer(a_meta, (RB, K // 16, 8), "int32")
             X = T.match_buffer(x, (TT, K), dt)
             bias = T.match_buffer(b, (O,), dt)
