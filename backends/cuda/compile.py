@@ -288,8 +288,9 @@ class _CudaPlanner(_Planner):
         elif design in ("mma", "wgmma") and fmt.name == "nm":
             from sparsec.backends.cuda.kernels import mma_layout
 
-            layout = mma_layout.build(fmt)                    # mma.sp / wgmma.sp operands, from the format's buffers
-            buffers = [self.const_value(f"{w}/mma.{b}", layout[b]) for b in mma_layout.BUFFERS]
+            # mma.sp / wgmma.sp operands from the format's buffers (ar > 0: the values in register order, sp_frag)
+            layout, names = mma_layout.build_for(fmt, knobs)
+            buffers = [self.const_value(f"{w}/mma.{b}", layout[b]) for b in names]
         else:
             buffers = [self.const_value(f"{w}/{b}", getattr(fmt, b)) for b in fmt.buffers]
         sym = self.add_func(func, f"{fmt.name} {what} {o}x{k} T={tokens} design={design} knobs={knobs}",

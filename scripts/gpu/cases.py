@@ -127,7 +127,11 @@ def wgmma_check_cases() -> list[dict]:
             (1000, 2048, 1, "bfloat16", False, None, dict(ks=4)),
             (1160, 1024, 1030, "float16", True, "silu", dict(bm=256, bn=128, stages=3)),
             (520, 1024, 300, "float16", False, None, dict(bm=128, bn=192, stages=3, wip=0)),
-            (1003, 1152, 200, "bfloat16", True, None, dict(bm=128, bn=64, stages=4, ws=0, wip=1))]
+            (1003, 1152, 200, "bfloat16", True, None, dict(bm=128, bn=64, stages=4, ws=0, wip=1)),
+            # ar: the stored values in registers (register-operand wgmma.sp; layout sp_frag), opt-in
+            (1000, 1024, 300, "float16", False, None, dict(ar=2, bm=192)),
+            (1003, 1152, 200, "bfloat16", True, "gelu", dict(ar=3, bm=128)),
+            (520, 2048, 77, "float16", True, None, dict(ar=2, ks=2))]
     for i, (O, K, T, dt, bias, act, kn) in enumerate(grid):
         out.append(case(f"chk_wgsp{i}_nm24_{dt}_{O}x{K}x{T}", "nm", {"n": 2, "m": 4}, O, K, T, dt, bias, act,
                         ["nm", 2, 4], kn, design="wgmma"))

@@ -20,6 +20,7 @@ TOL = {"float16": 1e-2, "bfloat16": 3e-2, "float32": 1e-4}
 
 
 def main():
+    t_start = time.time()
     import torch
 
     from sparsec.backends.cuda.runtime import load_library
@@ -31,14 +32,21 @@ def main():
     cases = json.load(open(os.path.join(kdir, "cases.json")))["check"]
     if len(sys.argv) == 3:
         return run_groups(kdir, outp, cases)
+    if os.environ.get("CHECK_THREADS"):
+        # the parent runs JOBS children at once: each gets its share of the cores (16 threads in each of 14
+        # processes on 16 cores made the CPU side -- packing, layouts, references -- crawl)
+        torch.set_num_threads(int(os.environ["CHECK_THREADS"]))
     lo, hi = int(sys.argv[3]), int(sys.argv[4])
     lib = load_library(os.path.join(kdir, "check.so"))
     dev = torch.device("cuda")
+    torch.zeros(1, device=dev)                   # the CUDA context, so that t_ready includes it
+    t_ready = time.time()
     results, bad = [], 0
     t0 = time.time()
     for i, c in enumerate(cases):
         if not lo <= i < hi:
             continue
+        tc = time.time()
         r = {"name": c["name"], "format": c["format"], "design": c.get("design", "fragment"), "params": c["params"],
              "shape": [c["O"], c["K"], c["T"]],
              "dtype": c["dtype"], "bias": c["bias"], "activation": c["activation"]}
@@ -53,8 +61,8 @@ def main():
             elif c.get("design") in ("mma", "wgmma") and c["format"] == "nm":   # mma.sp / wgmma.sp operands
                 from sparsec.backends.cuda.kernels import mma_layout as ML
 
-                lay = ML.build(fmt)
-                bufs = [lay[n].to(dev) for n in ML.BUFFERS]
+                lay, names = ML.build_for(fmt, c["resolved_knobs"])
+                bufs = [lay[n].to(dev) for n in names]
             else:
                 want = tuple((b, dtype_name(getattr(fmt, b).dtype)) for b in fmt.buffers)
                 if want != C.buffer_dtypes(c["format"], c["dtype"]):
@@ -74,9 +82,12 @@ def main():
             r["ok"] = False
             r["error"] = f"{type(exc).__name__}: {exc}"[:300]
         bad += not r["ok"]
+        r["seconds"] = round(time.time() - tc, 2)
         results.append(r)
         print(f"[{'OK ' if r['ok'] else 'BAD'}] {c['name']:<48} err {r.get('rel_err', float('nan')):.2e} "
-              f"{r.get('error', '')}", flush=True)
+              f"{r['seconds']:6.2f}s {r.get('error', '')}", flush=True)
+    print(f"cases [{lo}, {hi}): {time.time() - t0:.1f} s in this process (import and library load "
+          f"{t_ready - t_start:.1f} s)", flush=True)
     json.dump(results, open(outp, "w"), indent=1)
     return 0 if bad == 0 else 1
 
@@ -106,12 +117,18 @@ def run_groups(kdir, outp, cases):
     if cur:
         chunks.append(cur)
 
+    threads = str(max(1, (os.cpu_count() or 2) // jobs))
+    child_env = dict(os.environ, CHECK_THREADS=threads, OMP_NUM_THREADS=threads)
+    print(f"{len(cases)} cases in {len(chunks)} chunks, {jobs} processes at a time, {threads} CPU threads each",
+          flush=True)
+
     def run_all(spans):
         running = []
         for lo, hi in spans:
             if len(running) >= jobs:
                 running.pop(0).wait()
-            running.append(subprocess.Popen([sys.executable, __file__, kdir, outp + f".part{lo}", str(lo), str(hi)]))
+            running.append(subprocess.Popen([sys.executable, __file__, kdir, outp + f".part{lo}", str(lo), str(hi)],
+                                            env=child_env))
         for p in running:
             p.wait()
         out = {}

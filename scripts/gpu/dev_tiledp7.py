@@ -45,9 +45,12 @@ elif MODE == "s256":            # sp=1 with 256-column stages (two compressed at
     SHAPES, TOKENS = SHAPES[1:], [8, 16, 32]
 elif MODE == "wgs4":            # 3-4 warpgroups per block (one activation tile for 192-256 rows) at 16 / 32 tokens
     SHAPES, TOKENS = SHAPES[1:], [16, 32]
+elif MODE == "w70":            # 70 % at 16 / 32 tokens: block shape, activation ring, splits (session 11)
+    SHAPES, TOKENS = SHAPES[1:], [16, 32]
 elif MODE == "wgx":             # xa=1: the activations in registers (also at 64 tokens, where M = 64 is all tokens)
     SHAPES, TOKENS = SHAPES[1:], [8, 16, 32, 64]
-SPARSITY = [0.8, 0.9] if MODE in ("wsp2", "s256") else [0.9] if MODE == "occ" else [0.7, 0.8, 0.9]
+SPARSITY = ([0.8, 0.9] if MODE in ("wsp2", "s256") else [0.9] if MODE == "occ" else [0.7] if MODE == "w70"
+            else [0.7, 0.8, 0.9])
 ROUNDS = 7
 ARCH = "sm_90a"
 
@@ -87,6 +90,9 @@ def check_cases() -> list[dict]:
     if MODE == "wgs4":          # a third of the wg and wsp grids with 3 / 4 warpgroups per block
         return [dict(c, name=c["name"].replace("chk_tiled", "chk_wgs4"), knobs=dict(c["knobs"], wgs=3 + i % 2))
                 for i, c in enumerate(C.tiled_wg_check_cases() + check_cases_wsp()) if i % 3 == 1]
+    if MODE == "w70":           # a third of the wg grid with one warpgroup / one activation tile ahead
+        return [dict(c, name=c["name"].replace("chk_tiled", "chk_w70"), knobs=dict(c["knobs"], wgs=1 + i % 2, xd=1))
+                for i, c in enumerate(C.tiled_wg_check_cases()) if i % 3 == 2]
     if MODE == "occ":           # a third of the wg and wsp grids with pf=2
         return [dict(c, name=c["name"].replace("chk_tiled", "chk_occ"), knobs=dict(c["knobs"], pf=2))
                 for i, c in enumerate(C.tiled_wg_check_cases() + check_cases_wsp())
@@ -151,6 +157,8 @@ def variants(O, K, T):
         return variants_pdl(O, K, T)
     if MODE == "occ":
         return variants_occ(O, K, T)
+    if MODE == "w70":
+        return variants_w70(O, K, T)
     if MODE == "wgs4":
         return variants_wgs4(O, K, T)
     if MODE == "s256":
@@ -345,6 +353,22 @@ def variants_pdl(O, K, T):
     for lab, d in (("p70", 0.3), ("p80", 0.2), ("p90", 0.1)):
         kn = S.tiled_knobs(d, T, "sm_90a")
         out += [(lab, kn, "bank"), (lab + "_pdl", dict(kn, pdl=1), "bank")]
+    return resolvable(spec, out)
+
+
+def variants_w70(O, K, T):
+    """70 % at T = 16 / 32: the planner's variant (64-column pos7 stages) with one warpgroup per block, one activation
+    tile ahead, both, the one-buffer A ring toggled, three activation tiles, the split either side; the 80 % variant."""
+    from sparsec.backends.cuda import select as S
+    from sparsec.backends.kernels.common import MatmulSpec
+
+    spec = MatmulSpec(T, O, K, False, None, "float16")
+    p = S.tiled_knobs(0.3, T, "sm_90a")
+    ra = {k: v for k, v in p.items() if k != "ra"} if p.get("ra") else dict(p, ra=1)
+    out = [("p70", p, "bank"), ("p70_wgs1", dict(p, wgs=1), "bank"), ("p70_xd1", dict(p, xd=1), "bank"),
+           ("p70_wgs1_xd1", dict(p, wgs=1, xd=1), "bank"), ("p70_ra", ra, "bank"), ("p70_xd3", dict(p, xd=3), "bank"),
+           ("p80", S.tiled_knobs(0.2, T, "sm_90a"), "bank")]
+    out += ks_neighbours(spec, "p70", p) + ks_neighbours(spec, "p70_wgs1", dict(p, wgs=1), steps=(-1,))
     return resolvable(spec, out)
 
 

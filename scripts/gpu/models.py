@@ -262,7 +262,9 @@ def write_weights(model: nn.Module, artifact: str) -> int:
                 from sparsec.backends.cuda.kernels import mma_layout
 
                 if (name, "mma") not in packed:
-                    packed[(name, "mma")] = mma_layout.build(packed[name])
+                    packed[(name, "mma")] = mma_layout.build(packed[name], frag=buf == "mma.sp_frag")
+                elif buf == "mma.sp_frag" and buf[4:] not in packed[(name, "mma")]:
+                    packed[(name, "mma")] = mma_layout.build(packed[name], frag=True)
                 t = packed[(name, "mma")][buf[4:]]
             else:
                 t = getattr(packed[name], buf)
