@@ -279,7 +279,8 @@ def test_planner_knobs_pick_wg_on_sm_90a_at_16_tokens_and_more():
     wide = {"mma": "wg", "code": "pos7", "sc": 128, "ra": 1, "xd": 1}
     assert S.tiled_knobs(0.2, 16, "sm_90a") == wide and S.tiled_knobs(0.15, 8, "sm_90a") == wide
     # 90 %: 128-column stages, one batch; one warpgroup per block below 32 tokens
-    assert S.tiled_knobs(0.1, 40, "sm_90a") == {"mma": "wg", "sc": 128, "pb": 1}
+    assert S.tiled_knobs(0.1, 64, "sm_90a") == wide and S.tiled_knobs(0.1, 40, "sm_90a") == wide   # 33-64 tokens
+    assert S.tiled_knobs(0.1, 128, "sm_90a") == {"mma": "wg", "sc": 128, "pb": 1}
     assert S.tiled_knobs(0.12, 16, "sm_90a") == {"mma": "wg", "sc": 128, "pb": 1, "wgs": 1}
     # 90 % below 32 tokens: the 2:4 sparse operand (sp=1) with the residual during the wgmma, one A buffer
     wsp = {"mma": "wg", "code": "pos7", "sc": 256, "pb": 2, "wgs": 1, "sp": 1, "rr": 1, "ra": 1, "xd": 1}

@@ -120,7 +120,7 @@ def tiled_wg(density: float, tokens: int | None, arch: str | None, activation: b
 def tiled_knobs(density: float, tokens: int | None = None, arch: str | None = None, activation: bool = False) -> dict:
     """Knobs the planner gives the tiled kernel beyond its defaults: ``mma="wg"`` where ``tiled_wg`` says so (up to
     density 1/8 128-column ``pos`` stages, up to 0.25 128-column ``pos7`` stages with a one-buffer A ring, above
-    64-column ``pos7`` stages, with the one-buffer ring from 32 tokens); else ``clear="unscatter"`` when a stage holds
+    64-column ``pos7`` stages, with the one-buffer ring from 32 tokens; at 33-64 tokens 90 % takes the 0.25 variant); else ``clear="unscatter"`` when a stage holds
     about one 256-entry batch or less (density <= 1/8 at the default rt, sc), where it measured faster;
     ``code="pos7"`` (3-byte non-zeros) from density 0.2 (H100, ``benchmarks/results/dev/tiledp7_run1.json``: faster
     than ``pos`` in all 24 LLM-shape cells at 70/80 %, geomean 1.09x; slower in all 12 at 90 %)."""
@@ -139,6 +139,11 @@ def tiled_knobs(density: float, tokens: int | None = None, arch: str | None = No
             # dense-operand variant below in all 3 LLM-shape cells of session 10's official run (2.05-2.40x against
             # 1.99-2.39x cuBLAS, benchmarks/results/spmm_gpu.json; measured again in every official run)
             return {"mma": "wg", "code": "pos", "sc": 256, "pb": 2, "wgs": 2, "sp": 1, "rr": 1, "ra": 1, "xd": 1}
+        if density <= UNSCATTER_MAX_DENSITY and 32 < tokens <= 64:
+            # 90 % at 33-64 tokens: the 80 % variant below (128-column pos7 stages, one A buffer, one activation tile
+            # ahead) beat the 128-column pos variant at T=64 on all 6 shapes of benchmarks/results/dev/t128_run1
+            # (BERT-base's three and three LLM shapes: 0-19 % faster); at T=128 the pos variant was 1-6 % faster
+            return {"mma": "wg", "code": "pos7", "sc": 128, "ra": 1, "xd": 1}
         if density <= UNSCATTER_MAX_DENSITY:
             # ~100 entries per 16x64 strip stage: 128-column stages (one batch), one warpgroup per block below 32
             # tokens (dev run 4: 90 % T=8/16 2.42-2.68x / 2.27-2.39x cuBLAS, 64-column stages 2.01-2.23x / 1.90-2.15x)

@@ -47,6 +47,8 @@ elif MODE == "wgs4":            # 3-4 warpgroups per block (one activation tile 
     SHAPES, TOKENS = SHAPES[1:], [16, 32]
 elif MODE == "w70":            # 70 % at 16 / 32 tokens: block shape, activation ring, splits (session 11)
     SHAPES, TOKENS = SHAPES[1:], [16, 32]
+elif MODE == "t128":           # the wg kernel at 64-128 tokens on BERT-base and LLM shapes (a cost rule for it)
+    SHAPES, TOKENS = [(768, 768), (3072, 768), (768, 3072), (4096, 4096), (11008, 4096), (4096, 11008)], [64, 128]
 elif MODE == "wgx":             # xa=1: the activations in registers (also at 64 tokens, where M = 64 is all tokens)
     SHAPES, TOKENS = SHAPES[1:], [8, 16, 32, 64]
 SPARSITY = ([0.8, 0.9] if MODE in ("wsp2", "s256") else [0.9] if MODE == "occ" else [0.7] if MODE == "w70"
@@ -90,6 +92,8 @@ def check_cases() -> list[dict]:
     if MODE == "wgs4":          # a third of the wg and wsp grids with 3 / 4 warpgroups per block
         return [dict(c, name=c["name"].replace("chk_tiled", "chk_wgs4"), knobs=dict(c["knobs"], wgs=3 + i % 2))
                 for i, c in enumerate(C.tiled_wg_check_cases() + check_cases_wsp()) if i % 3 == 1]
+    if MODE == "t128":          # a quarter of the wg grid
+        return [c for i, c in enumerate(C.tiled_wg_check_cases()) if i % 4 == 0]
     if MODE == "w70":           # a third of the wg grid with one warpgroup / one activation tile ahead
         return [dict(c, name=c["name"].replace("chk_tiled", "chk_w70"), knobs=dict(c["knobs"], wgs=1 + i % 2, xd=1))
                 for i, c in enumerate(C.tiled_wg_check_cases()) if i % 3 == 2]
@@ -159,6 +163,8 @@ def variants(O, K, T):
         return variants_occ(O, K, T)
     if MODE == "w70":
         return variants_w70(O, K, T)
+    if MODE == "t128":
+        return variants_t128(O, K, T)
     if MODE == "wgs4":
         return variants_wgs4(O, K, T)
     if MODE == "s256":
@@ -369,6 +375,20 @@ def variants_w70(O, K, T):
            ("p70_wgs1_xd1", dict(p, wgs=1, xd=1), "bank"), ("p70_ra", ra, "bank"), ("p70_xd3", dict(p, xd=3), "bank"),
            ("p80", S.tiled_knobs(0.2, T, "sm_90a"), "bank")]
     out += ks_neighbours(spec, "p70", p) + ks_neighbours(spec, "p70_wgs1", dict(p, wgs=1), steps=(-1,))
+    return resolvable(spec, out)
+
+
+def variants_t128(O, K, T):
+    """The planner's wg variant at 64-128 tokens (``select.tiled_knobs`` at the cell's density) and its split either
+    side."""
+    from sparsec.backends.cuda import select as S
+    from sparsec.backends.kernels.common import MatmulSpec
+
+    spec = MatmulSpec(T, O, K, False, None, "float16")
+    out = []
+    for lab, d in (("p70", 0.3), ("p80", 0.2), ("p90", 0.1)):
+        kn = S.tiled_knobs(d, T, "sm_90a")
+        out += [(lab, kn, "bank")] + ks_neighbours(spec, lab, kn)
     return resolvable(spec, out)
 
 
