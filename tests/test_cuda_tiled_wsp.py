@@ -205,11 +205,11 @@ def test_model_at_16_tokens_runs_wsp_with_its_layout():
     from sparsec.backends.cuda.kernels import tiled_layout as TL
 
     torch.manual_seed(0)
-    m = nn.Linear(1024, 512).eval()
+    m = nn.Linear(2048, 1024).eval()          # large enough for the wg cost rule to pick tiled over dense
     with torch.no_grad():
         w = m.weight
         w[w.abs() <= w.abs().flatten().kthvalue(int(0.9 * w.numel())).values] = 0
-    c = sparsec.compile(m, (torch.randn(1, 16, 1024),), target="cuda", arch="sm_90a")
+    c = sparsec.compile(m, (torch.randn(1, 16, 2048),), target="cuda", arch="sm_90a")
     (k,) = c.compiled.kernels.values()
     assert k["design"] == "tiled" and k["knobs"]["mma"] == "wg" and k["knobs"]["sp"] == 1, k
     lay, names = TL.build_for(c.graph.constant("weight").value, k["knobs"])

@@ -25,8 +25,16 @@ Designs (``backends/cuda/kernels``; ``T`` = tokens, ``O x K`` = weight, ``d`` = 
 | ``wgmma`` 2:4 (sm_90a, ``wgmma.mma_async.sp``) | nm 2:4, K % 128 == 0 | fp16/bf16 | any | ``3 + max(1.125 OK / 2.8e6 occ_m, OKT / 3.5e8 occ_c)`` (x1.2 at 32 < T <= 128; T > 128: OKT / 4.6e8) |
 | ``tiled`` | bitmap, nm | fp16/bf16 | T <= 128 | ``3.0 + max(B / 3.54e6, ceil(T/32) (4.40e-4 S + 1.59e-6 dOK))`` |
 
-On sm_90a the tiled design runs as ``mma="wg"`` from 8 tokens (``tiled_knobs``), which measured faster than the
-kernel this row was fitted to; the row is kept (it overstates the tiled time there, so it never picks tiled more often).
+On sm_90a the tiled design runs as ``mma="wg"`` from 8 tokens (``tiled_knobs``), and there it has a row of its
+own (session 11, ``predict_tiled_wg_us``): ``3.05 + 0.403 B / 1e6 + W (0.047 + 0.403 T / 64)``, ``B`` = bytes
+streamed (3.1 per non-zero with ``pos7`` stages, 4.1 with ``pos``, + split-K partial outputs), ``W`` = 64-column
+stage units one SM runs in series. Fitted to 99 H100 cells of the planner's variant (T 8-128, 70-90 %, BERT-base
+and LLM shapes): median error x1.04, worst x1.18. The row above overstated the wg kernel 1.4x on the LLM shapes at
+70 %, so those layers ran dense at 1.3-1.6x the time; it also understated it on BERT-base's 3072x768 at 16-64
+tokens, which then ran tiled and slower. Elsewhere (sm_80/sm_90, T < 8, a fused activation) the row above stands.
+One limit: the dense rows assume the weight streams from DRAM. In a benchmark that replays one 4096^2 layer (33.5
+MB, inside the 50 MB L2), dense measured 7.9-8.5 us against the predicted 15, and the wg rule's tiled pick at 70 %
+(9-11 us) is slower there. In a model with many layers the weights do stream.
 
 ``occ_m = max(1, 132 / 2 blocks)``, ``occ_c = max(1, 132 / blocks)`` (blocks of the design's default knobs: a grid
 smaller than the H100's 132 SMs streams and computes at its share). ``B`` = tiled layout bytes (4 per non-zero + 16 per stage), ``S`` = stages ``ceil(O/16rt) ceil(K/sc)``
@@ -162,12 +170,36 @@ def tiled_knobs(density: float, tokens: int | None = None, arch: str | None = No
     return {"code": "pos7"} if density >= POS7_MIN_DENSITY else {}
 
 
-def predict_us(fmt: str, design: str, O: int, K: int, T: int, density: float, activation: bool = False) -> float:
+def predict_tiled_wg_us(O: int, K: int, T: int, density: float) -> float:
+    """Predicted H100 time of the tiled design as the planner runs it on sm_90a from 8 tokens (``mma="wg"`` with
+    ``tiled_knobs``): ``3.05 + 0.403 B / 1e6 + W (0.047 + 0.403 T / 64)`` us, where ``B`` = bytes streamed (3.1 per
+    non-zero with ``pos7`` stages, 4.1 with ``pos``, plus the split-K partial outputs ``2 T O ksplit``) and ``W`` =
+    64-column stage units one SM runs in series (``ceil(blocks / 3 per SM / 132) * stages per block * sc / 64``).
+    Fitted (least squares on the relative error) to 99 H100 cells of the planner's variant, 2026-11-24: T = 8-32 on
+    the three LLM shapes and 4096^2 at 70-90 % (``benchmarks/results/spmm_gpu.json``), T = 8-32 on BERT-base's three
+    shapes (``dev/tbert_run1.json``), T = 64/128 on all six (``dev/t128_run1.json``): median error x1.04, worst
+    x1.18."""
+    from sparsec.backends.cuda.kernels.tiled import resolve
+    from sparsec.backends.kernels.common import MatmulSpec
+
+    ts = resolve(MatmulSpec(T, O, K, False, None, "float16"), tiled_knobs(density, T, WGMMA_ARCHS[0]))
+    blocks = _cd(_cd(O, 16), 4 * ts.wgs) * ts.ksplit * _cd(T, ts.tn)
+    per = _cd(_cd(K, ts.sc), ts.ksplit)
+    nbytes = density * O * K * (3.1 if ts.code == "pos7" else 4.1) + 2 * T * O * ts.ksplit
+    w = _cd(blocks, 3 * H100_SMS) * per * ts.sc / 64
+    return 3.05 + 0.403 * nbytes / 1e6 + w * (0.047 + 0.403 * T / 64)
+
+
+def predict_us(fmt: str, design: str, O: int, K: int, T: int, density: float, activation: bool = False,
+               arch: str | None = None) -> float:
     """Predicted H100 time of one matmul ``Y[T, O] = X[T, K] @ W^T`` (see the module docstring);
-    ``activation``: a fused activation (the mma design then runs without split-K)."""
+    ``activation``: a fused activation (the mma design then runs without split-K); ``arch``: where the tiled design
+    runs as ``mma="wg"`` (``tiled_wg``) its own rule, ``predict_tiled_wg_us``."""
     key = (fmt, design, O, K, T)
     if key in MEASURED:
         return MEASURED[key]
+    if design == "tiled" and tiled_wg(density, T, arch, activation) and T <= TILED_MAX_T:
+        return predict_tiled_wg_us(O, K, T, density)
     ok, okt = O * K, O * K * T
     if fmt == "dense" and design == "fragment":
         return 3.0 + max(2 * ok / 2.60e6, okt / 3.90e7)
@@ -245,7 +277,7 @@ def choose(O: int, K: int, T: int, density: float, dtype: str, formats, activati
     for f in fmts:
         for d in designs_for(f, T, dtype, arch, nm):
             try:
-                us = predict_us(f, d, O, K, T, 1.0 if f == "dense" else density, activation)
+                us = predict_us(f, d, O, K, T, 1.0 if f == "dense" else density, activation, arch)
             except KeyError:
                 continue
             out.append({"format": f, "design": d, "predicted_us": round(us, 2),

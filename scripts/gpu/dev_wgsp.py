@@ -31,6 +31,8 @@ elif MODE == "big":                                # 2:4 at many tokens: tile sh
     TOKENS = [1024] if os.environ.get("DEV_WGSP_BIG") in ("1", "2", "3") else [128, 1024]
 elif MODE == "ar":                                 # 2:4 at many tokens: the stored values in registers (ar knob)
     TOKENS = [128, 1024]
+elif MODE == "bert":                               # sparsec's dense (and 2:4) wgmma on BERT-base's shapes, 8-128 tokens
+    SHAPES, TOKENS = [(768, 768), (3072, 768), (768, 3072), (4096, 4096)], [8, 16, 32, 64, 128]
 
 
 def check_cases() -> list[dict]:
@@ -39,6 +41,8 @@ def check_cases() -> list[dict]:
     if MODE == "tma":       # every warp-specialised wgmma check case (dense and 2:4) with tma=1
         return [dict(c, name=c["name"] + "_tma", knobs=dict(c["knobs"], tma=1)) for c in C.wgmma_check_cases()
                 if c["knobs"].get("ws", 1) == 1]
+    if MODE == "bert":      # the dense wgmma checks
+        return [c for c in C.wgmma_check_cases() if c["format"] == "dense"]
     if MODE == "ar":        # the 2:4 checks, and each with the stored values in registers where the knobs allow it
         base = [c for c in C.wgmma_check_cases() if c["format"] == "nm"]
         extra = [C.case(f"chk_wgar{i}_nm24_{dt}_{O}x{K}x{T}", "nm", NM24, O, K, T, dt, bias, act, ["nm", 2, 4], kn,
@@ -95,6 +99,8 @@ BIG_CHECKS = [(1160, 1024, 1030, "float16", True, "silu", dict(bm=128, bn=256, s
 
 
 def sparse_variants(O, K, T):
+    if MODE == "bert":
+        return [{}]
     if MODE == "ar":
         if os.environ.get("DEV_WGSP_AR") == "1":      # run 1 (ar_run1): register sets, tiles, ring depth
             if T > 128:
@@ -152,6 +158,8 @@ def sparse_variants(O, K, T):
 
 
 def dense_variants(O, K, T):
+    if MODE == "bert":
+        return [{}]
     if MODE == "ar":
         return [{}] if T > 128 else []
     if MODE == "big":
@@ -179,7 +187,7 @@ def bench_cases():
         for T in TOKENS:
             for v, kn in enumerate(sparse_variants(O, K, T)):
                 out.append(C.case(f"b_wgsp{v}_{O}x{K}x{T}", "nm", NM24, O, K, T, knobs=kn, design="wgmma"))
-            if T <= 32 or MODE in ("tma", "big"):
+            if T <= 32 or MODE in ("tma", "big", "bert"):
                 for v, kn in enumerate(dense_variants(O, K, T)):
                     out.append(C.case(f"b_wgd{v}_{O}x{K}x{T}", "dense", {}, O, K, T, knobs=kn, design="wgmma"))
     return out
