@@ -31,7 +31,11 @@ streamed (3.1 per non-zero with ``pos7`` stages, 4.1 with ``pos``, + split-K par
 stage units one SM runs in series. Fitted to 99 H100 cells of the planner's variant (T 8-128, 70-90 %, BERT-base
 and LLM shapes): median error x1.04, worst x1.18. The row above overstated the wg kernel 1.4x on the LLM shapes at
 70 %, so those layers ran dense at 1.3-1.6x the time; it also understated it on BERT-base's 3072x768 at 16-64
-tokens, which then ran tiled and slower. Elsewhere (sm_80/sm_90, T < 8, a fused activation) the row above stands.
+tokens, which then ran tiled and slower. Below 8 tokens (any arch: the ``mma.sync`` kernel) a third row, ``predict_tiled_small_us``:
+``3.87 + 0.481 B / 1e6 + 3.19 [ksplit > 1]``, fitted to 63 H100 cells at T = 1, 2, 4 (BERT-base and LLM shapes,
+70-90 %; median x1.05, worst x1.18). With the row above, 70 % LLM layers at batch-1 decode ran dense (predicted 34 us
+against 35; measured tiled 24 us, dense 33 us), and BERT-size layers at 80-90 % ran tiled, 10-70 % slower than
+dense. Elsewhere (sm_80/sm_90 at 8-128 tokens, a fused activation from 8 tokens) the row above stands.
 One limit: the dense rows assume the weight streams from DRAM. In a benchmark that replays one 4096^2 layer (33.5
 MB, inside the 50 MB L2), dense measured 7.9-8.5 us against the predicted 15, and the wg rule's tiled pick at 70 %
 (9-11 us) is slower there. In a model with many layers the weights do stream.
@@ -190,6 +194,22 @@ def predict_tiled_wg_us(O: int, K: int, T: int, density: float) -> float:
     return 3.05 + 0.403 * nbytes / 1e6 + w * (0.047 + 0.403 * T / 64)
 
 
+def predict_tiled_small_us(O: int, K: int, T: int, density: float, activation: bool = False) -> float:
+    """Predicted H100 time of the tiled design below 8 tokens (the ``mma.sync`` kernel with ``tiled_knobs``: ``pos7``
+    stages from density 0.2, ``clear="unscatter"`` up to 1/8): ``3.87 + 0.481 B / 1e6 + 3.19 [ksplit > 1]`` us, ``B``
+    = 3.1 bytes per non-zero with ``pos7``, 4.1 with ``pos`` (a split adds the zeroing launch and the atomics).
+    Fitted (least squares on the relative error) to 63 H100 cells of the planner's variant, 2026-11-24: T = 1, 2, 4 x
+    70-90 % x BERT-base's three shapes, 4096^2 and the three LLM shapes (``benchmarks/results/dev/t1_run1.json``):
+    median error x1.05, worst x1.18."""
+    from sparsec.backends.cuda.kernels.tiled import resolve
+    from sparsec.backends.kernels.common import MatmulSpec
+
+    ts = resolve(MatmulSpec(T, O, K, False, "gelu" if activation else None, "float16"),
+                 tiled_knobs(density, T, None, activation))
+    nbytes = density * O * K * (3.1 if ts.code == "pos7" else 4.1)
+    return 3.87 + 0.481 * nbytes / 1e6 + (3.19 if ts.ksplit > 1 else 0.0)
+
+
 def predict_us(fmt: str, design: str, O: int, K: int, T: int, density: float, activation: bool = False,
                arch: str | None = None) -> float:
     """Predicted H100 time of one matmul ``Y[T, O] = X[T, K] @ W^T`` (see the module docstring);
@@ -200,6 +220,8 @@ def predict_us(fmt: str, design: str, O: int, K: int, T: int, density: float, ac
         return MEASURED[key]
     if design == "tiled" and tiled_wg(density, T, arch, activation) and T <= TILED_MAX_T:
         return predict_tiled_wg_us(O, K, T, density)
+    if design == "tiled" and T < 8:
+        return predict_tiled_small_us(O, K, T, density, activation)
     ok, okt = O * K, O * K * T
     if fmt == "dense" and design == "fragment":
         return 3.0 + max(2 * ok / 2.60e6, okt / 3.90e7)

@@ -39,6 +39,7 @@ CASES = {
     "decode_mlp": ("decode_mlp", "float16", None),      # 32 tokens: tiled mma="wg" on sm_90a
     "decode_mlp16": ("decode_mlp16", "float16", None),  # 16 tokens: tiled mma="wg" with sp=1 (2:4 operand)
     "decode_mlp16_70": ("decode_mlp16@70", "float16", None),  # 70 % at 16 tokens: tiled mma="wg", pos7 stages
+    "decode_mlp1_70": ("decode_mlp1@70", "float16", None),  # 70 % at one token: the mma.sync tiled kernel, pos7
     "hf_bert": ("hf_bert", "float16", None),
     "hf_gpt2": ("hf_gpt2", "float16", None),
     "bert_base_b8": ("bert_base", "float16", 8),

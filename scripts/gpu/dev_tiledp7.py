@@ -51,6 +51,8 @@ elif MODE == "t128":           # the wg kernel at 64-128 tokens on BERT-base and
     SHAPES, TOKENS = [(768, 768), (3072, 768), (768, 3072), (4096, 4096), (11008, 4096), (4096, 11008)], [64, 128]
 elif MODE == "tbert":          # the wg kernel at 8-32 tokens on BERT-base's shapes
     SHAPES, TOKENS = [(768, 768), (3072, 768), (768, 3072)], [8, 16, 32]
+elif MODE == "t1":             # the planner's mma.sync tiled kernel below 8 tokens, BERT-base and LLM shapes
+    SHAPES, TOKENS = [(768, 768), (3072, 768), (768, 3072)] + SHAPES, [1, 2, 4]
 elif MODE == "wgx":             # xa=1: the activations in registers (also at 64 tokens, where M = 64 is all tokens)
     SHAPES, TOKENS = SHAPES[1:], [8, 16, 32, 64]
 SPARSITY = ([0.8, 0.9] if MODE in ("wsp2", "s256") else [0.9] if MODE == "occ" else [0.7] if MODE == "w70"
@@ -94,6 +96,8 @@ def check_cases() -> list[dict]:
     if MODE == "wgs4":          # a third of the wg and wsp grids with 3 / 4 warpgroups per block
         return [dict(c, name=c["name"].replace("chk_tiled", "chk_wgs4"), knobs=dict(c["knobs"], wgs=3 + i % 2))
                 for i, c in enumerate(C.tiled_wg_check_cases() + check_cases_wsp()) if i % 3 == 1]
+    if MODE == "t1":            # a third of the pos7 grid
+        return [c for i, c in enumerate(C.tiled_pos7_check_cases()) if i % 3 == 0]
     if MODE == "tbert":         # a quarter of the wg grid (another quarter than t128's)
         return [c for i, c in enumerate(C.tiled_wg_check_cases()) if i % 4 == 1]
     if MODE == "t128":          # a quarter of the wg grid
@@ -169,6 +173,13 @@ def variants(O, K, T):
         return variants_w70(O, K, T)
     if MODE in ("t128", "tbert"):
         return variants_t128(O, K, T)
+    if MODE == "t1":
+        from sparsec.backends.cuda import select as S
+        from sparsec.backends.kernels.common import MatmulSpec
+
+        return resolvable(MatmulSpec(T, O, K, False, None, "float16"),
+                          [(lab, S.tiled_knobs(d, T, "sm_90a"), "bank") for lab, d in (("p70", 0.3), ("p80", 0.2),
+                                                                                         ("p90", 0.1))])
     if MODE == "wgs4":
         return variants_wgs4(O, K, T)
     if MODE == "s256":

@@ -33,6 +33,8 @@ elif MODE == "ar":                                 # 2:4 at many tokens: the sto
     TOKENS = [128, 1024]
 elif MODE == "bert":                               # sparsec's dense (and 2:4) wgmma on BERT-base's shapes, 8-128 tokens
     SHAPES, TOKENS = [(768, 768), (3072, 768), (768, 3072), (4096, 4096)], [8, 16, 32, 64, 128]
+elif MODE == "bert1":                              # the same below 8 tokens
+    SHAPES, TOKENS = [(768, 768), (3072, 768), (768, 3072), (4096, 4096)], [1, 2, 4]
 
 
 def check_cases() -> list[dict]:
@@ -41,7 +43,7 @@ def check_cases() -> list[dict]:
     if MODE == "tma":       # every warp-specialised wgmma check case (dense and 2:4) with tma=1
         return [dict(c, name=c["name"] + "_tma", knobs=dict(c["knobs"], tma=1)) for c in C.wgmma_check_cases()
                 if c["knobs"].get("ws", 1) == 1]
-    if MODE == "bert":      # the dense wgmma checks
+    if MODE in ("bert", "bert1"):      # the dense wgmma checks
         return [c for c in C.wgmma_check_cases() if c["format"] == "dense"]
     if MODE == "ar":        # the 2:4 checks, and each with the stored values in registers where the knobs allow it
         base = [c for c in C.wgmma_check_cases() if c["format"] == "nm"]
@@ -99,7 +101,7 @@ BIG_CHECKS = [(1160, 1024, 1030, "float16", True, "silu", dict(bm=128, bn=256, s
 
 
 def sparse_variants(O, K, T):
-    if MODE == "bert":
+    if MODE in ("bert", "bert1"):
         return [{}]
     if MODE == "ar":
         if os.environ.get("DEV_WGSP_AR") == "1":      # run 1 (ar_run1): register sets, tiles, ring depth
@@ -158,7 +160,7 @@ def sparse_variants(O, K, T):
 
 
 def dense_variants(O, K, T):
-    if MODE == "bert":
+    if MODE in ("bert", "bert1"):
         return [{}]
     if MODE == "ar":
         return [{}] if T > 128 else []
@@ -187,7 +189,7 @@ def bench_cases():
         for T in TOKENS:
             for v, kn in enumerate(sparse_variants(O, K, T)):
                 out.append(C.case(f"b_wgsp{v}_{O}x{K}x{T}", "nm", NM24, O, K, T, knobs=kn, design="wgmma"))
-            if T <= 32 or MODE in ("tma", "big", "bert"):
+            if T <= 32 or MODE in ("tma", "big", "bert", "bert1"):
                 for v, kn in enumerate(dense_variants(O, K, T)):
                     out.append(C.case(f"b_wgd{v}_{O}x{K}x{T}", "dense", {}, O, K, T, knobs=kn, design="wgmma"))
     return out

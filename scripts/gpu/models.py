@@ -105,7 +105,23 @@ def _decode_mlp16():
     return DecodeMLP(), (torch.randn(1, 16, 1024, generator=torch.Generator().manual_seed(8)),)
 
 
+class DecodeMLP2k(DecodeMLP):
+    """DecodeMLP with 2048 -> 4096 -> 2048 linears: large enough for the planner's tiled kernel at one token and
+    70 %."""
+
+    def __init__(self):
+        super().__init__()
+        self.up, self.down = nn.Linear(2048, 4096), nn.Linear(4096, 2048)
+
+
+def _decode_mlp1():
+    """Batch-1 decode (one token): below 8 tokens the planner runs the mma.sync tiled kernel where it predicts it
+    faster than dense (``select.predict_tiled_small_us``)."""
+    return DecodeMLP2k(), (torch.randn(1, 1, 2048, generator=torch.Generator().manual_seed(9)),)
+
+
 MODELS = {
+    "decode_mlp1": _decode_mlp1,
     "decode_mlp": _decode_mlp,
     "decode_mlp16": _decode_mlp16,
     "mlp": lambda: _example("mlp"),
