@@ -332,22 +332,30 @@ def tail_split(ws: WgmmaSpec) -> tuple[int, int] | None:
     return full, tiles - full
 
 
+def _wgmma_sp_device_function(name: str, bn: int, pt: str, params: str, a_regs: int, ins: str, tail: str) -> str:
+    """CUDA source of an inline-asm device function issuing one ``wgmma.mma_async.sp ... m64n{bn}k32``: fp32
+    accumulators ``d[0 .. bn/2)`` (in/out, by pointer: inlined into registers), then the A operand (a descriptor, or
+    ``a_regs`` registers), the B descriptor and the metadata word; ``tail``: the immediates after them."""
+    n = bn // 2
+    regs = ", ".join(f"%{i}" for i in range(n))
+    outs = ", ".join(f'"+f"(d[{i}])' for i in range(n))
+    a = f"%{n}" if a_regs == 0 else "{" + ", ".join(f"%{n + i}" for i in range(a_regs)) + "}"
+    k = n + max(a_regs, 1)
+    return (f"__forceinline__ __device__ void {name}(float* d, {params}) {{\n"
+            f'  asm volatile("wgmma.mma_async.sp.sync.aligned.m64n{bn}k32.f32.{pt}.{pt} {{{regs}}}, {a}, %{k}, '
+            f'%{k + 1}, {tail};"\n'
+            f'               : {outs}\n'
+            f'               : {ins} : "memory");\n}}')
+
+
 def wgmma_sp_source(bn: int, pt: str) -> tuple[str, str]:
     """``(name, CUDA source)`` of the device function issuing one ``wgmma.mma_async.sp ... m64n{bn}k32`` (TVM
     0.27's PTX table has no sparse wgmma): fp32 accumulators ``d[0 .. bn/2)`` (in/out), A and B shared-memory
     descriptors, the thread's 32-bit metadata word; sparsity selector 0 (threads 0 and 1 of each quad supply
     the metadata), scale-d 1, no negation, no transposes."""
-    n = bn // 2
     name = f"sparsec_wgmma_sp_m64n{bn}k32_{pt}"
-    regs = ", ".join(f"%{i}" for i in range(n))
-    outs = ", ".join(f'"+f"(d[{i}])' for i in range(n))
-    src = (f"__forceinline__ __device__ void {name}(float* d, unsigned long long da, unsigned long long db, "
-           f"unsigned int e) {{\n"
-           f'  asm volatile("wgmma.mma_async.sp.sync.aligned.m64n{bn}k32.f32.{pt}.{pt} {{{regs}}}, %{n}, %{n + 1}, '
-           f'%{n + 2}, 0, 1, 1, 1, 0, 0;"\n'
-           f'               : {outs}\n'
-           f'               : "l"(da), "l"(db), "r"(e) : "memory");\n}}')
-    return name, src
+    return name, _wgmma_sp_device_function(name, bn, pt, "unsigned long long da, unsigned long long db, unsigned int e",
+                                           0, '"l"(da), "l"(db), "r"(e)', "0, 1, 1, 1, 0, 0")
 
 
 def wgmma_sp_rs_source(bn: int, pt: str) -> tuple[str, str]:
@@ -355,17 +363,10 @@ def wgmma_sp_rs_source(bn: int, pt: str) -> tuple[str, str]:
     ``mma.m16n8k16`` A fragment of the warp's 16 rows over the k32 step's 16 stored columns; ``mma_layout``'s
     ``sp_frag`` order), B a shared-memory descriptor; sparsity selector 0, scale-d 1, no negation, B not
     transposed."""
-    n = bn // 2
     name = f"sparsec_wgmma_sp_rs_m64n{bn}k32_{pt}"
-    regs = ", ".join(f"%{i}" for i in range(n))
-    outs = ", ".join(f'"+f"(d[{i}])' for i in range(n))
-    src = (f"__forceinline__ __device__ void {name}(float* d, unsigned int a0, unsigned int a1, unsigned int a2, "
-           f"unsigned int a3, unsigned long long db, unsigned int e) {{\n"
-           f'  asm volatile("wgmma.mma_async.sp.sync.aligned.m64n{bn}k32.f32.{pt}.{pt} {{{regs}}}, '
-           f'{{%{n}, %{n + 1}, %{n + 2}, %{n + 3}}}, %{n + 4}, %{n + 5}, 0, 1, 1, 1, 0;"\n'
-           f'               : {outs}\n'
-           f'               : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "r"(e) : "memory");\n}}')
-    return name, src
+    params = "unsigned int a0, unsigned int a1, unsigned int a2, unsigned int a3, unsigned long long db, unsigned int e"
+    return name, _wgmma_sp_device_function(name, bn, pt, params, 4,
+                                           '"r"(a0), "r"(a1), "r"(a2), "r"(a3), "l"(db), "r"(e)', "0, 1, 1, 1, 0")
 
 
 MBAR_SRC = {   # device helpers, one source per function (TVM emits each function's source once)
