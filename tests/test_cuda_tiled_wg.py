@@ -394,3 +394,14 @@ def test_small_token_tiled_rule_tracks_the_measured_planner_variant():
     for arch in ("sm_90a", "sm_80"):
         assert runs_tiled(11008, 4096, 1, 0.3, arch) and runs_tiled(9216, 36864, 1, 0.3, arch)
         assert not runs_tiled(768, 3072, 1, 0.1, arch)
+
+
+def test_cost_rule_skips_tiled_where_the_planners_kernel_cannot_run():
+    """K % 8 != 0 at 16 tokens on sm_90a: the wg kernel refuses the shape, so the tiled design is no candidate (no
+    error out of the cost rule); below 8 tokens the mma.sync kernel takes it."""
+    from sparsec.backends.cuda import select as S
+
+    ranked, dense = S.ranked_designs("bitmap", 100, 77, 16, 0.1, "float16", False, "sm_90a")
+    assert "tiled" not in dict(ranked) and dense > 0
+    ranked, _ = S.ranked_designs("bitmap", 100, 77, 1, 0.1, "float16", False, "sm_90a")
+    assert "tiled" in dict(ranked)

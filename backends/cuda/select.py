@@ -218,10 +218,13 @@ def predict_us(fmt: str, design: str, O: int, K: int, T: int, density: float, ac
     key = (fmt, design, O, K, T)
     if key in MEASURED:
         return MEASURED[key]
-    if design == "tiled" and tiled_wg(density, T, arch, activation) and T <= TILED_MAX_T:
-        return predict_tiled_wg_us(O, K, T, density)
-    if design == "tiled" and T < 8:
-        return predict_tiled_small_us(O, K, T, density, activation)
+    if design == "tiled" and ((wg := tiled_wg(density, T, arch, activation)) and T <= TILED_MAX_T or T < 8):
+        from sparsec.backends.kernels.common import KernelError
+
+        try:
+            return predict_tiled_wg_us(O, K, T, density) if wg else predict_tiled_small_us(O, K, T, density, activation)
+        except KernelError as exc:      # the planner's kernel cannot run this shape (e.g. K % 8 != 0 for mma="wg")
+            raise KeyError(f"no tiled candidate for {O}x{K} at {T} tokens: {exc}") from None
     ok, okt = O * K, O * K * T
     if fmt == "dense" and design == "fragment":
         return 3.0 + max(2 * ok / 2.60e6, okt / 3.90e7)
