@@ -45,7 +45,7 @@ elif MODE == "s256":            # sp=1 with 256-column stages (two compressed at
     SHAPES, TOKENS = SHAPES[1:], [8, 16, 32]
 elif MODE == "wgs4":            # 3-4 warpgroups per block (one activation tile for 192-256 rows) at 16 / 32 tokens
     SHAPES, TOKENS = SHAPES[1:], [16, 32]
-elif MODE == "w70":            # 70 % at 16 / 32 tokens: block shape, activation ring, splits (session 11)
+elif MODE in ("w70", "ks70"):  # 70 % at 16 / 32 tokens: block shape, activation ring, splits (session 11)
     SHAPES, TOKENS = SHAPES[1:], [16, 32]
 elif MODE == "t128":           # the wg kernel at 64-128 tokens on BERT-base and LLM shapes (a cost rule for it)
     SHAPES, TOKENS = [(768, 768), (3072, 768), (768, 3072), (4096, 4096), (11008, 4096), (4096, 11008)], [64, 128]
@@ -55,7 +55,7 @@ elif MODE == "t1":             # the planner's mma.sync tiled kernel below 8 tok
     SHAPES, TOKENS = [(768, 768), (3072, 768), (768, 3072)] + SHAPES, [1, 2, 4]
 elif MODE == "wgx":             # xa=1: the activations in registers (also at 64 tokens, where M = 64 is all tokens)
     SHAPES, TOKENS = SHAPES[1:], [8, 16, 32, 64]
-SPARSITY = ([0.8, 0.9] if MODE in ("wsp2", "s256") else [0.9] if MODE == "occ" else [0.7] if MODE == "w70"
+SPARSITY = ([0.8, 0.9] if MODE in ("wsp2", "s256") else [0.9] if MODE == "occ" else [0.7] if MODE in ("w70", "ks70")
             else [0.7, 0.8, 0.9])
 ROUNDS = 7
 ARCH = "sm_90a"
@@ -102,6 +102,9 @@ def check_cases() -> list[dict]:
         return [c for i, c in enumerate(C.tiled_wg_check_cases()) if i % 4 == 1]
     if MODE == "t128":          # a quarter of the wg grid
         return [c for i, c in enumerate(C.tiled_wg_check_cases()) if i % 4 == 0]
+    if MODE == "ks70":          # a third of the wg grid at splits off the WG_KSPLIT list
+        return [dict(c, name=c["name"].replace("chk_tiled", "chk_ks70"), knobs=dict(c["knobs"], ksplit=(5, 7, 10)[i % 3]))
+                for i, c in enumerate(C.tiled_wg_check_cases()) if i % 3 == 0 and c["K"] >= 1000 and not c["activation"]]
     if MODE == "w70":           # a third of the wg grid with one warpgroup / one activation tile ahead
         return [dict(c, name=c["name"].replace("chk_tiled", "chk_w70"), knobs=dict(c["knobs"], wgs=1 + i % 2, xd=1))
                 for i, c in enumerate(C.tiled_wg_check_cases()) if i % 3 == 2]
@@ -171,6 +174,16 @@ def variants(O, K, T):
         return variants_occ(O, K, T)
     if MODE == "w70":
         return variants_w70(O, K, T)
+    if MODE == "ks70":          # the planner's 70 % variant at splits around its default, off the WG_KSPLIT list too
+        from sparsec.backends.cuda import select as S
+        from sparsec.backends.cuda.kernels.tiled import resolve
+        from sparsec.backends.kernels.common import MatmulSpec
+
+        spec = MatmulSpec(T, O, K, False, None, "float16")
+        p = S.tiled_knobs(0.3, T, "sm_90a")
+        d = resolve(spec, p).ksplit
+        ks = sorted({max(1, round(d * f)) for f in (0.67, 0.75, 0.83, 1.0, 1.17, 1.33)} | {d - 1, d + 1})
+        return resolvable(spec, [(f"ks{k}", dict(p, ksplit=k), "bank") for k in ks if 1 <= k <= 64])
     if MODE in ("t128", "tbert"):
         return variants_t128(O, K, T)
     if MODE == "t1":

@@ -86,7 +86,7 @@ from sparsec.backends.cuda.kernels.staged import warp_reduce_epilogue
 from sparsec.backends.kernels.common import Arg, KernelError, MatmulSpec, ceil_div, epilogue, meta_of
 
 KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128, 256), "warps": (1, 2, 4, 8, 16),
-         "ksplit": (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48),
+         "ksplit": tuple(range(1, 65)),
          "tn": (8, 16, 24, 32, 40, 48, 56, 64, 96, 128), "pipe": (1, 2, 3), "sync": ("warp", "block"),
          "clear": ("zero", "unscatter"), "code": ("pos", "bitmap", "pos7"), "vsrc": ("smem", "global"),
          "split": ("k", "rows"), "xpipe": (0, 1), "minb": (0, 2, 3, 4, 5, 6),
@@ -98,6 +98,7 @@ WG_KSPLIT = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)
 WG_MAX_PER = 24              # mma="wg" default split: at most this many stages per block ...
 WG_MIN_BLOCKS = 3 * 132      # ... and about 3 blocks (12 warps) per H100 SM
 KSPLIT_K = (1, 2, 3, 4, 6, 8, 12, 16)   # split="k": the default split's candidates
+KSPLIT_ROWS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)   # split="rows": the default split's candidates
 MAX_PER_ROWS = 24                        # split="rows": default split keeps a warp's stages <= this
 MAX_PER = 12                 # default split: at most this many stages per warp ...
 MIN_WARPS = 1024             # ... and about a block of 8 warps per H100 SM (132)
@@ -208,7 +209,7 @@ def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
             # <= MAX_PER_ROWS stages and the grid has a block per SM (no split with an activation)
             ks = 1
             if spec.activation is None:
-                for cand in KNOBS["ksplit"]:
+                for cand in KSPLIT_ROWS:
                     if cand > nst:
                         break
                     ks = cand
