@@ -277,10 +277,8 @@ def write_weights(model: nn.Module, artifact: str) -> int:
             elif buf.startswith("mma."):      # the 2:4 mma.sp / wgmma.sp operands "mma.<buffer>"
                 from sparsec.backends.cuda.kernels import mma_layout
 
-                if (name, "mma") not in packed:
+                if buf[4:] not in packed.get((name, "mma"), {}):     # sp_frag: built on first use
                     packed[(name, "mma")] = mma_layout.build(packed[name], frag=buf == "mma.sp_frag")
-                elif buf == "mma.sp_frag" and buf[4:] not in packed[(name, "mma")]:
-                    packed[(name, "mma")] = mma_layout.build(packed[name], frag=True)
                 t = packed[(name, "mma")][buf[4:]]
             else:
                 t = getattr(packed[name], buf)

@@ -125,7 +125,6 @@ class WgmmaSpec:
     ar: int = 0
     ana: int = 0
 
-
     def stage_raw(self) -> int:
         """Elements (halves) a ring slot receives: A tile (bm x 64, or when sparse bm x spk/2 stored values), B tile
         (bn x 64, or when sparse spk/64 bn x 64 sub-tiles), metadata (sparse: bm/16 row blocks x spk/16 column
@@ -238,14 +237,15 @@ def resolve(O: int, K: int, T: int, knobs: dict | None, spec: MatmulSpec, sparse
     if not kn["ws"] and knobs.get("tma") is None:
         kn["tma"] = 0                        # the default TMA producer needs the producer warpgroup
     ar = kn.get("ar") or 0
-    if ar and knobs.get("stages") is None:
-        # no A tile in a slot: as many slots as fit, up to 8
-        per = (kn["bn"] * SP_KMUL + kn["bm"] * SP_KMUL // 16) * 2
-        kn["stages"] = max(2, min(8, (SMEM_LIMIT - ALIGN) // (ceil_div(per, ALIGN) * ALIGN)))
     if ar and knobs.get("wip") is None:
         kn["wip"] = 0
     ws = WgmmaSpec(spec, kn["bm"], kn["bn"], kn["stages"], ks, kn["gm"], kn["wip"], kn["ws"], sparse, kn["tma"],
                    kn["spk"] if sparse else SP_KMUL, kn.get("tail") or 1, kn.get("sk") or 0, ar, kn.get("ana") or 0)
+    if ar and knobs.get("stages") is None:
+        from dataclasses import replace
+
+        # no A tile in a slot: as many slots as fit, up to 8
+        ws = replace(ws, stages=max(2, min(8, (SMEM_LIMIT - ALIGN) // (ws.stage_elems() * 2))))
     if ws.ana and not ws.ar:
         raise KernelError("cuda wgmma kernel: ana=1 is a knob of the register-operand values (ar > 0)")
     if ws.ar and not (sparse and ws.tma and ws.ws and ws.wip == 0 and ws.spk == SP_KMUL):
