@@ -15,4 +15,4 @@ for root in ROOTS:
     packages += [f"sparsec.{root}.{p}" for p in find_packages(root)]
 
 setup(packages=packages, package_dir=package_dir,
-      package_data={"": ["*.toml", "*.json", "*.mtx", "*.c", "*.h"]})
+      package_data={"": ["*.toml", "*.json", "*.jsonl", "*.mtx", "*.c", "*.h"]})

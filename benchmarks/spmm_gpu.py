@@ -7,7 +7,9 @@ cuBLAS (``F.linear``), cuSPARSE (``torch.mm(W.to_sparse_csr(), X^T)``), cuSPARSE
 (``to_sparse_semi_structured``, 2:4 only). Every time is the median of 5 replays of a CUDA graph of
 20 calls (no launch gaps; ``loop`` in the JSON where a library could not be captured).
 ``sparsec`` = the fastest of sparsec's kernels for the pattern (bitmap "fragment" kernel, or the
-"tiled" kernel on its private tiled-CSR layout, best of its timed knob variants);
+"tiled" kernel on its private tiled-CSR layout, best of its timed knob variants); ``planner_ms`` /
+``tuned_ms``: the tiled variant ``sparsec compile`` runs without / with the tuning database (the shipped H100
+records of ``sparsec autotune --target cuda``, measured in an earlier run), ``compiled_tiled_ms`` the one it runs;
 ``dispatch`` = the faster of that and sparsec's dense kernel for that shape (the faster of the
 fragment dense kernel and, at T >= 32, the dlight shared-memory GEMM), what a cost-model
 dispatcher picking per layer would get; sparsec's dense includes the Hopper ``wgmma`` GEMM (``wgmma_gemm.py``,
@@ -172,12 +174,22 @@ def main():
                         ref = F.linear(x.float(), w.float())
                         err = float((y.float() - ref).abs().max() / ref.abs().max())
                         t_t, _ = env.bench_graph(f)
-                        r.setdefault("tiled_variants", []).append({"knobs": kn, "ms": t_t, "rel_err": err})
+                        roles = by_name[tname].get("roles", [])
+                        r.setdefault("tiled_variants", []).append({"knobs": kn, "ms": t_t, "rel_err": err,
+                                                                   "roles": roles})
+                        pct = pat[len("unstructured"):]
+                        for role in ("planner", "tuned"):     # what `sparsec compile` runs, untuned / tuned
+                            if role + pct in roles:
+                                r[f"{role}_ms"] = t_t if err <= 1e-2 else None
                         if err > 1e-2:          # a wrong kernel is not a contender
                             print(f"WRONG {tname} {kn}: rel. error {err:.2e}", flush=True)
                         elif r.get("tiled_ms") is None or t_t < r["tiled_ms"]:
                             r["tiled_ms"], r["tiled_knobs"], r["tiled_bytes"] = t_t, kn, TL.nbytes(lay)
                         v += 1
+                    comp = r.get("tuned_ms") or r.get("planner_ms")
+                    if comp:        # the tiled kernel `sparsec compile --target cuda --arch sm_90a` runs here
+                        r["compiled_tiled_ms"] = comp
+                        r["compiled_tiled_vs_cublas"] = t_cublas / comp
                     if r.get("tiled_ms"):
                         r["tiled_GBps"] = r["tiled_bytes"] / r["tiled_ms"] / 1e6
                         r["tiled_vs_cublas"] = t_cublas / r["tiled_ms"]

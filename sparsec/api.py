@@ -104,7 +104,8 @@ def compile(model, example_inputs=None, *, target: str = "llvm", sparsity: float
         pattern = "unstructured"
     if target == "cuda":
         return _compile_cuda(model, example_inputs, sparsity=sparsity, pattern=pattern, format=format,
-                             measure=measure, spec=spec, progress=progress, arch=arch, dtype=dtype)
+                             measure=measure, spec=spec, progress=progress, arch=arch, dtype=dtype,
+                             tuning_db=tuning_db)
     if arch is not None or dtype is not None:
         raise ParameterError("--arch and --dtype apply to --target cuda only")
     t0 = time.perf_counter()
@@ -152,18 +153,14 @@ def compile(model, example_inputs=None, *, target: str = "llvm", sparsity: float
     return Compiled(g, cg, layer_report(g, choices), timings, tuple(example_inputs))
 
 
-def _compile_cuda(model, example_inputs, *, sparsity, pattern, format, measure, spec, progress, arch, dtype):
-    """``compile(..., target="cuda")``: cast to ``dtype``, prune/select formats for the GPU, build."""
-    from sparsec.backends.cuda.compile import DEFAULT_DTYPE, compile_graph_cuda, cast_model, cuda_pipeline
-    from sparsec.backends.cuda.toolchain import DEFAULT_ARCH, check_arch
+def cuda_graph(model, example_inputs, *, sparsity, pattern, format, spec, arch, dtype):
+    """The model imported, cast to ``dtype``, pruned and with formats selected for the GPU:
+    ``(graph, choices, inputs, import seconds, passes seconds)``."""
+    from sparsec.backends.cuda.compile import cast_model, cuda_pipeline
     from sparsec.frontends.load import capture, load_model, lower_exported
     from sparsec.ir.errors import ModelError
     from sparsec.passes.pipeline import run_passes
 
-    arch = check_arch(arch or DEFAULT_ARCH)
-    dtype = dtype or DEFAULT_DTYPE
-    if measure:
-        raise ParameterError("--measure times kernels on this host; it cannot measure --target cuda")
     t0 = time.perf_counter()
     source = None
     if isinstance(model, (str, os.PathLike)):
@@ -180,8 +177,29 @@ def _compile_cuda(model, example_inputs, *, sparsity, pattern, format, measure, 
     t1 = time.perf_counter()
     choices: list = []
     g = run_passes(g, cuda_pipeline(pattern, sparsity, format, choices, spec=spec, arch=arch))
+    return g, choices, inputs, t1 - t0, time.perf_counter() - t1
+
+
+def _compile_cuda(model, example_inputs, *, sparsity, pattern, format, measure, spec, progress, arch, dtype,
+                  tuning_db=None):
+    """``compile(..., target="cuda")``: cast to ``dtype``, prune/select formats for the GPU, build; tiled kernels
+    take the tuning database's knobs where it has them (``backends/cuda/tune.py``)."""
+    from sparsec.backends.cuda.compile import DEFAULT_DTYPE, compile_graph_cuda
+    from sparsec.backends.cuda.toolchain import DEFAULT_ARCH, check_arch
+
+    arch = check_arch(arch or DEFAULT_ARCH)
+    dtype = dtype or DEFAULT_DTYPE
+    if measure:
+        raise ParameterError("--measure times kernels on this host; it cannot measure --target cuda")
+    db = None
+    if tuning_db is not False:
+        from sparsec.passes.autotune.apply import open_db
+        db = open_db(tuning_db or None)
+    g, choices, inputs, t_imp, t_pass = cuda_graph(model, example_inputs, sparsity=sparsity, pattern=pattern,
+                                                   format=format, spec=spec, arch=arch, dtype=dtype)
     t2 = time.perf_counter()
-    cg = compile_graph_cuda(g, arch=arch, dtype=dtype, progress=progress)
+    cg = compile_graph_cuda(g, arch=arch, dtype=dtype, progress=progress, tuning_db=db)
     t3 = time.perf_counter()
-    timings = {"import_s": t1 - t0, "passes_s": t2 - t1, "codegen_s": t3 - t2, "total_s": t3 - t0, **cg.timings}
+    timings = {"import_s": t_imp, "passes_s": t_pass, "codegen_s": t3 - t2, "total_s": t_imp + t_pass + t3 - t2,
+               **cg.timings}
     return Compiled(g, cg, layer_report(g, choices), timings, inputs)

@@ -208,9 +208,10 @@ def softmax_cuda(node: Node, x, out: TensorType):
 
 
 class _CudaPlanner(_Planner):
-    def __init__(self, g: Graph, target, arch: str):
+    def __init__(self, g: Graph, target, arch: str, tuning_db=None):
         super().__init__(g, target)
         self.arch = arch
+        self.tuning_db = tuning_db            # `sparsec autotune --target cuda` records (backends/cuda/tune.py)
         self.kernels: dict[str, dict] = {}    # matmul node -> format, design, predicted time (manifest "kernels")
 
     def kind(self, node: Node) -> str:
@@ -255,20 +256,31 @@ class _CudaPlanner(_Planner):
         density = fmt.nnz / max(o * k, 1) if fmt.name != "dense" else 1.0
         ranked, dense_us = S.ranked_designs(fmt.name, o, k, tokens, density, dtype, activation is not None,
                                             self.arch)
-        func = None
+        func, tuned = None, None
         for design, us in ranked:         # the fastest design whose kernel this shape allows
             if design == "fragment":
                 us = S.predict_us(fmt.name, "fragment", o, k, tokens, density) if us == math.inf else us
                 break
-            try:
-                func, args, knobs = cuda_matmul_primfunc(fmt, tokens, bias=bias is not None, activation=activation,
-                                                         design=design,
-                                                         knobs=S.tiled_knobs(density, tokens, self.arch,
-                                                                             activation is not None)
-                                                         if design == "tiled" else None)
+            tries = [None]
+            if design == "tiled":
+                # the tuning database's fastest correct knobs for this key (backends/cuda/tune.py), else the
+                # planner's; tuned knobs a fused activation cannot take (a split > 1) fall back to the planner's
+                from sparsec.backends.cuda.tune import lookup
+
+                hit = lookup(o, k, tokens, density, dtype, self.arch, self.tuning_db)
+                tries = ([hit] if hit else []) + [(S.tiled_knobs(density, tokens, self.arch, activation is not None),
+                                                   None, None)]
+            for kn in tries:
+                try:
+                    func, args, knobs = cuda_matmul_primfunc(fmt, tokens, bias=bias is not None,
+                                                             activation=activation, design=design,
+                                                             knobs=kn[0] if kn else None)
+                    tuned = kn if kn and kn[1] is not None else None
+                    break
+                except Exception:  # noqa: BLE001  (this shape is outside the design: the next one runs it)
+                    continue
+            if func is not None:
                 break
-            except Exception:  # noqa: BLE001  (this shape is outside the design: the next one runs it)
-                continue
         if func is None:
             try:
                 func, args, knobs = cuda_matmul_primfunc(fmt, tokens, bias=bias is not None, activation=activation,
@@ -298,6 +310,8 @@ class _CudaPlanner(_Planner):
         self.kernels[node.name] = {"weight": w, "format": fmt.name, "design": design, "shape": [o, k],
                                    "tokens": tokens, "density": round(density, 4), "knobs": knobs,
                                    "predicted_us": round(us, 2), "dense_predicted_us": round(dense_us, 2),
+                                   **({"tuned": {"measured_us": round(tuned[1].time_s * 1e6, 2), "on": tuned[1].host,
+                                                 "db": tuned[2]}} if tuned else {}),
                                    "function": sym}
         y2 = self.temp(node.name + ".y2", TensorType((tokens, o), dtype))
         call = buffers + [x2] + ([self.arg(bias)] if bias is not None else []) + [y2]
@@ -372,19 +386,15 @@ class CompiledCuda:
         return CudaExecutor(self.module, self.plan, self.consts)
 
 
-def compile_graph_cuda(g: Graph, arch: str = "sm_90", dtype: str = DEFAULT_DTYPE,
-                       progress: Callable[[int, int, str], None] | None = None) -> CompiledCuda:
-    """Lower every node for CUDA, build one library (fatbin for ``arch``), plan the buffers."""
-    import tvm
-
+def lower_graph_cuda(g: Graph, arch: str = "sm_90", progress: Callable[[int, int, str], None] | None = None,
+                     tuning_db=None) -> "_CudaPlanner":
+    """Lower every node for CUDA (kernel choice per matmul: ``planner.kernels``); nothing is built."""
     from sparsec.backends.cuda import toolchain
 
     toolchain.check_arch(arch)
     toolchain.ensure_cuda_codegen()
-    toolchain.nvcc_path()
     target = toolchain.cuda_target(arch)
-    t0 = time.perf_counter()
-    p = _CudaPlanner(g, target, arch)
+    p = _CudaPlanner(g, target, arch, tuning_db)
     p.input_names = {v.name for v in g.inputs}
     p.plan_fusion()
     for v in g.inputs:
@@ -400,6 +410,23 @@ def compile_graph_cuda(g: Graph, arch: str = "sm_90", dtype: str = DEFAULT_DTYPE
             msg = str(exc).strip().splitlines()
             raise ModelError(f"compile --target cuda: {node.where()}: {type(exc).__name__}: "
                              f"{msg[0] if msg else ''}") from exc
+    return p
+
+
+def compile_graph_cuda(g: Graph, arch: str = "sm_90", dtype: str = DEFAULT_DTYPE,
+                       progress: Callable[[int, int, str], None] | None = None, tuning_db=None) -> CompiledCuda:
+    """Lower every node for CUDA, build one library (fatbin for ``arch``), plan the buffers. ``tuning_db``: a
+    ``TuningDB`` whose CUDA records (``sparsec autotune --target cuda``) pick the tiled kernels' knobs."""
+    import tvm
+
+    from sparsec.backends.cuda import toolchain
+
+    toolchain.check_arch(arch)
+    toolchain.ensure_cuda_codegen()
+    toolchain.nvcc_path()
+    t0 = time.perf_counter()
+    p = lower_graph_cuda(g, arch, progress, tuning_db)
+    target = p.target
     for o in g.outputs:
         if o not in p.values or p.values[o]["kind"] == "const":
             raise ModelError(f"output %{o} is a constant; sparsec compiles computed outputs only")

@@ -309,8 +309,11 @@ BENCH_NM = [(2, 4), (1, 4), (2, 8)]
 TILED_TOKENS = (1, 8, 16, 32, 128)
 
 
-def tiled_variants(O, K, T) -> list[dict]:
-    """Knob sets of the tiled kernel timed per cell: the default and neighbours (the fastest is kept)."""
+def tiled_variants(O, K, T, roles: dict | None = None) -> list[dict]:
+    """Knob sets of the tiled kernel timed per cell: the default and neighbours (the fastest is kept), and per
+    benchmark sparsity the planner's variant (what ``sparsec compile`` runs untuned) and the tuning database's
+    (``backends/cuda/tune.py``; the shipped H100 records): ``roles[i]`` lists ``planner<pct>`` / ``tuned<pct>``
+    for variant ``i``."""
     from sparsec.backends.cuda.kernels.tiled import resolve
     from sparsec.backends.kernels.common import KernelError, MatmulSpec
 
@@ -352,7 +355,18 @@ def tiled_variants(O, K, T) -> list[dict]:
                       {"mma": "wg", "sc": 128, "pb": 1, "wgs": 1, "sp": 1, "rr": 1, "ra": 1, "xd": 1}]
         elif T == 32:
             cands += [dict(sp, code="pos", wgs=2)]
-    for kn in cands:
+    from sparsec.backends.cuda import select as S
+    from sparsec.backends.cuda import tune
+
+    tagged = []
+    for s in BENCH_SPARSITY:
+        pct = int(round(s * 100))
+        tagged.append((S.tiled_knobs(1 - s, T, "sm_90a"), f"planner{pct}"))
+        hit = tune.lookup(O, K, T, 1 - s, "float16", "sm_90a")
+        if hit:
+            tagged.append((hit[0], f"tuned{pct}"))
+    index = {}
+    for kn, role in [(kn, None) for kn in cands] + tagged:
         try:
             r = resolve(spec, kn).knobs()
         except KernelError:
@@ -360,7 +374,10 @@ def tiled_variants(O, K, T) -> list[dict]:
         key = tuple(sorted(r.items()))
         if key not in seen:
             seen.add(key)
+            index[key] = len(out)
             out.append(r)
+        if role and roles is not None:
+            roles.setdefault(index[key], []).append(role)
     return out
 
 
@@ -379,10 +396,11 @@ def bench_cases() -> list[dict]:
             out.append(case(f"b_wgdense_{O}x{K}x{T}", "dense", {}, O, K, T, design="wgmma"))
             out.append(case(f"b_wgnm24_{O}x{K}x{T}", "nm", {"n": 2, "m": 4}, O, K, T, design="wgmma"))
             if T in TILED_TOKENS:
-                for v, kn in enumerate(tiled_variants(O, K, T)):
+                roles: dict = {}
+                for v, kn in enumerate(tiled_variants(O, K, T, roles)):
                     kn = {k: x for k, x in kn.items() if k != "design"}
-                    out.append(case(f"b_tiled{v}_{O}x{K}x{T}", "bitmap", {"tile": [8, 32]}, O, K, T, knobs=kn,
-                                    design="tiled"))
+                    out.append(dict(case(f"b_tiled{v}_{O}x{K}x{T}", "bitmap", {"tile": [8, 32]}, O, K, T, knobs=kn,
+                                         design="tiled"), roles=roles.get(v, [])))
             out.append(case(f"b_dense_{O}x{K}x{T}", "dense", {}, O, K, T))
             out.append(case(f"b_bitmap_{O}x{K}x{T}", "bitmap", {"tile": [8, 32]}, O, K, T))
             out.append(case(f"b_csr_{O}x{K}x{T}", "csr", {}, O, K, T))

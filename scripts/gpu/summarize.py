@@ -58,6 +58,17 @@ def main():
     out.append(f"- sparsec dense vs cuBLAS (goal ≥ 0.8): T ≤ 32: "
                f"{min(x[3] for x in dn if x[2] <= 32):.2f}–{max(x[3] for x in dn if x[2] <= 32):.2f}; "
                f"T ≥ 128: {min(x[3] for x in dn if x[2] >= 128):.2f}–{max(x[3] for x in dn if x[2] >= 128):.2f}")
+    comp = [r for r in rows if r.get("compiled_tiled_ms") and r["T"] <= 32 and r["pattern"] != "unstructured50"]
+    if comp:
+        out += ["", "## The tiled kernel `sparsec compile --target cuda --arch sm_90a` runs (x cuBLAS)", "",
+                "`planner`: the variant without tuning; `tuned`: with the shipped H100 tuning records "
+                "(`sparsec autotune --target cuda`, measured in an earlier run); `best`: the fastest variant timed "
+                "in this run (the `sparsec` column above).", "",
+                "| shape OxK | T | pattern | planner | tuned | best |", "|---|---|---|---|---|---|"]
+        for r in comp:
+            f = (lambda k: f"{r['cublas_ms'] / r[k]:.2f}" if r.get(k) else "-")
+            out.append(f"| {r['O']}x{r['K']} | {r['T']} | {r['pattern']} | {f('planner_ms')} | {f('tuned_ms')} | "
+                       f"{f('tiled_ms')} |")
     nm = [r for r in rows if r["pattern"] in ("1:4", "2:8") and small(r)]
     out.append(f"- general N:M (1:4, 2:8; no library), T ≤ 32, vs cuBLAS: {rng(lambda r: r in nm)}")
     print("\n".join(out))

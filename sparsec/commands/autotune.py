@@ -4,6 +4,10 @@
                               [--rpc host:port --key NAME] [--pattern P --sparsity S]
     sparsec autotune --merge OUT.jsonl A.jsonl B.jsonl ...
 
+    sparsec autotune model.py --target cuda [--arch sm_90a] --emit DIR    # here: build the candidates
+    python scripts/gpu/tune_tiled.py DIR                                  # on the GPU machine (no TVM there)
+    sparsec autotune --target cuda --import DIR/results.json [--db ...]  # here: record the measurements
+
 Resumable: configurations already in the database (same machine, target and
 versions) are not measured again. `sparsec compile` reads the same database
 (default ``$SPARSEC_TUNING_DB`` or ``<cache>/tuning.jsonl``).
@@ -63,11 +67,15 @@ def run(args) -> int:
         print(f"merged {len(args.merge) - 1} database(s) into {out.path}: {len(out)} records"
               + (f", {out.skipped} damaged lines dropped" if out.skipped else ""))
         return 0
+    if args.target == "cuda":
+        return run_cuda(args)
+    if args.emit or args.import_ or args.arch:
+        raise ParameterError("--emit, --import and --arch apply to --target cuda only")
     if not args.model:
         raise ParameterError("sparsec autotune: give a model file (or --merge OUT IN...)")
     if args.target != "llvm":
-        raise ParameterError(f"sparsec autotune --target {args.target!r}: only llvm is tunable yet "
-                             f"(arm and cuda kernels have no measured schedule space here)")
+        raise ParameterError(f"sparsec autotune --target {args.target!r}: llvm and cuda are tunable "
+                             f"(arm kernels have no measured schedule space here)")
     budget = parse_budget(args.budget)
     if budget is None and args.trials is None:
         budget = 600.0
@@ -151,13 +159,80 @@ def run(args) -> int:
     return 0
 
 
+def run_cuda(args) -> int:
+    """``--target cuda``: the GPU machine has no TVM, so tuning is three steps (``backends/cuda/tune.py``)."""
+    from sparsec.backends.cuda import tune
+
+    if args.import_:
+        if args.model or args.emit:
+            raise ParameterError("sparsec autotune --target cuda --import RESULTS takes no model and no --emit")
+        from sparsec.passes.autotune.apply import default_db_path
+        from sparsec.passes.autotune.db import TuningDB
+
+        db = TuningDB(args.db or default_db_path())
+        s = tune.import_results(args.import_, db)
+        print(f"{args.import_}: {s['cells']} cells measured on {s['gpu']}: {s['ok']} candidates correct, "
+              f"{s['not_ok']} not (wrong or failed: never chosen); database {db.path} ({len(db)} records)")
+        for cell, rec in s["changed"]:
+            base = next((c for c in cell.get("confirm", []) if c["knobs"] == cell["planner"]), None)
+            gain = f" ({base['us'] * 1e-6 / rec.time_s:.2f}x the planner's {base['us']:.1f} us)" if base else ""
+            diff = {k: v for k, v in rec.knobs.items() if cell["planner"].get(k) != v}
+            print(f"  {cell['O']}x{cell['K']} T={cell['T']} {1 - cell['density']:.0%} sparse: tuned "
+                  f"{rec.time_s * 1e6:.1f} us{gain} with {diff}")
+        kept = s["cells"] - len(s["changed"])
+        print(f"{len(s['changed'])} cells take tuned knobs; {kept} keep the planner's (not reliably faster, "
+              f">= 2 % and apart beyond the spread)")
+        return 0
+    if not args.emit:
+        raise ParameterError("sparsec autotune --target cuda: the GPU machine has no TVM, so tuning is three steps: "
+                             "--emit DIR (build the candidates here), `python scripts/gpu/tune_tiled.py DIR` on the "
+                             "GPU, then --import DIR/results.json")
+    if not args.model:
+        raise ParameterError("sparsec autotune --target cuda --emit DIR: give a model file")
+    from sparsec.api import cuda_graph
+    from sparsec.backends.cuda.compile import DEFAULT_DTYPE, lower_graph_cuda
+    from sparsec.backends.cuda.toolchain import check_arch
+
+    arch = check_arch(args.arch or "sm_90a")
+    g, _, _, _, _ = cuda_graph(args.model, None, sparsity=args.sparsity,
+                               pattern=args.pattern or ("unstructured" if args.sparsity is not None else None),
+                               format="auto", spec=None, arch=arch, dtype=DEFAULT_DTYPE)
+    p = lower_graph_cuda(g, arch, tuning_db=False)
+    cells, seen = [], set()
+    for node, kn in p.kernels.items():
+        if kn["design"] != "tiled":
+            continue
+        (o, k), t = kn["shape"], kn["tokens"]
+        c = tune.Cell(o, k, t, kn["density"], DEFAULT_DTYPE, arch, where=f"{args.model}: {kn['weight']}")
+        sig = (o, k, t, f"{kn['density']:.2f}")
+        if sig not in seen:
+            seen.add(sig)
+            cells.append(c)
+    if not cells:
+        raise ParameterError(f"{args.model}: no layer runs the tiled kernel at --arch {arch} (nothing to tune; "
+                             f"`sparsec compile --target cuda --explain` shows each layer's kernel)")
+    print(f"{args.model}: {len(cells)} tiled layer shape(s) to tune; building the candidates for {arch} ...",
+          file=sys.stderr)
+    doc = tune.build(cells, args.emit, arch,
+                     progress=lambda i, n, lab: print(f"[{i + 1}/{n}] {lab}", file=sys.stderr))
+    print(f"wrote {args.emit}/tune.so and tune.json: {len(doc['cells'])} cells, {doc['kernels']} candidate kernels.\n"
+          f"next: on the GPU machine `python scripts/gpu/tune_tiled.py {args.emit}`, then here "
+          f"`sparsec autotune --target cuda --import {args.emit}/results.json`")
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("autotune", help="tune formats and kernel knobs per layer into the tuning database",
                        description="Measure candidate formats x schedule knobs of every sparse layer (checked "
                                    "against a reference before timing) and record them; `sparsec compile` "
                                    "then uses the fastest. Resumable.")
     p.add_argument("model", nargs="?", help="model file (as for `sparsec compile`)")
-    p.add_argument("--target", default="llvm", help="llvm (this CPU, or the RPC devices' CPU)")
+    p.add_argument("--target", default="llvm", help="llvm (this CPU, or the RPC devices' CPU) | cuda (the tiled "
+                   "kernels' split and variant, measured on a GPU machine: --emit, then --import)")
+    p.add_argument("--arch", help="--target cuda: the GPU architecture (default sm_90a)")
+    p.add_argument("--emit", metavar="DIR", help="--target cuda: build the model's tuning candidates into DIR")
+    p.add_argument("--import", dest="import_", metavar="RESULTS",
+                   help="--target cuda: record scripts/gpu/tune_tiled.py's results.json in the database")
     p.add_argument("--budget", help="time budget (90s, 10m, 1h; default 10m unless --trials)")
     p.add_argument("--trials", type=int, help="new measurements in total")
     p.add_argument("--db", help="tuning database (default $SPARSEC_TUNING_DB or <cache>/tuning.jsonl)")

@@ -1,0 +1,282 @@
+"""Autotuning the ``tiled`` kernel on a GPU: the split of K and the variant, per layer shape, token count and density.
+
+The tiled kernel's default split (``kernels/tiled.py``: the smallest that keeps a block's stages short and gives
+every SM blocks) was 10 % off the best on some H100 shapes, and the best split is not a smooth function of the
+shape (``docs/cuda.md``, session 11, ``ks70_run1``); the planner's variant per density (``select.tiled_knobs``)
+also lost to its neighbour's on deep K. Both are measured here instead of guessed. The GPU machine has no TVM,
+so tuning runs in three steps:
+
+1. **here** (TVM + nvcc, no GPU): ``build(cells, outdir)`` writes ``outdir/tune.so`` (every candidate kernel of
+   every cell) and ``outdir/tune.json`` (cells, candidates, the tuning key of each cell);
+   ``sparsec autotune model.py --target cuda --emit DIR`` does it for the model's tiled layers,
+   ``scripts/gpu/build_tune.py DIR`` for the benchmark grid.
+2. **on the GPU**: ``python scripts/gpu/tune_tiled.py DIR`` times every candidate on a random weight of the cell's
+   shape and density (each checked against ``F.linear`` first; a wrong kernel is recorded as such and never
+   chosen), then re-times the fastest few and the planner's default interleaved (``CONFIRM`` rounds) and writes
+   ``DIR/results.json``.
+3. **here**: ``sparsec autotune --target cuda --import DIR/results.json [--db PATH]`` appends the measurements to
+   the tuning database. ``sparsec compile --target cuda`` then runs each tiled layer with the database's fastest
+   correct knobs for its key (``lookup``), else with the planner's. A tuned variant replaces the planner's only
+   when its re-measured median is >= 2 % lower and the interquartile ranges are apart (``db.beats``).
+
+Key (``tiled_key``): ``matmul``, ``(O, K, T)``, dtype, format ``"tiled"`` (the kernel reads its private layout,
+whatever the stored format), the stored fraction to two decimals, target ``cuda:<arch>``, features
+``gpu:<arch>``, sparsec/TVM versions. Bias and activation are not part of it (tuned on the plain matmul; a tuned
+split > 1 cannot serve a fused activation, so such a layer keeps the planner's knobs).
+
+The H100 measurements of the benchmark grid ship with sparsec (``tuned_h100.jsonl``, read after the user's
+database); ``SPARSEC_CUDA_SHIPPED_TUNING=0`` turns them off.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+from sparsec.ir.errors import ParameterError, SerializationError
+
+# the planner's variants tried per cell: its own and those of the neighbouring density classes (90 / 80 / 70 %)
+VARIANT_DENSITIES = (0.1, 0.2, 0.3)
+SPLIT_STEPS = (-3, -2, -1, 0, 1, 2)     # splits tried around each variant's default
+MAX_SPLIT = 64
+SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tuned_h100.jsonl")
+SCHEMA = "sparsec-cuda-tune/1"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One tuning problem: ``Y[T, O] = X[T, K] @ W[O, K]^T`` with a weight of this density."""
+
+    O: int
+    K: int
+    T: int
+    density: float
+    dtype: str = "float16"
+    arch: str = "sm_90a"
+    where: str = "grid"        # the layer (model file + weight) or "grid"
+
+    @property
+    def label(self) -> str:
+        return f"{self.O}x{self.K} T={self.T} {1 - self.density:.0%} sparse"
+
+
+def versions() -> str:
+    from sparsec.passes.autotune.space import versions as v
+
+    return v()
+
+
+def tiled_key(O: int, K: int, T: int, density: float, dtype: str, arch: str, versions_: str | None = None):
+    from sparsec.passes.autotune.db import TuningKey
+    from sparsec.passes.autotune.space import signature
+
+    return TuningKey("matmul", (int(O), int(K), int(T)), dtype, "tiled", (), signature(density), f"cuda:{arch}",
+                     f"gpu:{arch}", versions_ or versions())
+
+
+def _spec(c: Cell, activation: str | None = None):
+    from sparsec.backends.kernels.common import MatmulSpec
+
+    return MatmulSpec(c.T, c.O, c.K, False, activation, c.dtype)
+
+
+def planner_knobs(c: Cell, activation: str | None = None) -> dict:
+    """The knobs ``sparsec compile`` gives this cell without tuning (resolved, without ``design``)."""
+    from sparsec.backends.cuda import select as S
+    from sparsec.backends.cuda.kernels.tiled import resolve
+
+    kn = resolve(_spec(c, activation), S.tiled_knobs(c.density, c.T, c.arch, activation is not None)).knobs()
+    kn.pop("design", None)
+    return kn
+
+
+def _adjacent(density: float) -> list[float]:
+    i = min(range(len(VARIANT_DENSITIES)), key=lambda j: abs(VARIANT_DENSITIES[j] - density))
+    return [VARIANT_DENSITIES[j] for j in (i - 1, i + 1) if 0 <= j < len(VARIANT_DENSITIES)]
+
+
+def candidates(c: Cell) -> list[dict]:
+    """Resolved knob sets to time for ``c``, the planner's first: its variant and its neighbouring density classes'
+    variants, each at splits ``default + SPLIT_STEPS`` (1..64, what the kernel accepts)."""
+    from sparsec.backends.cuda import select as S
+    from sparsec.backends.cuda.kernels.tiled import resolve
+    from sparsec.backends.kernels.common import KernelError
+
+    spec = _spec(c)
+    out, seen = [], set()
+
+    def add(kn):
+        try:
+            r = resolve(spec, kn).knobs()
+        except KernelError:
+            return
+        r.pop("design", None)
+        key = json.dumps(r, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    add(S.tiled_knobs(c.density, c.T, c.arch))
+    if not out:
+        raise ParameterError(f"{c.where}: {c.label}: the tiled kernel does not take this shape")
+    for d in [c.density] + _adjacent(c.density):
+        base = S.tiled_knobs(d, c.T, c.arch)
+        try:
+            ks = resolve(spec, base).ksplit
+        except KernelError:
+            continue
+        for step in SPLIT_STEPS:
+            if 1 <= ks + step <= MAX_SPLIT:
+                add(dict(base, ksplit=ks + step))
+    return out
+
+
+def cell_doc(c: Cell, i: int, versions_: str | None = None) -> dict:
+    """The cell's entry of ``tune.json``: the cell, its tuning key, the planner's knobs, the candidates (kernel
+    ``tune<i>_<j>``)."""
+    cands = [{"name": f"tune{i}_{j}", "knobs": kn} for j, kn in enumerate(candidates(c))]
+    return {**asdict(c), "key": tiled_key(c.O, c.K, c.T, c.density, c.dtype, c.arch, versions_).to_json(),
+            "planner": cands[0]["knobs"], "candidates": cands}
+
+
+def _atomic_write(path: str, write) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def build(cells: list[Cell], outdir: str, arch: str | None = None, progress=None) -> dict:
+    """Write ``outdir/tune.so`` (every candidate of every cell, one library) and ``outdir/tune.json``."""
+    import tvm
+
+    from sparsec.backends.cuda import toolchain
+    from sparsec.backends.cuda.kernels import cuda_matmul_primfunc
+    from sparsec.backends.kernels.common import WeightMeta
+
+    if not cells:
+        raise ParameterError("nothing to tune: no layer runs the tiled kernel (see `sparsec compile --explain`)")
+    arch = arch or cells[0].arch
+    if any(c.arch != arch for c in cells):
+        raise ParameterError(f"tune cells for several archs ({sorted({c.arch for c in cells})}); build one per arch")
+    toolchain.ensure_cuda_codegen()
+    vers = versions()
+    funcs, doc = {}, {"schema": SCHEMA, "arch": arch, "versions": vers, "built": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                      "cells": []}
+    for i, c in enumerate(cells):
+        meta = WeightMeta("bitmap", c.O, c.K, c.dtype, (("tile", (8, 32)),),
+                          (("bits", "uint8"), ("tile_ptr", "int32"), ("values", c.dtype)))
+        cd = cell_doc(c, i, vers)
+        for cand in cd["candidates"]:
+            func, args, resolved = cuda_matmul_primfunc(meta, c.T, knobs=cand["knobs"], name=cand["name"],
+                                                        design="tiled")
+            assert {k: v for k, v in resolved.items() if k != "design"} == cand["knobs"], (cand, resolved)
+            funcs[cand["name"]] = func
+            cand["args"] = [a.name for a in args]
+        doc["cells"].append(cd)
+        if progress:
+            progress(i, len(cells), c.label)
+    lib = toolchain.build(tvm.IRModule(funcs), arch)
+    so = os.path.join(outdir, "tune.so")
+    os.makedirs(outdir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=outdir, prefix=".tune.", suffix=".so")
+    os.close(fd)
+    try:
+        lib.export_library(tmp)
+        os.replace(tmp, so)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    doc["kernels"] = len(funcs)
+    _atomic_write(os.path.join(outdir, "tune.json"), lambda f: f.write(json.dumps(doc, indent=1).encode()))
+    return doc
+
+
+def import_results(path: str, db) -> dict:
+    """Append the GPU measurements of ``path`` (``tune_tiled.py``'s ``results.json``) to the tuning database ``db``:
+    one record per candidate (``ok`` with its samples, or ``wrong`` with its error), then the interleaved
+    re-measurement of the finalists (``CONFIRM``; the planner's as ``INCUMBENT``). Returns a summary."""
+    from sparsec.passes.autotune.db import CONFIRM, INCUMBENT, Record, TuningKey
+
+    try:
+        with open(path) as f:
+            res = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise SerializationError(f"{path}: not a tuning result file: {exc}") from None
+    if not isinstance(res, dict) or res.get("schema") != SCHEMA or not isinstance(res.get("cells"), list):
+        raise SerializationError(f"{path}: not a tuning result file of this sparsec (schema {SCHEMA!r}; "
+                                 f"made by scripts/gpu/tune_tiled.py)")
+    gpu = str(res.get("machine", {}).get("gpu", "gpu"))
+    runner = f"gpu:{gpu}"
+    n_ok = n_bad = n_cells = 0
+    changed = []
+    for ci, cell in enumerate(res["cells"]):
+        try:
+            key = TuningKey.from_json(cell["key"])
+            planner = cell["planner"]
+            cands = cell["candidates"]
+        except (KeyError, TypeError) as exc:
+            raise SerializationError(f"{path}: cell {ci}: missing field {exc}") from None
+        n_cells += 1
+        recs = []
+        for cd in cands:
+            kn = cd["knobs"]
+            if cd.get("status") == "ok":
+                recs.append(Record(key, kn, "ok", cd["us"] * 1e-6, [t * 1e-6 for t in cd["times_us"]], runner=runner,
+                                   host=gpu, when=res.get("when", "")))
+                n_ok += 1
+            else:
+                recs.append(Record(key, kn, cd.get("status", "error"), None, [], error=cd.get("error", ""),
+                                   runner=runner, host=gpu, when=res.get("when", "")))
+                n_bad += 1
+        for cd in cell.get("confirm", []):
+            suffix = INCUMBENT if cd["knobs"] == planner else CONFIRM
+            recs.append(Record(key, cd["knobs"], "ok", cd["us"] * 1e-6, [t * 1e-6 for t in cd["times_us"]],
+                               runner=runner + suffix, host=gpu, when=res.get("when", "")))
+        db.extend(recs)
+        best = db.best(key)
+        if best is not None and best.knobs != planner:
+            changed.append((cell, best))
+    return {"cells": n_cells, "ok": n_ok, "not_ok": n_bad, "changed": changed, "gpu": gpu}
+
+
+def _dbs(db=None) -> list:
+    """The databases a lookup reads: ``db`` (a ``TuningDB``), then the shipped H100 records; ``db=False``: none."""
+    if db is False:
+        return []
+    out = [db] if db is not None else []
+    if os.environ.get("SPARSEC_CUDA_SHIPPED_TUNING", "1") != "0" and os.path.exists(SHIPPED):
+        out.append(_shipped())
+    return out
+
+
+_SHIPPED_DB = None
+
+
+def _shipped():
+    global _SHIPPED_DB
+    from sparsec.passes.autotune.db import TuningDB
+
+    if _SHIPPED_DB is None:
+        _SHIPPED_DB = TuningDB(SHIPPED)
+    return _SHIPPED_DB
+
+
+def lookup(O: int, K: int, T: int, density: float, dtype: str, arch: str, db=None):
+    """``(knobs, record, source path)`` of the fastest correct tuned configuration for this key (the user's
+    database first, then the shipped H100 one; ``db=False``: no lookup), or None."""
+    key = tiled_key(O, K, T, density, dtype, arch)
+    for d in _dbs(db):
+        rec = d.best(key)
+        if rec is not None:
+            return dict(rec.knobs), rec, d.path
+    return None

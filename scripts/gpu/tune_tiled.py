@@ -1,0 +1,199 @@
+"""GPU-machine side of CUDA autotuning (``backends/cuda/tune.py``): time every candidate of every cell.
+
+    python scripts/gpu/tune_tiled.py DIR [--out DIR/results.json] [--budget-s 500] [--rounds 3] [--confirm 9]
+
+``DIR`` holds ``tune.so`` and ``tune.json`` (built here by ``sparsec autotune --target cuda --emit DIR`` or
+``scripts/gpu/build_tune.py``). Per cell: a random fp16 weight of the cell's shape and density (uniform mask,
+seeded), the tiled layouts its candidates need (made on the GPU from a bitmap, as ``benchmarks/spmm_gpu.py``
+does), every candidate checked against ``F.linear`` (relative error <= 1e-2, else ``wrong``: never chosen), then
+timed: CUDA graphs of 20 calls, replayed round-robin ``--rounds`` times (medians); then the fastest three and the
+planner's own are re-timed interleaved ``--confirm`` rounds (what ``sparsec autotune --import`` decides on).
+Results are written after every cell (temp file + rename), so a run stopped by ``--budget-s`` keeps what it
+measured; the cells left are listed.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import env  # noqa: E402,F401  (the repository on sys.path, the TVM runtime bundle)
+
+SCHEMA = "sparsec-cuda-tune/1"
+TOL = 1e-2
+FINALISTS = 3
+
+
+def graphs_of(fns: dict, iters: int = 20) -> dict:
+    import torch
+
+    from sparsec.backends.cuda.runtime import on_torch_stream
+
+    out = {}
+    for k, fn in fns.items():
+        fn()
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            fn()
+        torch.cuda.current_stream().wait_stream(s)
+        with on_torch_stream(torch.cuda.graph(g)):
+            for _ in range(iters):
+                fn()
+        g.replay()
+        out[k] = g
+    torch.cuda.synchronize()
+    return out
+
+
+def interleaved(graphs: dict, rounds: int, iters: int = 20) -> dict:
+    """Per key, the list of µs per call of ``rounds`` round-robin replays."""
+    import torch
+
+    times = {k: [] for k in graphs}
+    for _ in range(rounds):
+        for k, g in graphs.items():
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            g.replay()
+            b.record()
+            b.synchronize()
+            times[k].append(a.elapsed_time(b) * 1e3 / iters)
+    return times
+
+
+def finalists(cell: dict, entries: list[dict], times: dict, n: int = FINALISTS) -> list[dict]:
+    """Give each correct entry its samples and median; the ``n`` fastest correct ones plus the planner's (when it
+    is correct): what is re-timed interleaved."""
+    for e in entries:
+        if e["status"] == "ok":
+            e["times_us"] = list(times[e["name"]])
+            e["us"] = statistics.median(e["times_us"])
+    ok = sorted((e for e in entries if e["status"] == "ok"), key=lambda e: e["us"])
+    planner = next((e for e in entries if e["knobs"] == cell["planner"]), None)
+    return ok[:n] + ([planner] if planner is not None and planner["status"] == "ok" and planner not in ok[:n]
+                     else [])
+
+
+def cell_result(cell: dict, entries: list[dict], fin: list[dict], conf: dict) -> dict:
+    """One cell of ``results.json`` (what ``tune.import_results`` reads)."""
+    confirm = [{"name": e["name"], "knobs": e["knobs"], "times_us": list(conf[e["name"]]),
+                "us": statistics.median(conf[e["name"]])} for e in fin]
+    return {**{k: cell[k] for k in ("O", "K", "T", "density", "dtype", "arch", "where", "key", "planner")},
+            "candidates": entries, "confirm": confirm}
+
+
+def main() -> int:
+    import torch
+    import torch.nn.functional as F
+
+    from sparsec.backends.cuda.kernels import tiled_layout as TL
+    from sparsec.backends.cuda.runtime import load_library
+    from sparsec.ir.formats import Bitmap
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dir")
+    ap.add_argument("--out")
+    ap.add_argument("--budget-s", type=float, default=500)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--confirm", type=int, default=9)
+    a = ap.parse_args()
+    t0 = time.time()
+    spec = json.load(open(os.path.join(a.dir, "tune.json")))
+    if spec.get("schema") != SCHEMA:
+        print(f"{a.dir}/tune.json: schema {spec.get('schema')!r}, expected {SCHEMA!r}", file=sys.stderr)
+        return 2
+    lib = load_library(os.path.join(a.dir, "tune.so"))
+    out_path = a.out or os.path.join(a.dir, "results.json")
+    info = env.machine_info()
+    print("machine:", info, flush=True)
+    res = {"schema": SCHEMA, "machine": info, "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "arch": spec["arch"],
+           "versions": spec["versions"], "rounds": a.rounds, "confirm_rounds": a.confirm, "cells": [],
+           "skipped": []}
+
+    def save():
+        tmp = out_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(res, f, indent=1)
+        os.replace(tmp, out_path)
+
+    dev = torch.device("cuda")
+    weights = {}           # (O, K, density) -> (w on the GPU, bitmap with GPU buffers)
+    cells = spec["cells"]
+    for ci, cell in enumerate(cells):
+        if time.time() - t0 > a.budget_s:
+            res["skipped"] = [f"{c['O']}x{c['K']} T={c['T']} d={c['density']}" for c in cells[ci:]]
+            print(f"budget spent: {len(cells) - ci} cells left", flush=True)
+            break
+        O, K, T, d = cell["O"], cell["K"], cell["T"], cell["density"]
+        wk = (O, K, d)
+        if wk not in weights:
+            weights.clear()
+            torch.cuda.empty_cache()
+            g = torch.Generator(device=dev).manual_seed(O * 31 + K * 7 + int(d * 1000))
+            w = torch.randn(O, K, device=dev, dtype=torch.float16, generator=g) * (1.0 / K ** 0.5)
+            w = w * (torch.rand(O, K, device=dev, generator=g) < d)
+            f = Bitmap.from_dense(w.cpu(), tile=(8, 32))
+            f = dataclasses.replace(f, **{b: getattr(f, b).to(dev) for b in f.buffers})
+            weights[wk] = (w, f)
+        w, f = weights[wk]
+        x = torch.randn(T, K, device=dev, dtype=torch.float16)
+        y = torch.empty(T, O, device=dev, dtype=torch.float16)
+        ref = F.linear(x.float(), w.float())
+        layouts, fns, out_c = {}, {}, []
+        for cd in cell["candidates"]:
+            kn = cd["knobs"]
+            lk = (kn["rt"], kn["sc"], kn.get("code", "pos"), kn.get("mma", "sync"), kn.get("xa", 0), kn.get("sp", 0))
+            if lk not in layouts:
+                layouts[lk] = TL.build_for(f, kn)
+            lay, names = layouts[lk]
+            fn = (lambda k_=lib[cd["name"]], a_=[lay[b] for b in names]: k_(*a_, x, y))
+            y.fill_(float("nan"))
+            entry = {"name": cd["name"], "knobs": kn}
+            try:
+                fn()
+                torch.cuda.synchronize()
+                err = float((y.float() - ref).abs().max() / ref.abs().max())
+            except Exception as exc:  # noqa: BLE001  (a kernel that cannot launch is recorded, not fatal)
+                entry.update(status="error", error=f"{type(exc).__name__}: {exc}"[:300])
+                out_c.append(entry)
+                continue
+            entry["rel_err"] = err
+            if not err <= TOL:
+                entry.update(status="wrong", error=f"relative error {err:.3e} vs F.linear")
+                print(f"WRONG {cd['name']} {kn}: {err:.2e}", flush=True)
+            else:
+                entry["status"] = "ok"
+                fns[cd["name"]] = fn
+            out_c.append(entry)
+        graphs = graphs_of(fns)
+        times = interleaved(graphs, a.rounds)
+        fin = finalists(cell, out_c, times)
+        conf = interleaved({e["name"]: graphs[e["name"]] for e in fin}, a.confirm)
+        del graphs
+        res["cells"].append(cell_result(cell, out_c, fin, conf))
+        confirm = res["cells"][-1]["confirm"]
+        cbest = min(confirm, key=lambda e: e["us"]) if confirm else None
+        cpl = next((e for e in confirm if e["knobs"] == cell["planner"]), None)
+        n_ok = sum(e["status"] == "ok" for e in out_c)
+        print(f"[{ci + 1}/{len(cells)}] {O}x{K} T={T} {1 - d:.0%}: {n_ok}/{len(out_c)} ok; planner "
+              f"{cpl['us'] if cpl else float('nan'):.1f} us, best {cbest['us'] if cbest else float('nan'):.1f} us "
+              f"{cbest['knobs'] if cbest else ''}  ({time.time() - t0:.0f}s)", flush=True)
+        save()
+    res["seconds"] = time.time() - t0
+    save()
+    bad = sum(1 for c in res["cells"] for e in c["candidates"] if e["status"] != "ok")
+    print(f"tuned {len(res['cells'])}/{len(cells)} cells in {res['seconds']:.0f}s; {bad} candidates not ok; "
+          f"wrote {out_path}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

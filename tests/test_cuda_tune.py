@@ -1,0 +1,244 @@
+"""CUDA autotuning of the tiled kernel (``backends/cuda/tune.py``, ``scripts/gpu/tune_tiled.py``,
+``sparsec autotune --target cuda``).
+
+The GPU step cannot run here; its result file is made with the GPU script's own assembly functions
+(``finalists``, ``cell_result``) from drawn times, so what is tested is everything around the measurement: the
+candidates, the import into the tuning database, the choice (a wrong kernel never; a faster one only beyond the
+margin), and that ``sparsec compile --target cuda`` then runs the tuned knobs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+
+import pytest
+import torch
+
+from sparsec.backends.cuda import tune
+from sparsec.backends.cuda.kernels.tiled import resolve
+from sparsec.backends.kernels.common import MatmulSpec
+from sparsec.ir.errors import ParameterError, SerializationError
+from sparsec.passes.autotune.db import TuningDB
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts", "gpu"))
+import tune_tiled  # noqa: E402
+
+HAS_NVCC = shutil.which("nvcc") is not None or os.path.exists("/usr/local/cuda/bin/nvcc")
+
+
+@pytest.fixture(autouse=True)
+def _no_shipped(monkeypatch):
+    """The shipped H100 records would answer these lookups; each test brings its own database."""
+    monkeypatch.setenv("SPARSEC_CUDA_SHIPPED_TUNING", "0")
+
+
+@pytest.mark.parametrize("O,K,T,d", [(11008, 4096, 32, 0.3), (4096, 11008, 16, 0.1), (9216, 36864, 8, 0.2),
+                                     (4096, 4096, 1, 0.1)])
+def test_candidates_planner_first_splits_around_each_variant(O, K, T, d):
+    c = tune.Cell(O, K, T, d)
+    cands = tune.candidates(c)
+    assert cands[0] == tune.planner_knobs(c)
+    assert len({json.dumps(k, sort_keys=True) for k in cands}) == len(cands)
+    spec = MatmulSpec(T, O, K, False, None, "float16")
+    for kn in cands:                 # each one is what the kernel resolves it to (the build asserts the same)
+        r = resolve(spec, kn).knobs()
+        r.pop("design")
+        assert r == kn
+    d0 = cands[0]["ksplit"]
+    same = {k["ksplit"] for k in cands if {a: b for a, b in k.items() if a != "ksplit"}
+            == {a: b for a, b in cands[0].items() if a != "ksplit"}}
+    assert same == {s for s in (d0 + x for x in tune.SPLIT_STEPS) if 1 <= s <= tune.MAX_SPLIT}
+    # the neighbouring density class's variant is tried too
+    assert any({a: b for a, b in k.items() if a != "ksplit"} != {a: b for a, b in cands[0].items() if a != "ksplit"}
+               for k in cands)
+
+
+def test_candidates_refuse_a_shape_the_kernel_cannot_take():
+    with pytest.raises(ParameterError, match="does not take"):
+        tune.candidates(tune.Cell(2048, 2052, 16, 0.3, where="m.py: fc.weight"))   # K % 8 != 0 under mma="wg"
+
+
+def _results(cells, times_of, wrong=(), gpu="NVIDIA H100 80GB HBM3"):
+    """A results.json as tune_tiled.py writes it, for tune.json cells, with drawn per-candidate times."""
+    out = {"schema": tune.SCHEMA, "machine": {"gpu": gpu}, "when": "2026-11-24T14:00:00", "cells": []}
+    for ci, cell in enumerate(cells):
+        entries, times, conf = [], {}, {}
+        for j, cd in enumerate(cell["candidates"]):
+            e = {"name": cd["name"], "knobs": cd["knobs"]}
+            if (ci, j) in wrong:
+                e.update(status="wrong", error="relative error 3e-1 vs F.linear")
+            else:
+                e["status"] = "ok"
+                times[cd["name"]] = times_of(ci, j, 3)
+            entries.append(e)
+        fin = tune_tiled.finalists(cell, entries, times)
+        for e in fin:
+            conf[e["name"]] = times_of(ci, cell["candidates"].index(next(c for c in cell["candidates"]
+                                                                         if c["name"] == e["name"])), 9)
+        out["cells"].append(tune_tiled.cell_result(cell, entries, fin, conf))
+    return out
+
+
+def _times(base, rel):
+    """Samples around ``base * rel[j]`` with a 0.4 % spread."""
+    def f(ci, j, n):
+        return [base[ci] * rel[ci].get(j, 1.0) * (1 + 0.002 * ((k % 3) - 1)) for k in range(n)]
+    return f
+
+
+def test_import_and_lookup_choose_reliably_faster_never_wrong(tmp_path):
+    cells = [tune.cell_doc(tune.Cell(11008, 4096, 32, 0.3), 0), tune.cell_doc(tune.Cell(4096, 11008, 16, 0.3), 1),
+             tune.cell_doc(tune.Cell(9216, 36864, 32, 0.1), 2)]
+    # cell 0: candidate 4 is 8 % faster; cell 1: candidate 2 only 1 % faster (within the margin); cell 2: candidate
+    # 3 would be 20 % faster but is wrong, candidate 5 is 5 % faster
+    rel = [{4: 0.92}, {2: 0.99}, {3: 0.8, 5: 0.95}]
+    res = _results(cells, _times([25.0, 20.0, 60.0], rel), wrong={(2, 3)})
+    p = tmp_path / "results.json"
+    p.write_text(json.dumps(res))
+    db = TuningDB(str(tmp_path / "db.jsonl"))
+    s = tune.import_results(str(p), db)
+    assert s["cells"] == 3 and s["not_ok"] == 1
+    assert len(s["changed"]) == 2
+    kn, rec, src = tune.lookup(11008, 4096, 32, 0.3, "float16", "sm_90a", db)
+    assert kn == cells[0]["candidates"][4]["knobs"] and src == db.path and abs(rec.time_s - 23e-6) < 1e-7
+    assert tune.lookup(4096, 11008, 16, 0.3, "float16", "sm_90a", db)[0] == cells[1]["planner"]
+    assert tune.lookup(9216, 36864, 32, 0.1, "float16", "sm_90a", db)[0] == cells[2]["candidates"][5]["knobs"]
+    # the key: another density class, token count or arch is a miss; the stored fraction to two decimals is a hit
+    assert tune.lookup(11008, 4096, 32, 0.2, "float16", "sm_90a", db) is None
+    assert tune.lookup(11008, 4096, 16, 0.3, "float16", "sm_90a", db) is None
+    assert tune.lookup(11008, 4096, 32, 0.3, "float16", "sm_90", db) is None
+    assert tune.lookup(11008, 4096, 32, 0.3012, "float16", "sm_90a", db)[0] == kn
+    assert tune.lookup(11008, 4096, 32, 0.3, "float16", "sm_90a", False) is None
+
+
+def test_import_rejects_a_file_that_is_not_a_result(tmp_path):
+    db = TuningDB(str(tmp_path / "db.jsonl"))
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps({"schema": "something else", "cells": []}))
+    with pytest.raises(SerializationError, match="not a tuning result file"):
+        tune.import_results(str(p), db)
+    p.write_text("{not json")
+    with pytest.raises(SerializationError, match="not a tuning result file"):
+        tune.import_results(str(p), db)
+    p.write_text(json.dumps({"schema": tune.SCHEMA, "cells": [{"O": 1}]}))
+    with pytest.raises(SerializationError, match="cell 0: missing field"):
+        tune.import_results(str(p), db)
+    assert len(TuningDB(str(tmp_path / "db.jsonl"))) == 0
+
+
+def _model_88(T=32):
+    import torch.nn as nn
+
+    torch.manual_seed(0)
+    m = nn.Linear(2048, 2048).eval()
+    with torch.no_grad():
+        w = m.weight
+        w[w.abs() <= w.abs().flatten().kthvalue(int(0.88 * w.numel())).values] = 0
+    return m, (torch.randn(1, T, 2048),)
+
+
+def _lowered(m, inputs, db):
+    from sparsec.api import cuda_graph
+    from sparsec.backends.cuda.compile import lower_graph_cuda
+
+    g, *_ = cuda_graph(m, inputs, sparsity=None, pattern=None, format="auto", spec=None, arch="sm_90a",
+                       dtype="float16")
+    (k,) = lower_graph_cuda(g, "sm_90a", tuning_db=db).kernels.values()
+    return k
+
+
+def test_compile_runs_the_tuned_knobs_and_falls_back_when_they_do_not_fit(tmp_path):
+    from sparsec.passes.autotune.db import Record
+
+    m, inputs = _model_88()
+    k = _lowered(m, inputs, False)
+    assert k["design"] == "tiled" and "tuned" not in k
+    planner = {a: b for a, b in k["knobs"].items() if a != "design"}
+    db = TuningDB(str(tmp_path / "db.jsonl"))
+    key = tune.tiled_key(2048, 2048, 32, k["density"], "float16", "sm_90a")
+    tuned = dict(planner, ksplit=planner["ksplit"] + 1)
+    db.append(Record(key, planner, "ok", 20e-6, [20e-6] * 5, runner="gpu:H100"))
+    db.append(Record(key, tuned, "ok", 17e-6, [17e-6] * 5, runner="gpu:H100", host="H100"))
+    k2 = _lowered(m, inputs, db)
+    assert {a: b for a, b in k2["knobs"].items() if a != "design"} == tuned
+    assert k2["tuned"] == {"measured_us": 17.0, "on": "H100", "db": db.path}
+    # a record whose knobs this kernel refuses (sc=256 needs sp=1): the planner's knobs, no "tuned"
+    db2 = TuningDB(str(tmp_path / "db2.jsonl"))
+    db2.append(Record(key, dict(planner, sc=256, sp=0), "ok", 1e-6, [1e-6] * 5))
+    k3 = _lowered(m, inputs, db2)
+    assert {a: b for a, b in k3["knobs"].items() if a != "design"} == planner and "tuned" not in k3
+
+
+def test_cli_cuda_errors(tmp_path, capsys):
+    from sparsec.cli import main
+
+    assert main(["autotune", "m.py", "--target", "cuda"]) == 1
+    assert "three steps" in capsys.readouterr().err
+    assert main(["autotune", "--target", "cuda", "--import", str(tmp_path / "nope.json"),
+                 "--db", str(tmp_path / "db.jsonl")]) == 1
+    assert "not a tuning result file" in capsys.readouterr().err
+    assert main(["autotune", "m.py", "--emit", str(tmp_path / "x")]) == 1
+    assert "--target cuda only" in capsys.readouterr().err
+    model = tmp_path / "tiny.py"
+    model.write_text("import torch\nimport torch.nn as nn\nmodel = nn.Linear(64, 64)\n"
+                     "def example_inputs():\n    return (torch.randn(4, 64),)\n")
+    assert main(["autotune", str(model), "--target", "cuda", "--emit", str(tmp_path / "x")]) == 1
+    assert "no layer runs the tiled kernel" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "tune.json").exists()
+
+
+@pytest.mark.skipif(not HAS_NVCC, reason="nvcc not installed")
+def test_cli_emit_import_then_compile(tmp_path, capsys):
+    """The three steps with the GPU one made from drawn times: --emit builds every candidate (a fatbin for
+    sm_90a), --import records the results, compile takes the faster split."""
+    from sparsec.backends.cuda import toolchain
+    from sparsec.cli import main
+
+    model = tmp_path / "m88.py"
+    model.write_text("import torch\nimport torch.nn as nn\ntorch.manual_seed(0)\nmodel = nn.Linear(2048, 2048)\n"
+                     "with torch.no_grad():\n    w = model.weight\n"
+                     "    w[w.abs() <= w.abs().flatten().kthvalue(int(0.88 * w.numel())).values] = 0\n"
+                     "def example_inputs():\n    return (torch.randn(1, 32, 2048),)\n")
+    d = tmp_path / "tune"
+    assert main(["autotune", str(model), "--target", "cuda", "--emit", str(d)]) == 0, capsys.readouterr().err
+    doc = json.loads((d / "tune.json").read_text())
+    (cell,) = doc["cells"]
+    assert (cell["O"], cell["K"], cell["T"]) == (2048, 2048, 32) and doc["kernels"] == len(cell["candidates"])
+    assert cell["candidates"][0]["knobs"] == cell["planner"] and cell["where"].endswith("weight")
+    assert toolchain.fatbin_embedded(str(d / "tune.so"))
+    j = len(cell["candidates"]) - 1
+    res = _results(doc["cells"], _times([30.0], [{j: 0.9}]))
+    (d / "results.json").write_text(json.dumps(res))
+    dbp = tmp_path / "db.jsonl"
+    assert main(["autotune", "--target", "cuda", "--import", str(d / "results.json"), "--db", str(dbp)]) == 0
+    out = capsys.readouterr().out
+    assert "1 cells take tuned knobs" in out and "0.90x" not in out and "1.11x the planner's" in out
+    from sparsec.frontends.load import load_model
+
+    lm = load_model(str(model))
+    k = _lowered(lm.model, lm.example_inputs, TuningDB(str(dbp)))
+    assert {a: b for a, b in k["knobs"].items() if a != "design"} == cell["candidates"][j]["knobs"]
+
+
+def test_benchmark_variants_carry_the_planner_and_tuned_roles(tmp_path, monkeypatch):
+    """``benchmarks/spmm_gpu.py`` reports the variant compile runs untuned and tuned: the bench cases tag them."""
+    import cases as C
+    from sparsec.passes.autotune.db import Record
+
+    shipped = tmp_path / "shipped.jsonl"
+    planner = tune.planner_knobs(tune.Cell(11008, 4096, 16, 0.3))
+    tuned = dict(planner, ksplit=planner["ksplit"] + 1)
+    TuningDB(str(shipped)).append(Record(tune.tiled_key(11008, 4096, 16, 0.3, "float16", "sm_90a"), tuned, "ok",
+                                         1e-5, [1e-5] * 3))
+    monkeypatch.setenv("SPARSEC_CUDA_SHIPPED_TUNING", "1")
+    monkeypatch.setattr(tune, "SHIPPED", str(shipped))
+    monkeypatch.setattr(tune, "_SHIPPED_DB", None)
+    roles: dict = {}
+    vs = C.tiled_variants(11008, 4096, 16, roles)
+    where = {r: i for i, rs in roles.items() for r in rs}
+    strip = (lambda k: {a: b for a, b in k.items() if a != "design"})  # noqa: E731
+    assert strip(vs[where["planner70"]]) == planner and strip(vs[where["tuned70"]]) == tuned
+    assert "tuned80" not in where and strip(vs[where["planner90"]]) == tune.planner_knobs(tune.Cell(11008, 4096, 16,
+                                                                                                   0.1))
