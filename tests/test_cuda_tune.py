@@ -49,7 +49,8 @@ def test_candidates_planner_first_splits_around_each_variant(O, K, T, d):
     d0 = cands[0]["ksplit"]
     same = {k["ksplit"] for k in cands if {a: b for a, b in k.items() if a != "ksplit"}
             == {a: b for a, b in cands[0].items() if a != "ksplit"}}
-    assert same == {s for s in (d0 + x for x in tune.SPLIT_STEPS) if 1 <= s <= tune.MAX_SPLIT}
+    assert same == set(tune.split_candidates(d0))
+    assert {d0 - 1, d0 + 1, 2 * d0} - {0} <= same
     # the neighbouring density class's variant is tried too
     assert any({a: b for a, b in k.items() if a != "ksplit"} != {a: b for a, b in cands[0].items() if a != "ksplit"}
                for k in cands)
@@ -111,6 +112,13 @@ def test_import_and_lookup_choose_reliably_faster_never_wrong(tmp_path):
     assert tune.lookup(11008, 4096, 32, 0.3, "float16", "sm_90", db) is None
     assert tune.lookup(11008, 4096, 32, 0.3012, "float16", "sm_90a", db)[0] == kn
     assert tune.lookup(11008, 4096, 32, 0.3, "float16", "sm_90a", False) is None
+    # the shipped form: only the records the choice rests on, the same choices
+    small = TuningDB(str(tmp_path / "small.jsonl"))
+    tune.import_results(str(p), small, decisive_only=True)
+    assert len(small) < len(db) / 2
+    for c in cells:
+        args = (c["O"], c["K"], c["T"], c["density"], "float16", "sm_90a")
+        assert tune.lookup(*args, small)[0] == tune.lookup(*args, db)[0]
 
 
 def test_import_rejects_a_file_that_is_not_a_result(tmp_path):
@@ -242,3 +250,27 @@ def test_benchmark_variants_carry_the_planner_and_tuned_roles(tmp_path, monkeypa
     assert strip(vs[where["planner70"]]) == planner and strip(vs[where["tuned70"]]) == tuned
     assert "tuned80" not in where and strip(vs[where["planner90"]]) == tune.planner_knobs(tune.Cell(11008, 4096, 16,
                                                                                                    0.1))
+
+
+def test_shipped_h100_records_are_readable_current_and_resolvable(monkeypatch):
+    """The shipped records answer lookups only while their key's versions match this build: a TVM or sparsec
+    version change must fail here (re-tune: ``scripts/gpu/build_tune.py``), not silently stop matching."""
+    from sparsec.backends.cuda import select as S
+
+    db = TuningDB(tune.SHIPPED)
+    assert len(db) > 0 and db.skipped == 0
+    keys = {r.key.digest(): r.key for r in db.records}
+    assert {k.versions for k in keys.values()} == {tune.versions()}
+    monkeypatch.setenv("SPARSEC_CUDA_SHIPPED_TUNING", "1")
+    changed = 0
+    for k in keys.values():
+        O, K, T = k.shape
+        d = float(k.pattern.split("=")[1])
+        kn, rec, src = tune.lookup(O, K, T, d, k.dtype, k.target.split(":")[1])
+        assert src == tune.SHIPPED and rec.ok
+        r = resolve(MatmulSpec(T, O, K, False, None, k.dtype), kn).knobs()
+        r.pop("design")
+        assert r == kn
+        changed += kn != tune.planner_knobs(tune.Cell(O, K, T, d))
+        assert S.tiled_knobs(d, T, "sm_90a")     # a cell of the planner's tiled kernel
+    assert changed > 0

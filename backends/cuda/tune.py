@@ -39,7 +39,10 @@ from sparsec.ir.errors import ParameterError, SerializationError
 
 # the planner's variants tried per cell: its own and those of the neighbouring density classes (90 / 80 / 70 %)
 VARIANT_DENSITIES = (0.1, 0.2, 0.3)
-SPLIT_STEPS = (-3, -2, -1, 0, 1, 2)     # splits tried around each variant's default
+SPLIT_STEPS = (-3, -2, -1, 0, 1, 2, 3)   # splits tried around each variant's default ...
+SPLIT_FACTORS = (0.5, 0.67, 1.5, 2.0)     # ... and these multiples of it (H100 tuning run 1,
+# benchmarks/results/dev/tune_run1.json: with default-3..default+2 the best split sat at the edge of the range in
+# 16 of 48 cells, e.g. 4096x11008 at one token: split 4 against the default 2, 1.29x faster)
 MAX_SPLIT = 64
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tuned_h100.jsonl")
 SCHEMA = "sparsec-cuda-tune/1"
@@ -99,7 +102,7 @@ def _adjacent(density: float) -> list[float]:
 
 def candidates(c: Cell) -> list[dict]:
     """Resolved knob sets to time for ``c``, the planner's first: its variant and its neighbouring density classes'
-    variants, each at splits ``default + SPLIT_STEPS`` (1..64, what the kernel accepts)."""
+    variants, each at ``split_candidates`` of its default split (what the kernel accepts)."""
     from sparsec.backends.cuda import select as S
     from sparsec.backends.cuda.kernels.tiled import resolve
     from sparsec.backends.kernels.common import KernelError
@@ -126,10 +129,15 @@ def candidates(c: Cell) -> list[dict]:
             ks = resolve(spec, base).ksplit
         except KernelError:
             continue
-        for step in SPLIT_STEPS:
-            if 1 <= ks + step <= MAX_SPLIT:
-                add(dict(base, ksplit=ks + step))
+        for split in split_candidates(ks):
+            add(dict(base, ksplit=split))
     return out
+
+
+def split_candidates(default: int) -> list[int]:
+    """The splits tried for a variant whose default split is ``default`` (1..MAX_SPLIT, increasing)."""
+    cand = {default + s for s in SPLIT_STEPS} | {max(1, round(default * f)) for f in SPLIT_FACTORS}
+    return sorted(k for k in cand if 1 <= k <= MAX_SPLIT)
 
 
 def cell_doc(c: Cell, i: int, versions_: str | None = None) -> dict:
@@ -201,10 +209,12 @@ def build(cells: list[Cell], outdir: str, arch: str | None = None, progress=None
     return doc
 
 
-def import_results(path: str, db) -> dict:
+def import_results(path: str, db, decisive_only: bool = False) -> dict:
     """Append the GPU measurements of ``path`` (``tune_tiled.py``'s ``results.json``) to the tuning database ``db``:
     one record per candidate (``ok`` with its samples, or ``wrong`` with its error), then the interleaved
-    re-measurement of the finalists (``CONFIRM``; the planner's as ``INCUMBENT``). Returns a summary."""
+    re-measurement of the finalists (``CONFIRM``; the planner's as ``INCUMBENT``). ``decisive_only``: only what
+    ``TuningDB.best`` decides on (the re-measurements and the failed candidates; how the shipped file is kept
+    small). Returns a summary."""
     from sparsec.passes.autotune.db import CONFIRM, INCUMBENT, Record, TuningKey
 
     try:
@@ -231,9 +241,11 @@ def import_results(path: str, db) -> dict:
         for cd in cands:
             kn = cd["knobs"]
             if cd.get("status") == "ok":
+                n_ok += 1
+                if decisive_only and cell.get("confirm"):
+                    continue
                 recs.append(Record(key, kn, "ok", cd["us"] * 1e-6, [t * 1e-6 for t in cd["times_us"]], runner=runner,
                                    host=gpu, when=res.get("when", "")))
-                n_ok += 1
             else:
                 recs.append(Record(key, kn, cd.get("status", "error"), None, [], error=cd.get("error", ""),
                                    runner=runner, host=gpu, when=res.get("when", "")))

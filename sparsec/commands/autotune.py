@@ -170,7 +170,7 @@ def run_cuda(args) -> int:
         from sparsec.passes.autotune.db import TuningDB
 
         db = TuningDB(args.db or default_db_path())
-        s = tune.import_results(args.import_, db)
+        s = tune.import_results(args.import_, db, decisive_only=args.decisive_only)
         print(f"{args.import_}: {s['cells']} cells measured on {s['gpu']}: {s['ok']} candidates correct, "
               f"{s['not_ok']} not (wrong or failed: never chosen); database {db.path} ({len(db)} records)")
         for cell, rec in s["changed"]:
@@ -233,6 +233,8 @@ def register(sub) -> None:
     p.add_argument("--emit", metavar="DIR", help="--target cuda: build the model's tuning candidates into DIR")
     p.add_argument("--import", dest="import_", metavar="RESULTS",
                    help="--target cuda: record scripts/gpu/tune_tiled.py's results.json in the database")
+    p.add_argument("--decisive-only", action="store_true",
+                   help="--import: only the records the choice rests on (re-measured finalists, failed candidates)")
     p.add_argument("--budget", help="time budget (90s, 10m, 1h; default 10m unless --trials)")
     p.add_argument("--trials", type=int, help="new measurements in total")
     p.add_argument("--db", help="tuning database (default $SPARSEC_TUNING_DB or <cache>/tuning.jsonl)")

@@ -103,6 +103,14 @@ def run(args) -> int:
     say(f"compiled {t['steps']} steps ({t['functions']} distinct functions) for {c.compiled.target} "
         f"in {t['total_s']:.1f}s (import {t['import_s']:.1f}s, passes {t['passes_s']:.1f}s, "
         f"build {t['build_s']:.1f}s)")
+    if args.target == "cuda":
+        ks = getattr(c.compiled, "kernels", {}) or {}
+        tuned = [k for k in ks.values() if k.get("tuned")]
+        tiled = [k for k in ks.values() if k.get("design") == "tiled"]
+        if tiled:
+            say(f"tiled kernels: {len(tiled)}, {len(tuned)} with tuned knobs"
+                + (f" ({', '.join(sorted({os.path.basename(k['tuned']['db']) for k in tuned}))})" if tuned else
+                   " (`sparsec autotune --target cuda` measures them)"))
     err = None
     if args.target == "cuda" and not args.no_check:
         import torch
