@@ -361,8 +361,9 @@ def tiled_variants(O, K, T, roles: dict | None = None) -> list[dict]:
     tagged = []
     for s in BENCH_SPARSITY:
         pct = int(round(s * 100))
-        tagged.append((S.tiled_knobs(1 - s, T, "sm_90a"), f"planner{pct}"))
-        hit = tune.lookup(O, K, T, 1 - s, "float16", "sm_90a")
+        d = round(1 - s, 4)     # 0.2, not 0.19999999999999996: the planner's thresholds sit on round densities
+        tagged.append((S.tiled_knobs(d, T, "sm_90a"), f"planner{pct}"))
+        hit = tune.lookup(O, K, T, d, "float16", "sm_90a")
         if hit:
             tagged.append((hit[0], f"tuned{pct}"))
     index = {}
