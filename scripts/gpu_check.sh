@@ -7,7 +7,9 @@
 #          SPARSEC_GPU_KERNELS prebuilt kernels (scripts/gpu/build_kernels.py)  (default out/gpu)
 #          BENCH_BUDGET_S      seconds for benchmarks/spmm_gpu.py (default 300)
 #          SPARSEC_GPU_MODELS  whole models compiled for cuda (scripts/gpu/build_models.py)  (default out/gpu_models)
-#          GPU_CHECK_PARTS     which parts to run: any of kernels,spmm,models,e2e (default all)
+#          GPU_CHECK_PARTS     which parts to run: any of kernels,spmm,models,e2e,tune (default all but tune)
+#          SPARSEC_GPU_TUNE    part "tune": a directory from `sparsec autotune --target cuda --emit DIR` (or
+#                              scripts/gpu/build_tune.py); writes OUTDIR/tune_results.json for `--import`
 # Everything it needs is built elsewhere (TVM + nvcc, no GPU): see docs/cuda.md.
 set -uo pipefail
 OUT=$(realpath -m "${1:?usage: gpu_check.sh OUTDIR}")
@@ -22,6 +24,13 @@ export PYTHONPATH="$BUNDLE${PYTHONPATH:+:$PYTHONPATH}" TVM_USE_RUNTIME_LIB=1 PYT
 PY=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 rc=0
+if want tune; then
+  if [[ -z "${SPARSEC_GPU_TUNE:-}" ]]; then echo "part tune: set SPARSEC_GPU_TUNE=DIR (sparsec autotune --emit DIR)" >&2; rc=1
+  else
+    $PY scripts/gpu/tune_tiled.py "$SPARSEC_GPU_TUNE" --out "$OUT/tune_results.json" > "$OUT/tune.log" 2>&1 || rc=1
+    tail -n 1 "$OUT/tune.log"
+  fi
+fi
 if want kernels; then
   $PY scripts/gpu/check_kernels.py "$KDIR" "$OUT/check_kernels_gpu.json" > "$OUT/check_kernels_gpu.log" 2>&1 || rc=1
   tail -n 3 "$OUT/check_kernels_gpu.log"

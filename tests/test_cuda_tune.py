@@ -274,3 +274,17 @@ def test_shipped_h100_records_are_readable_current_and_resolvable(monkeypatch):
         changed += kn != tune.planner_knobs(tune.Cell(O, K, T, d))
         assert S.tiled_knobs(d, T, "sm_90a")     # a cell of the planner's tiled kernel
     assert changed > 0
+
+
+def test_import_warns_when_the_results_come_from_another_build(tmp_path, capsys):
+    """Records keyed with other versions never answer a lookup here: the import says so instead of staying quiet."""
+    from sparsec.cli import main
+
+    cells = [tune.cell_doc(tune.Cell(11008, 4096, 16, 0.3), 0)]
+    res = _results(cells, _times([25.0], [{}]))
+    for versions, warned in ((tune.versions(), False), ("sparsec=0.0.1;tvm=0.26.0", True)):
+        res["versions"] = versions
+        p = tmp_path / "r.json"
+        p.write_text(json.dumps(res))
+        assert main(["autotune", "--target", "cuda", "--import", str(p), "--db", str(tmp_path / "db.jsonl")]) == 0
+        assert ("will not match compiles here" in capsys.readouterr().err) == warned

@@ -226,6 +226,7 @@ def import_results(path: str, db, decisive_only: bool = False) -> dict:
         raise SerializationError(f"{path}: not a tuning result file of this sparsec (schema {SCHEMA!r}; "
                                  f"made by scripts/gpu/tune_tiled.py)")
     gpu = str(res.get("machine", {}).get("gpu", "gpu"))
+    stale = res.get("versions") not in (None, versions())
     runner = f"gpu:{gpu}"
     n_ok = n_bad = n_cells = 0
     changed = []
@@ -258,7 +259,8 @@ def import_results(path: str, db, decisive_only: bool = False) -> dict:
         best = db.best(key)
         if best is not None and best.knobs != planner:
             changed.append((cell, best))
-    return {"cells": n_cells, "ok": n_ok, "not_ok": n_bad, "changed": changed, "gpu": gpu}
+    return {"cells": n_cells, "ok": n_ok, "not_ok": n_bad, "changed": changed, "gpu": gpu,
+            "stale": res.get("versions") if stale else None}
 
 
 def _dbs(db=None) -> list:

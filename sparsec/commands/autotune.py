@@ -179,6 +179,10 @@ def run_cuda(args) -> int:
             diff = {k: v for k, v in rec.knobs.items() if cell["planner"].get(k) != v}
             print(f"  {cell['O']}x{cell['K']} T={cell['T']} {1 - cell['density']:.0%} sparse: tuned "
                   f"{rec.time_s * 1e6:.1f} us{gain} with {diff}")
+        if s["stale"]:
+            print(f"warning: {args.import_} was built with {s['stale']}, this is {tune.versions()}: its records "
+                  f"will not match compiles here (rebuild the candidates with --emit and measure again)",
+                  file=sys.stderr)
         kept = s["cells"] - len(s["changed"])
         print(f"{len(s['changed'])} cells take tuned knobs; {kept} keep the planner's (not reliably faster, "
               f">= 2 % and apart beyond the spread)")
