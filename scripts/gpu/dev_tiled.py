@@ -169,35 +169,9 @@ def run(kdir, outp):
 
 def interleaved(fns: dict, iters: int = 20) -> dict:
     """Median µs per call of each function: CUDA graphs of ``iters`` calls, replayed round-robin."""
-    import torch
+    import env
 
-    from sparsec.backends.cuda.runtime import on_torch_stream
-
-    graphs = {}
-    for k, fn in fns.items():
-        fn()
-        torch.cuda.synchronize()
-        g = torch.cuda.CUDAGraph()
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            fn()
-        torch.cuda.current_stream().wait_stream(s)
-        with on_torch_stream(torch.cuda.graph(g)):
-            for _ in range(iters):
-                fn()
-        g.replay()
-        graphs[k] = g
-    torch.cuda.synchronize()
-    times = {k: [] for k in graphs}
-    for _ in range(ROUNDS):
-        for k, g in graphs.items():
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            g.replay()
-            b.record()
-            b.synchronize()
-            times[k].append(a.elapsed_time(b) * 1e3 / iters)
+    times = env.replay_interleaved(env.capture_graphs(fns, iters), ROUNDS, iters)
     return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 

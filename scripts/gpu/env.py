@@ -113,27 +113,64 @@ def pack(c: dict, w):
     raise ValueError(f)
 
 
+def capture_graph(fn, iters: int = 20):
+    """A CUDA graph of ``iters`` calls of ``fn`` (warmed up on a side stream first); raises if capture fails."""
+    import torch
+
+    from sparsec.backends.cuda.runtime import on_torch_stream
+
+    g = torch.cuda.CUDAGraph()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn()
+    torch.cuda.current_stream().wait_stream(s)
+    with on_torch_stream(torch.cuda.graph(g)):
+        for _ in range(iters):
+            fn()
+    return g
+
+
+def capture_graphs(fns: dict, iters: int = 20) -> dict:
+    """``capture_graph`` of each function (each run once first, each graph replayed once), by key."""
+    import torch
+
+    out = {}
+    for k, fn in fns.items():
+        fn()
+        torch.cuda.synchronize()
+        out[k] = capture_graph(fn, iters)
+        out[k].replay()
+    torch.cuda.synchronize()
+    return out
+
+
+def replay_interleaved(graphs: dict, rounds: int, iters: int = 20) -> dict:
+    """Per key, the µs per call of each of ``rounds`` round-robin replays of its graph (``iters`` calls each)."""
+    import torch
+
+    times = {k: [] for k in graphs}
+    for _ in range(rounds):
+        for k, g in graphs.items():
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            g.replay()
+            b.record()
+            b.synchronize()
+            times[k].append(a.elapsed_time(b) * 1e3 / iters)
+    return times
+
+
 def bench_graph(fn, iters: int = 20, reps: int = 5):
     """Median GPU time (ms) of one ``fn()``: ``iters`` calls captured in a CUDA graph, replayed ``reps``
     times (no launch gaps); falls back to a plain loop timed with events if capture fails."""
     import torch
 
-    from sparsec.backends.cuda.runtime import on_torch_stream
-
     fn()
     torch.cuda.synchronize()
     method = "graph"
     try:
-        g = torch.cuda.CUDAGraph()
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            fn()
-        torch.cuda.current_stream().wait_stream(s)
-        with on_torch_stream(torch.cuda.graph(g)):
-            for _ in range(iters):
-                fn()
-        run = g.replay
+        run = capture_graph(fn, iters).replay
     except Exception:  # noqa: BLE001  (library that cannot be captured)
         method = "loop"
         torch.cuda.synchronize()

@@ -22,51 +22,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import env  # noqa: E402,F401  (the repository on sys.path, the TVM runtime bundle)
+import env  # noqa: E402  (the repository on sys.path, the TVM runtime bundle)
 
 SCHEMA = "sparsec-cuda-tune/1"
 TOL = 1e-2
 FINALISTS = 3
-
-
-def graphs_of(fns: dict, iters: int = 20) -> dict:
-    import torch
-
-    from sparsec.backends.cuda.runtime import on_torch_stream
-
-    out = {}
-    for k, fn in fns.items():
-        fn()
-        torch.cuda.synchronize()
-        g = torch.cuda.CUDAGraph()
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            fn()
-        torch.cuda.current_stream().wait_stream(s)
-        with on_torch_stream(torch.cuda.graph(g)):
-            for _ in range(iters):
-                fn()
-        g.replay()
-        out[k] = g
-    torch.cuda.synchronize()
-    return out
-
-
-def interleaved(graphs: dict, rounds: int, iters: int = 20) -> dict:
-    """Per key, the list of µs per call of ``rounds`` round-robin replays."""
-    import torch
-
-    times = {k: [] for k in graphs}
-    for _ in range(rounds):
-        for k, g in graphs.items():
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            g.replay()
-            b.record()
-            b.synchronize()
-            times[k].append(a.elapsed_time(b) * 1e3 / iters)
-    return times
 
 
 def finalists(cell: dict, entries: list[dict], times: dict, n: int = FINALISTS) -> list[dict]:
@@ -173,10 +133,10 @@ def main() -> int:
                 entry["status"] = "ok"
                 fns[cd["name"]] = fn
             out_c.append(entry)
-        graphs = graphs_of(fns)
-        times = interleaved(graphs, a.rounds)
+        graphs = env.capture_graphs(fns)
+        times = env.replay_interleaved(graphs, a.rounds)
         fin = finalists(cell, out_c, times)
-        conf = interleaved({e["name"]: graphs[e["name"]] for e in fin}, a.confirm)
+        conf = env.replay_interleaved({e["name"]: graphs[e["name"]] for e in fin}, a.confirm)
         del graphs
         res["cells"].append(cell_result(cell, out_c, fin, conf))
         confirm = res["cells"][-1]["confirm"]
