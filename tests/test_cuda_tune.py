@@ -211,6 +211,7 @@ def test_cli_emit_import_then_compile(tmp_path, capsys):
                      "def example_inputs():\n    return (torch.randn(1, 32, 2048),)\n")
     d = tmp_path / "tune"
     assert main(["autotune", str(model), "--target", "cuda", "--emit", str(d)]) == 0, capsys.readouterr().err
+    assert sorted(os.listdir(d)) == ["tune.json", "tune.so"]          # written to temp paths and renamed
     doc = json.loads((d / "tune.json").read_text())
     (cell,) = doc["cells"]
     assert (cell["O"], cell["K"], cell["T"]) == (2048, 2048, 32) and doc["kernels"] == len(cell["candidates"])

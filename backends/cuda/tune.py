@@ -149,12 +149,14 @@ def cell_doc(c: Cell, i: int, versions_: str | None = None) -> dict:
 
 
 def _atomic_write(path: str, write) -> None:
+    """``write(tmp)`` writes the file at a temp path beside ``path``, which is then renamed over ``path``."""
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path) + ".",
+                               suffix=".tmp" + os.path.splitext(path)[1])     # the suffix: export_library's format
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -193,19 +195,13 @@ def build(cells: list[Cell], outdir: str, arch: str | None = None, progress=None
         if progress:
             progress(i, len(cells), c.label)
     lib = toolchain.build(tvm.IRModule(funcs), arch)
-    so = os.path.join(outdir, "tune.so")
-    os.makedirs(outdir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=outdir, prefix=".tune.", suffix=".so")
-    os.close(fd)
-    try:
-        lib.export_library(tmp)
-        os.replace(tmp, so)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _atomic_write(os.path.join(outdir, "tune.so"), lib.export_library)
     doc["kernels"] = len(funcs)
-    _atomic_write(os.path.join(outdir, "tune.json"), lambda f: f.write(json.dumps(doc, indent=1).encode()))
+
+    def write_json(p):
+        with open(p, "w") as f:
+            json.dump(doc, f, indent=1)
+    _atomic_write(os.path.join(outdir, "tune.json"), write_json)
     return doc
 
 
