@@ -289,3 +289,18 @@ def test_import_warns_when_the_results_come_from_another_build(tmp_path, capsys)
         p.write_text(json.dumps(res))
         assert main(["autotune", "--target", "cuda", "--import", str(p), "--db", str(tmp_path / "db.jsonl")]) == 0
         assert ("will not match compiles here" in capsys.readouterr().err) == warned
+
+
+def test_wide_space_adds_single_knob_neighbours():
+    c = tune.Cell(11008, 4096, 32, 0.1)
+    base, wide = tune.candidates(c), tune.candidates(tune.Cell(11008, 4096, 32, 0.1, space="wide"))
+    key = (lambda k: json.dumps(k, sort_keys=True))  # noqa: E731
+    assert wide[:len(base)] == base and len(wide) > 2 * len(base)
+    planner = base[0]
+    for knob, v in (("wgs", 1), ("xd", 2), ("code", "pos7")):      # the planner's 90 % T=32 variant, one knob off
+        assert planner[knob] != v
+        assert any(k[knob] == v and all(k[a] == planner[a] for a in planner if a not in (knob, "ksplit"))
+                   for k in wide), knob
+    assert len({key(k) for k in wide}) == len(wide)
+    with pytest.raises(ParameterError, match="tuning space"):
+        tune.candidates(tune.Cell(11008, 4096, 32, 0.1, space="huge"))

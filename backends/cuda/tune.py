@@ -44,6 +44,11 @@ SPLIT_FACTORS = (0.5, 0.67, 1.5, 2.0)     # ... and these multiples of it (H100 
 # benchmarks/results/dev/tune_run1.json: with default-3..default+2 the best split sat at the edge of the range in
 # 16 of 48 cells, e.g. 4096x11008 at one token: split 4 against the default 2, 1.29x faster)
 MAX_SPLIT = 64
+# space="wide": the planner's variant with one of these knobs changed, at half, one below, at and one above its split
+WIDE_KNOBS = {"wg": {"wgs": (1, 2, 3), "xd": (1, 2, 3), "pb": (1, 2), "pf": (1, 2), "ra": (1, 2),
+                     "code": ("pos", "pos7"), "sc": (64, 128, 256), "rr": (0, 1), "rp": (1, 2, 4)},
+              "sync": {"warps": (4, 8, 16), "code": ("pos", "pos7"), "clear": ("zero", "unscatter"), "pipe": (1, 2)}}
+SPACES = ("default", "wide")
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tuned_h100.jsonl")
 SCHEMA = "sparsec-cuda-tune/1"
 
@@ -59,6 +64,7 @@ class Cell:
     dtype: str = "float16"
     arch: str = "sm_90a"
     where: str = "grid"        # the layer (model file + weight) or "grid"
+    space: str = "default"     # "wide": also every single-knob neighbour of the planner's variant (WIDE_KNOBS)
 
     @property
     def label(self) -> str:
@@ -131,6 +137,19 @@ def candidates(c: Cell) -> list[dict]:
             continue
         for split in split_candidates(ks):
             add(dict(base, ksplit=split))
+    if c.space == "wide":
+        base = S.tiled_knobs(c.density, c.T, c.arch)
+        for knob, values in WIDE_KNOBS[out[0].get("mma", "sync")].items():
+            for v in values:
+                kn = dict(base, **{knob: v})
+                try:
+                    ks = resolve(spec, kn).ksplit
+                except KernelError:
+                    continue
+                for split in sorted({max(1, round(ks / 2)), max(1, ks - 1), ks, ks + 1}):
+                    add(dict(kn, ksplit=split))
+    elif c.space not in SPACES:
+        raise ParameterError(f"tuning space {c.space!r}: one of {', '.join(SPACES)}")
     return out
 
 

@@ -1,7 +1,7 @@
 """Build the tuning kernels of the benchmark grid (here: TVM + nvcc, no GPU): ``backends/cuda/tune.py``.
 
     python scripts/gpu/build_tune.py OUTDIR [--arch sm_90a] [--shapes 11008x4096,...] [--tokens 1,8,16,32]
-                                            [--sparsity 0.7,0.8,0.9]
+                                            [--sparsity 0.7,0.8,0.9] [--cells OxK@T:sparsity,...] [--space wide]
 
 Then on the GPU machine ``python scripts/gpu/tune_tiled.py OUTDIR``, and here
 ``sparsec autotune --target cuda --import OUTDIR/results.json --db backends/cuda/tuned_h100.jsonl`` (the shipped
@@ -21,11 +21,25 @@ TUNE_TOKENS = (1, 8, 16, 32)
 TUNE_SPARSITY = (0.7, 0.8, 0.9)
 
 
-def grid(shapes, tokens, sparsity, arch):
+def grid(shapes, tokens, sparsity, arch, space="default"):
     from sparsec.backends.cuda.tune import Cell
 
     # shape, then density, then tokens: the GPU side draws one weight per (shape, density)
-    return [Cell(O, K, T, round(1 - s, 4), arch=arch) for (O, K) in shapes for s in sparsity for T in tokens]
+    return [Cell(O, K, T, round(1 - s, 4), arch=arch, space=space) for (O, K) in shapes for s in sparsity
+            for T in tokens]
+
+
+def parse_cells(text, arch, space):
+    """``OxK@T:sparsity,...`` -> cells."""
+    from sparsec.backends.cuda.tune import Cell
+
+    out = []
+    for item in text.split(","):
+        shape, rest = item.split("@")
+        t, s = rest.split(":")
+        O, K = (int(v) for v in shape.split("x"))
+        out.append(Cell(O, K, int(t), round(1 - float(s), 4), arch=arch, space=space))
+    return sorted(out, key=lambda c: (c.O, c.K, c.density, c.T))
 
 
 def main():
@@ -37,9 +51,14 @@ def main():
     ap.add_argument("--shapes", help="comma-separated OxK (default: the benchmark's LLM shapes)")
     ap.add_argument("--tokens", default=",".join(map(str, TUNE_TOKENS)))
     ap.add_argument("--sparsity", default=",".join(map(str, TUNE_SPARSITY)))
+    ap.add_argument("--cells", help="instead of the grid: OxK@T:sparsity,... (e.g. 11008x4096@32:0.9)")
+    ap.add_argument("--space", default="default", choices=tune.SPACES,
+                    help="wide: also every single-knob neighbour of the planner's variant")
     a = ap.parse_args()
     shapes = ([tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")] if a.shapes else C.BENCH_SHAPES)
-    cells = grid(shapes, [int(t) for t in a.tokens.split(",")], [float(s) for s in a.sparsity.split(",")], a.arch)
+    cells = (parse_cells(a.cells, a.arch, a.space) if a.cells else
+             grid(shapes, [int(t) for t in a.tokens.split(",")], [float(s) for s in a.sparsity.split(",")], a.arch,
+                  a.space))
     t0 = time.time()
     doc = tune.build(cells, a.outdir, a.arch,
                      progress=lambda i, n, lab: print(f"[{i + 1}/{n}] {lab}", flush=True))

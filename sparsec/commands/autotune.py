@@ -69,8 +69,8 @@ def run(args) -> int:
         return 0
     if args.target == "cuda":
         return run_cuda(args)
-    if args.emit or args.import_ or args.arch:
-        raise ParameterError("--emit, --import and --arch apply to --target cuda only")
+    if args.emit or args.import_ or args.arch or args.space != "default":
+        raise ParameterError("--emit, --import, --arch and --space apply to --target cuda only")
     if not args.model:
         raise ParameterError("sparsec autotune: give a model file (or --merge OUT IN...)")
     if args.target != "llvm":
@@ -207,7 +207,8 @@ def run_cuda(args) -> int:
         if kn["design"] != "tiled":
             continue
         (o, k), t = kn["shape"], kn["tokens"]
-        c = tune.Cell(o, k, t, kn["density"], DEFAULT_DTYPE, arch, where=f"{args.model}: {kn['weight']}")
+        c = tune.Cell(o, k, t, kn["density"], DEFAULT_DTYPE, arch, where=f"{args.model}: {kn['weight']}",
+                      space=args.space)
         sig = (o, k, t, f"{kn['density']:.2f}")
         if sig not in seen:
             seen.add(sig)
@@ -237,6 +238,9 @@ def register(sub) -> None:
     p.add_argument("--emit", metavar="DIR", help="--target cuda: build the model's tuning candidates into DIR")
     p.add_argument("--import", dest="import_", metavar="RESULTS",
                    help="--target cuda: record scripts/gpu/tune_tiled.py's results.json in the database")
+    p.add_argument("--space", default="default", choices=("default", "wide"),
+                   help="--target cuda --emit: 'wide' also tries every single-knob neighbour of the planner's "
+                        "variant (~4x the candidates)")
     p.add_argument("--decisive-only", action="store_true",
                    help="--import: only the records the choice rests on (re-measured finalists, failed candidates)")
     p.add_argument("--budget", help="time budget (90s, 10m, 1h; default 10m unless --trials)")
