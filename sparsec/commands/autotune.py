@@ -207,9 +207,10 @@ def run_cuda(args) -> int:
         if kn["design"] != "tiled":
             continue
         (o, k), t = kn["shape"], kn["tokens"]
-        c = tune.Cell(o, k, t, kn["density"], DEFAULT_DTYPE, arch, where=f"{args.model}: {kn['weight']}",
+        density = p.consts[kn["weight"]].value.nnz / (o * k)     # exact, as compile keys its lookup
+        c = tune.Cell(o, k, t, density, DEFAULT_DTYPE, arch, where=f"{args.model}: {kn['weight']}",
                       space=args.space)
-        sig = (o, k, t, f"{kn['density']:.2f}")
+        sig = tune.tiled_key(o, k, t, density, DEFAULT_DTYPE, arch).digest()
         if sig not in seen:
             seen.add(sig)
             cells.append(c)
