@@ -304,3 +304,22 @@ def test_wide_space_adds_single_knob_neighbours():
     assert len({key(k) for k in wide}) == len(wide)
     with pytest.raises(ParameterError, match="tuning space"):
         tune.candidates(tune.Cell(11008, 4096, 32, 0.1, space="huge"))
+
+
+def test_cli_emit_keys_cells_by_the_compile_dtype(tmp_path, monkeypatch):
+    """``--dtype bfloat16``: the cells (and so the records' keys) are bf16, what a ``compile --dtype bfloat16``
+    looks up; the build itself is stubbed here (the nvcc build is the test above)."""
+    from sparsec.cli import main
+
+    seen = []
+    monkeypatch.setattr(tune, "build", lambda cells, out, arch, progress=None: seen.extend(cells) or
+                        {"cells": [tune.cell_doc(c, i) for i, c in enumerate(cells)], "kernels": 0})
+    model = tmp_path / "m.py"
+    model.write_text("import torch\nimport torch.nn as nn\ntorch.manual_seed(0)\nmodel = nn.Linear(2048, 2048)\n"
+                     "def example_inputs():\n    return (torch.randn(1, 32, 2048),)\n")
+    assert main(["autotune", str(model), "--target", "cuda", "--sparsity", "0.88", "--dtype", "bfloat16",
+                 "--emit", str(tmp_path / "t")]) == 0
+    (c,) = seen
+    assert c.dtype == "bfloat16" and abs(c.density - 0.12) < 1e-3
+    assert tune.cell_doc(c, 0)["key"]["dtype"] == "bfloat16"
+    assert main(["autotune", str(model), "--dtype", "bfloat16"]) == 1

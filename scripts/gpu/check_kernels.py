@@ -16,7 +16,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import env  # noqa: E402
 
-TOL = {"float16": 1e-2, "bfloat16": 3e-2, "float32": 1e-4}
+TOL = env.KERNEL_TOL
 
 
 def main():

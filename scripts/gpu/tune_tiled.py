@@ -3,9 +3,10 @@
     python scripts/gpu/tune_tiled.py DIR [--out DIR/results.json] [--budget-s 500] [--rounds 3] [--confirm 9]
 
 ``DIR`` holds ``tune.so`` and ``tune.json`` (built here by ``sparsec autotune --target cuda --emit DIR`` or
-``scripts/gpu/build_tune.py``). Per cell: a random fp16 weight of the cell's shape and density (uniform mask,
+``scripts/gpu/build_tune.py``). Per cell: a random weight (the cell's dtype) of the cell's shape and density (uniform mask,
 seeded), the tiled layouts its candidates need (made on the GPU from a bitmap, as ``benchmarks/spmm_gpu.py``
-does), every candidate checked against ``F.linear`` (relative error <= 1e-2, else ``wrong``: never chosen), then
+does), every candidate checked against ``F.linear`` (relative error within the kernel check's tolerance for the
+dtype, ``env.KERNEL_TOL``, else ``wrong``: never chosen), then
 timed: CUDA graphs of 20 calls, replayed round-robin ``--rounds`` times (medians); then the fastest three and the
 planner's own are re-timed interleaved ``--confirm`` rounds (what ``sparsec autotune --import`` decides on).
 Results are written after every cell (temp file + rename), so a run stopped by ``--budget-s`` keeps what it
@@ -25,7 +26,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import env  # noqa: E402  (the repository on sys.path, the TVM runtime bundle)
 
 SCHEMA = "sparsec-cuda-tune/1"
-TOL = 1e-2
 FINALISTS = 3
 
 
@@ -93,19 +93,20 @@ def main() -> int:
             print(f"budget spent: {len(cells) - ci} cells left", flush=True)
             break
         O, K, T, d = cell["O"], cell["K"], cell["T"], cell["density"]
-        wk = (O, K, d)
+        dt = getattr(torch, cell.get("dtype", "float16"))
+        wk = (O, K, d, dt)
         if wk not in weights:
             weights.clear()
             torch.cuda.empty_cache()
             g = torch.Generator(device=dev).manual_seed(O * 31 + K * 7 + int(d * 1000))
-            w = torch.randn(O, K, device=dev, dtype=torch.float16, generator=g) * (1.0 / K ** 0.5)
+            w = torch.randn(O, K, device=dev, dtype=dt, generator=g) * (1.0 / K ** 0.5)
             w = w * (torch.rand(O, K, device=dev, generator=g) < d)
             f = Bitmap.from_dense(w.cpu(), tile=(8, 32))
             f = dataclasses.replace(f, **{b: getattr(f, b).to(dev) for b in f.buffers})
             weights[wk] = (w, f)
         w, f = weights[wk]
-        x = torch.randn(T, K, device=dev, dtype=torch.float16)
-        y = torch.empty(T, O, device=dev, dtype=torch.float16)
+        x = torch.randn(T, K, device=dev, dtype=dt)
+        y = torch.empty(T, O, device=dev, dtype=dt)
         ref = F.linear(x.float(), w.float())
         layouts, fns, out_c = {}, {}, []
         for cd in cell["candidates"]:
@@ -126,7 +127,7 @@ def main() -> int:
                 out_c.append(entry)
                 continue
             entry["rel_err"] = err
-            if not err <= TOL:
+            if not err <= env.KERNEL_TOL[cell.get("dtype", "float16")]:
                 entry.update(status="wrong", error=f"relative error {err:.3e} vs F.linear")
                 print(f"WRONG {cd['name']} {kn}: {err:.2e}", flush=True)
             else:

@@ -69,8 +69,8 @@ def run(args) -> int:
         return 0
     if args.target == "cuda":
         return run_cuda(args)
-    if args.emit or args.import_ or args.arch or args.space != "default":
-        raise ParameterError("--emit, --import, --arch and --space apply to --target cuda only")
+    if args.emit or args.import_ or args.arch or args.dtype or args.space != "default":
+        raise ParameterError("--emit, --import, --arch, --dtype and --space apply to --target cuda only")
     if not args.model:
         raise ParameterError("sparsec autotune: give a model file (or --merge OUT IN...)")
     if args.target != "llvm":
@@ -198,9 +198,10 @@ def run_cuda(args) -> int:
     from sparsec.backends.cuda.toolchain import check_arch
 
     arch = check_arch(args.arch or "sm_90a")
+    dtype = args.dtype or DEFAULT_DTYPE
     g, _, _, _, _ = cuda_graph(args.model, None, sparsity=args.sparsity,
                                pattern=args.pattern or ("unstructured" if args.sparsity is not None else None),
-                               format="auto", spec=None, arch=arch, dtype=DEFAULT_DTYPE)
+                               format="auto", spec=None, arch=arch, dtype=dtype)
     p = lower_graph_cuda(g, arch, tuning_db=False)
     cells, seen = [], set()
     for node, kn in p.kernels.items():
@@ -208,9 +209,8 @@ def run_cuda(args) -> int:
             continue
         (o, k), t = kn["shape"], kn["tokens"]
         density = p.consts[kn["weight"]].value.nnz / (o * k)     # exact, as compile keys its lookup
-        c = tune.Cell(o, k, t, density, DEFAULT_DTYPE, arch, where=f"{args.model}: {kn['weight']}",
-                      space=args.space)
-        sig = tune.tiled_key(o, k, t, density, DEFAULT_DTYPE, arch).digest()
+        c = tune.Cell(o, k, t, density, dtype, arch, where=f"{args.model}: {kn['weight']}", space=args.space)
+        sig = tune.tiled_key(o, k, t, density, dtype, arch).digest()
         if sig not in seen:
             seen.add(sig)
             cells.append(c)
@@ -237,6 +237,9 @@ def register(sub) -> None:
                    "kernels' split and variant, measured on a GPU machine: --emit, then --import)")
     p.add_argument("--arch", help="--target cuda: the GPU architecture (default sm_90a)")
     p.add_argument("--emit", metavar="DIR", help="--target cuda: build the model's tuning candidates into DIR")
+    p.add_argument("--dtype", choices=("float16", "bfloat16"),
+                   help="--target cuda --emit: the dtype the model is compiled in (as `compile --dtype`; default "
+                        "float16): the tuning key includes it")
     p.add_argument("--import", dest="import_", metavar="RESULTS",
                    help="--target cuda: record scripts/gpu/tune_tiled.py's results.json in the database")
     p.add_argument("--space", default="default", choices=("default", "wide"),
