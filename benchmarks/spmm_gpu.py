@@ -30,11 +30,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import env  # noqa: E402
 
 
-def lay_key(kn: dict) -> tuple:
-    """What a tiled kernel's layout depends on: (rt, sc, code, mma, xa, sp)."""
-    return kn["rt"], kn["sc"], kn.get("code", "pos"), kn.get("mma", "sync"), kn.get("xa", 0), kn.get("sp", 0)
-
-
 def main():
     import torch
     import torch.nn.functional as F
@@ -108,7 +103,7 @@ def main():
                for k, (w, f, c) in packs.items()}
         # the tiled kernel's private layouts, made on the GPU from the bitmap's own buffers, per (rt, sc)
         layouts = {}
-        lay_keys = sorted({lay_key(c["resolved_knobs"])
+        lay_keys = sorted({TL.layout_key(c["resolved_knobs"])
                            for c in cases if c.get("design") == "tiled" and (c["O"], c["K"]) == (O, K)})
         for pat, (w, f, _) in packs.items():
             if not pat.startswith("unstructured"):
@@ -167,7 +162,7 @@ def main():
                     while f"b_tiled{v}_{O}x{K}x{T}" in names:
                         tname = f"b_tiled{v}_{O}x{K}x{T}"
                         kn = by_name[tname]["resolved_knobs"]
-                        lay, bnames = layouts[pat, lay_key(kn)]
+                        lay, bnames = layouts[pat, TL.layout_key(kn)]
                         f = call(tname, *[lay[b] for b in bnames], x, y)
                         y.fill_(float("nan"))
                         f()

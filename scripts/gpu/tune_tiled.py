@@ -25,7 +25,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import env  # noqa: E402  (the repository on sys.path, the TVM runtime bundle)
 
-SCHEMA = "sparsec-cuda-tune/1"
 FINALISTS = 3
 
 
@@ -55,6 +54,7 @@ def main() -> int:
     import torch.nn.functional as F
 
     from sparsec.backends.cuda.kernels import tiled_layout as TL
+    from sparsec.backends.cuda.tune import SCHEMA
     from sparsec.backends.cuda.runtime import load_library
     from sparsec.ir.formats import Bitmap
 
@@ -111,7 +111,7 @@ def main() -> int:
         layouts, fns, out_c = {}, {}, []
         for cd in cell["candidates"]:
             kn = cd["knobs"]
-            lk = (kn["rt"], kn["sc"], kn.get("code", "pos"), kn.get("mma", "sync"), kn.get("xa", 0), kn.get("sp", 0))
+            lk = TL.layout_key(kn)
             if lk not in layouts:
                 layouts[lk] = TL.build_for(f, kn)
             lay, names = layouts[lk]

@@ -676,6 +676,13 @@ def _pos_wg_to_dense(lay: dict, O: int, K: int, sc: int) -> torch.Tensor:
     return W
 
 
+def layout_key(knobs: dict) -> tuple:
+    """What ``build_for``'s layout depends on: ``(rt, sc, code, mma, xa, sp)`` of resolved knobs (kernels with equal
+    keys share one layout)."""
+    return (knobs["rt"], knobs["sc"], knobs.get("code", "pos"), knobs.get("mma", "sync"), knobs.get("xa", 0),
+            knobs.get("sp", 0))
+
+
 def build_for(fmt, knobs: dict, **kw) -> tuple[dict, tuple]:
     """The tiled kernel's layout for its resolved knobs (``code``: pos | pos7 | bitmap) and the buffer names in the
     kernel's argument order."""
