@@ -12,6 +12,8 @@ import shutil
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None and not os.path.exists("/usr/local/cuda/bin/nvcc"),
                                 reason="nvcc not installed")
@@ -348,6 +350,89 @@ def test_wgmma_tail_splits_the_last_wave_along_k():
     assert "red.global.add.noftz.v4.f16x2" in gemm and "st.global.v4" in gemm    # split tiles add, the rest store
 
 
+@given(tiles=st.integers(1, 400), nk=st.integers(1, 300), blocks=st.integers(1, 140))
+@settings(max_examples=300, deadline=None)
+def test_stream_k_fixup_schedule(tiles, nk, blocks):
+    """``sk=3``'s schedule (``stream_k_segments``, mirrored by the kernel's index arithmetic): every k-tile of every
+    shared tile runs exactly once; a block's partial is the first segment it runs and its finisher segment the last;
+    a cut tile has exactly one finisher, which adds exactly the partials of that tile, all from lower-index blocks
+    (so a finisher never waits on a block that could be waiting on it), one workspace slot per block."""
+    from sparsec.backends.cuda.kernels.wgmma_gemm import stream_k_segments
+
+    sch = stream_k_segments(tiles, nk, blocks, fixup=True)
+    assert len(sch) == min(blocks, tiles * nk)
+    seen, parts, fins = set(), {}, {}
+    for c, segs in enumerate(sch):
+        roles = [s[3] for s in segs]
+        assert roles.count("part") <= 1 and roles.count("finish") <= 1
+        assert "part" not in roles or roles[0] == "part"
+        assert "finish" not in roles or roles[-1] == "finish"
+        for t, s0, s1, role, a, b in segs:
+            assert t * nk <= s0 < s1 <= (t + 1) * nk
+            units = set(range(s0, s1))
+            assert not units & seen
+            seen |= units
+            if role == "part":
+                assert a == c and s1 < (t + 1) * nk
+                parts.setdefault(t, []).append(c)
+            elif role == "finish":
+                assert t not in fins and b == c and s1 == (t + 1) * nk and s0 > t * nk
+                fins[t] = (c, list(range(a, b)))
+    assert seen == set(range(tiles * nk))
+    assert set(parts) == set(fins)
+    for t, ps in parts.items():
+        assert fins[t][1] == ps and all(p < fins[t][0] for p in ps)
+
+
+def test_wgmma_stream_k_fixup_kernel():
+    """``sk=3`` (stream-K with a fixup): one launch (no zeroing kernel), no atomics into Y (so an activation is
+    allowed), the fp32 partials through a static workspace with ``st.cg`` / ``ld.cg``, the arrival counters read with
+    ``ld.acquire.gpu``; split-K or the cp.async main loop are refused with it."""
+    import tvm
+
+    from sparsec.backends.cuda import toolchain as tc
+    from sparsec.backends.cuda.kernels import cuda_matmul_primfunc
+    from sparsec.backends.kernels.common import KernelError
+
+    func, _, kn = cuda_matmul_primfunc(_nm24(2000, 768, torch.float16), 1100, bias=True, activation="gelu",
+                                       knobs={"sk": 3, "bm": 128, "stages": 4}, name="wgsk3", design="wgmma")
+    assert kn["sk"] == 3 and kn["ks"] == 1
+    lib = tc.build(tvm.IRModule({"wgsk3": func}), "sm_90a")
+    ptx = tc.ptx(lib, "sm_90a")
+    ents = tc.ptx_entries(ptx)
+    assert list(ents) == ["wgsk3_kernel"]                                 # no zero launch
+    assert "red.global.add.noftz" not in ptx and "ld.acquire.gpu" in ptx
+    assert "st.global.cg.v4.f32" in ptx and "ld.global.cg.v4.f32" in ptx and "wgmma.mma_async.sp" in ptx
+    # 144 tiles of 128 x 128: 132 whole, 12 x 6 k-tiles shared by 72 blocks (a slot each: 256 threads x 64 fp32)
+    assert re.search(r"__device__ float4 sparsec_skws_\w+\[{}\]".format(72 * 256 * 16), tc.device_source(lib))
+    for bad in ({"sk": 3, "ks": 2}, {"sk": 3, "ws": 0}):
+        with pytest.raises(KernelError, match="sk=3"):
+            cuda_matmul_primfunc(_nm24(2000, 768, torch.float16), 1100, knobs=bad, design="wgmma")
+
+
+def test_wgmma_dense_defaults_fill_the_sms_under_one_wave():
+    """Dense at 128 < T with fewer tiles than SMs (session 13, ``mid_run1``): split K as at T <= 128 (no activation,
+    >= 8 k-tiles per split, at most one wave of blocks), else stream-K with the fixup (``sk=3``: no atomics, so an
+    activation may follow) when the grid is at most half a wave or K is deep; 86 tiles over shallow K (11008x4096)
+    keep the plain grid, and grids over one wave keep ``sk=2``."""
+    from sparsec.backends.cuda.kernels.wgmma_gemm import SMS, default_knobs
+
+    kn = default_knobs(4096, 4096, 256)                  # 32 tiles of 128 x 256
+    assert (kn["ks"], kn["sk"]) == (4, 0)
+    kn = default_knobs(4096, 4096, 256, "gelu")          # no atomics under an activation
+    assert (kn["ks"], kn["sk"]) == (1, 3)
+    assert (default_knobs(4096, 11008, 384)["ks"], default_knobs(4096, 11008, 384)["sk"]) == (2, 0)
+    kn = default_knobs(9216, 36864, 256)                 # 72 tiles: a 2-way split would be 144 blocks
+    assert (kn["ks"], kn["sk"]) == (1, 3)
+    assert (default_knobs(11008, 4096, 256)["ks"], default_knobs(11008, 4096, 256)["sk"]) == (1, 0)
+    assert default_knobs(9216, 36864, 512)["sk"] == 2 and default_knobs(4096, 4096, 1024)["sk"] == 0
+    for O, K in ((768, 768), (768, 3072), (3072, 768), (4096, 4096), (4096, 11008), (9216, 36864)):
+        for T in (129, 192, 256, 384, 512, 1024):
+            kn = default_knobs(O, K, T)
+            tiles = -(-O // kn["bm"]) * -(-T // kn["bn"])
+            assert kn["ks"] == 1 or (tiles * kn["ks"] <= SMS and -(-K // 64) // kn["ks"] >= 8)
+
+
 def test_wgmma_stream_k_walks_equal_shares():
     """``sk=1`` (opt-in, measured slower: docs/cuda.md): min(132, tiles x k-tiles) blocks, each walking its share of
     the tile x k-tile space one tile segment at a time (a serial loop around the main loop, the mbarriers re-armed per
@@ -363,7 +448,7 @@ def test_wgmma_stream_k_walks_equal_shares():
     assert kn["sk"] == 1 and kn["ks"] == 1                               # sk replaces the default split-K
     src = tc.device_source(tc.build(tvm.IRModule({"wgsk": func}), "sm_90a"))
     gemm = src[src.index("wgsk_kernel_1(half"):]
-    assert re.search(r"for \(int j = 0; j < \d+; \+\+j\)", gemm)            # the segment loop
+    assert re.search(r"for \(int (j\w*) = 0; \1 < \d+; \+\+\1\)", gemm)            # the segment loop
     assert "red_vec_half_global_add_noftz_v4_f16x2" in gemm and "fence_proxy_proxy_async_shared__cta" in gemm
     with pytest.raises(KernelError, match="sk=1"):
         cuda_matmul_primfunc(_nm24(2000, 768, torch.float16), 1100, activation="gelu", knobs={"sk": 1},

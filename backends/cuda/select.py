@@ -242,7 +242,8 @@ def predict_us(fmt: str, design: str, O: int, K: int, T: int, density: float, ac
         # 2026-11-23: 768x768 at T=128 is 6 blocks, 10 us measured against 3.5 us from the LLM fit alone)
         from sparsec.backends.cuda.kernels.wgmma_gemm import default_knobs as wg_defaults
         kn = wg_defaults(O, K, T, "act" if activation else None)
-        blocks = _cd(O, kn["bm"]) * _cd(T, kn["bn"]) * kn["ks"]
+        # sk=3 (stream-K under a wave, session 13): every SM busy
+        blocks = H100_SMS if kn.get("sk") == 3 else _cd(O, kn["bm"]) * _cd(T, kn["bn"]) * kn["ks"]
         # T <= 32 (dev run benchmarks/results/dev/wgsp_run1.json: 3 LLM shapes x T 1-32, 1.0-1.09x cuBLAS):
         # the weight streams at 2.8 TB/s
         return 3.0 + max(ok / (1.4e6 if T <= 32 else 1.2e6) * max(1.0, H100_SMS / (2 * blocks)),

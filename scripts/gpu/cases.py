@@ -113,7 +113,12 @@ def wgmma_check_cases() -> list[dict]:
             (520, 1000, 300, "float16", False, None, dict(bm=128, bn=256, stages=4, ws=1, wip=1)),
             (1160, 1032, 1030, "bfloat16", True, "silu", dict(bm=256, bn=128, stages=4, ws=1, wip=1)),
             (1000, 2056, 1030, "float16", False, None, dict(bm=128, bn=256, stages=4, ws=1, wip=0, gm=4)),
-            (300, 1000, 5, "float16", True, "gelu", {}), (4096, 4096, 7, "bfloat16", False, None, {})]
+            (300, 1000, 5, "float16", True, "gelu", {}), (4096, 4096, 7, "bfloat16", False, None, {}),
+            # under one wave at T > 128 (session 13): the default split-K, and stream-K with the fixup (sk=3, the
+            # default under an activation): all tiles shared, odd O and K tails
+            (4096, 4096, 256, "float16", True, None, {}), (4096, 4096, 256, "bfloat16", True, "gelu", {}),
+            (2000, 4104, 300, "float16", False, "relu", dict(sk=3)),
+            (1003, 1032, 1100, "float16", True, "silu", dict(bm=128, bn=128, sk=3))]
     for i, (O, K, T, dt, bias, act, kn) in enumerate(grid):
         out.append(case(f"chk_wgmma{i}_dense_{dt}_{O}x{K}x{T}", "dense", {}, O, K, T, dt, bias, act, ["dense"],
                         kn, design="wgmma"))
@@ -131,7 +136,10 @@ def wgmma_check_cases() -> list[dict]:
             # ar: the stored values in registers (register-operand wgmma.sp; layout sp_frag), opt-in
             (1000, 1024, 300, "float16", False, None, dict(ar=2, bm=192)),
             (1003, 1152, 200, "bfloat16", True, "gelu", dict(ar=3, bm=128)),
-            (520, 2048, 77, "float16", True, None, dict(ar=2, ks=2))]
+            (520, 2048, 77, "float16", True, None, dict(ar=2, ks=2)),
+            # sk=3 (opt-in for 2:4): whole waves + shared tiles, and all tiles shared under an activation
+            (2000, 768, 1100, "float16", True, None, dict(bm=128, stages=4, sk=3)),
+            (1160, 1024, 1030, "bfloat16", False, "gelu", dict(bm=256, stages=3, gm=4, sk=3))]
     for i, (O, K, T, dt, bias, act, kn) in enumerate(grid):
         out.append(case(f"chk_wgsp{i}_nm24_{dt}_{O}x{K}x{T}", "nm", {"n": 2, "m": 4}, O, K, T, dt, bias, act,
                         ["nm", 2, 4], kn, design="wgmma"))

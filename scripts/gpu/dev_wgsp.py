@@ -31,6 +31,10 @@ elif MODE == "big":                                # 2:4 at many tokens: tile sh
     TOKENS = [1024] if os.environ.get("DEV_WGSP_BIG") in ("1", "2", "3") else [128, 1024]
 elif MODE == "ar":                                 # 2:4 at many tokens: the stored values in registers (ar knob)
     TOKENS = [128, 1024]
+elif MODE == "sk3":                                # stream-K with the fixup (sk=3) against sk=2 / plain waves
+    TOKENS = [256, 1024]
+elif MODE == "mid":                                # dense (and 2:4) between 128 and 1024 tokens: grids under a wave
+    TOKENS = [192, 256, 384, 512]
 elif MODE == "bert":                               # sparsec's dense (and 2:4) wgmma on BERT-base's shapes, 8-128 tokens
     SHAPES, TOKENS = [(768, 768), (3072, 768), (768, 3072), (4096, 4096)], [8, 16, 32, 64, 128]
 elif MODE == "bert1":                              # the same below 8 tokens
@@ -51,6 +55,15 @@ def check_cases() -> list[dict]:
                         design="wgmma")
                  for i, (O, K, T, dt, bias, act, kn) in enumerate(AR_CHECKS)]
         return base + extra
+    if MODE == "mid":
+        return [c for c in C.wgmma_check_cases()] + [
+            C.case(f"chk_wgmid_{i}_{fmt}_{dt}_{O}x{K}x{T}", fmt, NM24 if fmt == "nm" else {}, O, K, T, dt, bias,
+                   act, ["nm", 2, 4] if fmt == "nm" else ["dense"], kn, design="wgmma")
+            for i, (fmt, O, K, T, dt, bias, act, kn) in enumerate(SK3_CHECKS)]
+    if MODE == "sk3":       # the stream-K checks of the big mode, and sk=3 on hybrid and all-shared grids
+        return [C.case(f"chk_wgsk3_{i}_{fmt}_{dt}_{O}x{K}x{T}", fmt, NM24 if fmt == "nm" else {}, O, K, T, dt, bias,
+                       act, ["nm", 2, 4] if fmt == "nm" else ["dense"], kn, design="wgmma")
+                for i, (fmt, O, K, T, dt, bias, act, kn) in enumerate(SK3_CHECKS)]
     if MODE == "big":
         extra = [C.case(f"chk_wgbig{i}_nm24_{dt}_{O}x{K}x{T}", "nm", NM24, O, K, T, dt, bias, act, ["nm", 2, 4], kn,
                         design="wgmma")
@@ -77,6 +90,17 @@ TAIL_CHECKS = [("nm", 2000, 512, 1100, "float16", True, None, dict(bm=128, stage
                ("nm", 2000, 768, 1100, "float16", True, None, dict(bm=128, stages=4, sk=2)),
                ("dense", 2001, 1032, 1100, "bfloat16", True, None, dict(bm=128, bn=128, sk=2)),
                ("nm", 11008, 4096, 1024, "float16", False, None, dict(sk=2))]
+# sk=3: 144 tiles (132 whole + 12 shared), 45 / 128 tiles (all shared), activations (no atomics), bf16, O % 8 != 0
+SK3_CHECKS = [("nm", 2000, 768, 1100, "float16", True, None, dict(bm=128, stages=4, sk=3)),
+              ("nm", 1160, 1024, 1030, "bfloat16", False, "gelu", dict(bm=256, stages=3, gm=4, sk=3)),
+              ("dense", 2001, 1032, 1100, "float16", True, "silu", dict(bm=128, bn=128, sk=3)),
+              ("dense", 300, 520, 77, "float16", True, None, dict(sk=3)),
+              ("nm", 11008, 4096, 1024, "float16", False, None, dict(sk=3)),
+              ("nm", 4096, 4096, 1024, "bfloat16", True, "relu", dict(bm=256, stages=3, gm=4, sk=3)),
+              ("dense", 4096, 11008, 1024, "float16", False, None, dict(sk=3)),
+              ("nm", 1003, 1152, 200, "float16", True, "gelu", dict(bm=128, bn=64, sk=3)),
+              ("nm", 2000, 768, 1100, "float16", True, None, dict(bm=128, stages=4, sk=2)),
+              ("dense", 2001, 1032, 1100, "bfloat16", True, None, dict(bm=128, bn=128, sk=2))]
 # ar=2|3: O not a multiple of 16 / of the tile, bias + activations, bf16, split-K, the sk=2 tail, small T
 AR_CHECKS = [(1000, 1024, 300, "float16", False, None, dict(ar=2, bm=192)),
              (1003, 1152, 200, "float16", True, "gelu", dict(ar=2, bm=128)),
@@ -117,6 +141,11 @@ def sparse_variants(O, K, T):
         return [{}, dict(ar=3, bm=128, ana=1), dict(ar=2, bm=128, ana=1), dict(ar=3, bm=128, stages=4, ana=1)]
     if MODE == "tma":
         return [{}, dict(tma=1)]
+    if MODE == "mid":
+        return [{}, dict(sk=3)]
+    if MODE == "sk3":
+        b256 = dict(bm=256, stages=3, gm=4)
+        return [{}, dict(sk=2), dict(sk=3), dict(b256, sk=2), dict(b256, sk=3), dict(bm=192, stages=3, gm=8, sk=3)]
     if MODE == "big":
         if os.environ.get("DEV_WGSP_BIG") == "1":      # run 1: tile shapes (wgbig_run1)
             return [{}, dict(bm=256, bn=128, stages=3), dict(bm=128, bn=256, stages=2),
@@ -178,6 +207,11 @@ def dense_variants(O, K, T):
         return [{}]
     if MODE == "tma":
         return [{}, dict(tma=1)]
+    if MODE == "sk3":
+        return [{}, dict(sk=0), dict(sk=3), dict(bm=256, bn=128, stages=3, sk=3)]
+    if MODE == "mid":
+        return [{}, dict(sk=3), dict(ks=2), dict(ks=4), dict(bn=128, sk=3), dict(bn=128, ks=2),
+                dict(bn=128, stages=5), dict(bn=128, stages=5, sk=3)]
     return [{}, dict(bm=64), dict(stages=8), dict(ks=1)]
 
 
@@ -189,7 +223,7 @@ def bench_cases():
         for T in TOKENS:
             for v, kn in enumerate(sparse_variants(O, K, T)):
                 out.append(C.case(f"b_wgsp{v}_{O}x{K}x{T}", "nm", NM24, O, K, T, knobs=kn, design="wgmma"))
-            if T <= 32 or MODE in ("tma", "big", "bert", "bert1"):
+            if T <= 32 or MODE in ("tma", "big", "bert", "bert1", "sk3", "mid"):
                 for v, kn in enumerate(dense_variants(O, K, T)):
                     out.append(C.case(f"b_wgd{v}_{O}x{K}x{T}", "dense", {}, O, K, T, knobs=kn, design="wgmma"))
     return out
@@ -285,7 +319,7 @@ def run(kdir, outp):
                     continue
                 contenders.append((c["name"], {"knobs": c["resolved_knobs"], "rel_err": err,
                                                "ok": err <= TOL["float16"], "format": c["format"]},
-                                   (lambda f=f, args=args: f(*args))))
+                                   (lambda f=f, args=args: (f(*args), args[-1])[1])))
             times = {n: [] for n, _, _ in contenders}
             for _ in range(ROUNDS):                     # interleaved rounds
                 for n, _, fn in contenders:
@@ -294,6 +328,13 @@ def run(kdir, outp):
                     except Exception as exc:  # noqa: BLE001
                         print("  bench error", n, str(exc)[:200], flush=True)
             med = {n: sorted(v)[len(v) // 2] for n, v in times.items() if v}
+            for n, info, fn in contenders[2 if w_lt is not None else 1:]:
+                # the output after the timed graph replays (sk=3's arrival counters reset by every launch)
+                fn().fill_(float("nan"))
+                yy = fn()
+                torch.cuda.synchronize()
+                info["rel_err_replayed"] = float((yy.float() - ref).abs().max() / ref.abs().max()) \
+                    if yy is not None else None
             row = {"O": O, "K": K, "T": T, "cublas_ms": med["cublas"], "cusparselt_ms": med.get("cusparselt"),
                    "kernels": []}
             for n, info, _ in contenders[2 if w_lt is not None else 1:]:
@@ -303,7 +344,7 @@ def run(kdir, outp):
                        "vs_cusparselt": (med["cusparselt"] / med[n]) if "cusparselt" in med else None}
                 row["kernels"].append(ent)
                 print(f"{O}x{K} T={T:<5} {n:<28} {med[n] * 1e3:8.1f}us err {ent['rel_err']:.1e} "
-                      f"{'ok' if ent['ok'] else 'BAD'} x{ent['vs_cublas']:.2f} cuBLAS ({med['cublas'] * 1e3:.1f}us) "
+                      f"{'ok' if ent['ok'] else 'BAD'} replayed {ent.get('rel_err_replayed') or 0:.1e} x{ent['vs_cublas']:.2f} cuBLAS ({med['cublas'] * 1e3:.1f}us) "
                       f"x{ent['vs_cusparselt'] or 0:.2f} cuSPARSELt ({(med.get('cusparselt') or 0) * 1e3:.1f}us) "
                       f"{ent['knobs']}", flush=True)
             res["bench"].append(row)

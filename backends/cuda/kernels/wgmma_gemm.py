@@ -83,10 +83,13 @@ KNOBS = (
                               "128B-swizzled boxes, mbarrier expect_tx) instead of 128 threads' cp.async"),
     Knob("spk", (64, 128), None, "2:4: logical reduction columns per ring slot; 64 (tma=1 only) halves the slot "
                                  "(A rows of 32 values, 64B-swizzled) for a deeper ring"),
-    Knob("sk", (0, 1, 2), None, "stream-K: 1 = min(132, tiles x k-tiles) persistent blocks, each an equal share of "
-                                "the tile x k-tile space; 2 = whole waves of tiles as usual, the k-tiles of the last "
-                                "partial wave shared out equally; tiles cut by a share's ends add with atomics into "
-                                "zeroed Y (ks=1, tail=1, no activation)"),
+    Knob("sk", (0, 1, 2, 3), None, "stream-K: 1 = min(132, tiles x k-tiles) persistent blocks, each an equal share of "
+                                   "the tile x k-tile space; 2 = whole waves of tiles as usual, the k-tiles of the last "
+                                   "partial wave shared out equally; tiles cut by a share's ends add with atomics into "
+                                   "zeroed Y (ks=1, tail=1, no activation); 3 = the schedule of 2 (of 1 under one "
+                                   "wave) with a fixup: a cut tile's partials go to an fp32 workspace and the block "
+                                   "holding its last k-tile adds them and stores (no zero launch, no atomics; "
+                                   "activations allowed)"),
     Knob("ar", (0, 2, 3), None, "2:4 with tma=1, wip=0: the stored values go from global memory straight into "
                                "registers (ar sets: k-tiles loaded ahead), the sparse wgmma's A operand from "
                                "registers (layout sp_frag): no A tile in shared memory"),
@@ -145,7 +148,8 @@ class WgmmaSpec:
 def default_knobs(O: int, K: int, T: int, activation: str | None = None, sparse: bool = False) -> dict:
     """Warp-specialised (ws=1), one k-tile of wgmma in flight (wip=1) everywhere (H100 run 2: fastest or
     within 2 % on every cell). T > 128: 128 x bn tiles, bn up to 256 (128x256 fastest at T=1024 on all four
-    LLM shapes). T <= 128: 128 x 128 tiles (bn = T rounded up to 16), split along K only up to one wave of
+    LLM shapes); a grid over one wave shares its last partial wave (sk=2), one under a wave splits K or runs
+    stream-K with the fixup (sk=3; session 13, 192-512 tokens). T <= 128: 128 x 128 tiles (bn = T rounded up to 16), split along K only up to one wave of
     blocks (ks * tiles <= 132 SMs, >= 8 k-tiles per split, no activation): 4096-row shapes ks=4,
     11008 / 9216 rows ks=1 (ks=2 on 11008x4096 was 40 % slower)."""
     if sparse:
@@ -160,6 +164,24 @@ def default_knobs(O: int, K: int, T: int, activation: str | None = None, sparse:
             # whole waves as usual, the last partial wave's k-tiles shared by 132 blocks (session 7,
             # benchmarks/results/dev/wgbig_run9.json: 9216x36864 T=1024 0.89 -> 1.04x cuBLAS, 11008x4096 +2 %)
             kn["sk"] = 2
+        elif tiles < SMS:
+            # under one wave (e.g. 4096 rows at 192-512 tokens: 32-64 blocks on 132 SMs): split K like T <= 128
+            # (no activation, >= 8 k-tiles per split, one wave at most), else stream-K with the fixup (sk=3: every
+            # block an equal share, an activation allowed) where the grid is at most half a wave or K is deep.
+            # H100, session 13 (benchmarks/results/dev/mid_run1.json, 4 LLM shapes x T 192/256/384/512): the
+            # rule's pick is the fastest of 8 variants or within 1 % in all 16 cells; against the old default
+            # 4096x4096 0.44-0.62 -> 0.84-1.14x cuBLAS, 4096x11008 0.48-0.82 -> 0.99-1.25x, 9216x36864 at
+            # T=192/256 0.61-0.95 -> 0.87-1.07x; 11008x4096 (86 tiles, shallow K) keeps the plain grid, where both
+            # were slower
+            ks = 1
+            if activation is None:
+                for cand in (2, 3, 4, 6, 8):
+                    if ceil_div(nk, cand) < 8 or tiles * cand > SMS:
+                        break
+                    ks = cand
+            kn["ks"] = ks
+            if ks == 1 and (2 * tiles <= SMS or nk >= 256) and tiles * nk >= 8 * SMS:
+                kn["sk"] = 3
     else:
         bn = max(16, ceil_div(T, 16) * 16)
         kn = dict(bm=128, bn=bn, stages=5)
@@ -252,9 +274,12 @@ def resolve(O: int, K: int, T: int, knobs: dict | None, spec: MatmulSpec, sparse
         raise KernelError(f"cuda wgmma kernel: ar={ws.ar} (the stored values in registers) needs 2:4 weights, ws=1, "
                           f"tma=1, wip=0 and spk={SP_KMUL} (got ws={ws.ws}, tma={ws.tma}, wip={ws.wip}, spk={ws.spk}"
                           f"{'' if sparse else ', a dense weight'})")
-    if ws.sk and (ws.ks > 1 or ws.tail > 1 or spec.activation is not None):
+    if ws.sk in (1, 2) and (ws.ks > 1 or ws.tail > 1 or spec.activation is not None):
         raise KernelError(f"cuda wgmma kernel: sk={ws.sk} (stream-K) adds the cut tiles with atomics: it needs ks=1, "
-                          "tail=1 and no activation")
+                          "tail=1 and no activation (sk=3 takes an activation)")
+    if ws.sk == 3 and (ws.ks > 1 or ws.tail > 1 or not ws.ws):
+        raise KernelError(f"cuda wgmma kernel: sk=3 (stream-K with a fixup) needs ks=1, tail=1 and ws=1 (got ks={ws.ks}, "
+                          f"tail={ws.tail}, ws={ws.ws})")
     if ws.tail > 1:
         from dataclasses import replace
 
@@ -330,6 +355,92 @@ def tail_split(ws: WgmmaSpec) -> tuple[int, int] | None:
     if ws.tail <= 1 or tiles == full:
         return None
     return full, tiles - full
+
+
+def stream_k_segments(shared_tiles: int, nk: int, blocks: int, fixup: bool = False) -> list[list[tuple]]:
+    """The stream-K schedule (``sk`` 1-3) in Python, mirrored by the kernel's index arithmetic: block ``c`` of
+    ``blocks`` takes k-tile units ``[c U / G, (c+1) U / G)`` of the ``U = shared_tiles * nk`` units, one tile segment
+    at a time. Per block, its segments in the order it runs them, each ``(tile, s0, s1, role, a, b)`` with units
+    ``[s0, s1)`` of ``tile`` and the role:
+
+    - ``"whole"``: the whole tile (a plain store);
+    - ``"add"`` (sk 1-2): a cut segment added with atomics into Y zeroed first;
+    - with ``fixup`` (sk=3) the segments run last to first, and a cut tile is finished by the block holding its
+      last k-tile: ``"part"`` (the block's last segment ends inside a tile: its fp32 partial to workspace slot
+      ``a = c``, then the tile's arrival counter is raised) or ``"finish"`` (waits until the partials of blocks
+      ``a .. b - 1`` arrived, adds them, stores). A finisher only waits on lower-index blocks, whose partial is
+      the first segment they run."""
+    u = shared_tiles * nk
+    g = min(blocks, u)
+    out = []
+    for c in range(g):
+        lo, hi = c * u // g, (c + 1) * u // g
+        segs = []
+        for t in range(lo // nk, (hi - 1) // nk + 1):
+            s0, s1 = max(lo, t * nk), min(hi, (t + 1) * nk)
+            if s0 == t * nk and s1 == (t + 1) * nk:
+                segs.append((t, s0, s1, "whole", 0, 0))
+            elif not fixup:
+                segs.append((t, s0, s1, "add", 0, 0))
+            elif s1 < (t + 1) * nk:
+                segs.append((t, s0, s1, "part", c, 0))
+            else:
+                segs.append((t, s0, s1, "finish", sk_first_part(t, nk, u, g), c))
+        out.append(segs[::-1] if fixup else segs)
+    return out
+
+
+def sk_first_part(t: int, nk: int, u: int, g: int):
+    """The first block whose share ends inside tile ``t`` (its units ``t nk + 1 ..``): the smallest ``c`` with
+    ``(c + 1) u // g > t nk``, i.e. ``ceil((t nk + 1) g / u) - 1``. Python ints or TIR expressions."""
+    return ((t * nk + 1) * g + u - 1) // u - 1
+
+
+def sk_fixup_source(ws: "WgmmaSpec", ws_vec4: int, tiles: int, nacc: int, ntc: int) -> tuple[str, str]:
+    """``(name, CUDA source)`` of the ``sk=3`` fixup helper and its static device memory (one workspace and one
+    counter array per kernel spec, zero at module load): ``op`` 0 stores the consumer thread ``tid``'s ``nacc`` fp32
+    accumulators into workspace slot ``a`` (``ntc`` consumer threads, 16-byte stores interleaved by thread: each
+    warp's stores are contiguous; ``st.cg``), 1 fences them (``__threadfence``), 2 raises tile ``a``'s arrival counter,
+    3 waits (``ld.acquire.gpu``) until it reached ``b`` and resets it for the next launch, 4 adds slots ``a .. b - 1``
+    into the accumulators (``ld.cg``: L2, never a stale L1 line). ``op`` is a constant at every call: the branches
+    fold when inlined. The memory is per kernel: two launches of one kernel must not run concurrently (the
+    executor runs a model's launches in order on one stream)."""
+    import hashlib
+
+    tag = hashlib.sha1(repr(ws).encode()).hexdigest()[:12]
+    name = f"sparsec_skfix_{tag}"
+    nq = nacc // 4
+    wsn, fl = f"sparsec_skws_{tag}", f"sparsec_skfl_{tag}"
+    src = f"""
+__device__ float4 {wsn}[{ws_vec4}];
+__device__ unsigned int {fl}[{tiles}];
+__forceinline__ __device__ void {name}(int op, float* acc, int a, int b, int tid) {{
+  if (op == 0) {{
+#pragma unroll
+    for (int i = 0; i < {nq}; ++i)
+      __stcg(&{wsn}[(a * {nq} + i) * {ntc} + tid], make_float4(acc[4 * i], acc[4 * i + 1], acc[4 * i + 2], acc[4 * i + 3]));
+  }} else if (op == 1) {{
+    __threadfence();
+  }} else if (op == 2) {{
+    atomicAdd(&{fl}[a], 1u);
+  }} else if (op == 3) {{
+    unsigned int v;
+    do {{
+      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(&{fl}[a]) : "memory");
+    }} while (v < (unsigned int)b);
+    {fl}[a] = 0u;
+    __threadfence();
+  }} else {{
+    for (int s = a; s < b; ++s) {{
+#pragma unroll
+      for (int i = 0; i < {nq}; ++i) {{
+        float4 v = __ldcg(&{wsn}[(s * {nq} + i) * {ntc} + tid]);
+        acc[4 * i] += v.x; acc[4 * i + 1] += v.y; acc[4 * i + 2] += v.z; acc[4 * i + 3] += v.w;
+      }}
+    }}
+  }}
+}}"""
+    return name, src
 
 
 def _wgmma_sp_device_function(name: str, bn: int, pt: str, params: str, a_regs: int, ins: str, tail: str) -> str:
@@ -483,8 +594,16 @@ def _generate(ws: WgmmaSpec):
     # sk=2: FULL2 tiles (whole waves) data-parallel, the k-tiles of the NT2 tiles after them shared out (sk=1: all)
     FULL2 = TILES // SMS * SMS
     NT2 = TILES - FULL2
-    HYB = ws.sk == 2 and FULL2 > 0 and NT2 > 0
-    SK = ws.sk == 1
+    HYB = ws.sk in (2, 3) and FULL2 > 0 and NT2 > 0
+    SK = ws.sk == 1 or (ws.sk == 3 and FULL2 == 0 and NT2 > 0)     # sk=3 under one wave: every tile shared
+    FIX = ws.sk == 3 and NT2 > 0          # stream-K with the fixup: cut tiles summed through a workspace, no atomics
+    # stream-K (sk=1 / sk=3 under one wave: every tile; sk=2 / 3: the tiles after the FULL2 of whole waves): SHG blocks
+    # share the SHN tiles' k-tiles (stream_k_segments is the same schedule in Python)
+    SHB, SHN = (FULL2, NT2) if HYB else (0, TILES)      # first shared tile, shared tiles
+    SHU = max(SHN * NK, 1)
+    SHG = min(SMS, SHU)
+    SHSEG = ceil_div(ceil_div(SHU, SHG), NK) + 1        # tiles a block's share can touch
+    SKN, SKSRC = sk_fixup_source(ws, SHG * (NWG * 128) * (NACC // 4), max(SHN, 1), NACC, NWG * 128)
     if not HAS_TAIL:
         FULLT = NTAIL = TAIL = NKT = 0
     if HAS_TAIL:
@@ -705,7 +824,7 @@ def _generate(ws: WgmmaSpec):
         T.tvm_storage_sync("shared")
 
     @T.macro
-    def tile(Sm, W, Wm, X, bias, Y, bx, by, bz, tid, k_first, k_span, red):
+    def tile(Sm, W, Wm, X, bias, Y, bx, by, bz, tid, k_first, k_span, red, fix, pa, pb):
         Su = T.decl_buffer((SMN // 2,), "uint32", data=Sm.data, scope="shared.dyn")
         acc = T.alloc_buffer((NACC,), "float32", scope="local")
         cv = T.alloc_buffer((8,), dt, scope="local")
@@ -717,7 +836,7 @@ def _generate(ws: WgmmaSpec):
         lt = tid % 128
         k0 = k_first
         nkz = T.min(k_span, NK - k0)
-        if SK or HYB:
+        if SK or HYB or FIX:
             # the previous segment's epilogue read this memory through the generic proxy; TMA writes it next
             T.ptx["fence.proxy.async.shared::cta"]()
         for i in T.unroll(NACC):
@@ -735,7 +854,25 @@ def _generate(ws: WgmmaSpec):
                             stage_r(Sm, bias, bx, bz, wg * 64 + (lt // 32) * 16 + (lt % 32) // 4 + 8 * h,
                                     j * 8 + (lt % 4) * 2 + e, acc[j * 4 + h * 2 + e])
             store_r(Sm, Su, cv, cu, Y, bx, by, tid)
+        elif FIX and fix == 1:
+            # sk=3, a cut tile's partial (the block's last segment): fp32 accumulators to workspace slot pa, then
+            # (every thread's stores fenced, one barrier) the arrival counter of the tile (bz: its index among the
+            # shared tiles) is raised
+            if wg < NWG:
+                T.cuda.func_call(SKN, 0, T.address_of(acc[0]), pa, 0, tid, source_code=SKSRC)
+                T.cuda.func_call(SKN, 1, T.address_of(acc[0]), 0, 0, tid, source_code=SKSRC)
+            T.tvm_storage_sync("shared")
+            if tid == 0:
+                T.cuda.func_call(SKN, 2, T.address_of(acc[0]), bz, 0, tid, source_code=SKSRC)
         else:
+            if FIX and fix == 2:
+                # sk=3, the segment holding the tile's last k-tile: wait for the partials of blocks pa .. pb - 1 (lower
+                # block indices, each its first segment: never a wait), add them, store as a whole tile
+                if tid == 0:
+                    T.cuda.func_call(SKN, 3, T.address_of(acc[0]), bz, pb - pa, tid, source_code=SKSRC)
+                T.tvm_storage_sync("shared")
+                if wg < NWG:
+                    T.cuda.func_call(SKN, 4, T.address_of(acc[0]), pa, pb, tid, source_code=SKSRC)
             if wg < NWG:
                 for j in T.unroll(BN // 8):
                     for h in T.unroll(2):
@@ -760,11 +897,11 @@ def _generate(ws: WgmmaSpec):
                     if dt == "float16":
                         wgmma_smem_f16 = T.alloc_buffer((SMN,), dt, scope="shared.dyn")
                         tile(wgmma_smem_f16, W, Wm, X, bias, Y, (lin // (GM * grid_n)) * GM + r % gsz, r // gsz, bz,
-                             tid, bz * NKS, NKS, False)
+                             tid, bz * NKS, NKS, False, 0, 0, 0)
                     else:
                         wgmma_smem_bf16 = T.alloc_buffer((SMN,), dt, scope="shared.dyn")
                         tile(wgmma_smem_bf16, W, Wm, X, bias, Y, (lin // (GM * grid_n)) * GM + r % gsz, r // gsz,
-                             bz, tid, bz * NKS, NKS, False)
+                             bz, tid, bz * NKS, NKS, False, 0, 0, 0)
 
     def raster(lin):
         """(row tile, token tile) of linear tile index ``lin``: groups of GM row tiles swept over the token tiles."""
@@ -789,26 +926,29 @@ def _generate(ws: WgmmaSpec):
                             Y[raster(lin)[1] * BN + e // (BM // 8), raster(lin)[0] * BM + (e % (BM // 8)) * 8 + jj] = \
                                 T.Cast(dt, T.float32(0))
 
-    # stream-K (sk=1: every tile; sk=2: the tiles after the FULL2 of whole waves): SHG blocks share the SHN tiles' k-tiles
-    SHB, SHN = (FULL2, NT2) if HYB else (0, TILES)      # first shared tile, shared tiles
-    SHU = max(SHN * NK, 1)
-    SHG = min(SMS, SHU)
-    SHSEG = ceil_div(ceil_div(SHU, SHG), NK) + 1        # tiles a block's share can touch
 
     @T.macro
-    def seg(Sm, W, Wm, X, bias, Y, t, s0, s1, tid):
-        tile(Sm, W, Wm, X, bias, Y, raster(SHB + t)[0], raster(SHB + t)[1], T.if_then_else(s0 == t * NK, 0, 1),
-             tid, s0 - t * NK, s1 - s0, s1 - s0 < NK)
+    def seg(Sm, W, Wm, X, bias, Y, t, s0, s1, c, tid):
+        if FIX:
+            # whole tile: a store; ends inside the tile: this block's partial (slot c); else the tile's finisher
+            tile(Sm, W, Wm, X, bias, Y, raster(SHB + t)[0], raster(SHB + t)[1], t, tid, s0 - t * NK, s1 - s0, False,
+                 T.if_then_else(s1 < (t + 1) * NK, 1, T.if_then_else(s0 == t * NK, 0, 2)),
+                 T.if_then_else(s1 < (t + 1) * NK, c, sk_first_part(t, NK, SHU, SHG)), c)
+        else:
+            tile(Sm, W, Wm, X, bias, Y, raster(SHB + t)[0], raster(SHB + t)[1], T.if_then_else(s0 == t * NK, 0, 1),
+                 tid, s0 - t * NK, s1 - s0, s1 - s0 < NK, 0, 0, 0)
 
     @T.macro
     def share(Sm, W, Wm, X, bias, Y, c, tid):
         # block c: its share [c U / G, (c+1) U / G) of the shared k-tiles, one tile segment [s0, s1) at a time (a
         # whole tile stores, a cut one adds; the bias from the segment that starts the tile)
-        for j in range(SHSEG):
+        # (sk=3: last segment first, so that a block's partial is the first thing it computes)
+        for jr in range(SHSEG):
+            j = (SHSEG - 1 - jr) if FIX else jr
             if T.max(c * SHU // SHG, (c * SHU // SHG // NK + j) * NK) < T.min((c + 1) * SHU // SHG,
                                                                              (c * SHU // SHG // NK + j + 1) * NK):
                 seg(Sm, W, Wm, X, bias, Y, c * SHU // SHG // NK + j, T.max(c * SHU // SHG, (c * SHU // SHG // NK + j) * NK),
-                    T.min((c + 1) * SHU // SHG, (c * SHU // SHG // NK + j + 1) * NK), tid)
+                    T.min((c + 1) * SHU // SHG, (c * SHU // SHG // NK + j + 1) * NK), c, tid)
 
     @T.macro
     def block(Sm, W, Wm, X, bias, Y, item, tid):
@@ -817,7 +957,7 @@ def _generate(ws: WgmmaSpec):
             share(Sm, W, Wm, X, bias, Y, item, tid)
         elif HYB:
             if item < FULL2:
-                tile(Sm, W, Wm, X, bias, Y, raster(item)[0], raster(item)[1], 0, tid, 0, NK, False)
+                tile(Sm, W, Wm, X, bias, Y, raster(item)[0], raster(item)[1], 0, tid, 0, NK, False, 0, 0, 0)
             else:
                 share(Sm, W, Wm, X, bias, Y, item - FULL2, tid)
         else:
@@ -827,7 +967,7 @@ def _generate(ws: WgmmaSpec):
                  raster(T.if_then_else(item < FULLT, item, FULLT + (item - FULLT) // TAIL))[1],
                  T.if_then_else(item < FULLT, 0, (item - FULLT) % TAIL), tid,
                  T.if_then_else(item < FULLT, 0, (item - FULLT) % TAIL * NKT),
-                 T.if_then_else(item < FULLT, NK, NKT), item >= FULLT)
+                 T.if_then_else(item < FULLT, NK, NKT), item >= FULLT, 0, 0, 0)
 
     @T.macro
     def body_split(W, Wm, X, bias, Y):
@@ -836,7 +976,7 @@ def _generate(ws: WgmmaSpec):
             for zb in T.thread_binding(NTAIL * ZB, thread="blockIdx.x"):
                 for zt in T.thread_binding(256, thread="threadIdx.x"):
                     zero_tail(Y, FULLT + zb // ZB, (zb % ZB) * 256 + zt)
-        else:
+        elif not FIX:
             # the tiles cut by a share's ends
             for zb in T.thread_binding(max(SHG - 1, 1) * ZB, thread="blockIdx.x"):
                 for zt in T.thread_binding(256, thread="threadIdx.x"):
