@@ -179,6 +179,44 @@ def test_compile_runs_the_tuned_knobs_and_falls_back_when_they_do_not_fit(tmp_pa
     assert {a: b for a, b in k3["knobs"].items() if a != "design"} == planner and "tuned" not in k3
 
 
+def test_fused_activation_cells_tune_split_one_under_keys_of_their_own(tmp_path):
+    """A layer with a fused activation cannot split K (the splits add with atomics): its cell is tuned over the
+    split-1 candidates only, under a key with ``epilogue=act``, and compile looks that key up for such a layer,
+    never the plain matmul's (whose tuned split it could not run), nor the other way round."""
+    import torch.nn as nn
+
+    from sparsec.passes.autotune.db import Record
+
+    plain, fused = tune.Cell(11008, 4096, 32, 0.3), tune.Cell(11008, 4096, 32, 0.3, fused=True)
+    assert any(kn["ksplit"] > 1 for kn in tune.candidates(plain))
+    cands = tune.candidates(fused)
+    assert len(cands) > 1 and all(kn["ksplit"] == 1 for kn in cands) and cands[0] == tune.planner_knobs(fused)
+    kp = tune.tiled_key(11008, 4096, 32, 0.3, "float16", "sm_90a")
+    kf = tune.tiled_key(11008, 4096, 32, 0.3, "float16", "sm_90a", fused=True)
+    assert kp != kf and tune.cell_doc(fused, 0)["key"] == kf.to_json()
+
+    lin, (x,) = _model_88()
+    m = nn.Sequential(lin, nn.ReLU()).eval()
+    k = _lowered(m, (x,), False)
+    assert k["design"] == "tiled" and k["activation"] == "relu" and k["knobs"]["ksplit"] == 1
+    planner = {a: b for a, b in k["knobs"].items() if a != "design"}
+    cands = tune.candidates(tune.Cell(2048, 2048, 32, k["density"], fused=True))
+    assert cands[0] == planner
+    other = cands[1]                                      # the wgmma variant at split 1
+    db = TuningDB(str(tmp_path / "db.jsonl"))
+    key_plain = tune.tiled_key(2048, 2048, 32, k["density"], "float16", "sm_90a")
+    key_fused = tune.tiled_key(2048, 2048, 32, k["density"], "float16", "sm_90a", fused=True)
+    db.append(Record(key_plain, planner, "ok", 20e-6, [20e-6] * 5))
+    db.append(Record(key_plain, other, "ok", 10e-6, [10e-6] * 5))        # the plain matmul's: not this layer's
+    assert "tuned" not in _lowered(m, (x,), db)
+    db.append(Record(key_fused, planner, "ok", 20e-6, [20e-6] * 5))
+    db.append(Record(key_fused, other, "ok", 15e-6, [15e-6] * 5, host="H100"))
+    k2 = _lowered(m, (x,), db)
+    assert {a: b for a, b in k2["knobs"].items() if a != "design"} == other and k2["tuned"]["on"] == "H100"
+    # the plain layer reads the plain key, whose fastest record is `other` at 10 us
+    assert {a: b for a, b in _lowered(lin, (x,), db)["knobs"].items() if a != "design"} == other
+
+
 def test_cli_cuda_errors(tmp_path, capsys):
     from sparsec.cli import main
 

@@ -397,14 +397,17 @@ def test_wgmma_stream_k_fixup_kernel():
     func, _, kn = cuda_matmul_primfunc(_nm24(2000, 768, torch.float16), 1100, bias=True, activation="gelu",
                                        knobs={"sk": 3, "bm": 128, "stages": 4}, name="wgsk3", design="wgmma")
     assert kn["sk"] == 3 and kn["ks"] == 1
-    lib = tc.build(tvm.IRModule({"wgsk3": func}), "sm_90a")
+    twin, _, _ = cuda_matmul_primfunc(_nm24(2000, 768, torch.float16), 1100, bias=True, activation="gelu",
+                                      knobs={"sk": 3, "bm": 128, "stages": 4}, name="wgsk3b", design="wgmma")
+    lib = tc.build(tvm.IRModule({"wgsk3": func, "wgsk3b": twin}), "sm_90a")   # two layers of one spec: one workspace
     ptx = tc.ptx(lib, "sm_90a")
     ents = tc.ptx_entries(ptx)
-    assert list(ents) == ["wgsk3_kernel"]                                 # no zero launch
+    assert sorted(ents) == ["wgsk3_kernel", "wgsk3b_kernel"]              # no zero launch
     assert "red.global.add.noftz" not in ptx and "ld.acquire.gpu" in ptx
     assert "st.global.cg.v4.f32" in ptx and "ld.global.cg.v4.f32" in ptx and "wgmma.mma_async.sp" in ptx
     # 144 tiles of 128 x 128: 132 whole, 12 x 6 k-tiles shared by 72 blocks (a slot each: 256 threads x 64 fp32)
-    assert re.search(r"__device__ float4 sparsec_skws_\w+\[{}\]".format(72 * 256 * 16), tc.device_source(lib))
+    assert len(re.findall(r"__device__ float4 sparsec_skws_\w+\[{}\]".format(72 * 256 * 16),
+                          tc.device_source(lib))) == 1
     for bad in ({"sk": 3, "ks": 2}, {"sk": 3, "ws": 0}):
         with pytest.raises(KernelError, match="sk=3"):
             cuda_matmul_primfunc(_nm24(2000, 768, torch.float16), 1100, knobs=bad, design="wgmma")

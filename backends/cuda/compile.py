@@ -263,11 +263,12 @@ class _CudaPlanner(_Planner):
                 break
             tries = [None]
             if design == "tiled":
-                # the tuning database's fastest correct knobs for this key (backends/cuda/tune.py), else the
-                # planner's; tuned knobs a fused activation cannot take (a split > 1) fall back to the planner's
+                # the tuning database's fastest correct knobs for this key (backends/cuda/tune.py: a layer with a
+                # fused activation has keys of its own, tuned over the split-1 candidates), else the planner's;
+                # tuned knobs the kernel refuses fall back to the planner's
                 from sparsec.backends.cuda.tune import lookup
 
-                hit = lookup(o, k, tokens, density, dtype, self.arch, self.tuning_db)
+                hit = lookup(o, k, tokens, density, dtype, self.arch, self.tuning_db, fused=activation is not None)
                 tries = ([hit] if hit else []) + [(S.tiled_knobs(density, tokens, self.arch, activation is not None),
                                                    None, None)]
             for kn in tries:
@@ -308,7 +309,8 @@ class _CudaPlanner(_Planner):
         sym = self.add_func(func, f"{fmt.name} {what} {o}x{k} T={tokens} design={design} knobs={knobs}",
                             f"{fmt.name}_{design}_mm")
         self.kernels[node.name] = {"weight": w, "format": fmt.name, "design": design, "shape": [o, k],
-                                   "tokens": tokens, "density": round(density, 4), "knobs": knobs,
+                                   "tokens": tokens, "density": round(density, 4), "activation": activation,
+                                   "knobs": knobs,
                                    "predicted_us": round(us, 2), "dense_predicted_us": round(dense_us, 2),
                                    **({"tuned": {"measured_us": round(tuned[1].time_s * 1e6, 2), "on": tuned[1].host,
                                                  "db": tuned[2]}} if tuned else {}),

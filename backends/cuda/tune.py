@@ -21,8 +21,10 @@ so tuning runs in three steps:
 
 Key (``tiled_key``): ``matmul``, ``(O, K, T)``, dtype, format ``"tiled"`` (the kernel reads its private layout,
 whatever the stored format), the stored fraction to two decimals, target ``cuda:<arch>``, features
-``gpu:<arch>``, sparsec/TVM versions. Bias and activation are not part of it (tuned on the plain matmul; a tuned
-split > 1 cannot serve a fused activation, so such a layer keeps the planner's knobs).
+``gpu:<arch>``, sparsec/TVM versions, and for a layer with a fused activation the parameter ``epilogue=act``: the
+kernel cannot split K under an activation (the splits add with atomics), so such a cell is tuned over the split-1
+candidates only and its records never serve a layer without one, nor the other way round. Bias is not part of it
+(tuned on the plain matmul).
 
 The H100 measurements of the benchmark grid ship with sparsec (``tuned_h100.jsonl``, read after the user's
 database); ``SPARSEC_CUDA_SHIPPED_TUNING=0`` turns them off.
@@ -65,10 +67,11 @@ class Cell:
     arch: str = "sm_90a"
     where: str = "grid"        # the layer (model file + weight) or "grid"
     space: str = "default"     # "wide": also every single-knob neighbour of the planner's variant (WIDE_KNOBS)
+    fused: bool = False        # the layer has a fused activation: split-1 candidates only, key param epilogue=act
 
     @property
     def label(self) -> str:
-        return f"{self.O}x{self.K} T={self.T} {1 - self.density:.0%} sparse"
+        return f"{self.O}x{self.K} T={self.T} {1 - self.density:.0%} sparse" + (" + activation" if self.fused else "")
 
 
 def versions() -> str:
@@ -77,26 +80,28 @@ def versions() -> str:
     return v()
 
 
-def tiled_key(O: int, K: int, T: int, density: float, dtype: str, arch: str, versions_: str | None = None):
+def tiled_key(O: int, K: int, T: int, density: float, dtype: str, arch: str, versions_: str | None = None,
+              fused: bool = False):
     from sparsec.passes.autotune.db import TuningKey
     from sparsec.passes.autotune.space import signature
 
-    return TuningKey("matmul", (int(O), int(K), int(T)), dtype, "tiled", (), signature(density), f"cuda:{arch}",
-                     f"gpu:{arch}", versions_ or versions())
+    return TuningKey("matmul", (int(O), int(K), int(T)), dtype, "tiled", (("epilogue", "act"),) if fused else (),
+                     signature(density), f"cuda:{arch}", f"gpu:{arch}", versions_ or versions())
 
 
-def _spec(c: Cell, activation: str | None = None):
+def _spec(c: Cell):
+    """The cell's matmul as the kernel's knob rules see it (any activation stands for a fused one: no split)."""
     from sparsec.backends.kernels.common import MatmulSpec
 
-    return MatmulSpec(c.T, c.O, c.K, False, activation, c.dtype)
+    return MatmulSpec(c.T, c.O, c.K, False, "relu" if c.fused else None, c.dtype)
 
 
-def planner_knobs(c: Cell, activation: str | None = None) -> dict:
+def planner_knobs(c: Cell) -> dict:
     """The knobs ``sparsec compile`` gives this cell without tuning (resolved, without ``design``)."""
     from sparsec.backends.cuda import select as S
     from sparsec.backends.cuda.kernels.tiled import resolve
 
-    kn = resolve(_spec(c, activation), S.tiled_knobs(c.density, c.T, c.arch, activation is not None)).knobs()
+    kn = resolve(_spec(c), S.tiled_knobs(c.density, c.T, c.arch, c.fused)).knobs()
     kn.pop("design", None)
     return kn
 
@@ -108,7 +113,8 @@ def _adjacent(density: float) -> list[float]:
 
 def candidates(c: Cell) -> list[dict]:
     """Resolved knob sets to time for ``c``, the planner's first: its variant and its neighbouring density classes'
-    variants, each at ``split_candidates`` of its default split (what the kernel accepts)."""
+    variants, each at ``split_candidates`` of its default split (what the kernel accepts: a fused cell, split 1
+    only)."""
     from sparsec.backends.cuda import select as S
     from sparsec.backends.cuda.kernels.tiled import resolve
     from sparsec.backends.kernels.common import KernelError
@@ -126,10 +132,16 @@ def candidates(c: Cell) -> list[dict]:
         if key not in seen:
             seen.add(key)
             out.append(r)
-    add(S.tiled_knobs(c.density, c.T, c.arch))
+    add(S.tiled_knobs(c.density, c.T, c.arch, c.fused))
     if not out:
         raise ParameterError(f"{c.where}: {c.label}: the tiled kernel does not take this shape")
     for d in [c.density] + _adjacent(c.density):
+        if c.fused:
+            # split 1 only: the planner's variants under an activation (the mma.sync kernel) and the wgmma ones,
+            # which the planner keeps for layers that can split
+            for base in (S.tiled_knobs(d, c.T, c.arch, True), S.tiled_knobs(d, c.T, c.arch)):
+                add(dict(base, ksplit=1))
+            continue
         base = S.tiled_knobs(d, c.T, c.arch)
         try:
             ks = resolve(spec, base).ksplit
@@ -138,7 +150,7 @@ def candidates(c: Cell) -> list[dict]:
         for split in split_candidates(ks):
             add(dict(base, ksplit=split))
     if c.space == "wide":
-        base = S.tiled_knobs(c.density, c.T, c.arch)
+        base = S.tiled_knobs(c.density, c.T, c.arch, c.fused)
         for knob, values in WIDE_KNOBS[out[0].get("mma", "sync")].items():
             for v in values:
                 kn = dict(base, **{knob: v})
@@ -147,7 +159,7 @@ def candidates(c: Cell) -> list[dict]:
                 except KernelError:
                     continue
                 for split in sorted({max(1, round(ks / 2)), max(1, ks - 1), ks, ks + 1}):
-                    add(dict(kn, ksplit=split))
+                    add(dict(kn, ksplit=split))       # (a fused cell: resolve refuses every split but 1)
     elif c.space not in SPACES:
         raise ParameterError(f"tuning space {c.space!r}: one of {', '.join(SPACES)}")
     return out
@@ -163,7 +175,7 @@ def cell_doc(c: Cell, i: int, versions_: str | None = None) -> dict:
     """The cell's entry of ``tune.json``: the cell, its tuning key, the planner's knobs, the candidates (kernel
     ``tune<i>_<j>``)."""
     cands = [{"name": f"tune{i}_{j}", "knobs": kn} for j, kn in enumerate(candidates(c))]
-    return {**asdict(c), "key": tiled_key(c.O, c.K, c.T, c.density, c.dtype, c.arch, versions_).to_json(),
+    return {**asdict(c), "key": tiled_key(c.O, c.K, c.T, c.density, c.dtype, c.arch, versions_, c.fused).to_json(),
             "planner": cands[0]["knobs"], "candidates": cands}
 
 
@@ -300,10 +312,11 @@ def _shipped():
     return _SHIPPED_DB
 
 
-def lookup(O: int, K: int, T: int, density: float, dtype: str, arch: str, db=None):
+def lookup(O: int, K: int, T: int, density: float, dtype: str, arch: str, db=None, fused: bool = False):
     """``(knobs, record, source path)`` of the fastest correct tuned configuration for this key (the user's
-    database first, then the shipped H100 one; ``db=False``: no lookup), or None."""
-    key = tiled_key(O, K, T, density, dtype, arch)
+    database first, then the shipped H100 one; ``db=False``: no lookup; ``fused``: the layer has a fused
+    activation), or None."""
+    key = tiled_key(O, K, T, density, dtype, arch, fused=fused)
     for d in _dbs(db):
         rec = d.best(key)
         if rec is not None:

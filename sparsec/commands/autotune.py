@@ -209,8 +209,10 @@ def run_cuda(args) -> int:
             continue
         (o, k), t = kn["shape"], kn["tokens"]
         density = p.consts[kn["weight"]].value.nnz / (o * k)     # exact, as compile keys its lookup
-        c = tune.Cell(o, k, t, density, dtype, arch, where=f"{args.model}: {kn['weight']}", space=args.space)
-        sig = tune.tiled_key(o, k, t, density, dtype, arch).digest()
+        fused = kn.get("activation") is not None          # no split under a fused activation: keys of its own
+        c = tune.Cell(o, k, t, density, dtype, arch, where=f"{args.model}: {kn['weight']}", space=args.space,
+                      fused=fused)
+        sig = tune.tiled_key(o, k, t, density, dtype, arch, fused=fused).digest()
         if sig not in seen:
             seen.add(sig)
             cells.append(c)
