@@ -35,6 +35,9 @@ elif MODE == "sk3":                                # stream-K with the fixup (sk
     TOKENS = [256, 1024]
 elif MODE == "mid":                                # dense (and 2:4) between 128 and 1024 tokens: grids under a wave
     TOKENS = [192, 256, 384, 512]
+elif MODE == "mid2":                               # the session-13 dense rule on shapes and token counts it was not
+    SHAPES = [(5120, 5120), (13824, 5120), (5120, 13824), (8192, 8192), (3072, 768), (768, 3072)]   # written from
+    TOKENS = [160, 320, 448, 640]
 elif MODE == "bert":                               # sparsec's dense (and 2:4) wgmma on BERT-base's shapes, 8-128 tokens
     SHAPES, TOKENS = [(768, 768), (3072, 768), (768, 3072), (4096, 4096)], [8, 16, 32, 64, 128]
 elif MODE == "bert1":                              # the same below 8 tokens
@@ -55,6 +58,8 @@ def check_cases() -> list[dict]:
                         design="wgmma")
                  for i, (O, K, T, dt, bias, act, kn) in enumerate(AR_CHECKS)]
         return base + extra
+    if MODE == "mid2":
+        return [c for c in C.wgmma_check_cases() if c["format"] == "dense"]
     if MODE == "mid":
         return [c for c in C.wgmma_check_cases()] + [
             C.case(f"chk_wgmid_{i}_{fmt}_{dt}_{O}x{K}x{T}", fmt, NM24 if fmt == "nm" else {}, O, K, T, dt, bias,
@@ -143,6 +148,8 @@ def sparse_variants(O, K, T):
         return [{}, dict(tma=1)]
     if MODE == "mid":
         return [{}, dict(sk=3)]
+    if MODE == "mid2":
+        return []
     if MODE == "sk3":
         b256 = dict(bm=256, stages=3, gm=4)
         return [{}, dict(sk=2), dict(sk=3), dict(b256, sk=2), dict(b256, sk=3), dict(bm=192, stages=3, gm=8, sk=3)]
@@ -212,6 +219,8 @@ def dense_variants(O, K, T):
     if MODE == "mid":
         return [{}, dict(sk=3), dict(ks=2), dict(ks=4), dict(bn=128, sk=3), dict(bn=128, ks=2),
                 dict(bn=128, stages=5), dict(bn=128, stages=5, sk=3)]
+    if MODE == "mid2":      # the default, the pre-session-13 default (no split under a wave), its neighbours
+        return [{}, dict(ks=1, sk=0), dict(ks=2), dict(ks=4), dict(sk=3)]
     return [{}, dict(bm=64), dict(stages=8), dict(ks=1)]
 
 
@@ -223,7 +232,7 @@ def bench_cases():
         for T in TOKENS:
             for v, kn in enumerate(sparse_variants(O, K, T)):
                 out.append(C.case(f"b_wgsp{v}_{O}x{K}x{T}", "nm", NM24, O, K, T, knobs=kn, design="wgmma"))
-            if T <= 32 or MODE in ("tma", "big", "bert", "bert1", "sk3", "mid"):
+            if T <= 32 or MODE in ("tma", "big", "bert", "bert1", "sk3", "mid", "mid2"):
                 for v, kn in enumerate(dense_variants(O, K, T)):
                     out.append(C.case(f"b_wgd{v}_{O}x{K}x{T}", "dense", {}, O, K, T, knobs=kn, design="wgmma"))
     return out
