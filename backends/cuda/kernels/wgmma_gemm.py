@@ -149,8 +149,8 @@ def default_knobs(O: int, K: int, T: int, activation: str | None = None, sparse:
     """Warp-specialised (ws=1), one k-tile of wgmma in flight (wip=1) everywhere (H100 run 2: fastest or
     within 2 % on every cell). T > 128: 128 x bn tiles, bn up to 256 (128x256 fastest at T=1024 on all four
     LLM shapes); a grid over one wave shares its last partial wave (sk=2), one under a wave splits K or runs
-    stream-K with the fixup (sk=3; session 13, 192-512 tokens). T <= 128: 128 x 128 tiles (bn = T rounded up to 16), split along K only up to one wave of
-    blocks (ks * tiles <= 132 SMs, >= 8 k-tiles per split, no activation): 4096-row shapes ks=4,
+    stream-K with the fixup (sk=3; session 13, 192-512 tokens). T <= 128: 128 x 128 tiles (bn = T rounded up
+    to 16), split along K only up to one wave of blocks (ks * tiles <= 132 SMs, >= 8 k-tiles per split, no activation): 4096-row shapes ks=4,
     11008 / 9216 rows ks=1 (ks=2 on 11008x4096 was 40 % slower)."""
     if sparse:
         return default_sparse_knobs(O, K, T, activation)
@@ -173,31 +173,30 @@ def default_knobs(O: int, K: int, T: int, activation: str | None = None, sparse:
             # 4096x4096 0.44-0.62 -> 0.84-1.14x cuBLAS, 4096x11008 0.48-0.82 -> 0.99-1.25x, 9216x36864 at
             # T=192/256 0.61-0.95 -> 0.87-1.07x; 11008x4096 (86 tiles, shallow K) keeps the plain grid, where both
             # were slower
-            ks = 1
-            if activation is None:
-                for cand in (2, 3, 4, 6, 8):
-                    if ceil_div(nk, cand) < 8 or tiles * cand > SMS:
-                        break
-                    ks = cand
-            kn["ks"] = ks
+            kn["ks"] = ks = 1 if activation else split_k(nk, tiles, SMS, 8)
             if ks == 1 and (2 * tiles <= SMS or nk >= 256) and tiles * nk >= 8 * SMS:
                 kn["sk"] = 3
     else:
         bn = max(16, ceil_div(T, 16) * 16)
         kn = dict(bm=128, bn=bn, stages=5)
         tiles = ceil_div(O, 128) * ceil_div(T, bn)
-        ks = 1
-        if activation is None:
-            for cand in (2, 3, 4, 6, 8):
-                if ceil_div(nk, cand) < 8 or tiles * cand > SMS:
-                    break
-                ks = cand
-        kn["ks"] = ks
+        kn["ks"] = ks = 1 if activation else split_k(nk, tiles, SMS, 8)
         if ks == 1:
             kn["stages"] = 6
     kn.update(gm=1, wip=1, ws=1, tma=1, spk=SP_KMUL)
     kn.setdefault("sk", 0)
     return kn
+
+
+def split_k(nk: int, tiles: int, max_blocks: int, min_per: int) -> int:
+    """The largest split of ``nk`` k-tiles in (2, 3, 4, 6, 8), taken in order, that keeps ``tiles x split <=
+    max_blocks`` and ``>= min_per`` k-tiles per split; 1 if none."""
+    ks = 1
+    for cand in (2, 3, 4, 6, 8):
+        if ceil_div(nk, cand) < min_per or tiles * cand > max_blocks:
+            break
+        ks = cand
+    return ks
 
 
 def default_sparse_knobs(O: int, K: int, T: int, activation: str | None = None) -> dict:
@@ -233,12 +232,7 @@ def default_sparse_knobs(O: int, K: int, T: int, activation: str | None = None) 
         waves = 2 if nk >= 64 and T <= 128 else 1
         if T <= 128:
             stages = max(3, min(8, (SMEM_LIMIT - ALIGN) // per))
-    ks = 1
-    if activation is None:
-        for cand in (2, 3, 4, 6, 8):
-            if ceil_div(nk, cand) < 4 or tiles * cand > waves * SMS:
-                break
-            ks = cand
+    ks = 1 if activation else split_k(nk, tiles, waves * SMS, 4)
     return dict(bm=bm, bn=bn, stages=stages, ks=ks, gm=gm, wip=0 if T > 128 else 1, ws=1, tma=1, spk=SP_KMUL, sk=0,
                 ar=0)
 
