@@ -217,6 +217,41 @@ def test_fused_activation_cells_tune_split_one_under_keys_of_their_own(tmp_path)
     assert {a: b for a, b in _lowered(lin, (x,), db)["knobs"].items() if a != "design"} == other
 
 
+def test_dense_wgmma_cells_tune_the_split_and_schedule(tmp_path):
+    """A dense layer on the wgmma GEMM (``kind="dense"``): the planner's knobs first, then every split of K within
+    two waves and the stream-K schedules for each token tile; under a fused activation no split (``sk=3`` stays: it
+    adds no atomics). Its key (format ``dense``, ``design=wgmma``) is apart from the tiled ones, and compile runs a
+    dense layer's tuned knobs, falling back to the defaults without a record."""
+    import torch.nn as nn
+
+    from sparsec.passes.autotune.db import Record
+
+    c = tune.Cell(2048, 2048, 256, 1.0, kind="dense")
+    cands = tune.candidates(c)
+    assert cands[0] == tune.planner_knobs(c) and cands[0]["ks"] == 4          # 16 tiles: the default split
+    assert {kn["ks"] for kn in cands} >= {1, 2, 3, 4, 6, 8} and any(kn["sk"] == 3 for kn in cands)
+    assert {kn["bn"] for kn in cands} == {256, 128}
+    assert len({json.dumps(kn, sort_keys=True) for kn in cands}) == len(cands)
+    fused = tune.candidates(tune.Cell(2048, 2048, 256, 1.0, kind="dense", fused=True))
+    assert all(kn["ks"] == 1 for kn in fused) and {kn["sk"] for kn in fused} == {0, 3}
+    kd = tune.cell_key(c)
+    assert kd.format == "dense" and kd != tune.tiled_key(2048, 2048, 256, 1.0, "float16", "sm_90a")
+    assert kd != tune.cell_key(tune.Cell(2048, 2048, 256, 1.0, kind="dense", fused=True))
+
+    torch.manual_seed(0)
+    m = nn.Linear(2048, 2048).eval()
+    x = torch.randn(1, 256, 2048)
+    k = _lowered(m, (x,), False)
+    assert k["design"] == "wgmma" and k["format"] == "dense" and "tuned" not in k
+    db = TuningDB(str(tmp_path / "db.jsonl"))
+    other = next(kn for kn in cands if kn["sk"] == 3)
+    db.append(Record(kd, cands[0], "ok", 20e-6, [20e-6] * 5))
+    db.append(Record(kd, other, "ok", 15e-6, [15e-6] * 5, host="H100"))
+    k2 = _lowered(m, (x,), db)
+    assert k2["knobs"]["sk"] == 3 and k2["knobs"]["ks"] == 1 and k2["knobs"]["bn"] == other["bn"]
+    assert k2["tuned"]["on"] == "H100"
+
+
 def test_cli_cuda_errors(tmp_path, capsys):
     from sparsec.cli import main
 
@@ -231,7 +266,7 @@ def test_cli_cuda_errors(tmp_path, capsys):
     model.write_text("import torch\nimport torch.nn as nn\nmodel = nn.Linear(64, 64)\n"
                      "def example_inputs():\n    return (torch.randn(4, 64),)\n")
     assert main(["autotune", str(model), "--target", "cuda", "--emit", str(tmp_path / "x")]) == 1
-    assert "no layer runs the tiled kernel" in capsys.readouterr().err
+    assert "no layer runs the tiled kernel or the dense wgmma GEMM" in capsys.readouterr().err
     assert not (tmp_path / "x" / "tune.json").exists()
 
 

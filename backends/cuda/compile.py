@@ -262,6 +262,13 @@ class _CudaPlanner(_Planner):
                 us = S.predict_us(fmt.name, "fragment", o, k, tokens, density) if us == math.inf else us
                 break
             tries = [None]
+            if design == "wgmma" and fmt.name == "dense":
+                # a dense layer's tuned wgmma knobs (backends/cuda/tune.py, kind "dense"), else the defaults
+                from sparsec.backends.cuda.tune import lookup
+
+                hit = lookup(o, k, tokens, 1.0, dtype, self.arch, self.tuning_db, fused=activation is not None,
+                             kind="dense")
+                tries = ([hit] if hit else []) + [None]
             if design == "tiled":
                 # the tuning database's fastest correct knobs for this key (backends/cuda/tune.py: a layer with a
                 # fused activation has keys of its own, tuned over the split-1 candidates), else the planner's;

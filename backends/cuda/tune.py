@@ -68,10 +68,12 @@ class Cell:
     where: str = "grid"        # the layer (model file + weight) or "grid"
     space: str = "default"     # "wide": also every single-knob neighbour of the planner's variant (WIDE_KNOBS)
     fused: bool = False        # the layer has a fused activation: split-1 candidates only, key param epilogue=act
+    kind: str = "tiled"        # "tiled": the decode kernel; "dense": a dense layer on the wgmma GEMM (density 1)
 
     @property
     def label(self) -> str:
-        return f"{self.O}x{self.K} T={self.T} {1 - self.density:.0%} sparse" + (" + activation" if self.fused else "")
+        what = "dense wgmma" if self.kind == "dense" else f"{1 - self.density:.0%} sparse"
+        return f"{self.O}x{self.K} T={self.T} {what}" + (" + activation" if self.fused else "")
 
 
 def versions() -> str:
@@ -89,6 +91,22 @@ def tiled_key(O: int, K: int, T: int, density: float, dtype: str, arch: str, ver
                      signature(density), f"cuda:{arch}", f"gpu:{arch}", versions_ or versions())
 
 
+def dense_key(O: int, K: int, T: int, dtype: str, arch: str, versions_: str | None = None, fused: bool = False):
+    """Key of a dense layer on the ``wgmma`` GEMM (format ``dense``, parameter ``design=wgmma``)."""
+    from sparsec.passes.autotune.db import TuningKey
+    from sparsec.passes.autotune.space import signature
+
+    return TuningKey("matmul", (int(O), int(K), int(T)), dtype, "dense",
+                     (("design", "wgmma"),) + ((("epilogue", "act"),) if fused else ()), signature(1.0),
+                     f"cuda:{arch}", f"gpu:{arch}", versions_ or versions())
+
+
+def cell_key(c: Cell, versions_: str | None = None):
+    if c.kind == "dense":
+        return dense_key(c.O, c.K, c.T, c.dtype, c.arch, versions_, c.fused)
+    return tiled_key(c.O, c.K, c.T, c.density, c.dtype, c.arch, versions_, c.fused)
+
+
 def _spec(c: Cell):
     """The cell's matmul as the kernel's knob rules see it (any activation stands for a fused one: no split)."""
     from sparsec.backends.kernels.common import MatmulSpec
@@ -96,8 +114,23 @@ def _spec(c: Cell):
     return MatmulSpec(c.T, c.O, c.K, False, "relu" if c.fused else None, c.dtype)
 
 
+def _wgmma_knobs(ws) -> dict:
+    """A resolved wgmma kernel's knobs as the tuner records them: without ``design`` and ``bk`` (not knobs), with
+    ``ks`` and ``sk`` explicit (so the defaults cannot put a split back)."""
+    from sparsec.backends.cuda.kernels.wgmma_gemm import resolved_knobs
+
+    kn = resolved_knobs(ws)
+    kn.pop("design")
+    kn.pop("bk")
+    return dict(kn, sk=ws.sk)
+
+
 def planner_knobs(c: Cell) -> dict:
     """The knobs ``sparsec compile`` gives this cell without tuning (resolved, without ``design``)."""
+    if c.kind == "dense":
+        from sparsec.backends.cuda.kernels.wgmma_gemm import resolve as wg_resolve
+
+        return _wgmma_knobs(wg_resolve(c.O, c.K, c.T, {}, _spec(c)))
     from sparsec.backends.cuda import select as S
     from sparsec.backends.cuda.kernels.tiled import resolve
 
@@ -119,6 +152,8 @@ def candidates(c: Cell) -> list[dict]:
     from sparsec.backends.cuda.kernels.tiled import resolve
     from sparsec.backends.kernels.common import KernelError
 
+    if c.kind == "dense":
+        return dense_candidates(c)
     spec = _spec(c)
     out, seen = [], set()
 
@@ -165,6 +200,40 @@ def candidates(c: Cell) -> list[dict]:
     return out
 
 
+DENSE_SPLITS = (1, 2, 3, 4, 6, 8)
+
+
+def dense_candidates(c: Cell) -> list[dict]:
+    """A dense layer on the wgmma GEMM (sm_90a), the planner's knobs first: its token tile and 128 tokens, each
+    with every split of K that keeps the grid within two waves, and the stream-K schedules where the grid leaves a
+    partial wave (``sk=2`` over a wave, ``sk=3``); under a fused activation no split and no ``sk=2`` (both add with
+    atomics)."""
+    from sparsec.backends.cuda.kernels.wgmma_gemm import SMS, default_knobs, resolve as wg_resolve
+    from sparsec.backends.kernels.common import KernelError, ceil_div
+
+    spec = _spec(c)
+    out, seen = [planner_knobs(c)], set()
+    seen.add(json.dumps(out[0], sort_keys=True))
+    base = default_knobs(c.O, c.K, c.T, spec.activation)
+    for bn in sorted({base["bn"], min(128, base["bn"])}, reverse=True):
+        tiles = ceil_div(c.O, base["bm"]) * ceil_div(c.T, bn)
+        for sk in (0, 2, 3):
+            if (sk == 2 and not (tiles > SMS and tiles % SMS)) or (sk == 3 and not tiles % SMS):
+                continue            # the schedule would be the plain grid's
+            for ks in (DENSE_SPLITS if sk == 0 else (1,)):
+                if ks > 1 and ks * tiles > 2 * SMS:
+                    break
+                try:
+                    kn = _wgmma_knobs(wg_resolve(c.O, c.K, c.T, dict(bn=bn, ks=ks, sk=sk), spec))
+                except KernelError:
+                    continue
+                key = json.dumps(kn, sort_keys=True)
+                if key not in seen:
+                    seen.add(key)
+                    out.append(kn)
+    return out
+
+
 def split_candidates(default: int) -> list[int]:
     """The splits tried for a variant whose default split is ``default`` (1..MAX_SPLIT, increasing)."""
     cand = {default + s for s in SPLIT_STEPS} | {max(1, round(default * f)) for f in SPLIT_FACTORS}
@@ -175,7 +244,7 @@ def cell_doc(c: Cell, i: int, versions_: str | None = None) -> dict:
     """The cell's entry of ``tune.json``: the cell, its tuning key, the planner's knobs, the candidates (kernel
     ``tune<i>_<j>``)."""
     cands = [{"name": f"tune{i}_{j}", "knobs": kn} for j, kn in enumerate(candidates(c))]
-    return {**asdict(c), "key": tiled_key(c.O, c.K, c.T, c.density, c.dtype, c.arch, versions_, c.fused).to_json(),
+    return {**asdict(c), "key": cell_key(c, versions_).to_json(),
             "planner": cands[0]["knobs"], "candidates": cands}
 
 
@@ -213,13 +282,18 @@ def build(cells: list[Cell], outdir: str, arch: str | None = None, progress=None
     funcs, doc = {}, {"schema": SCHEMA, "arch": arch, "versions": vers, "built": time.strftime("%Y-%m-%dT%H:%M:%S"),
                       "cells": []}
     for i, c in enumerate(cells):
-        meta = WeightMeta("bitmap", c.O, c.K, c.dtype, (("tile", (8, 32)),),
-                          (("bits", "uint8"), ("tile_ptr", "int32"), ("values", c.dtype)))
+        if c.kind == "dense":
+            meta = WeightMeta("dense", c.O, c.K, c.dtype, (), (("values", c.dtype),))
+        else:
+            meta = WeightMeta("bitmap", c.O, c.K, c.dtype, (("tile", (8, 32)),),
+                              (("bits", "uint8"), ("tile_ptr", "int32"), ("values", c.dtype)))
         cd = cell_doc(c, i, vers)
         for cand in cd["candidates"]:
             func, args, resolved = cuda_matmul_primfunc(meta, c.T, knobs=cand["knobs"], name=cand["name"],
-                                                        design="tiled")
-            assert {k: v for k, v in resolved.items() if k != "design"} == cand["knobs"], (cand, resolved)
+                                                        design="wgmma" if c.kind == "dense" else "tiled")
+            got = {k: v for k, v in resolved.items() if k not in ("design", "bk")}
+            assert got == ({k: v for k, v in cand["knobs"].items() if not (k == "sk" and v == 0)}
+                           if c.kind == "dense" else cand["knobs"]), (cand, resolved)
             funcs[cand["name"]] = func
             cand["args"] = [a.name for a in args]
         doc["cells"].append(cd)
@@ -312,11 +386,13 @@ def _shipped():
     return _SHIPPED_DB
 
 
-def lookup(O: int, K: int, T: int, density: float, dtype: str, arch: str, db=None, fused: bool = False):
+def lookup(O: int, K: int, T: int, density: float, dtype: str, arch: str, db=None, fused: bool = False,
+           kind: str = "tiled"):
     """``(knobs, record, source path)`` of the fastest correct tuned configuration for this key (the user's
     database first, then the shipped H100 one; ``db=False``: no lookup; ``fused``: the layer has a fused
-    activation), or None."""
-    key = tiled_key(O, K, T, density, dtype, arch, fused=fused)
+    activation; ``kind="dense"``: a dense layer on the wgmma GEMM), or None."""
+    key = (dense_key(O, K, T, dtype, arch, fused=fused) if kind == "dense"
+           else tiled_key(O, K, T, density, dtype, arch, fused=fused))
     for d in _dbs(db):
         rec = d.best(key)
         if rec is not None:

@@ -4,7 +4,7 @@
 
 ``DIR`` holds ``tune.so`` and ``tune.json`` (built here by ``sparsec autotune --target cuda --emit DIR`` or
 ``scripts/gpu/build_tune.py``). Per cell: a random weight (the cell's dtype) of the cell's shape and density (uniform mask,
-seeded), the tiled layouts its candidates need (made on the GPU from a bitmap, as ``benchmarks/spmm_gpu.py``
+seeded; a ``dense`` cell, a dense layer on the wgmma GEMM, takes the weight as it is), the tiled layouts its candidates need (made on the GPU from a bitmap, as ``benchmarks/spmm_gpu.py``
 does), every candidate checked against ``F.linear`` (relative error within the kernel check's tolerance for the
 dtype, ``env.KERNEL_TOL``, else ``wrong``: never chosen), then
 timed: CUDA graphs of 20 calls, replayed round-robin ``--rounds`` times (medians); then the fastest three and the
@@ -46,6 +46,7 @@ def cell_result(cell: dict, entries: list[dict], fin: list[dict], conf: dict) ->
     confirm = [{"name": e["name"], "knobs": e["knobs"], "times_us": list(conf[e["name"]]),
                 "us": statistics.median(conf[e["name"]])} for e in fin]
     return {**{k: cell[k] for k in ("O", "K", "T", "density", "dtype", "arch", "where", "key", "planner")},
+            "kind": cell.get("kind", "tiled"),
             "candidates": entries, "confirm": confirm}
 
 
@@ -93,16 +94,19 @@ def main() -> int:
             print(f"budget spent: {len(cells) - ci} cells left", flush=True)
             break
         O, K, T, d = cell["O"], cell["K"], cell["T"], cell["density"]
+        dense = cell.get("kind", "tiled") == "dense"      # a dense layer on the wgmma GEMM: the weight itself
         dt = getattr(torch, cell.get("dtype", "float16"))
-        wk = (O, K, d, dt)
+        wk = (O, K, d, dt, dense)
         if wk not in weights:
             weights.clear()
             torch.cuda.empty_cache()
             g = torch.Generator(device=dev).manual_seed(O * 31 + K * 7 + int(d * 1000))
             w = torch.randn(O, K, device=dev, dtype=dt, generator=g) * (1.0 / K ** 0.5)
-            w = w * (torch.rand(O, K, device=dev, generator=g) < d)
-            f = Bitmap.from_dense(w.cpu(), tile=(8, 32))
-            f = dataclasses.replace(f, **{b: getattr(f, b).to(dev) for b in f.buffers})
+            f = None
+            if not dense:
+                w = w * (torch.rand(O, K, device=dev, generator=g) < d)
+                f = Bitmap.from_dense(w.cpu(), tile=(8, 32))
+                f = dataclasses.replace(f, **{b: getattr(f, b).to(dev) for b in f.buffers})
             weights[wk] = (w, f)
         w, f = weights[wk]
         x = torch.randn(T, K, device=dev, dtype=dt)
@@ -111,11 +115,14 @@ def main() -> int:
         layouts, fns, out_c = {}, {}, []
         for cd in cell["candidates"]:
             kn = cd["knobs"]
-            lk = TL.layout_key(kn)
-            if lk not in layouts:
-                layouts[lk] = TL.build_for(f, kn)
-            lay, names = layouts[lk]
-            fn = (lambda k_=lib[cd["name"]], a_=[lay[b] for b in names]: k_(*a_, x, y))
+            if dense:
+                fn = (lambda k_=lib[cd["name"]]: k_(w, x, y))
+            else:
+                lk = TL.layout_key(kn)
+                if lk not in layouts:
+                    layouts[lk] = TL.build_for(f, kn)
+                lay, names = layouts[lk]
+                fn = (lambda k_=lib[cd["name"]], a_=[lay[b] for b in names]: k_(*a_, x, y))
             y.fill_(float("nan"))
             entry = {"name": cd["name"], "knobs": kn}
             try:
@@ -144,7 +151,7 @@ def main() -> int:
         cbest = min(confirm, key=lambda e: e["us"]) if confirm else None
         cpl = next((e for e in confirm if e["knobs"] == cell["planner"]), None)
         n_ok = sum(e["status"] == "ok" for e in out_c)
-        print(f"[{ci + 1}/{len(cells)}] {O}x{K} T={T} {1 - d:.0%}: {n_ok}/{len(out_c)} ok; planner "
+        print(f"[{ci + 1}/{len(cells)}] {O}x{K} T={T} {'dense' if dense else f'{1 - d:.0%}'}: {n_ok}/{len(out_c)} ok; planner "
               f"{cpl['us'] if cpl else float('nan'):.1f} us, best {cbest['us'] if cbest else float('nan'):.1f} us "
               f"{cbest['knobs'] if cbest else ''}  ({time.time() - t0:.0f}s)", flush=True)
         save()

@@ -177,7 +177,8 @@ def run_cuda(args) -> int:
             base = next((c for c in cell.get("confirm", []) if c["knobs"] == cell["planner"]), None)
             gain = f" ({base['us'] * 1e-6 / rec.time_s:.2f}x the planner's {base['us']:.1f} us)" if base else ""
             diff = {k: v for k, v in rec.knobs.items() if cell["planner"].get(k) != v}
-            print(f"  {cell['O']}x{cell['K']} T={cell['T']} {1 - cell['density']:.0%} sparse: tuned "
+            what = "dense wgmma" if cell.get("kind") == "dense" else f"{1 - cell['density']:.0%} sparse"
+            print(f"  {cell['O']}x{cell['K']} T={cell['T']} {what}: tuned "
                   f"{rec.time_s * 1e6:.1f} us{gain} with {diff}")
         if s["stale"]:
             print(f"warning: {args.import_} was built with {s['stale']}, this is {tune.versions()}: its records "
@@ -205,21 +206,25 @@ def run_cuda(args) -> int:
     p = lower_graph_cuda(g, arch, tuning_db=False)
     cells, seen = [], set()
     for node, kn in p.kernels.items():
-        if kn["design"] != "tiled":
+        dense = kn["design"] == "wgmma" and kn["format"] == "dense"
+        if kn["design"] != "tiled" and not dense:
             continue
         (o, k), t = kn["shape"], kn["tokens"]
-        density = p.consts[kn["weight"]].value.nnz / (o * k)     # exact, as compile keys its lookup
+        # exact, as compile keys its lookup
+        density = 1.0 if dense else p.consts[kn["weight"]].value.nnz / (o * k)
         fused = kn.get("activation") is not None          # no split under a fused activation: keys of its own
         c = tune.Cell(o, k, t, density, dtype, arch, where=f"{args.model}: {kn['weight']}", space=args.space,
-                      fused=fused)
-        sig = tune.tiled_key(o, k, t, density, dtype, arch, fused=fused).digest()
+                      fused=fused, kind="dense" if dense else "tiled")
+        sig = tune.cell_key(c).digest()
         if sig not in seen:
             seen.add(sig)
             cells.append(c)
     if not cells:
-        raise ParameterError(f"{args.model}: no layer runs the tiled kernel at --arch {arch} (nothing to tune; "
+        raise ParameterError(f"{args.model}: no layer runs the tiled kernel or the dense wgmma GEMM at --arch {arch} "
+                             f"(nothing to tune; "
                              f"`sparsec compile --target cuda --explain` shows each layer's kernel)")
-    print(f"{args.model}: {len(cells)} tiled layer shape(s) to tune; building the candidates for {arch} ...",
+    print(f"{args.model}: {len(cells)} layer shape(s) to tune ({sum(c.kind == 'dense' for c in cells)} dense wgmma); "
+          f"building the candidates for {arch} ...",
           file=sys.stderr)
     doc = tune.build(cells, args.emit, arch,
                      progress=lambda i, n, lab: print(f"[{i + 1}/{n}] {lab}", file=sys.stderr))

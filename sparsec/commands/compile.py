@@ -106,9 +106,10 @@ def run(args) -> int:
     if args.target == "cuda":
         ks = getattr(c.compiled, "kernels", {}) or {}
         tuned = [k for k in ks.values() if k.get("tuned")]
-        tiled = [k for k in ks.values() if k.get("design") == "tiled"]
+        tiled = [k for k in ks.values() if k.get("design") == "tiled"
+                 or (k.get("design") == "wgmma" and k.get("format") == "dense")]
         if tiled:
-            say(f"tiled kernels: {len(tiled)}, {len(tuned)} with tuned knobs"
+            say(f"tunable kernels (tiled, dense wgmma): {len(tiled)}, {len(tuned)} with tuned knobs"
                 + (f" ({', '.join(sorted({os.path.basename(k['tuned']['db']) for k in tuned}))})" if tuned else
                    " (`sparsec autotune --target cuda` measures them)"))
     err = None

@@ -70,7 +70,8 @@ from sparsec.backends.kernels.common import Arg, KernelError, Knob, MatmulSpec, 
 ARCH = "sm_90a"
 KNOBS = (
     Knob("bm", (64, 128, 192, 256), None, "weight rows (O) per block: bm/64 consumer warpgroups"),
-    Knob("bn", (32, 64, 96, 128, 160, 192, 224, 256), None, "tokens per block (the wgmma N)"),
+    Knob("bn", tuple(range(16, 257, 16)), None, "tokens per block (the wgmma N; the default: T rounded up to 16 up "
+                                                "to 128 tokens)"),
     Knob("stages", (2, 3, 4, 5, 6, 7, 8), None, "ring depth (ws=0: tiles of copies in flight stages - 1 - wip)"),
     Knob("ks", (1, 2, 3, 4, 6, 8), None, "split-K: blocks per output tile, summed with fp16/bf16 atomics into a "
                                           "zeroed Y (no activation)"),
@@ -334,11 +335,17 @@ def cuda_wgmma_matmul_primfunc(weight, tokens: int, *, bias: bool = False, activ
     if bias:
         args.append(Arg("bias", dt, (O,)))
     args.append(Arg("Y", dt, (TT, O)))
-    return func, args, {"design": "wgmma", "bm": ws.bm, "bn": ws.bn, "bk": ws.spk if sparse else BK,
-                        "stages": ws.stages, "ks": ws.ks, "gm": ws.gm, "wip": ws.wip, "ws": ws.ws,
-                        **({"tma": 1} if ws.tma else {}), **({"tail": ws.tail} if tail_split(ws) else {}),
-                        **({"sk": ws.sk} if ws.sk else {}), **({"ar": ws.ar} if ws.ar else {}),
-                        **({"ana": 1} if ws.ana else {})}
+    return func, args, resolved_knobs(ws)
+
+
+def resolved_knobs(ws: WgmmaSpec) -> dict:
+    """The knobs a kernel of ``ws`` reports (what ``cuda_wgmma_matmul_primfunc`` returns; passed back as knobs,
+    they resolve to the same kernel)."""
+    return {"design": "wgmma", "bm": ws.bm, "bn": ws.bn, "bk": ws.spk if ws.sparse else BK,
+            "stages": ws.stages, "ks": ws.ks, "gm": ws.gm, "wip": ws.wip, "ws": ws.ws,
+            **({"tma": 1} if ws.tma else {}), **({"tail": ws.tail} if tail_split(ws) else {}),
+            **({"sk": ws.sk} if ws.sk else {}), **({"ar": ws.ar} if ws.ar else {}),
+            **({"ana": 1} if ws.ana else {})}
 
 
 def tail_split(ws: WgmmaSpec) -> tuple[int, int] | None:
