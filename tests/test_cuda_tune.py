@@ -252,6 +252,18 @@ def test_dense_wgmma_cells_tune_the_split_and_schedule(tmp_path):
     assert k2["tuned"]["on"] == "H100"
 
 
+@pytest.mark.skipif(not HAS_NVCC, reason="nvcc not installed")
+def test_dense_cells_build_with_the_weight_as_it_is(tmp_path):
+    """``build`` compiles a dense cell's candidates as wgmma kernels over the dense weight (arguments values, X, Y):
+    what ``tune_tiled.py`` calls with the weight itself; each candidate's knobs resolve to the kernel built."""
+    doc = tune.build([tune.Cell(300, 512, 200, 1.0, kind="dense")], str(tmp_path))
+    (cell,) = doc["cells"]
+    assert cell["kind"] == "dense" and cell["key"]["format"] == "dense" and len(cell["candidates"]) > 3
+    assert all(cd["args"] == ["values", "X", "Y"] for cd in cell["candidates"])
+    assert (tmp_path / "tune.so").exists() and json.load(open(tmp_path / "tune.json"))["kernels"] == \
+        len(cell["candidates"])
+
+
 def test_cli_cuda_errors(tmp_path, capsys):
     from sparsec.cli import main
 
