@@ -197,7 +197,10 @@ def test_wg_resolve_defaults_and_refusals():
     assert kn["mma"] == "wg" and (kn["rt"], kn["warps"], kn["wgs"], kn["pf"], kn["pb"], kn["wip"]) == (1, 4, 2, 1, 2, 0)
     assert kn["tn"] == 32 and resolve(_spec(T=100), {"mma": "wg"}).tn == 128      # all tokens in one tile
     assert resolve(_spec(T=1), {"mma": "wg"}).tn == 8
-    assert resolve(_spec(act="gelu"), {"mma": "wg"}).ksplit == 1                # no split with an activation
+    fx = resolve(_spec(act="gelu"), {"mma": "wg"})       # under an activation the splits are summed by a fixup
+    assert fx.fx == 1 and fx.ksplit > 1 and fx.knobs()["fx"] == 1
+    assert resolve(_spec(act="gelu"), {"mma": "wg", "fx": 0}).ksplit == 1      # without it: no split
+    assert resolve(_spec(), {"mma": "wg"}).fx == 0 and resolve(_spec(act="gelu"), {"mma": "wg", "ksplit": 1}).fx == 0
     assert resolve(_spec(), kn).knobs() == kn                                   # the knobs round-trip
     assert resolve(_spec(), {"mma": "wg", "ra": 1}).knobs()["ra"] == 1                 # a one-buffer A ring
     assert "ra" not in resolve(_spec(), {"mma": "wg", "ra": 2}).knobs()                 # the default ring, by name
@@ -207,14 +210,15 @@ def test_wg_resolve_defaults_and_refusals():
            ({"mma": "wg", "ra": 1, "wip": 1}, "ra"), ({"mma": "wg", "ra": 3}, "ra"), ({"ra": 1}, "mma='wg'"),
            ({"mma": "wg", "rt": 2}, "rt"), ({"mma": "wg", "sc": 32}, "sc"), ({"mma": "wg", "clear": "none"}, "clear"),
            ({"mma": "wg", "wip": 1, "pf": 2}, "wip=1"), ({"mma": "wg", "code": "bitmap"}, "code"),
-           ({"mma": "wg", "tn": 72}, "tn"), ({"wgs": 2}, "mma='wg'"), ({"tn": 64}, "mma='wg'")]
+           ({"mma": "wg", "tn": 72}, "tn"), ({"wgs": 2}, "mma='wg'"), ({"tn": 64}, "mma='wg'"),
+           ({"fx": 1}, "mma='wg'"), ({"mma": "wg", "xa": 1, "fx": 1, "ksplit": 2}, "xa=0")]
     for kn_, msg in bad:
         with pytest.raises(KernelError, match=msg):
             resolve(_spec(), kn_)
     with pytest.raises(KernelError, match="K % 8"):
         resolve(_spec(K=4100), {"mma": "wg"})
     with pytest.raises(KernelError, match="activation"):
-        resolve(_spec(act="relu"), {"mma": "wg", "ksplit": 2})
+        resolve(_spec(act="relu"), {"mma": "wg", "ksplit": 2, "fx": 0})
 
 
 @pytest.fixture(scope="module")
@@ -234,6 +238,7 @@ def built_wg():
         "wg_t128": (w, 128, False, None, {"mma": "wg", "code": "pos7"}),
         "wg_ra1_us": (w, 24, True, None, {"mma": "wg", "sc": 128, "ra": 1, "xd": 1, "clear": "unscatter"}),
         "wg_xa": (w, 20, True, None, {"mma": "wg", "code": "pos7", "xa": 1, "ksplit": 2}),
+        "wg_fx_gelu": (w, 16, True, "gelu", {"mma": "wg", "code": "pos7", "ksplit": 4}),    # fx=1: the default
     }
     funcs, knobs = {}, {}
     for sym, (wt, T, bias, act, kn) in confs.items():
@@ -242,12 +247,12 @@ def built_wg():
     lib = tc.build(tvm.IRModule(funcs), "sm_90a")
     ptx = tc.ptx(lib, "sm_90a")
     bodies = tc.ptx_entries(ptx)
-    return knobs, bodies, tc.ptxas_spills(lib, "sm_90a")
+    return knobs, bodies, tc.ptxas_spills(lib, "sm_90a"), tc.device_source(lib)
 
 
 @pytest.mark.skipif(not HAS_NVCC, reason="nvcc not installed")
 def test_wg_kernels_use_warpgroup_mma_and_vector_reductions(built_wg):
-    knobs, bodies, spills = built_wg
+    knobs, bodies, spills, src = built_wg
     for sym, kn in knobs.items():
         main = [b for n, b in bodies.items() if n.startswith(sym + "_kernel") and "wgmma" in b]
         assert len(main) == 1, sym
@@ -263,7 +268,14 @@ def test_wg_kernels_use_warpgroup_mma_and_vector_reductions(built_wg):
             assert "cp.async.cg.shared.global" in body, sym
         assert "fence.proxy.async.shared::cta" in body, sym
         assert re.search(r"st\.shared\.v4\.(u32|b32)", body), sym                 # zeroing a strip
-        if kn["ksplit"] > 1:
+        if kn.get("fx"):
+            # the splits' fp32 partials through a workspace (st.cg / ld.cg), an arrival count per output tile; no
+            # atomics into Y and no zeroing launch
+            assert "red.global.add" not in body and "st.global.cg.v4.f32" in body and "ld.global.cg.v4.f32" in body
+            assert re.search(r"atom\.global\.add\.u32", body), sym
+            assert [n for n in bodies if n.startswith(sym + "_kernel")] == [sym + "_kernel"], sym
+            assert re.search(r"__device__ float4 sparsec_tfxws_\w+\[\d+\]", src)
+        elif kn["ksplit"] > 1:
             assert re.search(rf"red\.global\.add\.noftz\.v4\.{pt}x2", body), sym  # 8 outputs per reduction
             assert any(n.startswith(sym + "_kernel") and "wgmma" not in b for n, b in bodies.items())   # zero Y
     assert all(v == 0 for v in spills.values()), spills
@@ -289,7 +301,9 @@ def test_planner_knobs_pick_wg_on_sm_90a_at_16_tokens_and_more():
     assert S.tiled_knobs(0.3, 1, "sm_90a") == {"code": "pos7"}                 # T = 1: mma.sync
     assert S.tiled_knobs(0.1, 1, "sm_90a") == {"clear": "unscatter"}
     assert S.tiled_knobs(0.3, 32, "sm_90") == {"code": "pos7"}                 # no wgmma encoding
-    assert S.tiled_knobs(0.3, 32, "sm_90a", activation=True) == {"code": "pos7"}
+    # an activation takes the same variant (session 13: its splits summed by the fixup, fx=1, resolve's default)
+    assert S.tiled_knobs(0.3, 32, "sm_90a", activation=True) == S.tiled_knobs(0.3, 32, "sm_90a")
+    assert S.tiled_knobs(0.3, 1, "sm_90a", activation=True) == {"code": "pos7"}      # T = 1: mma.sync, split 1
 
 
 @pytest.mark.skipif(not HAS_NVCC, reason="nvcc not installed")

@@ -115,14 +115,16 @@ def tiled_shape(T: int) -> tuple[int, int]:
 
 
 def tiled_wg(density: float, tokens: int | None, arch: str | None, activation: bool = False) -> bool:
-    """Whether the planner runs the tiled design as ``mma="wg"`` (``kernels/tiled_wg.py``, sm_90a): at T >= 8; never
-    with a fused activation (its blocks could not split K). H100 session 8
+    """Whether the planner runs the tiled design as ``mma="wg"`` (``kernels/tiled_wg.py``, sm_90a): at T >= 8, with or
+    without a fused activation (since session 13 its splits are summed by a fixup under one, ``fx=1``: H100,
+    ``benchmarks/results/dev/tune_fused_run1.json``, 3 LLM shapes x T 8/32 x 70/90 % with an activation, 1.0-2.1x
+    the ``mma.sync`` kernel at split 1 it replaces, slower in none beyond 1 %). H100 session 8
     (``benchmarks/results/spmm_gpu.json``, every tiled variant timed per cell): at T = 32 and 128 the wg kernel was
     the fastest tiled variant in all 16 + 16 unstructured cells of the 4 LLM shapes (T=32 70 %: 1.22-1.40x cuBLAS,
     the mma.sync kernel 0.84-0.94x on the large shapes); at T = 16 in 11 of 16, the mma.sync kernel winning at 90 %
     (3 of 4 shapes) and on 11008x4096 at 70 %, where 128-column stages (dev run 4) then win at 90 %; at T = 1 the
     mma.sync kernel is faster."""
-    if arch not in WGMMA_ARCHS or tokens is None or activation:
+    if arch not in WGMMA_ARCHS or tokens is None:
         return False
     # dev runs 3-4 (benchmarks/results/dev/wg_run{3,4}.json): at T=8 faster at 70 % on all 3 large shapes (1.54-1.65x
     # cuBLAS against 1.07-1.57x) and at 90 % with 128-column stages (2.42-2.68x against 2.13-2.66x), at 80 % even

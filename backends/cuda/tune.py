@@ -172,11 +172,9 @@ def candidates(c: Cell) -> list[dict]:
         raise ParameterError(f"{c.where}: {c.label}: the tiled kernel does not take this shape")
     for d in [c.density] + _adjacent(c.density):
         if c.fused:
-            # split 1 only: the planner's variants under an activation (the mma.sync kernel) and the wgmma ones,
-            # which the planner keeps for layers that can split
-            for base in (S.tiled_knobs(d, c.T, c.arch, True), S.tiled_knobs(d, c.T, c.arch)):
-                add(dict(base, ksplit=1))
-            continue
+            # also the mma.sync kernel the planner ran under an activation before session 13 (split 1 only); the
+            # wgmma variants below sum their splits with the fixup there (fx=1, the default under an activation)
+            add(dict(S.tiled_knobs(d, c.T, None, True), ksplit=1))
         base = S.tiled_knobs(d, c.T, c.arch)
         try:
             ks = resolve(spec, base).ksplit

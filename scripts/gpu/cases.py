@@ -269,6 +269,13 @@ WG_CHECK = [
     (130, 640, 8, "csr", {}, ["unstructured", 0.0, False], True, "gelu", {"clear": "unscatter"}),
     (1000, 4104, 32, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.8, True], False, None,
      {"clear": "unscatter", "sc": 128, "wgs": 2, "ksplit": 8}),
+    # fx=1 (session 13; the default under an activation): the splits' partials summed by the tile's last block, then
+    # bias + activation; odd O and T, 128-column stages, one warpgroup, and fx without an activation
+    (1000, 4104, 16, "csr", {}, ["unstructured", 0.7, False], True, "gelu", {"ksplit": 6}),
+    (520, 2048, 33, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.9, True], False, "silu",
+     {"ksplit": 4, "sc": 128, "wgs": 1}),
+    (300, 1000, 64, "csr", {}, ["unstructured", 0.8, False], True, None, {"ksplit": 3, "fx": 1}),
+    (2000, 3000, 8, "bitmap", {"tile": [8, 32]}, ["unstructured", 0.7, True], True, "relu", {}),
 ]
 
 

@@ -92,7 +92,7 @@ KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128, 256), "warps": (1, 2, 4, 8, 16),
          "split": ("k", "rows"), "xpipe": (0, 1), "minb": (0, 2, 3, 4, 5, 6),
          "mma": ("sync", "wg"), "wip": (0, 1), "xd": (1, 2, 3), "wgs": (1, 2, 3, 4), "pf": (1, 2), "pb": (1, 2), "ra": (1, 2, 3),
          "xa": (0, 1), "sp": (0, 1), "rr": (0, 1),
-         "rp": (1, 2, 4, 8), "pdl": (0, 1)}
+         "rp": (1, 2, 4, 8), "pdl": (0, 1), "fx": (0, 1)}
 WG_TN = (8, 16, 24, 32, 40, 48, 56, 64, 96, 128)   # mma="wg": tokens per block (the wgmma N)
 WG_KSPLIT = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)
 WG_MAX_PER = 24              # mma="wg" default split: at most this many stages per block ...
@@ -132,6 +132,7 @@ class TiledSpec:
     rr: int = 0
     rp: int = 2
     pdl: int = 0
+    fx: int = 0          # mma="wg", ksplit > 1: the splits' fp32 partials summed by the last block (no atomics)
 
     @property
     def ngroups(self) -> int:
@@ -151,6 +152,7 @@ class TiledSpec:
                     **({"xa": self.xa} if self.xa else {}),
                     **({"sp": self.sp, "rr": self.rr, "rp": self.rp} if self.sp else {}),
                     **({"pdl": self.pdl} if self.pdl else {}),
+                    **({"fx": self.fx} if self.fx else {}),
                     **({"minb": self.minb} if self.minb else {})}
         return {"design": "tiled", "rt": self.rt, "sc": self.sc, "warps": self.warps, "ksplit": self.ksplit,
                 "tn": self.tn, "pipe": self.pipe, "sync": self.sync, "clear": self.clear,
@@ -184,6 +186,8 @@ def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
         raise KernelError(f"cuda tiled kernel: dtype {spec.dtype} unsupported (float16, bfloat16)")
     if (knobs.get("mma") or "sync") == "wg":
         return resolve_wg(spec, knobs)
+    if knobs.get("fx"):
+        raise KernelError("cuda tiled kernel: fx=1 (the splits summed by the last block) needs mma='wg'")
     if knobs.get("sc") == 256:
         raise KernelError("cuda tiled kernel: sc=256 needs mma='wg' with sp=1")
     for k in ("wip", "xd", "wgs", "pf", "pb", "ra", "xa", "sp", "rr", "rp", "pdl"):
@@ -324,25 +328,32 @@ def resolve_wg(spec: MatmulSpec, knobs: dict) -> TiledSpec:
         raise KernelError("cuda tiled kernel: knobs rr and rp need sp=1")
     ngr, nst = ceil_div(spec.out_features, 16), ceil_div(spec.in_features, sc)
     nblk = ceil_div(ngr, 4 * wgs) * ceil_div(Tt, tn)
+    # fx=1 (the default under an activation): a split's blocks write fp32 partials and the last to finish sums them
+    # in split order, then bias, activation and a plain store: no zero launch, no atomics into Y
+    fx = knobs.get("fx")
+    fx = (1 if spec.activation is not None else 0) if fx is None else fx
     ks = knobs.get("ksplit")
     if ks is None:
         ks = 1
-        if spec.activation is None:
+        if spec.activation is None or fx:
             for cand in WG_KSPLIT:
                 if cand > nst:
                     break
                 ks = cand
                 if ceil_div(nst, cand) <= WG_MAX_PER and nblk * cand >= WG_MIN_BLOCKS:
                     break
-    if spec.activation is not None and ks > 1:
+    if spec.activation is not None and ks > 1 and not fx:
         raise KernelError("cuda tiled kernel: ksplit > 1 sums partial results with atomics, which an "
-                          "activation cannot follow; use ksplit=1")
+                          "activation cannot follow; use ksplit=1 or fx=1")
     if smem_elems(sc, tn, wip, xd, wgs, ra, xa, sp) * 2 > SMEM_LIMIT:
         raise KernelError(f"cuda tiled kernel: mma='wg' with sc={sc}, tn={tn}: too much shared memory")
+    fx = fx if ks > 1 else 0
+    if fx and xa:
+        raise KernelError("cuda tiled kernel: fx=1 needs xa=0 (the partials are in the wgmma accumulator order)")
     return TiledSpec(spec, 1, sc, 4, ks, tn, code=knobs.get("code") or "pos", minb=knobs.get("minb") or 0,
                      clear=knobs.get("clear") or "zero", mma="wg", wip=wip, xd=xd, wgs=wgs, pf=pf, pb=pb,
                      ra=ra, xa=xa, sp=sp, rr=rr or 0, rp=knobs.get("rp") or 2,
-                     pdl=(knobs.get("pdl") or 0) if ks > 1 else 0)
+                     pdl=(knobs.get("pdl") or 0) if ks > 1 and not fx else 0, fx=fx)
 
 
 def tiled_args(ts: TiledSpec, dtype: str) -> list[Arg]:

@@ -72,6 +72,53 @@ def smem_elems(sc: int, tn: int, wip: int, xd: int, wgs: int = 1, ra: int = 0, x
     return max(rings, tn * (64 * wgs + 8)) + ALIGN // 2
 
 
+def split_fixup_source(ts, ws_vec4: int, tiles: int, nacc: int, nt: int, ks: int) -> tuple[str, str]:
+    """``(name, CUDA source)`` of ``fx=1``'s helpers and static device memory (one workspace and one counter per
+    output tile, per kernel spec; zero at module load): ``name(0, acc, slot, tid)`` stores thread ``tid``'s ``nacc``
+    fp32 accumulators in workspace ``slot`` (16-byte ``st.cg``, interleaved by thread) and fences them;
+    ``name(1, acc, first, tid)`` sets the accumulators to the sum of slots ``first .. first + ks - 1`` in that order
+    (``ld.cg``); ``name_last(tile)`` raises the tile's counter and returns 1 for the block that completes it, which
+    resets it for the next launch (the CUDA threadFenceReduction pattern: every block's partial is fenced before
+    its count). Two launches of one kernel must not overlap (the executor runs a model on one stream)."""
+    import hashlib
+
+    tag = hashlib.sha1(repr(ts).encode()).hexdigest()[:12]
+    name = f"sparsec_tfx_{tag}"
+    nq = nacc // 4
+    wsn, cnt = f"sparsec_tfxws_{tag}", f"sparsec_tfxct_{tag}"
+    src = f"""
+__device__ float4 {wsn}[{ws_vec4}];
+__device__ unsigned int {cnt}[{tiles}];
+__forceinline__ __device__ void {name}(int op, float* acc, int a, int tid) {{
+  if (op == 0) {{
+#pragma unroll
+    for (int i = 0; i < {nq}; ++i)
+      __stcg(&{wsn}[(a * {nq} + i) * {nt} + tid], make_float4(acc[4 * i], acc[4 * i + 1], acc[4 * i + 2], acc[4 * i + 3]));
+    __threadfence();
+  }} else {{
+#pragma unroll
+    for (int i = 0; i < {nacc}; ++i) acc[i] = 0.f;
+    for (int s = a; s < a + {ks}; ++s) {{
+#pragma unroll
+      for (int i = 0; i < {nq}; ++i) {{
+        float4 v = __ldcg(&{wsn}[(s * {nq} + i) * {nt} + tid]);
+        acc[4 * i] += v.x; acc[4 * i + 1] += v.y; acc[4 * i + 2] += v.z; acc[4 * i + 3] += v.w;
+      }}
+    }}
+  }}
+}}
+__forceinline__ __device__ int {name}_last(int t) {{
+  unsigned int old = atomicAdd(&{cnt}[t], 1u);
+  if (old == {ks - 1}u) {{
+    {cnt}[t] = 0u;
+    __threadfence();
+    return 1;
+  }}
+  return 0;
+}}"""
+    return name, src
+
+
 def generate_wg(ts):
     from sparsec.backends.cuda.kernels.staged import staged_epilogue
     from sparsec.backends.cuda.kernels.wgmma_gemm import smem_descriptor, wgmma_sp_source
@@ -90,6 +137,7 @@ def generate_wg(ts):
     NK = SC // 32                       # sp: k32 steps per stage (metadata words per lane)
     RP = ts.rp                          # sp: residual rows of a stage loaded into registers one stage ahead
     PDL = bool(ts.pdl) and KS > 1       # the main kernel launched with programmatic dependent launch (toolchain)
+    FX = bool(ts.fx) and KS > 1         # the splits' fp32 partials summed by the last block (no zero launch, atomics)
     NGR, NST = ts.ngroups, ts.nstages   # 16-row strips, stages
     NBX = ceil_div(NGR, NWP)
     NTT = ceil_div(TT, BN)
@@ -123,8 +171,10 @@ def generate_wg(ts):
     FULL = T.uint32(0xFFFFFFFF)
     zero = T.Cast(dt, T.float32(0))
     # accumulators -> a [BN, BM + 8] tile in shared memory -> 16-byte rows of Y (red.global.add.v4 with a split)
-    stage_acc, store_acc = staged_epilogue(dt=dt, BM=BM, BN=BN, CST=CST, O=O, TT=TT, KS=KS, NT=NT,
+    stage_acc, store_acc = staged_epilogue(dt=dt, BM=BM, BN=BN, CST=CST, O=O, TT=TT, KS=1 if FX else KS, NT=NT,
                                            has_bias=sp.bias, epi=epilogue(sp.activation))
+    if FX:
+        FXN, FXSRC = split_fixup_source(ts, NBX * NTT * KS * NT * NACC // 4, NBX * NTT, NACC, NT, KS)
 
     def s_first(bz):
         return T.min(bz * PER, NST)
@@ -422,6 +472,8 @@ def generate_wg(ts):
         rq = T.alloc_buffer((5,), "int32", scope="local")
         rw = T.alloc_buffer((2 * RP if SP else 1,), "int32", scope="local")   # sp: this / the next stage's rows
         racc = T.alloc_buffer((NACC if RR else 1,), "float32", scope="local")   # sp, rr=1: residual sums
+        fxt = T.alloc_buffer((1,), "int32", scope="shared")    # fx: whether this block sums the tile's splits
+        fxl = T.alloc_buffer((1,), "int32", scope="local")
         nb = s_end(bz) - s_first(bz)                    # the block's stages (every warp of the block)
         for i in T.unroll(NACC):
             acc[i] = T.float32(0)
@@ -494,22 +546,40 @@ def generate_wg(ts):
                 acc[i] = acc[i] + racc[i]
         # staged epilogue: d[4j + 2h + e] = (row 16 (w % 4) + lane/4 + 8h of warpgroup w / 4, token 8j + 2 (lane % 4) + e)
         # (xa: the other way round: token 16 (w % 4) + lane/4 + 8h, row 8j + 2 (lane % 4) + e of warpgroup w / 4)
-        if XA:
-            for j in T.unroll(8):
-                for h in T.unroll(2):
-                    for e in T.unroll(2):
-                        stage_acc(Sm, bias, bx, bz, (ty // 4) * 64 + j * 8 + (tx % 4) * 2 + e,
-                                  (ty % 4) * 16 + tx // 4 + 8 * h, acc[j * 4 + h * 2 + e])
+        if FX:
+            # every split writes its fp32 partial (slot (bx, by, bz)); the last block of the tile to raise its counter
+            # sums the KS partials in split order (deterministic) and stores as one split would (bias, activation)
+            T.cuda.func_call(FXN, 0, T.address_of(acc[0]), (bx * NTT + by) * KS + bz, tid, source_code=FXSRC)
+            T.tvm_storage_sync("shared")
+            if tid == 0:
+                fxt[0] = T.call_extern("int32", FXN + "_last", bx * NTT + by)
+            T.tvm_storage_sync("shared")
+            fxl[0] = fxt[0]
+            if fxl[0] == 1:
+                T.cuda.func_call(FXN, 1, T.address_of(acc[0]), (bx * NTT + by) * KS, tid, source_code=FXSRC)
+                for j in T.unroll(BN // 8):
+                    for h in T.unroll(2):
+                        for e in T.unroll(2):
+                            stage_acc(Sm, bias, bx, bz, (ty // 4) * 64 + (ty % 4) * 16 + tx // 4 + 8 * h,
+                                      j * 8 + (tx % 4) * 2 + e, acc[j * 4 + h * 2 + e])
+                store_acc(Sm, Su, ev, eu, Y, bx, by, tid)
         else:
-            for j in T.unroll(BN // 8):
-                for h in T.unroll(2):
-                    for e in T.unroll(2):
-                        stage_acc(Sm, bias, bx, bz, (ty // 4) * 64 + (ty % 4) * 16 + tx // 4 + 8 * h,
-                                  j * 8 + (tx % 4) * 2 + e, acc[j * 4 + h * 2 + e])
-        if PDL:
-            # launched while the zeroing kernel may still run: Y is zero (and visible) once it completed
-            T.ptx["griddepcontrol.wait"]()
-        store_acc(Sm, Su, ev, eu, Y, bx, by, tid)
+            if XA:
+                for j in T.unroll(8):
+                    for h in T.unroll(2):
+                        for e in T.unroll(2):
+                            stage_acc(Sm, bias, bx, bz, (ty // 4) * 64 + j * 8 + (tx % 4) * 2 + e,
+                                      (ty % 4) * 16 + tx // 4 + 8 * h, acc[j * 4 + h * 2 + e])
+            else:
+                for j in T.unroll(BN // 8):
+                    for h in T.unroll(2):
+                        for e in T.unroll(2):
+                            stage_acc(Sm, bias, bx, bz, (ty // 4) * 64 + (ty % 4) * 16 + tx // 4 + 8 * h,
+                                      j * 8 + (tx % 4) * 2 + e, acc[j * 4 + h * 2 + e])
+            if PDL:
+                # launched while the zeroing kernel may still run: Y is zero (and visible) once it completed
+                T.ptx["griddepcontrol.wait"]()
+            store_acc(Sm, Su, ev, eu, Y, bx, by, tid)
         if sv[1] < 0:
             # never true (stage pointers are >= 0), but not provably: a read of the buffer over its whole extent,
             # so that TVM keeps the allocation whole (the main loop reaches it through stp only)
@@ -544,7 +614,7 @@ def generate_wg(ts):
         X = T.match_buffer(x, (TT, K), dt)
         bias = T.match_buffer(b, (O,), dt)
         Y = T.match_buffer(y, (TT, O), dt)
-        if KS > 1:
+        if KS > 1 and not FX:
             zero_y(Y)       # the splits add into Y with atomics: zero it first (a launch of its own)
         blocks(vals, pos, sptr, X, bias, Y, sptr, sptr, sptr)
 
@@ -564,7 +634,7 @@ def generate_wg(ts):
         X = T.match_buffer(x, (TT, K), dt)
         bias = T.match_buffer(b, (O,), dt)
         Y = T.match_buffer(y, (TT, O), dt)
-        if KS > 1:
+        if KS > 1 and not FX:
             zero_y(Y)
         blocks(vals, pos, sptr, X, bias, Y, meta, res, rptr)
 
