@@ -40,6 +40,8 @@ CASES = {
     "decode_mlp16": ("decode_mlp16", "float16", None),  # 16 tokens: tiled mma="wg" with sp=1 (2:4 operand)
     "decode_mlp16_70": ("decode_mlp16@70", "float16", None),  # 70 % at 16 tokens: tiled mma="wg", pos7 stages
     "decode_mlp1_70": ("decode_mlp1@70", "float16", None),  # 70 % at one token: the mma.sync tiled kernel, pos7
+    # a fused GELU at 16 tokens and 70 %: tiled mma="wg" with its splits summed by the fixup (fx=1)
+    "decode_gelu16_70": ("decode_gelu16@70", "float16", None),
     "hf_bert": ("hf_bert", "float16", None),
     "hf_gpt2": ("hf_gpt2", "float16", None),
     "bert_base_b8": ("bert_base", "float16", 8),

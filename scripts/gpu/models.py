@@ -120,7 +120,20 @@ def _decode_mlp1():
     return DecodeMLP2k(), (torch.randn(1, 1, 2048, generator=torch.Generator().manual_seed(9)),)
 
 
+class DecodeGeluMLP(DecodeMLP):
+    """DecodeMLP with a GELU after the up projection: the activation fuses into that layer's tiled kernel, whose
+    K splits are then summed by the fixup (``fx=1``, session 13) instead of atomics."""
+
+    def forward(self, x):
+        return self.down(nn.functional.gelu(self.up(x))) + x
+
+
+def _decode_gelu16():
+    return DecodeGeluMLP(), (torch.randn(1, 16, 1024, generator=torch.Generator().manual_seed(10)),)
+
+
 MODELS = {
+    "decode_gelu16": _decode_gelu16,
     "decode_mlp1": _decode_mlp1,
     "decode_mlp": _decode_mlp,
     "decode_mlp16": _decode_mlp16,
