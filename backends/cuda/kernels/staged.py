@@ -72,6 +72,28 @@ def staged_epilogue(*, dt: str, BM: int, BN: int, CST: int, O: int, TT: int, KS:
     return stage, store
 
 
+def partial_store_src(ws: str, nq: int, nt: int) -> str:
+    """CUDA statements storing thread ``tid``'s ``4 nq`` fp32 accumulators ``acc`` in slot ``a`` of the ``float4``
+    workspace ``ws`` (``nt`` threads; 16-byte ``st.cg``, interleaved by thread so that a warp's stores are
+    contiguous). Shared by the fixups of ``tiled_wg`` (``fx``) and ``wgmma_gemm`` (``sk=3``)."""
+    return (f"#pragma unroll\n"
+            f"    for (int i = 0; i < {nq}; ++i)\n"
+            f"      __stcg(&{ws}[(a * {nq} + i) * {nt} + tid], make_float4(acc[4 * i], acc[4 * i + 1], acc[4 * i + 2], "
+            f"acc[4 * i + 3]));")
+
+
+def partial_sum_src(ws: str, nq: int, nt: int, end: str) -> str:
+    """CUDA statements adding slots ``a .. end - 1`` of ``ws`` (``partial_store_src``'s layout) into ``acc`` in
+    slot order (``ld.cg``: from L2, never a stale L1 line)."""
+    return (f"for (int s = a; s < {end}; ++s) {{\n"
+            f"#pragma unroll\n"
+            f"      for (int i = 0; i < {nq}; ++i) {{\n"
+            f"        float4 v = __ldcg(&{ws}[(s * {nq} + i) * {nt} + tid]);\n"
+            f"        acc[4 * i] += v.x; acc[4 * i + 1] += v.y; acc[4 * i + 2] += v.z; acc[4 * i + 3] += v.w;\n"
+            f"      }}\n"
+            f"    }}")
+
+
 def zero_fill(dt: str, n: int, pdl: bool = False):
     """Macro ``zero(Y)``: a launch of its own that zeroes the ``n`` elements of ``Y`` (split-K GEMMs add their
     partial tiles into it with atomics): 8 elements per thread, one 16-byte store when ``n % 8 == 0`` (a

@@ -82,6 +82,8 @@ def split_fixup_source(ts, ws_vec4: int, tiles: int, nacc: int, nt: int, ks: int
     its count). Two launches of one kernel must not overlap (the executor runs a model on one stream)."""
     import hashlib
 
+    from sparsec.backends.cuda.kernels.staged import partial_store_src, partial_sum_src
+
     tag = hashlib.sha1(repr(ts).encode()).hexdigest()[:12]
     name = f"sparsec_tfx_{tag}"
     nq = nacc // 4
@@ -91,20 +93,12 @@ __device__ float4 {wsn}[{ws_vec4}];
 __device__ unsigned int {cnt}[{tiles}];
 __forceinline__ __device__ void {name}(int op, float* acc, int a, int tid) {{
   if (op == 0) {{
-#pragma unroll
-    for (int i = 0; i < {nq}; ++i)
-      __stcg(&{wsn}[(a * {nq} + i) * {nt} + tid], make_float4(acc[4 * i], acc[4 * i + 1], acc[4 * i + 2], acc[4 * i + 3]));
+{partial_store_src(wsn, nq, nt)}
     __threadfence();
   }} else {{
 #pragma unroll
     for (int i = 0; i < {nacc}; ++i) acc[i] = 0.f;
-    for (int s = a; s < a + {ks}; ++s) {{
-#pragma unroll
-      for (int i = 0; i < {nq}; ++i) {{
-        float4 v = __ldcg(&{wsn}[(s * {nq} + i) * {nt} + tid]);
-        acc[4 * i] += v.x; acc[4 * i + 1] += v.y; acc[4 * i + 2] += v.z; acc[4 * i + 3] += v.w;
-      }}
-    }}
+    {partial_sum_src(wsn, nq, nt, f"a + {ks}")}
   }}
 }}
 __forceinline__ __device__ int {name}_last(int t) {{

@@ -63,7 +63,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sparsec.backends.cuda.kernels.staged import staged_epilogue, zero_fill
+from sparsec.backends.cuda.kernels.staged import partial_store_src, partial_sum_src, staged_epilogue, zero_fill
 from sparsec.backends.cuda.kernels.mma_layout import tensor_core_weight
 from sparsec.backends.kernels.common import Arg, KernelError, Knob, MatmulSpec, ceil_div, epilogue, meta_of
 
@@ -417,9 +417,7 @@ __device__ float4 {wsn}[{ws_vec4}];
 __device__ unsigned int {fl}[{tiles}];
 __forceinline__ __device__ void {name}(int op, float* acc, int a, int b, int tid) {{
   if (op == 0) {{
-#pragma unroll
-    for (int i = 0; i < {nq}; ++i)
-      __stcg(&{wsn}[(a * {nq} + i) * {ntc} + tid], make_float4(acc[4 * i], acc[4 * i + 1], acc[4 * i + 2], acc[4 * i + 3]));
+{partial_store_src(wsn, nq, ntc)}
   }} else if (op == 1) {{
     __threadfence();
   }} else if (op == 2) {{
@@ -432,13 +430,7 @@ __forceinline__ __device__ void {name}(int op, float* acc, int a, int b, int tid
     {fl}[a] = 0u;
     __threadfence();
   }} else {{
-    for (int s = a; s < b; ++s) {{
-#pragma unroll
-      for (int i = 0; i < {nq}; ++i) {{
-        float4 v = __ldcg(&{wsn}[(s * {nq} + i) * {ntc} + tid]);
-        acc[4 * i] += v.x; acc[4 * i + 1] += v.y; acc[4 * i + 2] += v.z; acc[4 * i + 3] += v.w;
-      }}
-    }}
+    {partial_sum_src(wsn, nq, ntc, "b")}
   }}
 }}"""
     return name, src
