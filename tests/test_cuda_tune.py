@@ -353,17 +353,20 @@ def test_shipped_h100_records_are_readable_current_and_resolvable(monkeypatch):
     assert {k.versions for k in keys.values()} == {tune.versions()}
     monkeypatch.setenv("SPARSEC_CUDA_SHIPPED_TUNING", "1")
     changed = 0
+    fused_keys = 0
     for k in keys.values():
         O, K, T = k.shape
         d = float(k.pattern.split("=")[1])
-        kn, rec, src = tune.lookup(O, K, T, d, k.dtype, k.target.split(":")[1])
-        assert src == tune.SHIPPED and rec.ok
-        r = resolve(MatmulSpec(T, O, K, False, None, k.dtype), kn).knobs()
+        fused = ("epilogue", "act") in k.params          # a layer with a fused activation (session 13)
+        fused_keys += fused
+        kn, rec, src = tune.lookup(O, K, T, d, k.dtype, k.target.split(":")[1], fused=fused)
+        assert src == tune.SHIPPED and rec.ok and rec.key == k
+        r = resolve(MatmulSpec(T, O, K, False, "relu" if fused else None, k.dtype), kn).knobs()
         r.pop("design")
         assert r == kn
-        changed += kn != tune.planner_knobs(tune.Cell(O, K, T, d))
+        changed += kn != tune.planner_knobs(tune.Cell(O, K, T, d, fused=fused))
         assert S.tiled_knobs(d, T, "sm_90a")     # a cell of the planner's tiled kernel
-    assert changed > 0
+    assert changed > 0 and fused_keys > 0
 
 
 def test_import_warns_when_the_results_come_from_another_build(tmp_path, capsys):
