@@ -271,8 +271,8 @@ class _CudaPlanner(_Planner):
                 tries = ([hit] if hit else []) + [None]
             if design == "tiled":
                 # the tuning database's fastest correct knobs for this key (backends/cuda/tune.py: a layer with a
-                # fused activation has keys of its own, tuned over the split-1 candidates), else the planner's;
-                # tuned knobs the kernel refuses fall back to the planner's
+                # fused activation has keys of its own), else the planner's; tuned knobs the kernel refuses fall
+                # back to the planner's
                 from sparsec.backends.cuda.tune import lookup
 
                 hit = lookup(o, k, tokens, density, dtype, self.arch, self.tuning_db, fused=activation is not None)
