@@ -72,6 +72,19 @@ def staged_epilogue(*, dt: str, BM: int, BN: int, CST: int, O: int, TT: int, KS:
     return stage, store
 
 
+def fixup_memory(spec, prefix: str, ws_vec4: int, counters: int) -> tuple[str, str, str, str]:
+    """``(helper name, workspace, counter array, declarations)`` of a split fixup's static device memory, named
+    ``sparsec_<prefix>..._<tag>`` after a digest of the kernel spec: one ``float4`` workspace and one ``unsigned``
+    counter array per spec (zero at module load; two layers of one spec share them). Shared by ``tiled_wg``
+    (``fx``) and ``wgmma_gemm`` (``sk=3``)."""
+    import hashlib
+
+    tag = hashlib.sha1(repr(spec).encode()).hexdigest()[:12]
+    ws, cnt = f"sparsec_{prefix}ws_{tag}", f"sparsec_{prefix}ct_{tag}"
+    return (f"sparsec_{prefix}_{tag}", ws, cnt,
+            f"__device__ float4 {ws}[{ws_vec4}];\n__device__ unsigned int {cnt}[{counters}];")
+
+
 def partial_store_src(ws: str, nq: int, nt: int) -> str:
     """CUDA statements storing thread ``tid``'s ``4 nq`` fp32 accumulators ``acc`` in slot ``a`` of the ``float4``
     workspace ``ws`` (``nt`` threads; 16-byte ``st.cg``, interleaved by thread so that a warp's stores are

@@ -80,17 +80,12 @@ def split_fixup_source(ts, ws_vec4: int, tiles: int, nacc: int, nt: int, ks: int
     (``ld.cg``); ``name_last(tile)`` raises the tile's counter and returns 1 for the block that completes it, which
     resets it for the next launch (the CUDA threadFenceReduction pattern: every block's partial is fenced before
     its count). Two launches of one kernel must not overlap (the executor runs a model on one stream)."""
-    import hashlib
+    from sparsec.backends.cuda.kernels.staged import fixup_memory, partial_store_src, partial_sum_src
 
-    from sparsec.backends.cuda.kernels.staged import partial_store_src, partial_sum_src
-
-    tag = hashlib.sha1(repr(ts).encode()).hexdigest()[:12]
-    name = f"sparsec_tfx_{tag}"
+    name, wsn, cnt, decls = fixup_memory(ts, "tfx", ws_vec4, tiles)
     nq = nacc // 4
-    wsn, cnt = f"sparsec_tfxws_{tag}", f"sparsec_tfxct_{tag}"
     src = f"""
-__device__ float4 {wsn}[{ws_vec4}];
-__device__ unsigned int {cnt}[{tiles}];
+{decls}
 __forceinline__ __device__ void {name}(int op, float* acc, int a, int tid) {{
   if (op == 0) {{
 {partial_store_src(wsn, nq, nt)}

@@ -63,7 +63,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sparsec.backends.cuda.kernels.staged import partial_store_src, partial_sum_src, staged_epilogue, zero_fill
+from sparsec.backends.cuda.kernels.staged import (fixup_memory, partial_store_src, partial_sum_src, staged_epilogue,
+                                                 zero_fill)
 from sparsec.backends.cuda.kernels.mma_layout import tensor_core_weight
 from sparsec.backends.kernels.common import Arg, KernelError, Knob, MatmulSpec, ceil_div, epilogue, meta_of
 
@@ -406,15 +407,10 @@ def sk_fixup_source(ws: "WgmmaSpec", ws_vec4: int, tiles: int, nacc: int, ntc: i
     into the accumulators (``ld.cg``: L2, never a stale L1 line). ``op`` is a constant at every call: the branches
     fold when inlined. The memory is per kernel: two launches of one kernel must not run concurrently (the
     executor runs a model's launches in order on one stream)."""
-    import hashlib
-
-    tag = hashlib.sha1(repr(ws).encode()).hexdigest()[:12]
-    name = f"sparsec_skfix_{tag}"
+    name, wsn, fl, decls = fixup_memory(ws, "sk", ws_vec4, tiles)
     nq = nacc // 4
-    wsn, fl = f"sparsec_skws_{tag}", f"sparsec_skfl_{tag}"
     src = f"""
-__device__ float4 {wsn}[{ws_vec4}];
-__device__ unsigned int {fl}[{tiles}];
+{decls}
 __forceinline__ __device__ void {name}(int op, float* acc, int a, int b, int tid) {{
   if (op == 0) {{
 {partial_store_src(wsn, nq, ntc)}
