@@ -148,13 +148,14 @@ class DispatchCompiled:
         os.makedirs(parent, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=".sparsec-tmp-", dir=parent)
         try:
-            entries, files = [], {}
+            entries, files, seen = [], {}, {}
             for i, v in enumerate(self.variants):
                 d = f"v{i}"
                 v.save(os.path.join(tmp, d))
                 rel = f"{d}/{MANIFEST}"
                 files[rel] = sha256(os.path.join(tmp, rel))
                 entries.append({"inputs": v.compiled.plan["inputs"], "dir": d})
+                _link_shared_weights(os.path.join(tmp, d), seen)
             manifest = {"artifact_version": ARTIFACT_VERSION, "kind": KIND, "sparsec_version": __version__,
                         "variants": entries, "report": self.report, "files": files}
             with open(os.path.join(tmp, MANIFEST), "w") as f:
@@ -164,6 +165,23 @@ class DispatchCompiled:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return path
+
+
+def _link_shared_weights(vdir: str, seen: dict) -> None:
+    """Weight files of ``vdir`` byte-identical to one an earlier variant wrote become hard links to it (a dense
+    layer, or a sparse one whose format the variants share, is stored once). ``seen``: sha256 -> path. Each
+    variant's manifest still hashes its own path, so loading checks every variant's files as before."""
+    m = read_manifest(vdir)
+    for rel in m["weights"].values():
+        full = os.path.join(vdir, rel)
+        first = seen.setdefault(m["files"][rel], full)
+        if first != full:
+            try:
+                tmp = full + ".link"
+                os.link(first, tmp)
+                os.replace(tmp, full)
+            except OSError:             # no hard links on this filesystem: keep the copy
+                pass
 
 
 def _check_inputs_list(inputs_list, where: str) -> list[tuple]:
@@ -316,7 +334,10 @@ class DispatchLoaded:
                                          f"{format_signature(spec_signature(m['plan']['inputs']))} differ from "
                                          f"those declared for variant {i} in {os.path.join(self.path, MANIFEST)}")
             subs.append((sub, m))
-        self.variants = [_Variant(sub, m) for sub, m in subs]
+        from sparsec.backends.cuda.executor import CudaLoaded, is_cuda_artifact
+
+        shared: dict = {}       # --target cuda: weight files the variants share are on the GPU once
+        self.variants = [CudaLoaded(sub, m, shared) if is_cuda_artifact(m) else _Variant(sub, m) for sub, m in subs]
         self.signatures = [spec_signature(v.inputs) for v in self.variants]
         self.calls = [0] * len(self.variants)
         self.last_variant: int | None = None

@@ -43,6 +43,9 @@ fi
 # whole models (--target cuda artifacts) vs eager torch on this GPU, then BERT-base end to end
 if want models; then
   $PY scripts/gpu/check_models.py "$MDIR" "$OUT/check_models_gpu.json" 2>&1 | tee "$OUT/check_models_gpu.log" || rc=1
+  if [[ -d "$MDIR/cli" ]]; then     # `sparsec run` on a dispatch artifact (scripts/gpu/cli_dispatch.py build)
+    $PY scripts/gpu/cli_dispatch.py check "$MDIR" "$OUT/cli_dispatch_gpu.json" 2>&1 | tee "$OUT/cli_dispatch_gpu.log" || rc=1
+  fi
 fi
 if want e2e; then
   $PY benchmarks/e2e_gpu.py "$MDIR" "$OUT" > "$OUT/e2e_gpu.log" 2>&1 || rc=1

@@ -463,3 +463,75 @@ def test_arch_sm_90a_runs_2to4_on_wgmma_sp_and_falls_back_where_the_shape_refuse
     lay = mma_layout.build(c14.graph.constant("0.weight").value)
     w = c14.graph.constant("0.weight").value.to_dense()
     assert torch.equal(mma_layout.to_dense(lay, 4096, 1024), w.float())
+
+
+# -- shape-aware dispatch for --target cuda (docs/dispatch.md): one artifact, a variant per token count ------------
+
+def test_cli_target_cuda_dispatch_example(tmp_path):
+    """`sparsec compile` of a model file with dispatch_inputs for --target cuda: one artifact, one complete cuda
+    artifact per variant (fatbin, manifest), identical weight files stored once (hard links), --explain marks
+    one chosen candidate per layer and variant, and loading without a GPU is the clear error, after every file of
+    every variant was verified (a tampered weight file is named first)."""
+    import contextlib
+    import io
+    import sparsec
+    from sparsec.cli import main
+    from sparsec.ir.errors import ModelError, SerializationError
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "dm.sparsec"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["compile", os.path.join(here, "examples", "decoder_mlp.py"), "--target", "cuda", "--arch",
+                   "sm_90a", "--explain", "--quiet", "-o", str(out)])
+    assert rc == 0
+    text = buf.getvalue()
+    assert "shape-aware dispatch: 2 variants" in text and "v0 format (T)" in text
+    assert text.count("  -> ") == 4                        # 2 layers x 2 variants, one chosen candidate each
+    assert "for cuda sm_90a" in text and '{"kind"' not in text
+    top = json.load(open(out / "manifest.json"))
+    assert top["kind"] == "dispatch" and [v["dir"] for v in top["variants"]] == ["v0", "v1"]
+    assert [v["inputs"][0]["shape"] for v in top["variants"]] == [[128, 128], [1, 128]]
+    for d in ("v0", "v1"):
+        m = json.load(open(out / d / "manifest.json"))
+        assert m["device"] == "cuda" and m["arch"] == "sm_90a" and (out / d / "lib.so").is_file()
+        assert m["plan"]["inputs"][0]["dtype"] == "float16"
+    m0, m1 = (json.load(open(out / d / "manifest.json")) for d in ("v0", "v1"))
+    shared = [rel for rel in m0["weights"].values() if m1["files"].get(rel) == m0["files"][rel]]
+    assert shared and all(os.stat(out / "v0" / r).st_ino == os.stat(out / "v1" / r).st_ino for r in shared)
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="needs an NVIDIA GPU"):
+            sparsec.load(str(out))
+    with open(out / "v1" / shared[0], "r+b") as f:       # one byte of a (shared) weight file
+        f.seek(-1, 2)
+        b = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([b[0] ^ 1]))
+    with pytest.raises(SerializationError, match="sha256 mismatch"):
+        sparsec.load(str(out))
+
+
+def test_dispatch_variants_pick_their_own_kernels_for_cuda(tmp_path):
+    """A 90 %-sparse MLP compiled for 128, 16 and 1 tokens: the prefill variant runs dense (wgmma on sm_90a), the
+    16-token variant the tiled decode kernel on its own weight layout; weights the variants share (biases, the
+    dense weights of v0 and v2) are hard links, the tiled layout is not shared."""
+    import sparsec
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(1024, 2816), nn.Linear(2816, 1024)).eval()
+    with torch.no_grad():
+        for lin in m:
+            w = lin.weight
+            w.mul_((w.abs() > w.abs().flatten().kthvalue(int(0.9 * w.numel())).values).to(w.dtype))
+    c = sparsec.compile_dispatch(m, [(torch.randn(128, 1024),), (torch.randn(16, 1024),), (torch.randn(1, 1024),)],
+                                 target="cuda", arch="sm_90a")
+    designs = [{k["weight"]: k["design"] for k in v.compiled.kernels.values()} for v in c.variants]
+    assert set(designs[0].values()) == {"wgmma"} and set(designs[1].values()) == {"tiled"}
+    path = c.save(str(tmp_path / "m.sparsec"))
+    ms = [json.load(open(os.path.join(path, f"v{i}", "manifest.json"))) for i in range(3)]
+    tiled = [rel for rel in ms[1]["weights"].values() if "tiled" in rel]
+    assert tiled and not any(rel in ms[0]["weights"].values() for rel in tiled)
+    for rel, digest in ms[1]["files"].items():
+        if rel.startswith("weights/") and ms[0]["files"].get(rel) == digest:
+            assert os.stat(os.path.join(path, "v0", rel)).st_ino == os.stat(os.path.join(path, "v1", rel)).st_ino
+    assert any(ms[0]["files"].get(rel) == d for rel, d in ms[1]["files"].items() if rel.startswith("weights/"))

@@ -97,7 +97,7 @@ def cuda_choice(name: str, w: torch.Tensor, fmt: str, pattern, tokens: int = 1, 
     ch = Choice(name, pick["format"], params, density,
                 f"T={tokens}: {what}{pick['format']} {pick['design']} predicted {pick['predicted_us']} us"
                 f"{why} (H100 cost rule, backends/cuda/select.py)")
-    ch.candidates = cands
+    ch.candidates = [{**c, "chosen": c is pick} for c in cands]
     return ch
 
 

@@ -103,20 +103,34 @@ class CudaExecutor:
 class CudaLoaded:
     """A ``--target cuda`` artifact loaded on a GPU machine; call it with tensors (torch or numpy)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, manifest: dict | None = None, shared: dict | None = None):
+        """``manifest``: the artifact's manifest, already read and its files verified (a variant of a dispatch
+        artifact); ``shared``: (sha256, dtype, shape) -> GPU tensor, so that a weight file identical across
+        variants is on the GPU once."""
         from sparsec.backends.artifact import LIB, load_weights, read_manifest, verify_files
         from sparsec.backends.cuda.runtime import load_runtime
 
         self.path = os.path.abspath(os.fspath(path))
-        self.manifest = read_manifest(self.path)
-        verify_files(self.path, self.manifest)
-        _require_gpu()
+        if manifest is None:
+            manifest = read_manifest(self.path)
+            verify_files(self.path, manifest)
+        self.manifest = manifest
+        dev = _require_gpu()
         tvm = load_runtime()
         try:
             self.module = tvm.runtime.load_module(os.path.join(self.path, LIB))
         except Exception as exc:
             raise SerializationError(f"{os.path.join(self.path, LIB)}: cannot load ({exc})") from None
-        self.executor = CudaExecutor(self.module, self.manifest["plan"], load_weights(self.path, self.manifest))
+        consts = load_weights(self.path, manifest)
+        if shared is not None:
+            for key, rel in manifest["weights"].items():
+                digest, t = manifest["files"].get(rel), consts[key]
+                if digest is not None:          # same bytes read as the same dtype and shape: one GPU copy
+                    k = (digest, t.dtype, tuple(t.shape))
+                    if k not in shared:
+                        shared[k] = t.contiguous().to(dev)
+                    consts[key] = shared[k]
+        self.executor = CudaExecutor(self.module, manifest["plan"], consts)
 
     @property
     def inputs(self) -> list[dict]:

@@ -11,6 +11,7 @@ shipped without its weights/ folders (30 MB each): the build checks that packing
 from code (scripts/gpu/models.py) reproduces every weight file bit for bit, and the GPU side
 (scripts/gpu/check_models.py, benchmarks/e2e_gpu.py) repacks them before loading, where the
 manifest's sha256 check covers them again (``weights_from_code`` in models.json). ~6 MB travel.
+``decode_dispatch`` (shape-aware dispatch: one artifact, a variant per token count) travels the same way.
 """
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ CASES = {
     "decode_mlp1_70": ("decode_mlp1@70", "float16", None),  # 70 % at one token: the mma.sync tiled kernel, pos7
     # a fused GELU at 16 tokens and 70 %: tiled mma="wg" with its splits summed by the fixup (fx=1)
     "decode_gelu16_70": ("decode_gelu16@70", "float16", None),
+    # shape-aware dispatch: one artifact, three variants (128, 16 and 1 tokens), each with its own kernels
+    "decode_dispatch": ("decode_dispatch", "float16", None),
     "hf_bert": ("hf_bert", "float16", None),
     "hf_gpt2": ("hf_gpt2", "float16", None),
     "bert_base_b8": ("bert_base", "float16", 8),
@@ -51,6 +54,26 @@ CASES = {
 }
 
 
+def _rebuilds_exactly(key: str, path: str, name: str) -> bool:
+    """Whether ``models.write_weights`` rebuilds every file of the artifact's weights/ bit for bit from the model
+    rebuilt from code (the artifact is left as it was)."""
+    from sparsec.backends.artifact import read_manifest, verify_files
+
+    wdir = os.path.join(path, "weights")
+    keep = wdir + ".orig"
+    os.rename(wdir, keep)
+    try:
+        M.write_weights(M.build(key)[0], path)
+        verify_files(path, read_manifest(path))
+    except Exception as exc:  # noqa: BLE001  (keep the shipped weights then)
+        print(f"{name}: weights cannot be regenerated from code ({exc}); shipping them")
+        return False
+    finally:
+        shutil.rmtree(wdir, ignore_errors=True)
+        os.rename(keep, wdir)
+    return True
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("outdir", nargs="?", default="out/gpu_models")
@@ -58,7 +81,6 @@ def main() -> int:
     ap.add_argument("--only", help="comma-separated case names")
     args = ap.parse_args()
     import sparsec
-    from sparsec.backends.artifact import read_manifest, verify_files
 
     os.makedirs(args.outdir, exist_ok=True)
     index_path = os.path.join(args.outdir, "models.json")
@@ -71,43 +93,46 @@ def main() -> int:
         model, inputs = M.build(key)
         if batch is not None:
             inputs = M.bert_base_inputs(batch)
+        dispatch = isinstance(inputs, list)     # one variant per input tuple (shape-aware dispatch)
         try:
-            c = sparsec.compile(model, inputs, target="cuda", arch=args.arch, dtype=dtype)
+            if dispatch:
+                c = sparsec.compile_dispatch(model, inputs, target="cuda", arch=args.arch, dtype=dtype)
+            else:
+                c = sparsec.compile(model, inputs, target="cuda", arch=args.arch, dtype=dtype)
         except Exception as exc:  # noqa: BLE001  (report every model, then fail)
             print(f"{name}: FAILED {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}", flush=True)
             failed.append(name)
             continue
         path = c.save(os.path.join(args.outdir, f"{name}.sparsec"))
-        if batch is None:                       # BERT-base inputs are drawn from code on the GPU machine
+        variants = c.variants if dispatch else [c]
+        if dispatch:                            # the variants' example inputs, in variant order
+            torch.save([tuple(v.example_inputs) for v in variants], os.path.join(args.outdir, f"{name}.inputs.pt"))
+        elif batch is None:                     # BERT-base inputs are drawn from code on the GPU machine
             torch.save(tuple(c.example_inputs), os.path.join(args.outdir, f"{name}.inputs.pt"))
+        tag = (lambda i, w: f"v{i} {w}") if dispatch else (lambda i, w: w)
         entry = {"model": key, "dtype": dtype, "arch": args.arch, "batch": batch,
-                 "checksum": M.checksum(model), "steps": c.timings["steps"],
-                 "functions": c.timings["functions"], "build_s": round(time.perf_counter() - t0, 1),
-                 "formats": {r["weight"]: r["format"] for r in c.report},
+                 "checksum": M.checksum(model), "steps": sum(v.timings["steps"] for v in variants),
+                 "functions": sum(v.timings["functions"] for v in variants),
+                 "build_s": round(time.perf_counter() - t0, 1),
+                 "formats": {tag(i, r["weight"]): r["format"] for i, v in enumerate(variants) for r in v.report},
                  # per matmul: format + kernel design picked by the H100 cost rule (backends/cuda/select.py)
-                 "designs": {k["weight"]: f"{k['format']} {k['design']}" for k in c.compiled.kernels.values()}}
-        if key.partition("@")[0] == "bert_base":
-            # ship it without weights/ (30 MB): check here that packing the model rebuilt from code
+                 "designs": {tag(i, k["weight"]): f"{k['format']} {k['design']}"
+                             for i, v in enumerate(variants) for k in v.compiled.kernels.values()}}
+        if dispatch:
+            entry["dispatch"] = len(variants)
+        if key.partition("@")[0] == "bert_base" or dispatch:
+            # ship it without weights/ (BERT-base: 30 MB): check here that packing the model rebuilt from code
             # reproduces every file bit for bit, then drop them (check_models/e2e_gpu repack them)
-            wdir = os.path.join(path, "weights")
-            keep = wdir + ".orig"
-            os.rename(wdir, keep)
-            try:
-                M.write_weights(M.build(key)[0], path)
-                verify_files(path, read_manifest(path))
-            except Exception as exc:  # noqa: BLE001  (keep the shipped weights then)
-                print(f"{name}: weights cannot be regenerated from code ({exc}); shipping them")
-                shutil.rmtree(wdir, ignore_errors=True)
-                os.rename(keep, wdir)
-            else:
-                shutil.rmtree(wdir)
-                shutil.rmtree(keep)
+            vdirs = [os.path.join(path, f"v{i}") for i in range(len(variants))] if dispatch else [path]
+            if all(_rebuilds_exactly(key, d, name) for d in vdirs):
+                for d in vdirs:
+                    shutil.rmtree(os.path.join(d, "weights"))
                 entry["weights_from_code"] = True
         index[name] = entry
         from collections import Counter
 
         mix = Counter(entry["designs"].values())
-        print(f"{name}: {c.timings['steps']} steps, {c.timings['functions']} functions, "
+        print(f"{name}: {entry['steps']} steps, {entry['functions']} functions, "
               f"{entry['build_s']} s -> {path}; matmuls: {', '.join(f'{n} {d}' for d, n in sorted(mix.items()))}",
               flush=True)
     tmp = index_path + ".tmp"

@@ -37,6 +37,13 @@ def restore_weights(mdir: str, name: str, entry: dict) -> str:
     (``weights_from``) or packed from the model rebuilt from code (``weights_from_code``); either way
     ``sparsec.load`` checks every file against the manifest's sha256."""
     path = os.path.join(mdir, f"{name}.sparsec")
+    if entry.get("dispatch"):                   # a dispatch artifact: every variant's weights/ from code
+        if entry.get("weights_from_code"):
+            model, _ = M.build(entry["model"])
+            for i in range(entry["dispatch"]):
+                if not os.path.isdir(os.path.join(path, f"v{i}", "weights")):
+                    M.write_weights(model, os.path.join(path, f"v{i}"))
+        return path
     if os.path.isdir(os.path.join(path, "weights")):
         return path
     src = entry.get("weights_from")
@@ -61,26 +68,44 @@ def check_one(mdir: str, name: str, entry: dict) -> dict:
         inputs = M.bert_base_inputs(entry["batch"], dt)
     else:
         inputs = torch.load(os.path.join(mdir, f"{name}.inputs.pt"))
+    # a dispatch model: one input tuple per variant, each run through the one artifact (its shapes pick the variant)
+    calls = list(inputs) if entry.get("dispatch") else [inputs]
     dev = torch.device("cuda")
-    ins = tuple(x.to(dev) for x in inputs)
-    with torch.no_grad(), torch.device(dev):     # factories inside forward (torch.arange(t)) on the GPU
-        ref32 = _tuple(model.float().to(dev)(*tuple(x.float() if x.is_floating_point() else x for x in ins)))
-        ref = _tuple(model.to(dt)(*ins))
     t0 = time.perf_counter()
     art = sparsec.load(restore_weights(mdir, name, entry))
     load_s = time.perf_counter() - t0
-    outs = tuple(art(*ins))
-    torch.cuda.synchronize()
-    if len(outs) != len(ref) or any(o.shape != r.shape for o, r in zip(outs, ref)):
-        return {"ok": False, "error": f"outputs {[tuple(o.shape) for o in outs]} vs torch {[tuple(r.shape) for r in ref]}"}
-    err = max(rel(o, r) for o, r in zip(outs, ref))
-    finite = all(bool(torch.isfinite(o).all()) for o in outs)
-    return {"ok": bool(err <= TOL[entry["dtype"]]) and finite, "max_rel_err": err, "outputs": len(outs),
-            "tol": TOL[entry["dtype"]], "torch_lowp_vs_fp32": max(rel(r, r2) for r, r2 in zip(ref, ref32)),
-            "sparsec_vs_fp32": max(rel(o, r2) for o, r2 in zip(outs, ref32)),
-            "dtype": entry["dtype"], "steps": entry["steps"], "load_s": round(load_s, 2),
-            "formats": sorted(set(entry["formats"].values())),
-            "designs": sorted(set(entry.get("designs", {}).values()))}
+    errs, lowp, vs32, finite, variants = [], [], [], True, []
+    for i, call in enumerate(calls):
+        ins = tuple(x.to(dev) for x in call)
+        with torch.no_grad(), torch.device(dev):     # factories inside forward (torch.arange(t)) on the GPU
+            ref32 = _tuple(model.float().to(dev)(*tuple(x.float() if x.is_floating_point() else x for x in ins)))
+            ref = _tuple(model.to(dt)(*ins))
+        outs = tuple(art(*ins))
+        torch.cuda.synchronize()
+        if len(outs) != len(ref) or any(o.shape != r.shape for o, r in zip(outs, ref)):
+            return {"ok": False, "error": f"call {i}: outputs {[tuple(o.shape) for o in outs]} vs torch "
+                                          f"{[tuple(r.shape) for r in ref]}"}
+        if entry.get("dispatch") and art.last_variant != i:
+            return {"ok": False, "error": f"call {i} (inputs {[tuple(x.shape) for x in ins]}) ran variant "
+                                          f"v{art.last_variant}, not v{i}"}
+        errs.append(max(rel(o, r) for o, r in zip(outs, ref)))
+        lowp.append(max(rel(r, r2) for r, r2 in zip(ref, ref32)))
+        vs32.append(max(rel(o, r2) for o, r2 in zip(outs, ref32)))
+        finite = finite and all(bool(torch.isfinite(o).all()) for o in outs)
+        variants.append({"inputs": [list(x.shape) for x in ins], "max_rel_err": errs[-1]})
+    err = max(errs)
+    out = {"ok": bool(err <= TOL[entry["dtype"]]) and finite, "max_rel_err": err, "outputs": len(outs),
+           "tol": TOL[entry["dtype"]], "torch_lowp_vs_fp32": max(lowp), "sparsec_vs_fp32": max(vs32),
+           "dtype": entry["dtype"], "steps": entry["steps"], "load_s": round(load_s, 2),
+           "formats": sorted(set(entry["formats"].values())),
+           "designs": sorted(set(entry.get("designs", {}).values()))}
+    if entry.get("dispatch"):
+        out["variants"] = variants
+        # weight files the variants share are on the GPU once (CudaLoaded's ``shared``): distinct vs all
+        consts = [v.executor.views[n] for v in art.variants for n, val in v.executor.plan["values"].items()
+                  if val["kind"] == "const"]
+        out["gpu_weights"] = {"tensors": len(consts), "distinct": len({t.data_ptr() for t in consts})}
+    return out
 
 
 def _tuple(y) -> tuple:

@@ -132,7 +132,16 @@ def _decode_gelu16():
     return DecodeGeluMLP(), (torch.randn(1, 16, 1024, generator=torch.Generator().manual_seed(10)),)
 
 
+def _decode_dispatch():
+    """DecodeMLP compiled for three token counts in one artifact (shape-aware dispatch, docs/dispatch.md): a
+    prefill of 128 tokens, 16 decodes at once and a single decode, each variant with its own kernel per layer.
+    The inputs are a list of example-input tuples, one per variant."""
+    g = torch.Generator().manual_seed(11)
+    return DecodeMLP(), [(torch.randn(1, t, 1024, generator=g),) for t in (128, 16, 1)]
+
+
 MODELS = {
+    "decode_dispatch": _decode_dispatch,
     "decode_gelu16": _decode_gelu16,
     "decode_mlp1": _decode_mlp1,
     "decode_mlp": _decode_mlp,
@@ -231,7 +240,9 @@ def prune_24(model: nn.Module) -> nn.Module:
 
 def build(name: str):
     """``(model, inputs)``: the model with its deterministic, pruned fp32 weights. ``name`` may carry a pruning
-    pattern, ``base@2:4`` (2:4 per linear) or ``base@70`` (70 % unstructured); the default is 90 % unstructured."""
+    pattern, ``base@2:4`` (2:4 per linear) or ``base@70`` (70 % unstructured); the default is 90 % unstructured.
+    ``inputs`` is a tuple of tensors, or for a shape-aware dispatch model a list of such tuples (one per
+    variant)."""
     base, _, pattern = name.partition("@")
     if base == "bert_base":
         model, inputs = BertBaseEncoder("eager").eval(), bert_base_inputs(1)

@@ -30,6 +30,13 @@ def print_explain(report: list[dict]) -> None:
         shape = "x".join(map(str, r["shape"]))
         epi = f", fused {r['epilogue']}" if r.get("epilogue") else ""
         print(f"{r['weight']}  [{r['op']} %{r['node']} {shape}, T={r['tokens']}, sparsity {r['sparsity']:.1%}{epi}]")
+        if r["candidates"] and "predicted_us" in r["candidates"][0]:     # --target cuda: (format, design) pairs
+            for c in sorted(r["candidates"], key=lambda c: c["predicted_us"]):
+                mark = "->" if c.get("chosen") else "  "
+                print(f"  {mark} {c['format'] + ' ' + c['design']:<26} predicted {c['predicted_us']:9.1f} us "
+                      f"({c.get('source', 'fit')})")
+            print(f"     choice: {r['format']}: {r['reason']}")
+            continue
         for c in sorted(r["candidates"], key=lambda c: c.get("measured_s", c["predicted_s"])):
             params = ",".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in c["params"].items())
             name = c["format"] + (f"({params})" if params else "")
@@ -84,12 +91,9 @@ def run(args) -> int:
     if args.target != "cuda" and (args.arch or args.dtype):
         raise ParameterError("--arch and --dtype apply to --target cuda only")
     from sparsec.frontends.load import load_model
-    if load_model(args.model).dispatch_inputs:      # one variant per input shape (docs/dispatch.md)
-        if args.target == "cuda":
-            raise ParameterError(f"{args.model}: shape-aware dispatch (dispatch_inputs) is not supported for "
-                                 f"--target cuda yet; compile one input shape (a model file without dispatch_inputs)")
-        return run_dispatch(args, out, progress)
     extra = {"arch": args.arch, "dtype": args.dtype} if args.target == "cuda" else {}
+    if load_model(args.model).dispatch_inputs:      # one variant per input shape (docs/dispatch.md)
+        return run_dispatch(args, out, progress, extra)
     c = sc_compile(args.model, target=args.target, sparsity=args.sparsity, pattern=args.pattern,
                    format=args.format, measure=args.measure, spec=args.spec, cpu=args.cpu, emit=args.emit,
                    progress=progress, **extra)
@@ -100,31 +104,17 @@ def run(args) -> int:
             print()
             print_explain(c.report)
     t = c.timings
-    say(f"compiled {t['steps']} steps ({t['functions']} distinct functions) for {c.compiled.target} "
+    say(f"compiled {t['steps']} steps ({t['functions']} distinct functions) for {_target_name(c.compiled.target)} "
         f"in {t['total_s']:.1f}s (import {t['import_s']:.1f}s, passes {t['passes_s']:.1f}s, "
         f"build {t['build_s']:.1f}s)")
     if args.target == "cuda":
-        ks = getattr(c.compiled, "kernels", {}) or {}
-        tuned = [k for k in ks.values() if k.get("tuned")]
-        tiled = [k for k in ks.values() if k.get("design") == "tiled"
-                 or (k.get("design") == "wgmma" and k.get("format") == "dense")]
-        if tiled:
-            say(f"tunable kernels (tiled, dense wgmma): {len(tiled)}, {len(tuned)} with tuned knobs"
-                + (f" ({', '.join(sorted({os.path.basename(k['tuned']['db']) for k in tuned}))})" if tuned else
-                   " (`sparsec autotune --target cuda` measures them)"))
+        _print_tunable(getattr(c.compiled, "kernels", None), say)
     err = None
-    if args.target == "cuda" and not args.no_check:
-        import torch
-
-        if not torch.cuda.is_available():
-            say("check: skipped (--target cuda and no GPU here); scripts/gpu_check.sh checks artifacts "
-                "against eager torch on a GPU")
-            args.no_check = True
+    _skip_check_without_gpu(args, say)
     if not args.no_check:
         err = check_against_reference(c)
         say(f"check: compiled vs reference interpreter on the example inputs: max relative error {err:.2e}")
-        tol = 3e-2 if args.target == "cuda" and (args.dtype or "float16") != "float32" else 1e-3
-        if not err <= tol:
+        if not err <= _check_tolerance(args):
             raise ModelError(f"{args.model}: compiled model disagrees with the reference interpreter "
                              f"(max relative error {err:.2e}); not writing {out}")
     path = c.save(out)
@@ -136,14 +126,55 @@ def run(args) -> int:
     return 0
 
 
-def run_dispatch(args, out: str, progress) -> int:
+def _target_name(target) -> str:
+    """TVM 0.27 targets print as JSON: "cuda sm_90a" for {"kind": "cuda", ..., "arch": "sm_90a"}."""
+    import json
+
+    text = str(target)
+    try:
+        d = json.loads(text)
+    except ValueError:
+        return text
+    return " ".join(str(d[k]) for k in ("kind", "arch", "mcpu", "mtriple") if d.get(k)) if isinstance(d, dict) \
+        else text
+
+
+def _skip_check_without_gpu(args, say) -> None:
+    """--target cuda runs on a GPU: without one here the check against the reference is skipped, saying so."""
+    if args.target == "cuda" and not args.no_check:
+        import torch
+
+        if not torch.cuda.is_available():
+            say("check: skipped (--target cuda and no GPU here); scripts/gpu_check.sh checks artifacts "
+                "against eager torch on a GPU")
+            args.no_check = True
+
+
+def _check_tolerance(args) -> float:
+    """Max relative error against the fp32 reference interpreter: fp16/bf16 kernels on the GPU get 3e-2."""
+    return 3e-2 if args.target == "cuda" and (args.dtype or "float16") != "float32" else 1e-3
+
+
+def _print_tunable(kernels, say) -> None:
+    """--target cuda: how many kernels `sparsec autotune` can tune, and how many already run tuned knobs."""
+    ks = kernels or {}
+    tuned = [k for k in ks.values() if k.get("tuned")]
+    tiled = [k for k in ks.values() if k.get("design") == "tiled"
+             or (k.get("design") == "wgmma" and k.get("format") == "dense")]
+    if tiled:
+        say(f"tunable kernels (tiled, dense wgmma): {len(tiled)}, {len(tuned)} with tuned knobs"
+            + (f" ({', '.join(sorted({os.path.basename(k['tuned']['db']) for k in tuned}))})" if tuned else
+               " (`sparsec autotune --target cuda` measures them)"))
+
+
+def run_dispatch(args, out: str, progress, extra: dict) -> int:
     """The model file defines dispatch_inputs(): compile, check and save one variant per input shape."""
     from sparsec.backends.dispatch import compile_dispatch, format_signature, print_dispatch_report
     from sparsec.ir.errors import ModelError
 
     c = compile_dispatch(args.model, target=args.target, sparsity=args.sparsity, pattern=args.pattern,
                          format=args.format, measure=args.measure, spec=args.spec, cpu=args.cpu, emit=args.emit,
-                         progress=progress)
+                         progress=progress, **extra)
     say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     say(f"shape-aware dispatch: {len(c.variants)} variants (the model file defines dispatch inputs)")
     if not args.json:
@@ -153,15 +184,18 @@ def run_dispatch(args, out: str, progress) -> int:
                 print(f"\nvariant v{i} {format_signature(sig)}:")
                 print_explain(v.report)
     errs = []
+    _skip_check_without_gpu(args, say)
     for i, (v, sig) in enumerate(zip(c.variants, c.signatures)):
         t = v.timings
         say(f"v{i} {format_signature(sig)}: compiled {t['steps']} steps ({t['functions']} distinct functions) "
-            f"for {v.compiled.target} in {t['total_s']:.1f}s")
+            f"for {_target_name(v.compiled.target)} in {t['total_s']:.1f}s")
+        if args.target == "cuda":
+            _print_tunable(getattr(v.compiled, "kernels", None), lambda *a: say(f"v{i}", *a))
         err = None
         if not args.no_check:
             err = check_against_reference(v)
             say(f"v{i} check: compiled vs reference interpreter: max relative error {err:.2e}")
-            if not err <= 1e-3:
+            if not err <= _check_tolerance(args):
                 raise ModelError(f"{args.model}: variant v{i} {format_signature(sig)} disagrees with the reference "
                                  f"interpreter (max relative error {err:.2e}); not writing {out}")
         errs.append(err)
