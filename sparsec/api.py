@@ -153,8 +153,9 @@ def compile(model, example_inputs=None, *, target: str = "llvm", sparsity: float
     return Compiled(g, cg, layer_report(g, choices), timings, tuple(example_inputs))
 
 
-def cuda_graph(model, example_inputs, *, sparsity, pattern, format, spec, arch, dtype):
-    """The model imported, cast to ``dtype``, pruned and with formats selected for the GPU:
+def cuda_graph(model, example_inputs, *, sparsity, pattern, format, spec, arch, dtype, tuning_db=None):
+    """The model imported, cast to ``dtype``, pruned and with formats selected for the GPU (``tuning_db``: where
+    it measured a layer's tiled and dense kernels, the faster decides its format; ``False``: predictions only):
     ``(graph, choices, inputs, import seconds, passes seconds)``."""
     from sparsec.backends.cuda.compile import cast_model, cuda_pipeline
     from sparsec.frontends.load import capture, load_model, lower_exported
@@ -176,7 +177,7 @@ def cuda_graph(model, example_inputs, *, sparsity, pattern, format, spec, arch, 
         raise ModelError(f"{source}: {exc}" if source else str(exc)) from None
     t1 = time.perf_counter()
     choices: list = []
-    g = run_passes(g, cuda_pipeline(pattern, sparsity, format, choices, spec=spec, arch=arch))
+    g = run_passes(g, cuda_pipeline(pattern, sparsity, format, choices, spec=spec, arch=arch, tuning_db=tuning_db))
     return g, choices, inputs, t1 - t0, time.perf_counter() - t1
 
 
@@ -196,7 +197,8 @@ def _compile_cuda(model, example_inputs, *, sparsity, pattern, format, measure, 
         from sparsec.passes.autotune.apply import open_db
         db = open_db(tuning_db or None)
     g, choices, inputs, t_imp, t_pass = cuda_graph(model, example_inputs, sparsity=sparsity, pattern=pattern,
-                                                   format=format, spec=spec, arch=arch, dtype=dtype)
+                                                   format=format, spec=spec, arch=arch, dtype=dtype,
+                                                   tuning_db=False if tuning_db is False else db)
     t2 = time.perf_counter()
     cg = compile_graph_cuda(g, arch=arch, dtype=dtype, progress=progress, tuning_db=db)
     t3 = time.perf_counter()

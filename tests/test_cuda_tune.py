@@ -152,7 +152,7 @@ def _lowered(m, inputs, db):
     from sparsec.backends.cuda.compile import lower_graph_cuda
 
     g, *_ = cuda_graph(m, inputs, sparsity=None, pattern=None, format="auto", spec=None, arch="sm_90a",
-                       dtype="float16")
+                       dtype="float16", tuning_db=db)
     (k,) = lower_graph_cuda(g, "sm_90a", tuning_db=db).kernels.values()
     return k
 
@@ -289,7 +289,8 @@ def test_cli_cuda_errors(tmp_path, capsys):
 @pytest.mark.skipif(not HAS_NVCC, reason="nvcc not installed")
 def test_cli_emit_import_then_compile(tmp_path, capsys):
     """The three steps with the GPU one made from drawn times: --emit builds every candidate (a fatbin for
-    sm_90a), --import records the results, compile takes the faster split."""
+    sm_90a) of both cells of the 88 %-sparse layer (the tiled kernel and the dense GEMM), --import records the
+    results, compile takes the faster split; and where the dense GEMM measured faster, the dense format."""
     from sparsec.backends.cuda import toolchain
     from sparsec.cli import main
 
@@ -302,22 +303,35 @@ def test_cli_emit_import_then_compile(tmp_path, capsys):
     assert main(["autotune", str(model), "--target", "cuda", "--emit", str(d)]) == 0, capsys.readouterr().err
     assert sorted(os.listdir(d)) == ["tune.json", "tune.so"]          # written to temp paths and renamed
     doc = json.loads((d / "tune.json").read_text())
-    (cell,) = doc["cells"]
-    assert (cell["O"], cell["K"], cell["T"]) == (2048, 2048, 32) and doc["kernels"] == len(cell["candidates"])
+    cell, dcell = doc["cells"]
+    assert (cell["O"], cell["K"], cell["T"]) == (2048, 2048, 32) and cell["kind"] == "tiled"
+    assert (dcell["O"], dcell["K"], dcell["T"], dcell["kind"]) == (2048, 2048, 32, "dense")
+    assert doc["kernels"] == len(cell["candidates"]) + len(dcell["candidates"])
     assert cell["candidates"][0]["knobs"] == cell["planner"] and cell["where"].endswith("weight")
     assert toolchain.fatbin_embedded(str(d / "tune.so"))
     j = len(cell["candidates"]) - 1
-    res = _results(doc["cells"], _times([30.0], [{j: 0.9}]))
+    res = _results(doc["cells"], _times([30.0, 40.0], [{j: 0.9}, {}]))
+    res["l2"] = "cold"
     (d / "results.json").write_text(json.dumps(res))
     dbp = tmp_path / "db.jsonl"
     assert main(["autotune", "--target", "cuda", "--import", str(d / "results.json"), "--db", str(dbp)]) == 0
     out = capsys.readouterr().out
     assert "1 cells take tuned knobs" in out and "0.90x" not in out and "1.11x the planner's" in out
+    assert all(r.runner.startswith("gpu:NVIDIA H100 80GB HBM3:l2=cold") for r in TuningDB(str(dbp)).records)
     from sparsec.frontends.load import load_model
 
     lm = load_model(str(model))
     k = _lowered(lm.model, lm.example_inputs, TuningDB(str(dbp)))
     assert {a: b for a, b in k["knobs"].items() if a != "design"} == cell["candidates"][j]["knobs"]
+    assert k["format"] == "bitmap" and k["design"] == "tiled"      # measured 27 us against 40 us dense
+    # the same layer where the dense GEMM measured faster (20 us): the dense format, on the measured wgmma kernel
+    res = _results(doc["cells"], _times([30.0, 20.0], [{j: 0.9}, {}]))
+    res["l2"] = "cold"
+    (d / "results2.json").write_text(json.dumps(res))
+    dbp2 = tmp_path / "db2.jsonl"
+    assert main(["autotune", "--target", "cuda", "--import", str(d / "results2.json"), "--db", str(dbp2)]) == 0
+    k = _lowered(lm.model, lm.example_inputs, TuningDB(str(dbp2)))
+    assert k["format"] == "dense" and k["design"] == "wgmma" and k["tuned"]["measured_us"] < 21
 
 
 def test_benchmark_variants_carry_the_planner_and_tuned_roles(tmp_path, monkeypatch):
@@ -411,7 +425,42 @@ def test_cli_emit_keys_cells_by_the_compile_dtype(tmp_path, monkeypatch):
                      "def example_inputs():\n    return (torch.randn(1, 32, 2048),)\n")
     assert main(["autotune", str(model), "--target", "cuda", "--sparsity", "0.88", "--dtype", "bfloat16",
                  "--emit", str(tmp_path / "t")]) == 0
-    (c,) = seen
-    assert c.dtype == "bfloat16" and abs(c.density - 0.12) < 1e-3
-    assert tune.cell_doc(c, 0)["key"]["dtype"] == "bfloat16"
+    c, cd = seen                          # the tiled kernel and the dense GEMM: the format decided by measurement
+    assert c.dtype == cd.dtype == "bfloat16" and abs(c.density - 0.12) < 1e-3 and cd.kind == "dense"
+    assert tune.cell_doc(c, 0)["key"]["dtype"] == tune.cell_doc(cd, 1)["key"]["dtype"] == "bfloat16"
     assert main(["autotune", str(model), "--dtype", "bfloat16"]) == 1
+
+
+def test_format_decided_by_measurement_only_between_like_records(tmp_path):
+    """``cuda_choice`` takes the measured faster of the tiled kernel and the dense wgmma GEMM when one database
+    holds both for the layer's keys, measured under the same condition (GPU, L2 mode); a record of one side alone,
+    or of the two sides under different conditions, leaves the cost rule's choice. The report says which."""
+    from sparsec.backends.cuda.compile import cuda_choice
+    from sparsec.passes.autotune.db import Record
+
+    m, _ = _model_88()
+    w = m.weight.detach().half()
+    d = float(torch.count_nonzero(w)) / w.numel()
+    predicted = cuda_choice("w", w, "auto", None, 32, "sm_90a", False)
+    assert predicted.format == "bitmap" and "cost rule" in predicted.reason
+    kt = tune.tiled_key(2048, 2048, 32, d, "float16", "sm_90a")
+    kd = tune.dense_key(2048, 2048, 32, "float16", "sm_90a")
+    planner_t = tune.planner_knobs(tune.Cell(2048, 2048, 32, d))
+    planner_d = tune.planner_knobs(tune.Cell(2048, 2048, 32, 1.0, kind="dense"))
+
+    db = TuningDB(str(tmp_path / "db.jsonl"))
+    db.append(Record(kt, planner_t, "ok", 30e-6, [30e-6] * 5, runner="gpu:H100:l2=cold", host="H100"))
+    assert cuda_choice("w", w, "auto", None, 32, "sm_90a", db).reason == predicted.reason       # one side only
+    db.append(Record(kd, planner_d, "ok", 20e-6, [20e-6] * 5, runner="gpu:H100", host="H100"))
+    assert cuda_choice("w", w, "auto", None, 32, "sm_90a", db).format == "bitmap"               # warm vs cold
+    db.append(Record(kd, planner_d, "ok", 20e-6, [20e-6] * 5, runner="gpu:H100:l2=cold", host="H100"))
+    ch = cuda_choice("w", w, "auto", None, 32, "sm_90a", db)
+    assert ch.format == "dense" and "measured 30.0 us (tiled) vs 20.0 us (dense wgmma) on H100" in ch.reason
+    chosen = [c for c in ch.candidates if c["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["design"] == "wgmma" and chosen[0]["measured_us"] == 20.0
+    assert cuda_choice("w", w, "auto", None, 32, "sm_90a", False).format == "bitmap"           # no database
+    # the fused key is another layer: its records do not decide the plain one, nor the other way round
+    assert cuda_choice("w", w, "auto", None, 32, "sm_90a", db, fused=True).format == "bitmap"
+    # compile: the lowered layer runs the dense wgmma GEMM, not the dense design the rule predicts faster
+    k = _lowered(m, _model_88()[1], db)
+    assert k["format"] == "dense" and k["design"] == "wgmma"

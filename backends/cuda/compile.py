@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -65,11 +66,14 @@ def cast_model(model: torch.nn.Module, inputs: tuple, dtype: str) -> tuple[torch
 
 # -- format selection for the GPU ------------------------------------------------------------------
 
-def cuda_choice(name: str, w: torch.Tensor, fmt: str, pattern, tokens: int = 1, arch: str = "sm_90"):
+def cuda_choice(name: str, w: torch.Tensor, fmt: str, pattern, tokens: int = 1, arch: str = "sm_90",
+                tuning_db=None, fused: bool = False):
     """The format of one weight on CUDA: ``fmt`` if forced (bitmap with the 8x32 tile), else the fastest
     (format, kernel design) by the H100 cost rule (``backends/cuda/select.py``) at ``tokens`` tokens,
     dense always a candidate: a sparse format only where one of its designs is predicted faster than
-    every dense design (by ``SPARSE_MARGIN``)."""
+    every dense design (by ``SPARSE_MARGIN``). Where the tuning database (``tuning_db``; ``False``: none) has
+    measured both the tiled kernel at this density and the dense wgmma GEMM for the layer (``tune.lookup_pair``,
+    ``fused``: the layer gets a fused activation), the faster measured one is chosen instead."""
     from sparsec.backends.cuda import select as S
     from sparsec.passes.select import Choice, choose, detect_nm, matrix_dims
 
@@ -94,14 +98,33 @@ def cuda_choice(name: str, w: torch.Tensor, fmt: str, pattern, tokens: int = 1, 
                f"; density {density:.1%}: no sparse candidate")
     else:
         why = f" vs dense {dense['design']} {dense['predicted_us']} us"
-    ch = Choice(name, pick["format"], params, density,
-                f"T={tokens}: {what}{pick['format']} {pick['design']} predicted {pick['predicted_us']} us"
-                f"{why} (H100 cost rule, backends/cuda/select.py)")
+    reason = (f"T={tokens}: {what}{pick['format']} {pick['design']} predicted {pick['predicted_us']} us"
+              f"{why} (H100 cost rule, backends/cuda/select.py)")
+    measured = None
+    if sparse == ["bitmap"] and tuning_db is not False:
+        from sparsec.backends.cuda.tune import lookup_pair
+
+        measured = lookup_pair(rows, k, tokens, density, dtype, arch, tuning_db, fused)
+    ct = next((c for c in cands if (c["format"], c["design"]) == ("bitmap", "tiled")), None)
+    cw = next((c for c in cands if (c["format"], c["design"]) == ("dense", "wgmma")), None)
+    if measured and ct is not None and cw is not None:
+        # measured beats predicted: the tiled kernel against the dense GEMM, as `sparsec autotune` timed them
+        (t_us, rec, path), (d_us, _, _) = measured["tiled"], measured["dense"]
+        ct, cw = dict(ct, measured_us=round(t_us, 2)), dict(cw, measured_us=round(d_us, 2))
+        cands = [ct if c["design"] == "tiled" and c["format"] == "bitmap" else
+                 cw if c["design"] == "wgmma" and c["format"] == "dense" else c for c in cands]
+        pick = ct if t_us < d_us else cw
+        params = {"tile": BITMAP_TILE} if pick is ct else {}
+        reason = (f"T={tokens}: {pick['format']} {pick['design']}, measured {t_us:.1f} us (tiled) vs {d_us:.1f} us "
+                  f"(dense wgmma) on {rec.host} ({os.path.basename(path)}); the cost rule predicted "
+                  f"{ct['predicted_us']} / {cw['predicted_us']} us")
+    ch = Choice(name, pick["format"], params, density, reason)
     ch.candidates = [{**c, "chosen": c is pick} for c in cands]
     return ch
 
 
-def select_formats_cuda(g: Graph, fmt: str, pattern, choices: list, arch: str = "sm_90") -> Graph:
+def select_formats_cuda(g: Graph, fmt: str, pattern, choices: list, arch: str = "sm_90", tuning_db=None) -> Graph:
+    from sparsec.passes.fuse import fuse_activations
     from sparsec.passes.select import FORMAT_CHOICES, pack_choice, parse_pattern, weight_tokens
     from sparsec.passes.sparsify import prunable_weights
 
@@ -109,12 +132,15 @@ def select_formats_cuda(g: Graph, fmt: str, pattern, choices: list, arch: str = 
         raise ParameterError(f"unknown --format {fmt!r}; expected one of {', '.join(FORMAT_CHOICES)}")
     pat = parse_pattern(pattern) if pattern is not None else None
     tokens = weight_tokens(g)
+    # the weights whose linear the fusion pass (after this one) gives an activation: their tuning keys differ
+    fused = {n.inputs[1] for n in fuse_activations(g).nodes
+             if n.op == Op.LINEAR and n.attr.get("activation") and len(n.inputs) > 1}
     for name in prunable_weights(g):
         c = g.constant(name)
         w = c.dense()
         if w.dtype not in (torch.float32, torch.float16, torch.bfloat16):
             continue
-        ch = cuda_choice(name, w, fmt, pat, tokens.get(name, 1), arch)
+        ch = cuda_choice(name, w, fmt, pat, tokens.get(name, 1), arch, tuning_db, name in fused)
         ch.tokens = tokens.get(name, 1)
         choices.append(ch)
         if ch.format != "dense" or not isinstance(c.value, Dense):
@@ -122,7 +148,8 @@ def select_formats_cuda(g: Graph, fmt: str, pattern, choices: list, arch: str = 
     return g
 
 
-def cuda_pipeline(pattern, sparsity, fmt: str, choices: list, spec: str | None = None, arch: str = "sm_90"):
+def cuda_pipeline(pattern, sparsity, fmt: str, choices: list, spec: str | None = None, arch: str = "sm_90",
+                  tuning_db=None):
     from sparsec.passes.canonicalize import canonicalize_matmul
     from sparsec.passes.fuse import fuse_epilogues
     from sparsec.passes.sparsify import sparsify
@@ -139,7 +166,7 @@ def cuda_pipeline(pattern, sparsity, fmt: str, choices: list, spec: str | None =
     # the CUDA kernels fuse bias + activation, not a residual add (that stays a TE add, fused with its users)
     fuse = (lambda g: fuse_epilogues(g, residual=False)) if "residual" in inspect.signature(fuse_epilogues).parameters \
         else fuse_epilogues
-    passes += [("select_formats_cuda", lambda g: select_formats_cuda(g, fmt, pattern, choices, arch)),
+    passes += [("select_formats_cuda", lambda g: select_formats_cuda(g, fmt, pattern, choices, arch, tuning_db)),
                ("fuse_epilogues", fuse)]
     return passes
 
@@ -256,6 +283,16 @@ class _CudaPlanner(_Planner):
         density = fmt.nnz / max(o * k, 1) if fmt.name != "dense" else 1.0
         ranked, dense_us = S.ranked_designs(fmt.name, o, k, tokens, density, dtype, activation is not None,
                                             self.arch)
+        # where the tuning database measured this layer both ways (``tune.lookup_pair``: the tiled kernel at the
+        # weight's density and the dense wgmma GEMM), ``cuda_choice`` chose the format by that measurement: the
+        # measured design runs (tiled for a bitmap weight, wgmma for a dense one), not a predicted other one
+        measured = {"bitmap": "tiled", "dense": "wgmma"}.get(fmt.name)
+        if measured and self.tuning_db is not False and any(d == measured for d, _ in ranked[1:]):
+            from sparsec.backends.cuda.tune import lookup_pair
+
+            if lookup_pair(o, k, tokens, fmt.nnz / max(o * k, 1), dtype, self.arch, self.tuning_db,
+                           fused=activation is not None):
+                ranked = sorted(ranked, key=lambda r: r[0] != measured)
         func, tuned = None, None
         for design, us in ranked:         # the fastest design whose kernel this shape allows
             if design == "fragment":

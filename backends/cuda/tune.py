@@ -107,6 +107,39 @@ def cell_key(c: Cell, versions_: str | None = None):
     return tiled_key(c.O, c.K, c.T, c.density, c.dtype, c.arch, versions_, c.fused)
 
 
+def model_cells(plan, dtype: str, arch: str, where: str, space: str = "default") -> list[Cell]:
+    """The cells ``sparsec autotune --target cuda --emit`` measures for a lowered model (``plan``: its
+    ``lower_graph_cuda``): every layer the planner runs on the tiled kernel or the dense wgmma GEMM; and for every
+    layer whose weight is sparse enough to be a candidate (density <= ``select.SPARSE_MAX_DENSITY``) at a token
+    count where both designs exist, both: the tiled kernel at the weight's density and the dense GEMM, so that
+    ``sparsec compile`` decides the layer's format by measurement (``lookup_pair``) instead of the cost rule.
+    One cell per tuning key."""
+    from sparsec.backends.cuda import select as S
+
+    cells, seen = [], set()
+
+    def add(c: Cell) -> None:
+        sig = cell_key(c).digest()
+        if sig not in seen:
+            seen.add(sig)
+            cells.append(c)
+
+    for kn in plan.kernels.values():
+        (o, k), t = kn["shape"], kn["tokens"]
+        fused = kn.get("activation") is not None          # no split under a fused activation: keys of its own
+        # exact, as compile keys its lookup (the non-zeros, also of a weight the cost rule kept dense)
+        density = plan.consts[kn["weight"]].value.nnz / (o * k)
+        at = f"{where}: {kn['weight']}"
+        tiled_ok = "tiled" in S.designs_for("bitmap", t, dtype, arch)
+        dense_ok = "wgmma" in S.designs_for("dense", t, dtype, arch)
+        pair = density <= S.SPARSE_MAX_DENSITY and kn["format"] in ("dense", "bitmap") and tiled_ok and dense_ok
+        if kn["design"] == "tiled" or pair:
+            add(Cell(o, k, t, density, dtype, arch, where=at, space=space, fused=fused, kind="tiled"))
+        if (kn["design"] == "wgmma" and kn["format"] == "dense") or pair:
+            add(Cell(o, k, t, 1.0, dtype, arch, where=at, space=space, fused=fused, kind="dense"))
+    return cells
+
+
 def _spec(c: Cell):
     """The cell's matmul as the kernel's knob rules see it (any activation stands for a fused one: no split)."""
     from sparsec.backends.kernels.common import MatmulSpec
@@ -326,7 +359,9 @@ def import_results(path: str, db, decisive_only: bool = False) -> dict:
                                  f"made by scripts/gpu/tune_tiled.py)")
     gpu = str(res.get("machine", {}).get("gpu", "gpu"))
     stale = res.get("versions") not in (None, versions())
-    runner = f"gpu:{gpu}"
+    # the measurement condition: weights past the L2 cache (tune_tiled.py --l2 cold, the default since session 14)
+    # or one warm copy (earlier results, the shipped records); lookup_pair compares only like with like
+    runner = f"gpu:{gpu}" + (":l2=cold" if res.get("l2") == "cold" else "")
     n_ok = n_bad = n_cells = 0
     changed = []
     for ci, cell in enumerate(res["cells"]):
@@ -396,3 +431,30 @@ def lookup(O: int, K: int, T: int, density: float, dtype: str, arch: str, db=Non
         if rec is not None:
             return dict(rec.knobs), rec, d.path
     return None
+
+
+def _condition(rec) -> str:
+    """Where and how a record was measured: its runner without the confirmation suffix (the GPU, and
+    ``:l2=cold`` when the tuner rotated weight copies past the L2 cache)."""
+    from sparsec.passes.autotune.db import CONFIRM
+
+    return rec.runner.split(CONFIRM)[0]
+
+
+def lookup_pair(O: int, K: int, T: int, density: float, dtype: str, arch: str, db=None, fused: bool = False):
+    """The measured format decision of a sparse layer: ``{"tiled": (us, record, path), "dense": (us, record, path)}``
+    when one database holds the fastest correct record of both the tiled kernel at this density and the dense
+    layer on the wgmma GEMM, measured under the same condition (same GPU, same L2 mode; ``_condition``), else None.
+    ``sparsec autotune --target cuda`` measures both for every layer whose weight is sparse enough to be a
+    candidate (``model_cells``), so ``sparsec compile`` can choose between them by measurement."""
+    tk = tiled_key(O, K, T, density, dtype, arch, fused=fused)
+    dk = dense_key(O, K, T, dtype, arch, fused=fused)
+    for d in _dbs(db):
+        # the conditions the tiled key was measured under, the latest first
+        conds = list(dict.fromkeys(_condition(r) for r in reversed(d.by_key.get(tk.digest(), []))))
+        for cond in conds:
+            rt, rd = d.best(tk, cond), d.best(dk, cond)
+            if rt is not None and rd is not None:
+                return {"tiled": (rt.time_s * 1e6, rt, d.path), "dense": (rd.time_s * 1e6, rd, d.path)}
+    return None
+

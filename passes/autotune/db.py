@@ -236,13 +236,16 @@ class TuningDB:
     def for_key(self, key: TuningKey) -> list[Record]:
         return list(self.by_key.get(key.digest(), []))
 
-    def best(self, key: TuningKey) -> Record | None:
+    def best(self, key: TuningKey, condition: str | None = None) -> Record | None:
         """The fastest configuration of ``key`` none of whose records failed (wrong/error/timeout: a
         flaky kernel never counts), among the confirmation measurements when there are some (the
         interleaved re-measurement of the finalists decides, not a lucky first sample). When the
         default configuration was confirmed too (``INCUMBENT``), another one wins only if it ``beats``
-        it (a margin beyond the measurement's spread); the latest confirmation of each counts."""
+        it (a margin beyond the measurement's spread); the latest confirmation of each counts.
+        ``condition``: only the records measured under it (their runner up to the ``CONFIRM`` suffix)."""
         recs = self.by_key.get(key.digest(), [])
+        if condition is not None:
+            recs = [r for r in recs if r.runner.split(CONFIRM)[0] == condition]
         bad = {canon_knobs(r.knobs) for r in recs if r.status != "ok"}
         ok = [r for r in recs if r.ok and canon_knobs(r.knobs) not in bad]
         confirmed = [r for r in ok if CONFIRM in r.runner]

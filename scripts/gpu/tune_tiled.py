@@ -9,6 +9,11 @@ does), every candidate checked against ``F.linear`` (relative error within the k
 dtype, ``env.KERNEL_TOL``, else ``wrong``: never chosen), then
 timed: CUDA graphs of 20 calls, replayed round-robin ``--rounds`` times (medians); then the fastest three and the
 planner's own are re-timed interleaved ``--confirm`` rounds (what ``sparsec autotune --import`` decides on).
+``--l2 cold`` (default): the 20 calls of a graph cycle through copies of the candidate's weight arguments, as many
+as make twice the GPU's L2 cache (at most 20), so every call reads its weight from DRAM as a layer of a whole model
+does (``warm``: one copy, as the benchmarks time; a weight that fits in L2 is then read from L2). The mode is
+recorded (``l2`` in results.json; ``sparsec autotune --import`` puts ``:l2=cold`` in the records' runner), and the
+format decision compares only records measured in the same mode (``tune.lookup_pair``).
 Results are written after every cell (temp file + rename), so a run stopped by ``--budget-s`` keeps what it
 measured; the cells left are listed.
 """
@@ -65,6 +70,8 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=500)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--confirm", type=int, default=9)
+    ap.add_argument("--l2", choices=("cold", "warm"), default="cold",
+                    help="cold (default): weights past the L2 cache, as in a whole model; warm: one weight copy")
     a = ap.parse_args()
     t0 = time.time()
     spec = json.load(open(os.path.join(a.dir, "tune.json")))
@@ -75,9 +82,26 @@ def main() -> int:
     out_path = a.out or os.path.join(a.dir, "results.json")
     info = env.machine_info()
     print("machine:", info, flush=True)
+    l2_bytes = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20) or (50 << 20)
     res = {"schema": SCHEMA, "machine": info, "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "arch": spec["arch"],
-           "versions": spec["versions"], "rounds": a.rounds, "confirm_rounds": a.confirm, "cells": [],
-           "skipped": []}
+           "versions": spec["versions"], "rounds": a.rounds, "confirm_rounds": a.confirm, "l2": a.l2,
+           "l2_bytes": l2_bytes, "cells": [], "skipped": []}
+
+    def copies(args: list) -> list[list]:
+        """``args`` (the weight arguments) and, under ``--l2 cold``, clones of them: 2 x L2 bytes in all (<= 20)."""
+        nbytes = sum(t.numel() * t.element_size() for t in args)
+        n = 1 if a.l2 == "warm" else max(1, min(20, -(-2 * l2_bytes // max(nbytes, 1))))
+        return [args] + [[t.clone() for t in args] for _ in range(n - 1)]
+
+    def cycling(kernel, sets: list, x, y):
+        """A call of ``kernel`` on the next weight copy each time (a graph of 20 calls records them in turn)."""
+        i = [0]
+
+        def fn():
+            args = sets[i[0] % len(sets)]
+            i[0] += 1
+            kernel(*args, x, y)
+        return fn
 
     def save():
         tmp = out_path + ".tmp"
@@ -113,16 +137,17 @@ def main() -> int:
         y = torch.empty(T, O, device=dev, dtype=dt)
         ref = F.linear(x.float(), w.float())
         layouts, fns, out_c = {}, {}, []
+        wsets = copies([w]) if dense else None
         for cd in cell["candidates"]:
             kn = cd["knobs"]
             if dense:
-                fn = (lambda k_=lib[cd["name"]]: k_(w, x, y))
+                fn = cycling(lib[cd["name"]], wsets, x, y)
             else:
                 lk = TL.layout_key(kn)
                 if lk not in layouts:
-                    layouts[lk] = TL.build_for(f, kn)
-                lay, names = layouts[lk]
-                fn = (lambda k_=lib[cd["name"]], a_=[lay[b] for b in names]: k_(*a_, x, y))
+                    lay, names = TL.build_for(f, kn)
+                    layouts[lk] = copies([lay[b] for b in names])
+                fn = cycling(lib[cd["name"]], layouts[lk], x, y)
             y.fill_(float("nan"))
             entry = {"name": cd["name"], "knobs": kn}
             try:

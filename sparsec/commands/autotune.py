@@ -202,28 +202,14 @@ def run_cuda(args) -> int:
     dtype = args.dtype or DEFAULT_DTYPE
     g, _, _, _, _ = cuda_graph(args.model, None, sparsity=args.sparsity,
                                pattern=args.pattern or ("unstructured" if args.sparsity is not None else None),
-                               format="auto", spec=None, arch=arch, dtype=dtype)
+                               format="auto", spec=None, arch=arch, dtype=dtype, tuning_db=False)
     p = lower_graph_cuda(g, arch, tuning_db=False)
-    cells, seen = [], set()
-    for node, kn in p.kernels.items():
-        dense = kn["design"] == "wgmma" and kn["format"] == "dense"
-        if kn["design"] != "tiled" and not dense:
-            continue
-        (o, k), t = kn["shape"], kn["tokens"]
-        # exact, as compile keys its lookup
-        density = 1.0 if dense else p.consts[kn["weight"]].value.nnz / (o * k)
-        fused = kn.get("activation") is not None          # no split under a fused activation: keys of its own
-        c = tune.Cell(o, k, t, density, dtype, arch, where=f"{args.model}: {kn['weight']}", space=args.space,
-                      fused=fused, kind="dense" if dense else "tiled")
-        sig = tune.cell_key(c).digest()
-        if sig not in seen:
-            seen.add(sig)
-            cells.append(c)
+    cells = tune.model_cells(p, dtype, arch, args.model, args.space)
     if not cells:
         raise ParameterError(f"{args.model}: no layer runs the tiled kernel or the dense wgmma GEMM at --arch {arch} "
                              f"(nothing to tune; "
                              f"`sparsec compile --target cuda --explain` shows each layer's kernel)")
-    print(f"{args.model}: {len(cells)} layer shape(s) to tune ({sum(c.kind == 'dense' for c in cells)} dense wgmma); "
+    print(f"{args.model}: {len(cells)} cell(s) to tune ({sum(c.kind == 'dense' for c in cells)} dense wgmma); "
           f"building the candidates for {arch} ...",
           file=sys.stderr)
     doc = tune.build(cells, args.emit, arch,

@@ -33,8 +33,9 @@ def print_explain(report: list[dict]) -> None:
         if r["candidates"] and "predicted_us" in r["candidates"][0]:     # --target cuda: (format, design) pairs
             for c in sorted(r["candidates"], key=lambda c: c["predicted_us"]):
                 mark = "->" if c.get("chosen") else "  "
+                meas = f"  measured {c['measured_us']:9.1f} us (tuning db)" if "measured_us" in c else ""
                 print(f"  {mark} {c['format'] + ' ' + c['design']:<26} predicted {c['predicted_us']:9.1f} us "
-                      f"({c.get('source', 'fit')})")
+                      f"({c.get('source', 'fit')}){meas}")
             print(f"     choice: {r['format']}: {r['reason']}")
             continue
         for c in sorted(r["candidates"], key=lambda c: c.get("measured_s", c["predicted_s"])):
