@@ -23,7 +23,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
 
@@ -45,6 +46,10 @@ CASES = {
     "decode_gelu16_70": ("decode_gelu16@70", "float16", None),
     # shape-aware dispatch: one artifact, three variants (128, 16 and 1 tokens), each with its own kernels
     "decode_dispatch": ("decode_dispatch", "float16", None),
+    # 4096 -> 11008 -> 4096 at 64 tokens and 60 %: the cost rule runs both layers dense (wgmma); with the H100
+    # tuning records of benchmarks/results/dev/fmt14 (TUNING_DB) the format is decided by measurement: tiled
+    "llm_mlp60": ("llm_mlp@60", "float16", None),
+    "llm_mlp60_tuned": ("llm_mlp@60", "float16", None),
     "hf_bert": ("hf_bert", "float16", None),
     "hf_gpt2": ("hf_gpt2", "float16", None),
     "bert_base_b8": ("bert_base", "float16", 8),
@@ -52,6 +57,13 @@ CASES = {
     # BERT-base with 2:4 weights (--arch sm_90a: the FFN linears at 1024 tokens run wgmma.mma_async.sp)
     "bert_base_b8_24": ("bert_base@2:4", "float16", 8),
 }
+
+
+# cases compiled with a tuning database (the format decided by measurement where it has both sides); the others
+# without one (tuning_db=False: the cost rule's formats; the shipped records still give the tiled kernels' knobs)
+TUNING_DB = {"llm_mlp60_tuned": "benchmarks/results/dev/fmt14/db.jsonl"}
+# model keys whose weights travel as code (rebuilt and checked bit for bit on the GPU machine): too large to ship
+WEIGHTS_FROM_CODE = ("bert_base", "llm_mlp")
 
 
 def _rebuilds_exactly(key: str, path: str, name: str) -> bool:
@@ -98,7 +110,9 @@ def main() -> int:
             if dispatch:
                 c = sparsec.compile_dispatch(model, inputs, target="cuda", arch=args.arch, dtype=dtype)
             else:
-                c = sparsec.compile(model, inputs, target="cuda", arch=args.arch, dtype=dtype)
+                db = TUNING_DB.get(name)
+                c = sparsec.compile(model, inputs, target="cuda", arch=args.arch, dtype=dtype,
+                                    tuning_db=os.path.join(REPO, db) if db else False)
         except Exception as exc:  # noqa: BLE001  (report every model, then fail)
             print(f"{name}: FAILED {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}", flush=True)
             failed.append(name)
@@ -120,7 +134,9 @@ def main() -> int:
                              for i, v in enumerate(variants) for k in v.compiled.kernels.values()}}
         if dispatch:
             entry["dispatch"] = len(variants)
-        if key.partition("@")[0] == "bert_base" or dispatch:
+        if name in TUNING_DB:
+            entry["tuning_db"] = TUNING_DB[name]
+        if key.partition("@")[0] in WEIGHTS_FROM_CODE or dispatch:
             # ship it without weights/ (BERT-base: 30 MB): check here that packing the model rebuilt from code
             # reproduces every file bit for bit, then drop them (check_models/e2e_gpu repack them)
             vdirs = [os.path.join(path, f"v{i}") for i in range(len(variants))] if dispatch else [path]

@@ -150,6 +150,7 @@ MODELS = {
     "cnn": lambda: _example("cnn"),
     "bert_encoder": lambda: _example("bert_encoder"),
     "decoder_mlp": lambda: _example("decoder_mlp"),
+    "llm_mlp": lambda: _example("llm_mlp"),
     "hf_bert": _hf_bert,
     "hf_gpt2": _hf_gpt2,
 }

@@ -1,0 +1,133 @@
+"""GPU side: one model compiled twice for --target cuda, its formats from the cost rule and from measurement.
+
+    python3 benchmarks/format_measured_gpu.py MODELDIR OUTDIR [--pair predicted,measured ...]
+
+MODELDIR is ``scripts/gpu/build_models.py``'s output with both artifacts of each pair (default
+``llm_mlp60,llm_mlp60_tuned``: ``examples/llm_mlp.py`` at 60 % and 64 tokens, built without a tuning database
+and with ``benchmarks/results/dev/fmt14/db.jsonl``, where ``sparsec autotune --target cuda`` measured each layer's
+tiled kernel and dense GEMM). Per pair: both artifacts against eager torch fp16 (the reference rebuilt from code,
+its checksum the build's), then both timed as CUDA graphs of 20 calls, replayed alternately ``ROUNDS`` times
+(medians), GPU time per call. Writes OUTDIR/format_measured_gpu.{json,png} and prints one line per pair.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "scripts", "gpu"))
+import env  # noqa: E402,F401  (sparsec from the checkout, TVM runtime bundle)
+
+import torch  # noqa: E402
+
+import models as M  # noqa: E402
+from check_models import TOL, rel, restore_weights  # noqa: E402
+
+ROUNDS = 15
+ITERS = 20
+
+
+def graph_of(launch):
+    """``launch`` (TVM kernels on torch's current stream) as a CUDA graph of ``ITERS`` calls."""
+    from sparsec.backends.cuda.runtime import on_torch_stream
+
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        launch()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with on_torch_stream(torch.cuda.graph(g)):
+        for _ in range(ITERS):
+            launch()
+    return g
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mdir")
+    ap.add_argument("outdir")
+    ap.add_argument("--pair", action="append", help="predicted,measured artifact names (models.json)")
+    a = ap.parse_args()
+    import sparsec
+
+    os.makedirs(a.outdir, exist_ok=True)
+    index = json.load(open(os.path.join(a.mdir, "models.json")))
+    pairs = [p.split(",") for p in (a.pair or ["llm_mlp60,llm_mlp60_tuned"])]
+    res = {"machine": env.machine_info(), "rounds": ROUNDS, "iters": ITERS, "pairs": []}
+    bad = 0
+    dev = torch.device("cuda")
+    for names in pairs:
+        entries = [index[n] for n in names]
+        model, _ = M.build(entries[0]["model"])
+        if any(abs(x - y) > 1e-6 * max(1.0, abs(y)) for x, y in zip(M.checksum(model), entries[0]["checksum"])):
+            print(f"{names}: reference weights differ from the build's", flush=True)
+            return 1
+        inputs = torch.load(os.path.join(a.mdir, f"{names[0]}.inputs.pt"))
+        x = inputs[0].to(dev)
+        with torch.no_grad():
+            ref = model.half().to(dev)(x)
+        row = {"pair": names, "model": entries[0]["model"], "tokens": int(x.numel() // x.shape[-1]), "variants": []}
+        graphs = []
+        for n, e in zip(names, entries):
+            art = sparsec.load(restore_weights(a.mdir, n, e))
+            out = art(x)[0]
+            err = rel(out, ref)
+            ok = bool(err <= TOL[e["dtype"]]) and bool(torch.isfinite(out).all())
+            bad += not ok
+            ex = art.executor
+            ex.load_inputs(x)
+            graphs.append((n, graph_of(ex.launch), art))
+            row["variants"].append({"name": n, "max_rel_err": err, "ok": ok, "tuning_db": e.get("tuning_db"),
+                                    "kernels": {k["weight"]: f"{k['format']} {k['design']}"
+                                                for k in art.manifest.get("kernels", {}).values()}})
+        times = {n: [] for n, _, _ in graphs}
+        for _ in range(ROUNDS):                      # alternate: the machine is shared and noisy
+            for n, g, _ in graphs:
+                t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                t0.record()
+                g.replay()
+                t1.record()
+                t1.synchronize()
+                times[n].append(t0.elapsed_time(t1) * 1e3 / ITERS)
+        for v in row["variants"]:
+            v["us"] = statistics.median(times[v["name"]])
+            v["times_us"] = times[v["name"]]
+        p, m = row["variants"]
+        row["speedup"] = p["us"] / m["us"]
+        res["pairs"].append(row)
+        print(f"{row['model']} T={row['tokens']}: cost rule {p['us']:.1f} us ({', '.join(sorted(set(p['kernels'].values())))}"
+              f"; err {p['max_rel_err']:.1e}) | measured formats {m['us']:.1f} us "
+              f"({', '.join(sorted(set(m['kernels'].values())))}; err {m['max_rel_err']:.1e}) | {row['speedup']:.2f}x",
+              flush=True)
+        graphs = None
+    with open(os.path.join(a.outdir, "format_measured_gpu.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 3))
+        labels = [f"{r['model']}\nT={r['tokens']}" for r in res["pairs"]]
+        xs = range(len(labels))
+        ax.bar([i - 0.2 for i in xs], [r["variants"][0]["us"] for r in res["pairs"]], 0.4, label="cost rule")
+        ax.bar([i + 0.2 for i in xs], [r["variants"][1]["us"] for r in res["pairs"]], 0.4, label="measured formats")
+        ax.set_xticks(list(xs), labels)
+        ax.set_ylabel("us per call (CUDA graph)")
+        ax.set_title(res["machine"].get("gpu", "GPU"), fontsize=8)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(a.outdir, "format_measured_gpu.png"), dpi=120)
+    except ImportError:
+        print("matplotlib not installed: no plot", flush=True)
+    print(f"format_measured: {len(pairs) * 2 - bad}/{len(pairs) * 2} artifacts match eager torch")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
