@@ -110,3 +110,16 @@ def test_bad_patterns(pattern, sparsity, match):
 def test_parse_pattern_round_trip():
     for text in ["unstructured", "2:4", "1:8", "block:4x4", "block:1x16", "group:32"]:
         assert str(P.parse_pattern(text)) == text
+
+
+@given(st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0, float("nan")]), min_size=1, max_size=80), st.data())
+def test_keep_top_is_the_stable_sorts_first_keep(scores, data):
+    """``_keep_top`` (linear time: a partition, then the earliest ties) keeps exactly what the stable descending
+    sort's first ``keep`` entries are, ties and NaN included (a NaN only after every number)."""
+    s = torch.tensor(scores, dtype=torch.float32)
+    keep = data.draw(st.integers(0, len(scores)))
+    order = np.argsort(-s.double().numpy(), kind="stable")
+    want = np.zeros(len(scores), dtype=bool)
+    want[order[:keep]] = True
+    got = P._keep_top(s, keep).numpy()
+    assert got.sum() == keep and (got == want).all()
