@@ -431,44 +431,50 @@ def _bank_places(src, m, banks, ptr):
     bstart[1:] = torch.cumsum(nb, 0)
     batch = bstart[seg] + (rel >> 5)
     lane = rel & 31
-    occ = torch.zeros(int(bstart[-1]), 8, 32, dtype=torch.int16, device=dev)   # stores per (batch, store, bank)
+    # stores per (batch, store, bank), flat: a lane's chunks lie in distinct batches, so each step reads and bumps
+    # only the counters it needs (n x 8 of them) instead of copying its batches' 256 (as long as 4 s per LLM layer)
+    occ = torch.zeros(int(bstart[-1]) * 256, dtype=torch.int16, device=dev)
     out = torch.empty_like(src)
     big = torch.iinfo(torch.int16).max
     ar8 = torch.arange(8, device=dev)
+    st32 = ar8 * 32
     for ln in range(32):
         cs = (lane == ln).nonzero(as_tuple=True)[0]
         if not cs.numel():
             continue
-        bt, bk, mm, sr = batch[cs], banks[cs], m[cs], src[cs]
-        o = occ[bt]                                              # [n, 8 stores, 32 banks]
-        taken = torch.zeros(cs.numel(), 8, dtype=torch.bool, device=dev)
-        place = torch.empty(cs.numel(), 8, dtype=torch.int64, device=dev)
-        rows = torch.arange(cs.numel(), device=dev)
+        bk, mm, sr = banks[cs], m[cs], src[cs]
+        base = batch[cs] * 256                                   # [n]: this chunk's batch's counters
+        n = cs.numel()
+        taken = torch.zeros(n, 8, dtype=torch.bool, device=dev)
+        place = torch.empty(n, 8, dtype=torch.int64, device=dev)
+        rows = torch.arange(n, device=dev)
         for e in range(8):
             real = mm > e
-            cost = o[rows, :, bk[:, e]].clone()                  # [n, 8]: uses of this entry's bank per store
+            idx = base[:, None] + st32[None, :] + bk[:, e, None]  # [n, 8]: this entry's bank at every store
+            cost = occ[idx]
             cost[taken] = big
             jj = cost.argmin(1)
             jj = torch.where(real, jj, 0)
             r = rows[real]
             taken[r, jj[real]] = True
-            o[r, jj[real], bk[r, e]] += 1
+            hit = idx[r, jj[real]]
+            occ[hit] += 1
             place[:, e] = jj
         res = torch.empty_like(sr)
         for jpos in range(8):
             # the real entry placed at store jpos, if any; else the entry whose bank is least used there
-            hit = (place[:, :] == jpos) & (ar8[None, :] < mm[:, None])
+            hit = (place == jpos) & (ar8[None, :] < mm[:, None])
             has = hit.any(1)
             e_hit = hit.int().argmax(1)
-            cost = o[rows, jpos][rows[:, None], bk].clone()      # [n, 8]: uses of each entry's bank at jpos
+            idx = base[:, None] + jpos * 32 + bk                  # [n, 8]: each entry's bank at store jpos
+            cost = occ[idx]
             cost[ar8[None, :] >= mm[:, None]] = big
             e_pad = cost.argmin(1)
             e = torch.where(has, e_hit, e_pad)
             res[:, jpos] = sr[rows, e]
             pad = ~has
-            o[rows[pad], jpos, bk[rows[pad], e_pad[pad]]] += 1
+            occ[idx[rows[pad], e_pad[pad]]] += 1
         out[cs] = res
-        occ[bt] = o
     return out
 
 
