@@ -14,8 +14,13 @@ records of ``sparsec autotune --target cuda``, measured in an earlier run), ``co
 fragment dense kernel and, at T >= 32, the dlight shared-memory GEMM), what a cost-model
 dispatcher picking per layer would get; sparsec's dense includes the Hopper ``wgmma`` GEMM (``wgmma_gemm.py``,
 sm_90a) at every T and the ``mma`` GEMM at T >= 128; 2:4 includes ``wgmma.mma_async.sp`` (every T) and ``mma.sp``
-(T >= 128); cuSPARSELt is the faster of torch's ``torch.mm(W, X^T)`` and ``F.linear(X, W)`` on it. GB/s = bytes of the weight's buffers / time. Weights of 4096x4096 fp16 (32 MB) fit in the
-50 MB L2 across replays; the larger ones do not.
+(T >= 128); cuSPARSELt is the faster of torch's ``torch.mm(W, X^T)`` and ``F.linear(X, W)`` on it. GB/s = bytes of the weight's buffers / time.
+
+``--l2 cold`` (default since session 14): the 20 calls of every graph, sparsec's kernels and the libraries' alike,
+cycle through copies of the weight operand (enough for twice the L2 cache, at most 20), so each call reads its weight
+from DRAM as a layer of a whole model does. ``--l2 warm`` (the runs before session 14): one copy; then any weight
+buffer under ~50 MB stays in the L2 across replays (4096x4096 fp16; a 90 %-sparse layout of the 11008x4096 layers,
+~18 MB), which flatters the smaller operand.
 """
 from __future__ import annotations
 
@@ -45,6 +50,9 @@ def main():
     ap.add_argument("--shapes", help="comma-separated OxK shapes to run (default: all built)")
     ap.add_argument("--patterns", help="comma-separated patterns to run, e.g. 2:4,1:4,2:8 or unstructured70 "
                                        "(default: all)")
+    ap.add_argument("--l2", choices=("cold", "warm"), default="cold",
+                    help="cold (default): every call reads its weight from DRAM (copies rotated past the L2); warm: "
+                         "one copy (a weight under ~50 MB is read from the L2 across replays)")
     a = ap.parse_args()
     deadline = time.time() + a.budget_s
     os.makedirs(a.outdir, exist_ok=True)
@@ -52,6 +60,8 @@ def main():
     names = {c["name"] for c in cases}
     lib = load_library(os.path.join(a.kdir, "bench.so"))
     info = env.machine_info()
+    l2_bytes = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20) or (50 << 20)
+    info.update(l2=a.l2, l2_bytes=l2_bytes)
     print("machine:", info, flush=True)
     dev = torch.device("cuda")
     torch.manual_seed(0)
@@ -71,9 +81,27 @@ def main():
     def save():
         json.dump({"machine": info, "note": __doc__.split("\n\n")[1], "rows": rows}, open(out_json, "w"), indent=1)
 
-    def call(name, *args):
+    def n_copies(nbytes: int) -> int:
+        return 1 if a.l2 == "warm" else max(1, min(20, -(-2 * l2_bytes // max(int(nbytes), 1))))
+
+    def copies(ws: list) -> list[list]:
+        """The weight operand ``ws`` (tensors) and, under --l2 cold, clones: twice the L2 in all (<= 20)."""
+        return [ws] + [[t.clone() for t in ws] for _ in range(n_copies(sum(t.numel() * t.element_size() for t in ws)) - 1)]
+
+    def cycling(fn, sets: list):
+        """``fn(*weights)`` on the next copy of the weight operand each call (a graph records them in turn)."""
+        i = [0]
+
+        def run():
+            ws = sets[i[0] % len(sets)]
+            i[0] += 1
+            fn(*ws)
+        return run
+
+    def kernel(name, sets: list, *rest):
+        """sparsec kernel ``name`` with a weight operand from ``sets`` (cycled) and the arguments ``rest``."""
         f = lib[name]
-        return lambda: f(*args)
+        return cycling(lambda *ws: f(*ws, *rest), sets)
 
     for (O, K) in shapes:
         if time.time() > deadline:
@@ -101,6 +129,12 @@ def main():
         gpu = {k: (w, {b: getattr(f, b).to(dev) for b in f.buffers},
                    {b: getattr(c, b).to(dev) for b in c.buffers} if c is not None else None)
                for k, (w, f, c) in packs.items()}
+        full_sets = copies([w_full])
+        fmt_sets = {k: copies([bufs[b] for b in ("bits", "tile_ptr", "values")] if k.startswith("unstructured")
+                              else [bufs["values"], bufs["indices"]])
+                    for k, (w, bufs, c) in gpu.items()}
+        csr_sets = {k: copies([c["indptr"], c["indices"], c["values"]]) for k, (w, bufs, c) in gpu.items()
+                    if c is not None}
         # the tiled kernel's private layouts, made on the GPU from the bitmap's own buffers, per (rt, sc)
         layouts = {}
         lay_keys = sorted({TL.layout_key(c["resolved_knobs"])
@@ -111,7 +145,8 @@ def main():
             fg = dataclasses.replace(f, bits=gpu[pat][1]["bits"], tile_ptr=gpu[pat][1]["tile_ptr"],
                                      values=gpu[pat][1]["values"])
             for key in lay_keys:        # (buffers, their names in argument order) per (rt, sc, code, mma, xa, sp)
-                layouts[pat, key] = TL.build_for(fg, dict(zip(("rt", "sc", "code", "mma", "xa", "sp"), key)))
+                lay, bnames = TL.build_for(fg, dict(zip(("rt", "sc", "code", "mma", "xa", "sp"), key)))
+                layouts[pat, key] = (lay, bnames, copies([lay[b] for b in bnames]))
         gpu_lay = {}                       # the 2:4 wgmma.sp layout, made once per shape on the GPU
         torch.cuda.synchronize()
         print(f"{O}x{K}: packed in {time.time() - tp:.1f}s", flush=True)
@@ -119,15 +154,15 @@ def main():
             x = torch.randn(T, K, device=dev, dtype=torch.float16)
             xt = x.t().contiguous()
             y = torch.empty(T, O, device=dev, dtype=torch.float16)
-            t_cublas, m_cublas = env.bench_graph(lambda: F.linear(x, w_full))
+            t_cublas, m_cublas = env.bench_graph(cycling(lambda w: F.linear(x, w), full_sets))
             nm_dense = f"b_dense_{O}x{K}x{T}"
-            t_dense, _ = env.bench_graph(call(nm_dense, w_full, x, y)) if nm_dense in names else (None, None)
+            t_dense, _ = env.bench_graph(kernel(nm_dense, full_sets, x, y)) if nm_dense in names else (None, None)
             nm_dl = f"b_dldense_{O}x{K}x{T}"
-            t_dl, _ = env.bench_graph(call(nm_dl, w_full, x, y)) if nm_dl in names else (None, None)
+            t_dl, _ = env.bench_graph(kernel(nm_dl, full_sets, x, y)) if nm_dl in names else (None, None)
             nm_mma = f"b_mmadense_{O}x{K}x{T}"
-            t_mma, _ = env.bench_graph(call(nm_mma, w_full, x, y)) if nm_mma in names else (None, None)
+            t_mma, _ = env.bench_graph(kernel(nm_mma, full_sets, x, y)) if nm_mma in names else (None, None)
             nm_wg = f"b_wgdense_{O}x{K}x{T}"
-            t_wg, _ = env.bench_graph(call(nm_wg, w_full, x, y)) if nm_wg in names else (None, None)
+            t_wg, _ = env.bench_graph(kernel(nm_wg, full_sets, x, y)) if nm_wg in names else (None, None)
             t_frag = t_dense
             dense_kernel = "fragment"
             if t_dl and (t_dense is None or t_dl < t_dense):
@@ -150,20 +185,18 @@ def main():
                     kname = f"b_bitmap_{O}x{K}x{T}"
                     r["format"] = "bitmap(8x32)"
                     r["kernel"] = "bitmap fragment"
-                    r["sparsec_ms"], _ = env.bench_graph(call(kname, bufs["bits"], bufs["tile_ptr"], bufs["values"],
-                                                              x, y))
+                    r["sparsec_ms"], _ = env.bench_graph(kernel(kname, fmt_sets[pat], x, y))
                     r["bitmap_ms"] = r["sparsec_ms"]
                     r["bitmap_bytes"] = sum(t.numel() * t.element_size() for t in bufs.values())
                     cname = f"b_csr_{O}x{K}x{T}"
                     if cname in names:
-                        r["sparsec_csr_ms"], _ = env.bench_graph(call(cname, csr["indptr"], csr["indices"],
-                                                                      csr["values"], x, y))
+                        r["sparsec_csr_ms"], _ = env.bench_graph(kernel(cname, csr_sets[pat], x, y))
                     v = 0
                     while f"b_tiled{v}_{O}x{K}x{T}" in names:
                         tname = f"b_tiled{v}_{O}x{K}x{T}"
                         kn = by_name[tname]["resolved_knobs"]
-                        lay, bnames = layouts[pat, TL.layout_key(kn)]
-                        f = call(tname, *[lay[b] for b in bnames], x, y)
+                        lay, bnames, lsets = layouts[pat, TL.layout_key(kn)]
+                        f = kernel(tname, lsets, x, y)
                         y.fill_(float("nan"))
                         f()
                         ref = F.linear(x.float(), w.float())
@@ -192,7 +225,10 @@ def main():
                             r["sparsec_ms"], r["kernel"], r["format"] = r["tiled_ms"], "tiled", "tiled-csr"
                     try:
                         wcsr = w.to_sparse_csr()
-                        r["cusparse_ms"], r["cusparse_method"] = env.bench_graph(lambda: torch.mm(wcsr, xt))
+                        ncs = n_copies(wcsr.values().numel() * 6 + wcsr.crow_indices().numel() * 8)
+                        wcsrs = [[wcsr]] + [[w.to_sparse_csr()] for _ in range(ncs - 1)]
+                        r["cusparse_ms"], r["cusparse_method"] = env.bench_graph(
+                            cycling(lambda m_: torch.mm(m_, xt), wcsrs))
                     except Exception as exc:  # noqa: BLE001
                         r["cusparse_error"] = str(exc)[:200]
                 else:
@@ -201,7 +237,7 @@ def main():
                     if kname not in names:
                         continue
                     r["format"] = f"nm({pat})"
-                    r["sparsec_ms"], _ = env.bench_graph(call(kname, bufs["values"], bufs["indices"], x, y))
+                    r["sparsec_ms"], _ = env.bench_graph(kernel(kname, fmt_sets[pat], x, y))
                     r["kernel"] = "nm fragment"
                     from sparsec.backends.cuda.kernels import mma_layout as ML
 
@@ -211,10 +247,10 @@ def main():
                     if fits and pat not in gpu_lay:
                         gpu_lay[pat] = ML.build(dataclasses.replace(packs[pat][1], values=bufs["values"],
                                                                     indices=bufs["indices"]))
+                        gpu_lay[pat, "sets"] = copies([gpu_lay[pat]["sp_values"], gpu_lay[pat]["sp_meta"]])
                     sname = f"b_mmanm24_{O}x{K}x{T}"
                     if fits and sname in names:         # mma.sp
-                        lay = gpu_lay[pat]
-                        f = call(sname, lay["sp_values"], lay["sp_meta"], x, y)
+                        f = kernel(sname, gpu_lay[pat, "sets"], x, y)
                         y.fill_(float("nan"))
                         f()
                         ref = F.linear(x.float(), w.float())
@@ -224,9 +260,8 @@ def main():
                             r["sparsec_ms"], r["kernel"] = r["mma_sp_ms"], "mma.sp"
                     gname = f"b_wgnm24_{O}x{K}x{T}"
                     if fits and gname in names:         # wgmma.mma_async.sp (sm_90a)
-                        lay = gpu_lay[pat]
                         y.fill_(float("nan"))
-                        f = call(gname, lay["sp_values"], lay["sp_meta"], x, y)
+                        f = kernel(gname, gpu_lay[pat, "sets"], x, y)
                         f()
                         ref = F.linear(x.float(), w.float())
                         r["wgmma_sp_rel_err"] = float((y.float() - ref).abs().max() / ref.abs().max())
@@ -238,9 +273,11 @@ def main():
                         try:
                             from torch.sparse import to_sparse_semi_structured
                             wss = to_sparse_semi_structured(w)
+                            wsss = [[wss]] + [[to_sparse_semi_structured(w)] for _ in range(n_copies(w.numel()) - 1)]
                             # torch's two routes to cuSPARSELt (Y^T = W X^T, and F.linear): the faster is the baseline
-                            r["cusparselt_mm_ms"], r["cusparselt_method"] = env.bench_graph(lambda: torch.mm(wss, xt))
-                            r["cusparselt_linear_ms"], _ = env.bench_graph(lambda: F.linear(x, wss))
+                            r["cusparselt_mm_ms"], r["cusparselt_method"] = env.bench_graph(
+                                cycling(lambda m_: torch.mm(m_, xt), wsss))
+                            r["cusparselt_linear_ms"], _ = env.bench_graph(cycling(lambda m_: F.linear(x, m_), wsss))
                             r["cusparselt_ms"] = min(r["cusparselt_mm_ms"], r["cusparselt_linear_ms"])
                             r["cusparselt_backend"] = type(wss).__name__
                         except Exception as exc:  # noqa: BLE001

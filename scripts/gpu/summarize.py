@@ -12,7 +12,11 @@ def main():
     rows = d["rows"]
     out = [f"# sparsec CUDA SpMM on {m.get('gpu')} (driver {m.get('driver')}, torch {m.get('torch')}, {m.get('date')})",
            "", "fp16, `Y[T,O] = X[T,K] @ W^T`; speedups are cuBLAS time / sparsec time, measured in one run "
-           "(CUDA-graph replays). Goals from issue 12.", ""]
+           "(CUDA-graph replays). Goals from issue 12.", "",
+           ("Weights **cold** (`--l2 cold`): every call of every kernel and library reads its weight from DRAM (copies "
+            "rotated past the L2), as a layer of a whole model does." if m.get("l2") == "cold" else
+            "Weights **warm** (one copy replayed: a weight buffer under ~50 MB, e.g. 4096x4096 fp16 or a 90 %-sparse "
+            "layout of 11008x4096, is read from the L2; it flatters the smaller operand)."), ""]
     if chk:
         out += [f"Kernel correctness on the GPU: **{chk['cases'] - chk['failed']}/{chk['cases']}** cases within "
                 f"tolerance {chk.get('tolerance')}.", ""]
@@ -22,8 +26,7 @@ def main():
             out.append("")
     out += ["`sparsec` = the fastest sparsec kernel for the pattern (`kernel`: bitmap fragment / tiled / nm); "
             "`dispatch` = the faster of it and sparsec's dense kernel (what a per-layer cost-model dispatch gets); "
-            "`tiled GB/s` = bytes of the tiled layout / tiled kernel time (H100 HBM3: ~3350 GB/s; the 4096x4096 "
-            "weights stay in the 50 MB L2 across replays).", "",
+            "`tiled GB/s` = bytes of the tiled layout / tiled kernel time (H100 HBM3: ~3350 GB/s).", "",
             "| shape OxK | T | pattern | cuBLAS us | sparsec us | kernel | vs cuBLAS | sparsec dense vs cuBLAS | "
             "dispatch vs cuBLAS | tiled us | tiled GB/s | cuBLAS GB/s | vs cuSPARSE | cuSPARSELt us |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
