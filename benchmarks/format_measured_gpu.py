@@ -30,22 +30,6 @@ ROUNDS = 15
 ITERS = 20
 
 
-def graph_of(launch):
-    """``launch`` (TVM kernels on torch's current stream) as a CUDA graph of ``ITERS`` calls."""
-    from sparsec.backends.cuda.runtime import on_torch_stream
-
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        launch()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with on_torch_stream(torch.cuda.graph(g)):
-        for _ in range(ITERS):
-            launch()
-    return g
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("mdir")
@@ -80,19 +64,12 @@ def main() -> int:
             bad += not ok
             ex = art.executor
             ex.load_inputs(x)
-            graphs.append((n, graph_of(ex.launch), art))
+            graphs.append((n, env.capture_graph(ex.launch, ITERS), art))
             row["variants"].append({"name": n, "max_rel_err": err, "ok": ok, "tuning_db": e.get("tuning_db"),
                                     "kernels": {k["weight"]: f"{k['format']} {k['design']}"
                                                 for k in art.manifest.get("kernels", {}).values()}})
-        times = {n: [] for n, _, _ in graphs}
-        for _ in range(ROUNDS):                      # alternate: the machine is shared and noisy
-            for n, g, _ in graphs:
-                t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                t0.record()
-                g.replay()
-                t1.record()
-                t1.synchronize()
-                times[n].append(t0.elapsed_time(t1) * 1e3 / ITERS)
+        # alternately (the machine is shared and noisy): us per call of each replay
+        times = env.replay_interleaved({n: g for n, g, _ in graphs}, ROUNDS, ITERS)
         for v in row["variants"]:
             v["us"] = statistics.median(times[v["name"]])
             v["times_us"] = times[v["name"]]
