@@ -3,7 +3,7 @@
 Whether a pruned weight runs faster sparse (the unstructured decode kernel, `tiled`) or dense (the `wgmma`
 GEMM) at 64 tokens depends on its sparsity, and near the boundary the H100 cost rule can be wrong either way.
 `sparsec autotune --target cuda` measures both for each layer, and `sparsec compile` then decides the format by
-the measurement (docs/autotune.md, "CUDA: the format decided by measurement"):
+the measurement (docs/cuda.md, "The format decided by measurement"):
 
     sparsec autotune examples/llm_mlp.py --target cuda --sparsity 0.6 --emit out/tune_llm
     python scripts/gpu/tune_tiled.py out/tune_llm                  # on the GPU machine
