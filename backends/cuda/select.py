@@ -184,8 +184,8 @@ def predict_tiled_wg_us(O: int, K: int, T: int, density: float) -> float:
     Fitted (least squares on the relative error) to 99 H100 cells of the planner's variant, 2026-11-24: T = 8-32 on
     the three LLM shapes and 4096^2 at 70-90 % (session 13's warm run, ``dev/spmm_gpu_warm_s13.json``; cold, since
     session 14, it under-predicts 4096^2 and the 90 % cells of the 4096/11008 shapes by up to x1.28: not refitted),
-    T = 8-32 on BERT-base's three shapes (``dev/tbert_run1.json``), T = 64/128 on all six (``dev/t128_run1.json``): median error x1.04, worst
-    x1.18."""
+    T = 8-32 on BERT-base's three shapes (``dev/tbert_run1.json``), T = 64/128 on all six (``dev/t128_run1.json``):
+    median error x1.04, worst x1.18."""
     from sparsec.backends.cuda.kernels.tiled import resolve
     from sparsec.backends.kernels.common import MatmulSpec
 
