@@ -60,8 +60,7 @@ def main():
     names = {c["name"] for c in cases}
     lib = load_library(os.path.join(a.kdir, "bench.so"))
     info = env.machine_info()
-    l2_bytes = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20) or (50 << 20)
-    info.update(l2=a.l2, l2_bytes=l2_bytes)
+    info.update(l2=a.l2, l2_bytes=env.l2_bytes())
     print("machine:", info, flush=True)
     dev = torch.device("cuda")
     torch.manual_seed(0)
@@ -81,27 +80,13 @@ def main():
     def save():
         json.dump({"machine": info, "note": __doc__.split("\n\n")[1], "rows": rows}, open(out_json, "w"), indent=1)
 
-    def n_copies(nbytes: int) -> int:
-        return 1 if a.l2 == "warm" else max(1, min(20, -(-2 * l2_bytes // max(int(nbytes), 1))))
-
     def copies(ws: list) -> list[list]:
-        """The weight operand ``ws`` (tensors) and, under --l2 cold, clones: twice the L2 in all (<= 20)."""
-        return [ws] + [[t.clone() for t in ws] for _ in range(n_copies(sum(t.numel() * t.element_size() for t in ws)) - 1)]
-
-    def cycling(fn, sets: list):
-        """``fn(*weights)`` on the next copy of the weight operand each call (a graph records them in turn)."""
-        i = [0]
-
-        def run():
-            ws = sets[i[0] % len(sets)]
-            i[0] += 1
-            fn(*ws)
-        return run
+        return env.weight_copies(ws, a.l2)
 
     def kernel(name, sets: list, *rest):
         """sparsec kernel ``name`` with a weight operand from ``sets`` (cycled) and the arguments ``rest``."""
         f = lib[name]
-        return cycling(lambda *ws: f(*ws, *rest), sets)
+        return env.cycling(lambda *ws: f(*ws, *rest), sets)
 
     for (O, K) in shapes:
         if time.time() > deadline:
@@ -154,7 +139,7 @@ def main():
             x = torch.randn(T, K, device=dev, dtype=torch.float16)
             xt = x.t().contiguous()
             y = torch.empty(T, O, device=dev, dtype=torch.float16)
-            t_cublas, m_cublas = env.bench_graph(cycling(lambda w: F.linear(x, w), full_sets))
+            t_cublas, m_cublas = env.bench_graph(env.cycling(lambda w: F.linear(x, w), full_sets))
             nm_dense = f"b_dense_{O}x{K}x{T}"
             t_dense, _ = env.bench_graph(kernel(nm_dense, full_sets, x, y)) if nm_dense in names else (None, None)
             nm_dl = f"b_dldense_{O}x{K}x{T}"
@@ -225,10 +210,10 @@ def main():
                             r["sparsec_ms"], r["kernel"], r["format"] = r["tiled_ms"], "tiled", "tiled-csr"
                     try:
                         wcsr = w.to_sparse_csr()
-                        ncs = n_copies(wcsr.values().numel() * 6 + wcsr.crow_indices().numel() * 8)
+                        ncs = env.n_copies(wcsr.values().numel() * 6 + wcsr.crow_indices().numel() * 8, a.l2)
                         wcsrs = [[wcsr]] + [[w.to_sparse_csr()] for _ in range(ncs - 1)]
                         r["cusparse_ms"], r["cusparse_method"] = env.bench_graph(
-                            cycling(lambda m_: torch.mm(m_, xt), wcsrs))
+                            env.cycling(lambda m_: torch.mm(m_, xt), wcsrs))
                     except Exception as exc:  # noqa: BLE001
                         r["cusparse_error"] = str(exc)[:200]
                 else:
@@ -273,11 +258,13 @@ def main():
                         try:
                             from torch.sparse import to_sparse_semi_structured
                             wss = to_sparse_semi_structured(w)
-                            wsss = [[wss]] + [[to_sparse_semi_structured(w)] for _ in range(n_copies(w.numel()) - 1)]
+                            nss = env.n_copies(w.numel(), a.l2)
+                            wsss = [[wss]] + [[to_sparse_semi_structured(w)] for _ in range(nss - 1)]
                             # torch's two routes to cuSPARSELt (Y^T = W X^T, and F.linear): the faster is the baseline
                             r["cusparselt_mm_ms"], r["cusparselt_method"] = env.bench_graph(
-                                cycling(lambda m_: torch.mm(m_, xt), wsss))
-                            r["cusparselt_linear_ms"], _ = env.bench_graph(cycling(lambda m_: F.linear(x, m_), wsss))
+                                env.cycling(lambda m_: torch.mm(m_, xt), wsss))
+                            r["cusparselt_linear_ms"], _ = env.bench_graph(
+                                env.cycling(lambda m_: F.linear(x, m_), wsss))
                             r["cusparselt_ms"] = min(r["cusparselt_mm_ms"], r["cusparselt_linear_ms"])
                             r["cusparselt_backend"] = type(wss).__name__
                         except Exception as exc:  # noqa: BLE001

@@ -117,6 +117,38 @@ def pack(c: dict, w):
     raise ValueError(f)
 
 
+def l2_bytes() -> int:
+    """The GPU's L2 cache in bytes (50 MB on an H100 when torch does not say)."""
+    import torch
+
+    return getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20) or (50 << 20)
+
+
+def n_copies(nbytes: int, mode: str) -> int:
+    """How many copies of a weight operand of ``nbytes`` a graph cycles through: ``mode="cold"`` (the benchmarks'
+    and the tuner's default) enough for twice the L2, so every call reads its weight from DRAM as a layer of a
+    whole model does (at most 20, the calls of a graph); ``"warm"`` one."""
+    return 1 if mode == "warm" else max(1, min(20, -(-2 * l2_bytes() // max(int(nbytes), 1))))
+
+
+def weight_copies(ws: list, mode: str) -> list[list]:
+    """The weight operand ``ws`` (tensors) and, under ``mode="cold"``, clones of it (``n_copies``)."""
+    return [ws] + [[t.clone() for t in ws] for _ in range(n_copies(sum(t.numel() * t.element_size() for t in ws),
+                                                                    mode) - 1)]
+
+
+def cycling(fn, sets: list):
+    """``fn(*weights)`` on the next copy of the weight operand each call (a graph of 20 calls records them in
+    turn)."""
+    i = [0]
+
+    def run():
+        ws = sets[i[0] % len(sets)]
+        i[0] += 1
+        fn(*ws)
+    return run
+
+
 def capture_graph(fn, iters: int = 20):
     """A CUDA graph of ``iters`` calls of ``fn`` (warmed up on a side stream first); raises if capture fails."""
     import torch

@@ -82,26 +82,9 @@ def main() -> int:
     out_path = a.out or os.path.join(a.dir, "results.json")
     info = env.machine_info()
     print("machine:", info, flush=True)
-    l2_bytes = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20) or (50 << 20)
     res = {"schema": SCHEMA, "machine": info, "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "arch": spec["arch"],
            "versions": spec["versions"], "rounds": a.rounds, "confirm_rounds": a.confirm, "l2": a.l2,
-           "l2_bytes": l2_bytes, "cells": [], "skipped": []}
-
-    def copies(args: list) -> list[list]:
-        """``args`` (the weight arguments) and, under ``--l2 cold``, clones of them: 2 x L2 bytes in all (<= 20)."""
-        nbytes = sum(t.numel() * t.element_size() for t in args)
-        n = 1 if a.l2 == "warm" else max(1, min(20, -(-2 * l2_bytes // max(nbytes, 1))))
-        return [args] + [[t.clone() for t in args] for _ in range(n - 1)]
-
-    def cycling(kernel, sets: list, x, y):
-        """A call of ``kernel`` on the next weight copy each time (a graph of 20 calls records them in turn)."""
-        i = [0]
-
-        def fn():
-            args = sets[i[0] % len(sets)]
-            i[0] += 1
-            kernel(*args, x, y)
-        return fn
+           "l2_bytes": env.l2_bytes(), "cells": [], "skipped": []}
 
     def save():
         tmp = out_path + ".tmp"
@@ -137,17 +120,17 @@ def main() -> int:
         y = torch.empty(T, O, device=dev, dtype=dt)
         ref = F.linear(x.float(), w.float())
         layouts, fns, out_c = {}, {}, []
-        wsets = copies([w]) if dense else None
+        wsets = env.weight_copies([w], a.l2) if dense else None
         for cd in cell["candidates"]:
             kn = cd["knobs"]
             if dense:
-                fn = cycling(lib[cd["name"]], wsets, x, y)
+                fn = env.cycling(lambda *ws, k_=lib[cd["name"]]: k_(*ws, x, y), wsets)
             else:
                 lk = TL.layout_key(kn)
                 if lk not in layouts:
                     lay, names = TL.build_for(f, kn)
-                    layouts[lk] = copies([lay[b] for b in names])
-                fn = cycling(lib[cd["name"]], layouts[lk], x, y)
+                    layouts[lk] = env.weight_copies([lay[b] for b in names], a.l2)
+                fn = env.cycling(lambda *ws, k_=lib[cd["name"]]: k_(*ws, x, y), layouts[lk])
             y.fill_(float("nan"))
             entry = {"name": cd["name"], "knobs": kn}
             try:
