@@ -368,11 +368,6 @@ def test_shipped_h100_records_are_readable_current_and_resolvable(monkeypatch):
     monkeypatch.setenv("SPARSEC_CUDA_SHIPPED_TUNING", "1")
     changed = 0
     fused_keys = 0
-    for k in keys.values():
-        O, K, T = k.shape
-        d = float(k.pattern.split("=")[1])
-        fused = ("epilogue", "act") in k.params          # a layer with a fused activation (session 13)
-        fused_keys += fused
         kn, rec, src = tune.lookup(O, K, T, d, k.dtype, k.target.split(":")[1], fused=fused)
         assert src == tune.SHIPPED and rec.ok and rec.key == k
         r = resolve(MatmulSpec(T, O, K, False, "relu" if fused else None, k.dtype), kn).knobs()
@@ -408,8 +403,74 @@ def test_wide_space_adds_single_knob_neighbours():
         assert any(k[knob] == v and all(k[a] == planner[a] for a in planner if a not in (knob, "ksplit"))
                    for k in wide), knob
     assert len({key(k) for k in wide}) == len(wide)
+    assert any(k.get("fx") == 1 and k["mma"] == "wg" for k in wide)       # the split summed in one launch
     with pytest.raises(ParameterError, match="tuning space"):
         tune.candidates(tune.Cell(11008, 4096, 32, 0.1, space="huge"))
+    # below 8 tokens the wide space also times the wg kernel (an 8-token tile), with and without the fixup, each
+    # at half, one and two times its split; the default space keeps the mma.sync kernel only
+    one = tune.candidates(tune.Cell(4096, 4096, 1, 0.1, space="wide"))
+    wg = [k for k in one if k.get("mma") == "wg"]
+    assert {k.get("fx", 0) for k in wg} == {0, 1} and len({k["ksplit"] for k in wg}) == 3
+    assert not any(k.get("mma") == "wg" for k in tune.candidates(tune.Cell(4096, 4096, 1, 0.1)))
+    assert not any(k.get("mma") == "wg" for k in tune.candidates(tune.Cell(4096, 4096, 1, 0.1, arch="sm_80",
+                                                                            space="wide")))
+    spec = MatmulSpec(1, 4096, 4096, False, None, "float16")
+    for kn in wg:
+        r = resolve(spec, kn).knobs()
+        r.pop("design")
+        assert r == kn
+
+
+def test_dense_wide_space_adds_row_tiles_and_pipeline_depths():
+    """A dense cell's wide space: 64-row tiles (twice the blocks) and 4-8 stages at every split within four waves."""
+    from sparsec.backends.cuda.kernels.wgmma_gemm import SMS
+
+    c = tune.Cell(4096, 4096, 8, 1.0, kind="dense")
+    base, wide = tune.candidates(c), tune.candidates(tune.Cell(4096, 4096, 8, 1.0, kind="dense", space="wide"))
+    assert wide[:len(base)] == base and len(wide) > 3 * len(base)
+    assert {k["bm"] for k in base} == {128} and {k["bm"] for k in wide} == {64, 128}
+    assert {k["stages"] for k in wide} >= {4, 5, 6, 8}
+    assert max(k["ks"] * 4096 // k["bm"] for k in wide) <= 4 * SMS
+    assert any(k["bm"] == 64 and k["ks"] == 8 for k in wide)
+    assert len({json.dumps(k, sort_keys=True) for k in wide}) == len(wide)
+    fused = tune.candidates(tune.Cell(4096, 4096, 8, 1.0, kind="dense", fused=True, space="wide"))
+    assert all(k["ks"] == 1 for k in fused) and {k["bm"] for k in fused} == {64, 128}
+
+
+def test_build_tune_cells_parse_sparse_and_dense(capsys):
+    import build_tune as B
+
+    cells = B.parse_cells("4096x4096@8:dense,11008x4096@32:0.9", "sm_90a", "wide")
+    assert [(c.O, c.K, c.T, c.kind, c.density, c.space) for c in cells] == [
+        (4096, 4096, 8, "dense", 1.0, "wide"), (11008, 4096, 32, "tiled", 0.1, "wide")]
+    with pytest.raises(SystemExit, match="11008x4096@32"):
+        B.parse_cells("11008x4096@32", "sm_90a", "default")
+
+
+def test_benchmark_times_the_tuned_dense_kernel_compile_runs(tmp_path, monkeypatch):
+    """A shipped dense record whose knobs differ from the defaults adds the kernel compile runs for that layer to
+    the benchmark; a record that resolves to the defaults (or none) adds nothing."""
+    import cases as C
+    from sparsec.passes.autotune.db import Record
+
+    shipped = tmp_path / "shipped.jsonl"
+    c = tune.Cell(4096, 4096, 8, 1.0, kind="dense")
+    planner = tune.planner_knobs(c)
+    other = next(k for k in tune.candidates(tune.Cell(4096, 4096, 8, 1.0, kind="dense", space="wide"))
+                 if k["bm"] == 64)
+    TuningDB(str(shipped)).append(Record(tune.cell_key(c), other, "ok", 1e-5, [1e-5] * 3))
+    TuningDB(str(shipped)).append(Record(tune.cell_key(tune.Cell(4096, 4096, 16, 1.0, kind="dense")),
+                                         tune.planner_knobs(tune.Cell(4096, 4096, 16, 1.0, kind="dense")), "ok",
+                                         1e-5, [1e-5] * 3))
+    monkeypatch.setenv("SPARSEC_CUDA_SHIPPED_TUNING", "1")
+    monkeypatch.setattr(tune, "SHIPPED", str(shipped))
+    monkeypatch.setattr(tune, "_SHIPPED_DB", None)
+    assert planner["bm"] == 128
+    kn = C.tuned_dense_knobs(4096, 4096, 8)
+    assert kn["bm"] == 64 and kn["ks"] == other["ks"]
+    assert C.tuned_dense_knobs(4096, 4096, 16) is None and C.tuned_dense_knobs(4096, 4096, 32) is None
+    names = {b["name"] for b in C.bench_cases()}
+    assert "b_wgdensetuned_4096x4096x8" in names and "b_wgdensetuned_4096x4096x16" not in names
 
 
 def test_cli_emit_keys_cells_by_the_compile_dtype(tmp_path, monkeypatch):

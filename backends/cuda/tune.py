@@ -48,7 +48,7 @@ SPLIT_FACTORS = (0.5, 0.67, 1.5, 2.0)     # ... and these multiples of it (H100 
 MAX_SPLIT = 64
 # space="wide": the planner's variant with one of these knobs changed, at half, one below, at and one above its split
 WIDE_KNOBS = {"wg": {"wgs": (1, 2, 3), "xd": (1, 2, 3), "pb": (1, 2), "pf": (1, 2), "ra": (1, 2),
-                     "code": ("pos", "pos7"), "sc": (64, 128, 256), "rr": (0, 1), "rp": (1, 2, 4)},
+                     "code": ("pos", "pos7"), "sc": (64, 128, 256), "rr": (0, 1), "rp": (1, 2, 4), "fx": (0, 1)},
               "sync": {"warps": (4, 8, 16), "code": ("pos", "pos7"), "clear": ("zero", "unscatter"), "pipe": (1, 2)}}
 SPACES = ("default", "wide")
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tuned_h100.jsonl")
@@ -226,6 +226,16 @@ def candidates(c: Cell) -> list[dict]:
                     continue
                 for split in sorted({max(1, round(ks / 2)), max(1, ks - 1), ks, ks + 1}):
                     add(dict(kn, ksplit=split))       # (a fused cell: resolve refuses every split but 1)
+        if c.T < 8 and c.arch in S.WGMMA_ARCHS:
+            # below 8 tokens also the wg kernel (an 8-token tile), its splits summed by atomics after a zeroing
+            # launch or by the fixup in one launch (fx=1): on a small layer a launch and a latency chain weigh
+            for kn in (S.tiled_knobs(c.density, 8, c.arch, c.fused), dict(S.tiled_knobs(c.density, 8, c.arch), fx=1)):
+                try:
+                    ks = resolve(spec, kn).ksplit
+                except KernelError:
+                    continue
+                for split in sorted({max(1, round(ks / 2)), ks, 2 * ks}):
+                    add(dict(kn, ksplit=split))
     elif c.space not in SPACES:
         raise ParameterError(f"tuning space {c.space!r}: one of {', '.join(SPACES)}")
     return out
@@ -238,7 +248,7 @@ def dense_candidates(c: Cell) -> list[dict]:
     """A dense layer on the wgmma GEMM (sm_90a), the planner's knobs first: its token tile and 128 tokens, each
     with every split of K that keeps the grid within two waves, and the stream-K schedules where the grid leaves a
     partial wave (``sk=2`` over a wave, ``sk=3``); under a fused activation no split and no ``sk=2`` (both add with
-    atomics)."""
+    atomics). ``space="wide"`` adds 64-row tiles and 4-8 pipeline stages at splits up to four waves."""
     from sparsec.backends.cuda.kernels.wgmma_gemm import SMS, default_knobs, resolve as wg_resolve
     from sparsec.backends.kernels.common import KernelError, ceil_div
 
@@ -262,6 +272,24 @@ def dense_candidates(c: Cell) -> list[dict]:
                 if key not in seen:
                     seen.add(key)
                     out.append(kn)
+    if c.space == "wide":
+        # also 64-row tiles (twice the blocks: more loads in flight on a grid under a wave) and the pipeline depth,
+        # each at every split of K that keeps the grid within four waves
+        for bm, stages in [(64, None), (64, 8), (128, 4), (128, 6), (128, 8)]:
+            tiles = ceil_div(c.O, bm) * ceil_div(c.T, base["bn"])
+            for ks in DENSE_SPLITS:
+                if ks > 1 and (spec.activation or ks * tiles > 4 * SMS):
+                    break
+                try:
+                    kn = _wgmma_knobs(wg_resolve(c.O, c.K, c.T, dict(bm=bm, stages=stages, ks=ks), spec))
+                except KernelError:
+                    continue
+                key = json.dumps(kn, sort_keys=True)
+                if key not in seen:
+                    seen.add(key)
+                    out.append(kn)
+    elif c.space not in SPACES:
+        raise ParameterError(f"tuning space {c.space!r}: one of {', '.join(SPACES)}")
     return out
 
 

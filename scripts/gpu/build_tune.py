@@ -1,7 +1,7 @@
 """Build the tuning kernels of the benchmark grid (here: TVM + nvcc, no GPU): ``backends/cuda/tune.py``.
 
     python scripts/gpu/build_tune.py OUTDIR [--arch sm_90a] [--shapes 11008x4096,...] [--tokens 1,8,16,32]
-                                            [--sparsity 0.7,0.8,0.9] [--cells OxK@T:sparsity,...] [--space wide]
+                                            [--sparsity 0.7,0.8,0.9] [--cells OxK@T:sparsity|dense,...] [--space wide]
 
 Then on the GPU machine ``python scripts/gpu/tune_tiled.py OUTDIR``, and here
 ``sparsec autotune --target cuda --import OUTDIR/results.json --db backends/cuda/tuned_h100.jsonl`` (the shipped
@@ -30,15 +30,19 @@ def grid(shapes, tokens, sparsity, arch, space="default"):
 
 
 def parse_cells(text, arch, space):
-    """``OxK@T:sparsity,...`` -> cells."""
+    """``OxK@T:sparsity,...`` -> cells; ``OxK@T:dense``: a dense layer on the wgmma GEMM."""
     from sparsec.backends.cuda.tune import Cell
 
     out = []
     for item in text.split(","):
-        shape, rest = item.split("@")
-        t, s = rest.split(":")
-        O, K = (int(v) for v in shape.split("x"))
-        out.append(Cell(O, K, int(t), round(1 - float(s), 4), arch=arch, space=space))
+        try:
+            shape, rest = item.split("@")
+            t, s = rest.split(":")
+            O, K = (int(v) for v in shape.split("x"))
+            out.append(Cell(O, K, int(t), 1.0, arch=arch, space=space, kind="dense") if s == "dense" else
+                       Cell(O, K, int(t), round(1 - float(s), 4), arch=arch, space=space))
+        except ValueError:
+            raise SystemExit(f"--cells: {item!r} is not OxK@T:sparsity or OxK@T:dense (e.g. 11008x4096@32:0.9)")
     return sorted(out, key=lambda c: (c.O, c.K, c.density, c.T))
 
 

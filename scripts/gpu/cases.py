@@ -397,6 +397,26 @@ def tiled_variants(O, K, T, roles: dict | None = None) -> list[dict]:
     return out
 
 
+def tuned_dense_knobs(O: int, K: int, T: int) -> dict | None:
+    """The shipped H100 tuning record's knobs for a dense fp16 layer on the wgmma GEMM (``sparsec autotune``,
+    ``backends/cuda/tuned_h100.jsonl``) where they differ from the kernel's defaults, else None."""
+    from sparsec.backends.cuda import tune
+    from sparsec.backends.cuda.kernels.wgmma_gemm import resolve
+    from sparsec.backends.kernels.common import KernelError, MatmulSpec
+
+    hit = tune.lookup(O, K, T, 1.0, "float16", "sm_90a", kind="dense")
+    if hit is None:
+        return None
+    spec = MatmulSpec(T, O, K, False, None, "float16")
+    try:
+        knobs = {k: v for k, v in hit[0].items() if k not in ("design", "bk")}
+        if resolve(O, K, T, knobs, spec) == resolve(O, K, T, None, spec):
+            return None
+    except KernelError:
+        return None
+    return knobs
+
+
 def bench_cases() -> list[dict]:
     """One kernel per (format, shape, tokens); sparsity levels share the kernel."""
     out = []
@@ -410,6 +430,9 @@ def bench_cases() -> list[dict]:
             # the Hopper wgmma design (sm_90a: build_kernels' default arch), default knobs: dense, and 2:4 on
             # wgmma.mma_async.sp (every token count)
             out.append(case(f"b_wgdense_{O}x{K}x{T}", "dense", {}, O, K, T, design="wgmma"))
+            tuned = tuned_dense_knobs(O, K, T)
+            if tuned is not None:       # what compile runs for a dense layer of this shape: the shipped record's
+                out.append(case(f"b_wgdensetuned_{O}x{K}x{T}", "dense", {}, O, K, T, knobs=tuned, design="wgmma"))
             out.append(case(f"b_wgnm24_{O}x{K}x{T}", "nm", {"n": 2, "m": 4}, O, K, T, design="wgmma"))
             if T in TILED_TOKENS:
                 roles: dict = {}

@@ -61,6 +61,12 @@ def main():
     out.append(f"- sparsec dense vs cuBLAS (goal ≥ 0.8): T ≤ 32: "
                f"{min(x[3] for x in dn if x[2] <= 32):.2f}–{max(x[3] for x in dn if x[2] <= 32):.2f}; "
                f"T ≥ 128: {min(x[3] for x in dn if x[2] >= 128):.2f}–{max(x[3] for x in dn if x[2] >= 128):.2f}")
+    cd = sorted({(r["O"], r["K"], r["T"], r["compiled_dense_vs_cublas"], bool(r.get("dense_wgmma_tuned_ms")))
+                 for r in rows if r.get("compiled_dense_vs_cublas") and r["T"] <= 32})
+    if cd:
+        out.append("- dense layers as `compile` runs them (wgmma, the shipped tuning record where there is one) vs "
+                   f"cuBLAS, T ≤ 32: {min(x[3] for x in cd):.2f}–{max(x[3] for x in cd):.2f}; tuned cells: "
+                   + (", ".join(f"{O}x{K} T={T} {v:.2f}" for O, K, T, v, t in cd if t) or "none"))
     comp = [r for r in rows if r.get("compiled_tiled_ms") and r["T"] <= 32 and r["pattern"] != "unstructured50"]
     if comp:
         out += ["", "## The tiled kernel `sparsec compile --target cuda --arch sm_90a` runs (x cuBLAS)", "",
