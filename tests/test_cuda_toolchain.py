@@ -87,6 +87,10 @@ def test_pdl_tags_only_the_later_kernels_of_asking_functions(tmp_path):
     assert "griddepcontrol.wait" in bodies["a_kernel_1"] and "griddepcontrol.launch_dependents" in bodies["a_kernel"]
     assert not any(re.search("griddepcontrol", bodies[n]) for n in ("b_kernel", "b_kernel_1"))
 
+    # pdl=2: every launch of the layer overlaps the previous kernel on the stream, whatever the split
+    assert resolve(spec, {"mma": "wg", "ksplit": 1, "pdl": 2}).knobs()["pdl"] == 2
+    assert resolve(spec, {"mma": "wg", "ksplit": 4, "pdl": 2, "fx": 1}).knobs()["pdl"] == 2
+
     @T.prim_func
     def one(a: T.Buffer((64,), "float32")):
         for i in T.thread_binding(64, thread="threadIdx.x"):
@@ -94,3 +98,78 @@ def test_pdl_tags_only_the_later_kernels_of_asking_functions(tmp_path):
 
     with pytest.raises(RuntimeError, match="no second kernel"):
         tc.build(tvm.IRModule({"one": one.with_attr("global_symbol", "one").with_attr(tc.PDL_ATTR, True)}), "sm_90a")
+
+
+def test_pdl2_overlaps_the_weight_prologue_with_the_previous_kernel(tmp_path):
+    """``pdl=2`` (``tiled`` ``mma="wg"``): every kernel of the layer is launched with programmatic dependent launch,
+    the first included. The main kernel lets the next launch begin (``launch_dependents``) and reads only the weight
+    (global loads) before ``griddepcontrol.wait``; the activation copies (``cp.async``), the split workspace and the
+    stores of Y come after it. A split's zeroing kernel waits before it writes Y."""
+    import re
+
+    import tvm
+
+    from sparsec.backends.cuda import toolchain as tc
+    from sparsec.backends.cuda.kernels.tiled import generate, resolve
+    from sparsec.backends.kernels.common import MatmulSpec
+
+    spec = MatmulSpec(16, 512, 2048, False, None, "float16")
+    kinds = {"one": {"ksplit": 1}, "split": {"ksplit": 4}, "fixup": {"ksplit": 4, "fx": 1},
+             "sp": {"ksplit": 2, "sp": 1, "sc": 256, "code": "pos7", "pb": 2, "wgs": 1, "rr": 1, "ra": 1, "xd": 1}}
+    mod = tvm.IRModule({n: generate(resolve(spec, {"mma": "wg", "pdl": 2, **kn})).with_attr("global_symbol", n)
+                        for n, kn in kinds.items()})
+    lib = tc.build(mod, "sm_90a")
+    so = str(tmp_path / "m.so")
+    lib.export_library(so)
+    blob = open(so, "rb").read()
+    assert blob.count(tc.PDL_TAG.encode()) == 6      # one, split and sp (zeroing + main), fixup: every launch
+    bodies = tc.ptx_entries(tc.ptx(lib, "sm_90a"))
+    mains = {"one": "one_kernel", "split": "split_kernel_1", "fixup": "fixup_kernel", "sp": "sp_kernel_1"}
+    for n, k in mains.items():
+        b = bodies[k]
+        launch, wait = b.index("griddepcontrol.launch_dependents"), b.index("griddepcontrol.wait")
+        assert launch < wait and b.count("griddepcontrol.wait") == 1, n
+        assert b.index("cp.async") > wait, n                       # the activation tile after the wait
+        assert re.search(r"ld\.global", b[:wait]), n                # the weight's pointers and first batch before
+        for store in (r"st\.global", r"red\.global", r"atom\.global", r"st\.cg"):
+            m = re.search(store, b)
+            assert m is None or m.start() > wait, (n, store)
+    for z in ("split_kernel", "sp_kernel"):
+        b = bodies[z]
+        assert b.index("griddepcontrol.wait") < b.index("st.global"), z
+    assert "fixup_kernel_1" not in bodies                          # the fixup: one launch
+
+
+def test_wgmma_pdl2_loads_the_weight_slots_before_the_wait(tmp_path):
+    """``pdl=2`` on the wgmma GEMM (dense and 2:4): both launches of a split tagged, the producer's weight boxes of
+    the first ring slots before ``griddepcontrol.wait`` and the activation boxes after it, every thread waiting again
+    before the epilogue; refused where the producer is not TMA or the grid is stream-K."""
+    import tvm
+
+    from sparsec.backends.cuda import toolchain as tc
+    from sparsec.backends.cuda.kernels.wgmma_gemm import cuda_wgmma_matmul_primfunc
+    from sparsec.backends.kernels.common import KernelError, WeightMeta
+
+    dense = WeightMeta("dense", 1024, 1024, "float16", (), (("values", "float16"),))
+    nm = WeightMeta("nm", 1024, 1024, "float16", (("n", 2), ("m", 4)), (("values", "float16"), ("indices", "uint8")))
+    funcs = {}
+    for n, meta, kn in (("d", dense, {"ks": 2, "pdl": 2}), ("s", nm, {"ks": 1, "pdl": 2})):
+        f, _, knobs = cuda_wgmma_matmul_primfunc(meta, 16, knobs=kn, name=n)
+        assert knobs["pdl"] == 2
+        funcs[n] = f
+    lib = tc.build(tvm.IRModule(funcs), "sm_90a")
+    so = str(tmp_path / "m.so")
+    lib.export_library(so)
+    assert open(so, "rb").read().count(tc.PDL_TAG.encode()) == 3       # d: zeroing + main; s: main
+    bodies = tc.ptx_entries(tc.ptx(lib, "sm_90a"))
+    for k in ("d_kernel_1", "s_kernel"):
+        b = bodies[k]
+        wait = b.index("griddepcontrol.wait")
+        assert b.index("griddepcontrol.launch_dependents") < wait
+        assert b.count("griddepcontrol.wait") == 2, k
+        tma = [i for i in range(len(b)) if b.startswith("cp.async.bulk.tensor", i)]
+        assert any(i < wait for i in tma) and any(i > wait for i in tma), k
+    assert bodies["d_kernel"].index("griddepcontrol.wait") < bodies["d_kernel"].index("st.global")
+    for bad in ({"pdl": 2, "tma": 0}, {"pdl": 2, "sk": 3}, {"pdl": 2, "ws": 0}):
+        with pytest.raises(KernelError, match="pdl=2"):
+            cuda_wgmma_matmul_primfunc(dense, 256, knobs=bad)

@@ -121,6 +121,28 @@ def test_import_and_lookup_choose_reliably_faster_never_wrong(tmp_path):
         assert tune.lookup(*args, small)[0] == tune.lookup(*args, db)[0]
 
 
+def test_import_replace_decides_a_cell_by_the_new_run_alone(tmp_path):
+    """A re-tune (``--replace``): the earlier run's records of the measured cells go, other cells' stay. Without it
+    a faster record from the first run (e.g. measured warm) would still win the cell."""
+    cells = [tune.cell_doc(tune.Cell(11008, 4096, 32, 0.3), 0), tune.cell_doc(tune.Cell(4096, 11008, 16, 0.3), 1)]
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps(_results(cells, _times([25.0, 20.0], [{4: 0.8}, {2: 0.9}]))))
+    db = TuningDB(str(tmp_path / "db.jsonl"))
+    tune.import_results(str(first), db, decisive_only=True)
+    n_other = len(db.for_key(tune.cell_key(tune.Cell(4096, 11008, 16, 0.3))))
+    again = tmp_path / "again.json"                       # cell 0 only, re-measured: candidate 4 no faster now
+    again.write_text(json.dumps(_results(cells[:1], _times([25.0], [{1: 0.9}]))))
+    mixed = TuningDB(str(tmp_path / "mixed.jsonl"))
+    tune.import_results(str(first), mixed, decisive_only=True)
+    tune.import_results(str(again), mixed, decisive_only=True)
+    assert tune.lookup(11008, 4096, 32, 0.3, "float16", "sm_90a", mixed)[0] == cells[0]["candidates"][4]["knobs"]
+    s = tune.import_results(str(again), db, decisive_only=True, replace=True)
+    assert s["replaced"] > 0
+    assert tune.lookup(11008, 4096, 32, 0.3, "float16", "sm_90a", db)[0] == cells[0]["candidates"][1]["knobs"]
+    assert len(db.for_key(tune.cell_key(tune.Cell(4096, 11008, 16, 0.3)))) == n_other
+    assert TuningDB(db.path).records == db.records and not [f for f in os.listdir(tmp_path) if ".tmp" in f]
+
+
 def test_import_rejects_a_file_that_is_not_a_result(tmp_path):
     db = TuningDB(str(tmp_path / "db.jsonl"))
     p = tmp_path / "r.json"
@@ -368,6 +390,21 @@ def test_shipped_h100_records_are_readable_current_and_resolvable(monkeypatch):
     monkeypatch.setenv("SPARSEC_CUDA_SHIPPED_TUNING", "1")
     changed = 0
     fused_keys = 0
+    dense_keys = 0
+    for k in keys.values():
+        O, K, T = k.shape
+        d = float(k.pattern.split("=")[1])
+        fused = ("epilogue", "act") in k.params          # a layer with a fused activation (session 13)
+        fused_keys += fused
+        if k.format == "dense":                          # a dense layer on the wgmma GEMM (session 15)
+            from sparsec.backends.cuda.kernels.wgmma_gemm import resolve as wg_resolve
+
+            dense_keys += 1
+            kn, rec, src = tune.lookup(O, K, T, 1.0, k.dtype, k.target.split(":")[1], fused=fused, kind="dense")
+            assert src == tune.SHIPPED and rec.ok and rec.key == k
+            spec = MatmulSpec(T, O, K, False, "relu" if fused else None, k.dtype)
+            assert tune._wgmma_knobs(wg_resolve(O, K, T, kn, spec)) == kn
+            continue
         kn, rec, src = tune.lookup(O, K, T, d, k.dtype, k.target.split(":")[1], fused=fused)
         assert src == tune.SHIPPED and rec.ok and rec.key == k
         r = resolve(MatmulSpec(T, O, K, False, "relu" if fused else None, k.dtype), kn).knobs()
@@ -375,7 +412,7 @@ def test_shipped_h100_records_are_readable_current_and_resolvable(monkeypatch):
         assert r == kn
         changed += kn != tune.planner_knobs(tune.Cell(O, K, T, d, fused=fused))
         assert S.tiled_knobs(d, T, "sm_90a")     # a cell of the planner's tiled kernel
-    assert changed > 0 and fused_keys > 0
+    assert changed > 0 and fused_keys > 0 and dense_keys > 0
 
 
 def test_import_warns_when_the_results_come_from_another_build(tmp_path, capsys):

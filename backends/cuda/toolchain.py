@@ -138,8 +138,9 @@ def _current_arch() -> str:
 
 
 MIN_BLOCKS_ATTR = "tirx.launch_bounds_min_blocks_per_sm"
-# PrimFunc attribute (sparsec's): the device kernels it splits into after the first are launched with programmatic
-# dependent launch (TVM 0.27's runtime launch tag, which its passes do not carry from the PrimFunc to the kernels)
+# PrimFunc attribute (sparsec's): the device kernels it splits into after the first (value 1), or all of them (value 2:
+# the first overlaps the previous launch on the stream too), are launched with programmatic dependent launch (TVM
+# 0.27's runtime launch tag, which its passes do not carry from the PrimFunc to the kernels)
 PDL_ATTR = "sparsec.pdl"
 PDL_TAG = "tirx.use_programtic_dependent_launch"     # (sic: TVM's spelling)
 
@@ -176,13 +177,13 @@ def build(mod, arch: str = DEFAULT_ARCH):
     ensure_cuda_codegen()
     nvcc_path()
     target = cuda_target(arch)
-    mins, pdl = {}, set()
+    mins, pdl = {}, {}
     for gv, f in mod.functions.items():
         sym = str(f.attrs.get("global_symbol", gv.name_hint)) if f.attrs is not None else gv.name_hint
         if f.attrs is not None and MIN_BLOCKS_ATTR in f.attrs:
             mins[sym] = int(f.attrs[MIN_BLOCKS_ATTR])
         if f.attrs is not None and f.attrs.get(PDL_ATTR):
-            pdl.add(sym)
+            pdl[sym] = int(f.attrs[PDL_ATTR])
     with _build_lock:
         _state["min_blocks"] = mins
         try:
@@ -192,11 +193,12 @@ def build(mod, arch: str = DEFAULT_ARCH):
             _state["min_blocks"] = {}
 
 
-def _build_pdl(mod, target, pdl: set):
+def _build_pdl(mod, target, pdl: dict):
     """``tvm.tirx.build``'s steps (TVM 0.27, ``tvm/tirx/build.py``) with one more between the split and the device
-    codegen: the kernels ``<sym>_kernel_<n>`` (every kernel of a function in ``pdl`` after its first) get the
-    programmatic-dependent-launch tag in their launch parameters (before ``tirx.use_dyn_shared_memory``, which must
-    stay last), so the runtime launches them with ``cuLaunchKernelEx`` + programmatic stream serialization."""
+    codegen: the kernels ``<sym>_kernel_<n>`` (every kernel of a function in ``pdl`` after its first; with
+    ``pdl[sym] == 2`` also the first, ``<sym>_kernel``) get the programmatic-dependent-launch tag in their launch
+    parameters (before ``tirx.use_dyn_shared_memory``, which must stay last), so the runtime launches them with
+    ``cuLaunchKernelEx`` + programmatic stream serialization."""
     import importlib
     import re
 
@@ -208,7 +210,10 @@ def _build_pdl(mod, target, pdl: set):
     pipeline, fin_host, fin_dev = tvm.tirx.get_default_tir_pipeline(target)
     mod = pipeline(mod)
     host_mod, dev_mods = tb.split_host_device_mods(mod)
-    pat = re.compile("^(" + "|".join(re.escape(s) for s in sorted(pdl)) + r")_kernel_\d+$")
+    later = [re.escape(s) for s in sorted(pdl) if pdl[s] == 1]
+    every = [re.escape(s) for s in sorted(pdl) if pdl[s] != 1]
+    pat = re.compile("|".join((["^(" + "|".join(later) + r")_kernel_\d+$"] if later else [])
+                              + (["^(" + "|".join(every) + r")_kernel(_\d+)?$"] if every else [])))
     tagged = 0
     for t, dm in dev_mods.items():
         funcs = {}
@@ -222,7 +227,8 @@ def _build_pdl(mod, target, pdl: set):
             funcs[gv] = f
         dev_mods[t] = tvm.IRModule(funcs, attrs=dm.attrs)
     if not tagged:
-        raise RuntimeError(f"toolchain: {sorted(pdl)} asked for programmatic dependent launch but has no second kernel")
+        raise RuntimeError(f"toolchain: {sorted(pdl)} asked for programmatic dependent launch but has no "
+                           f"{'kernel' if every else 'second kernel'}")
     host_mod = fin_host()(host_mod)
     dev_mods = {t: fin_dev()(dm) for t, dm in dev_mods.items()}
     return tb.tir_to_runtime(host_mod, dev_mods, host)

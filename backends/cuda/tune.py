@@ -50,7 +50,10 @@ MAX_SPLIT = 64
 WIDE_KNOBS = {"wg": {"wgs": (1, 2, 3), "xd": (1, 2, 3), "pb": (1, 2), "pf": (1, 2), "ra": (1, 2),
                      "code": ("pos", "pos7"), "sc": (64, 128, 256), "rr": (0, 1), "rp": (1, 2, 4), "fx": (0, 1)},
               "sync": {"warps": (4, 8, 16), "code": ("pos", "pos7"), "clear": ("zero", "unscatter"), "pipe": (1, 2)}}
-SPACES = ("default", "wide")
+# space="pdl" (a pass after a tuning run): the planner's variant and the tuned record's (the user's database, else the
+# shipped one), each at its split and one either side, as it is and launched to overlap the previous kernel on the
+# stream (pdl=2). (The fixup with pdl=2 was slower than pdl=2 alone in all 15 cells of dev/pdl15.)
+SPACES = ("default", "wide", "pdl")
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tuned_h100.jsonl")
 SCHEMA = "sparsec-cuda-tune/1"
 
@@ -203,6 +206,15 @@ def candidates(c: Cell) -> list[dict]:
     add(S.tiled_knobs(c.density, c.T, c.arch, c.fused))
     if not out:
         raise ParameterError(f"{c.where}: {c.label}: the tiled kernel does not take this shape")
+    if c.space == "pdl":
+        hit = lookup(c.O, c.K, c.T, c.density, c.dtype, c.arch, fused=c.fused)
+        for kn in [dict(out[0])] + ([hit[0]] if hit else []):
+            kn = {k: v for k, v in kn.items() if k != "pdl"}
+            for split in sorted({max(1, kn["ksplit"] - 1), kn["ksplit"], kn["ksplit"] + 1}):
+                add(dict(kn, ksplit=split))
+                if kn.get("mma") == "wg":
+                    add(dict(kn, ksplit=split, pdl=2))
+        return out
     for d in [c.density] + _adjacent(c.density):
         if c.fused:
             # also the mma.sync kernel the planner ran under an activation before session 13 (split 1 only); the
@@ -255,6 +267,20 @@ def dense_candidates(c: Cell) -> list[dict]:
     spec = _spec(c)
     out, seen = [planner_knobs(c)], set()
     seen.add(json.dumps(out[0], sort_keys=True))
+    if c.space == "pdl":
+        # the planner's and the tuned record's knobs, each as they are and overlapping the previous kernel (pdl=2)
+        hit = lookup(c.O, c.K, c.T, 1.0, c.dtype, c.arch, fused=c.fused, kind="dense")
+        for kn in [dict(out[0])] + ([hit[0]] if hit else []):
+            for p in (0, 2):
+                try:
+                    kn2 = _wgmma_knobs(wg_resolve(c.O, c.K, c.T, dict(kn, pdl=p), spec))
+                except KernelError:
+                    continue
+                key = json.dumps(kn2, sort_keys=True)
+                if key not in seen:
+                    seen.add(key)
+                    out.append(kn2)
+        return out
     base = default_knobs(c.O, c.K, c.T, spec.activation)
     for bn in sorted({base["bn"], min(128, base["bn"])}, reverse=True):
         tiles = ceil_div(c.O, base["bm"]) * ceil_div(c.T, bn)
@@ -369,12 +395,13 @@ def build(cells: list[Cell], outdir: str, arch: str | None = None, progress=None
     return doc
 
 
-def import_results(path: str, db, decisive_only: bool = False) -> dict:
+def import_results(path: str, db, decisive_only: bool = False, replace: bool = False) -> dict:
     """Append the GPU measurements of ``path`` (``tune_tiled.py``'s ``results.json``) to the tuning database ``db``:
     one record per candidate (``ok`` with its samples, or ``wrong`` with its error), then the interleaved
     re-measurement of the finalists (``CONFIRM``; the planner's as ``INCUMBENT``). ``decisive_only``: only what
     ``TuningDB.best`` decides on (the re-measurements and the failed candidates; how the shipped file is kept
-    small). Returns a summary."""
+    small). ``replace``: the database's earlier records of the measured cells' keys are removed first, so each cell
+    is decided by this run alone (a re-tune: e.g. under another L2 mode, or a ``pdl`` pass). Returns a summary."""
     from sparsec.passes.autotune.db import CONFIRM, INCUMBENT, Record, TuningKey
 
     try:
@@ -392,6 +419,13 @@ def import_results(path: str, db, decisive_only: bool = False) -> dict:
     runner = f"gpu:{gpu}" + (":l2=cold" if res.get("l2") == "cold" else "")
     n_ok = n_bad = n_cells = 0
     changed = []
+    dropped = 0
+    if replace:
+        try:
+            digests = {TuningKey.from_json(cell["key"]).digest() for cell in res["cells"]}
+        except (KeyError, TypeError) as exc:
+            raise SerializationError(f"{path}: a cell without its key: {exc}") from None
+        dropped = db.drop_keys(digests)
     for ci, cell in enumerate(res["cells"]):
         try:
             key = TuningKey.from_json(cell["key"])
@@ -422,7 +456,7 @@ def import_results(path: str, db, decisive_only: bool = False) -> dict:
         if best is not None and best.knobs != planner:
             changed.append((cell, best))
     return {"cells": n_cells, "ok": n_ok, "not_ok": n_bad, "changed": changed, "gpu": gpu,
-            "stale": res.get("versions") if stale else None}
+            "stale": res.get("versions") if stale else None, "replaced": dropped}
 
 
 def _dbs(db=None) -> list:

@@ -232,6 +232,37 @@ class TuningDB:
         for r in recs:
             self.append(r)
 
+    def drop_keys(self, digests) -> int:
+        """Remove every record of these key digests (a re-measured cell replaces its earlier run instead of
+        mixing with it): the file is rewritten to a temporary path and renamed over, under the append lock.
+        Returns the number of records removed."""
+        import fcntl
+
+        digests = set(digests)
+        if not os.path.exists(self.path) or not digests & set(self.by_key):
+            return 0
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self.reload()                       # what other writers appended since
+            keep = [r for r in self.records if r.key.digest() not in digests]
+            gone = len(self.records) - len(keep)
+            tmp = f"{self.path}.tmp{os.getpid()}"
+            try:
+                with open(tmp, "w") as f:
+                    f.write("".join(r.to_line() for r in keep))
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.path)
+            except OSError as exc:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise SerializationError(f"tuning database {self.path}: cannot rewrite: {exc}") from exc
+        finally:
+            os.close(fd)
+        self.reload()
+        return gone
+
     # -- reading ---------------------------------------------------------------------------
     def for_key(self, key: TuningKey) -> list[Record]:
         return list(self.by_key.get(key.digest(), []))

@@ -2,7 +2,8 @@
 
 usage: python scripts/gpu/build_kernels.py OUTDIR [--arch sm_90a] [--quick]
 writes OUTDIR/check.so, OUTDIR/bench.so (fatbin embedded) and OUTDIR/cases.json.
-``--design tiled --max-tokens 128``: a focused build (the tiled kernels + sparsec dense) for a short GPU run.
+``--design tiled --max-tokens 128``: a focused build (the tiled kernels + sparsec dense) for a short GPU run;
+``--only NAME``: just the check cases whose name contains NAME (e.g. ``tiledpdl``).
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ def main():
     ap.add_argument("--design", help="only kernels of these designs (comma-separated: fragment, tiled, dlight, mma, wgmma, bmtc), "
                                      "for a focused run")
     ap.add_argument("--max-tokens", type=int, help="only benchmark kernels with T <= this")
+    ap.add_argument("--only", help="only the check cases whose name contains this (no benchmark kernels)")
     a = ap.parse_args()
     os.makedirs(a.outdir, exist_ok=True)
     chk = C.check_cases()
@@ -67,8 +69,13 @@ def main():
         bench = [c for c in bench if c.get("design", "fragment") in ds or c["format"] in ("dense", "bitmap")]
     if a.max_tokens:
         bench = [c for c in bench if c["T"] <= a.max_tokens]
+    if a.only:
+        chk, bench = [c for c in chk if a.only in c["name"]], []
+        if not chk:
+            raise SystemExit(f"--only {a.only!r}: no check case's name contains it")
     build(chk, os.path.join(a.outdir, "check.so"), a.arch)
-    build(bench, os.path.join(a.outdir, "bench.so"), a.arch)
+    if bench:
+        build(bench, os.path.join(a.outdir, "bench.so"), a.arch)
     with open(os.path.join(a.outdir, "cases.json"), "w") as f:
         json.dump({"arch": a.arch, "check": chk, "bench": bench}, f, indent=1)
 

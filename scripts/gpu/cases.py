@@ -66,6 +66,7 @@ def check_cases() -> list[dict]:
                 out.append(case(f"chk{i}_{fmt}{tag}_{dtype}_{O}x{K}x{T}", fmt, params, O, K, T, dtype, bias, act,
                                 pat))
     return (out + tiled_check_cases() + tiled_pos7_check_cases() + tiled_wg_check_cases() + tiled_wsp_check_cases()
+            + tiled_pdl_check_cases()
             + dlight_check_cases()
             + mma_check_cases()
             + wgmma_check_cases())
@@ -143,6 +144,18 @@ def wgmma_check_cases() -> list[dict]:
     for i, (O, K, T, dt, bias, act, kn) in enumerate(grid):
         out.append(case(f"chk_wgsp{i}_nm24_{dt}_{O}x{K}x{T}", "nm", {"n": 2, "m": 4}, O, K, T, dt, bias, act,
                         ["nm", 2, 4], kn, design="wgmma"))
+    # pdl=2 (session 15): chains of dependent calls (check_kernels.chain_err), dense and 2:4, with and without a split,
+    # a ring shorter than the k-tiles and one longer (every slot's weight box before the wait), bias, activation
+    grid = [("dense", 1024, 1024, 16, "float16", False, None, dict(ks=1)),
+            ("dense", 1024, 1024, 32, "bfloat16", True, None, dict(ks=4)),
+            ("dense", 1024, 1024, 128, "float16", True, "gelu", dict(ks=1, stages=4)),
+            ("dense", 512, 512, 8, "float16", False, None, dict(ks=2, stages=6)),
+            ("nm", 2048, 2048, 8, "float16", False, None, dict(ks=2)),
+            ("nm", 1024, 1024, 64, "bfloat16", True, "relu", dict(ks=1))]
+    for i, (fmt, O, K, T, dt, bias, act, kn) in enumerate(grid):
+        nm = fmt == "nm"
+        out.append(dict(case(f"chk_wgpdl{i}_{fmt}_{dt}_{O}x{K}x{T}", fmt, {"n": 2, "m": 4} if nm else {}, O, K, T, dt,
+                             bias, act, ["nm", 2, 4] if nm else ["dense"], dict(kn, pdl=2), design="wgmma"), chain=6))
     return out
 
 
@@ -312,6 +325,30 @@ def tiled_wsp_check_cases() -> list[dict]:
             except KernelError:
                 continue
             out.append(dict(c, name=c["name"].replace("chk_tiledwg", "chk_tiledwsq"), knobs=k2))
+    return out
+
+
+# pdl=2 (session 15): every launch overlaps the previous kernel on the stream; square layers (O == K) run as a chain
+# of dependent calls (check_kernels.chain_err: each call reads the last one's output and overwrites what it read):
+# one launch, split-K with its zeroing launch, the fixup, the 2:4 operand with a split, bias + activation, bf16, T=1
+PDL_CHECK = [
+    (1024, 1024, 16, ["unstructured", 0.9, True], False, None, {"ksplit": 1}),
+    (1024, 1024, 16, ["unstructured", 0.7, False], True, None, {"ksplit": 4}),
+    (2048, 2048, 32, ["unstructured", 0.8, True], True, "gelu", {"ksplit": 4, "fx": 1}),
+    (2048, 2048, 8, ["unstructured", 0.9, False], False, None,
+     {"ksplit": 4, "sp": 1, "sc": 256, "code": "pos7", "pb": 2, "wgs": 1, "rr": 1, "ra": 1, "xd": 1}),
+    (1000, 1000, 1, ["unstructured", 0.7, True], True, "relu", {"ksplit": 2}),
+]
+
+
+def tiled_pdl_check_cases() -> list[dict]:
+    out = []
+    for dtype in ("float16", "bfloat16"):
+        for i, (O, K, T, pat, bias, act, knobs) in enumerate(PDL_CHECK):
+            if dtype == "bfloat16" and i % 2:
+                continue
+            out.append(dict(case(f"chk_tiledpdl{i}_{dtype}_{O}x{K}x{T}", "bitmap", {"tile": [8, 32]}, O, K, T, dtype,
+                                 bias, act, pat, dict(knobs, mma="wg", pdl=2), design="tiled"), chain=6))
     return out
 
 

@@ -78,6 +78,9 @@ def main():
             r["rel_err"] = err
             r["ok"] = bool(err <= TOL[c["dtype"]])
             r["knobs"] = c.get("resolved_knobs")
+            if c.get("chain"):
+                r["chain_err"] = chain_err(lib[c["name"]], c, bufs, x, b, fmt, dev)
+                r["ok"] = r["ok"] and all(r["chain_err"][m] <= TOL[c["dtype"]] for m in ("stream", "graph"))
         except Exception as exc:  # noqa: BLE001  (recorded as a failure)
             r["ok"] = False
             r["error"] = f"{type(exc).__name__}: {exc}"[:300]
@@ -90,6 +93,54 @@ def main():
           f"{t_ready - t_start:.1f} s)", flush=True)
     json.dump(results, open(outp, "w"), indent=1)
     return 0 if bad == 0 else 1
+
+
+def chain_err(fn, c, bufs, x, b, fmt, dev) -> dict:
+    """A layer whose launches overlap the previous kernel (``pdl=2``) run ``c["chain"]`` times in a row, each call
+    reading the last one's output (O == K) from two ping-pong buffers, so every call also overwrites the buffer the
+    call before it read: on the stream, then as a CUDA graph. Relative error of the last output against the same
+    chain of ``F.linear`` in fp32, rounded to the dtype after each layer: ``{"stream": e, "graph": e}``."""
+    import torch
+    import torch.nn.functional as F
+
+    from sparsec.backends.cuda.runtime import on_torch_stream
+
+    acts = {None: lambda v: v, "relu": F.relu, "gelu": F.gelu, "silu": F.silu}
+    dt = getattr(torch, c["dtype"])
+    wd = fmt.to_dense().float().to(dev)
+    bd = b.float().to(dev) if b is not None else None
+    ref = x.to(dev)
+    for _ in range(c["chain"]):
+        ref = acts[c["activation"]](F.linear(ref.float(), wd, bd)).to(dt)
+    bb = [b.to(dev)] if b is not None else []
+    ping = [torch.empty(c["T"], c["K"], dtype=dt, device=dev) for _ in range(2)]
+
+    def run():
+        for j in range(c["chain"]):
+            fn(*bufs, ping[j % 2], *bb, ping[(j + 1) % 2])
+
+    out = {}
+    for mode in ("stream", "graph"):
+        ping[0].copy_(x.to(dev))
+        ping[1].fill_(float("nan"))
+        torch.cuda.synchronize()
+        if mode == "stream":
+            with on_torch_stream(torch.cuda.stream(torch.cuda.current_stream())):
+                run()
+        else:
+            g = torch.cuda.CUDAGraph()
+            with on_torch_stream(torch.cuda.graph(g)):
+                run()
+            ping[0].copy_(x.to(dev))
+            ping[1].fill_(float("nan"))
+            g.replay()
+        torch.cuda.synchronize()
+        y = ping[c["chain"] % 2]
+        out[mode] = float((y.float() - ref.float()).abs().max() / ref.float().abs().max().clamp_min(1e-6))
+    out["ref_max"] = float(ref.float().abs().max())       # (a chain that decays to zero would prove nothing)
+    if not out["ref_max"] > 1e-3:
+        raise RuntimeError(f"chain of {c['chain']}: the reference decays to {out['ref_max']:.1e}")
+    return out
 
 
 def run_groups(kdir, outp, cases):

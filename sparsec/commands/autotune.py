@@ -170,9 +170,10 @@ def run_cuda(args) -> int:
         from sparsec.passes.autotune.db import TuningDB
 
         db = TuningDB(args.db or default_db_path())
-        s = tune.import_results(args.import_, db, decisive_only=args.decisive_only)
+        s = tune.import_results(args.import_, db, decisive_only=args.decisive_only, replace=args.replace)
         print(f"{args.import_}: {s['cells']} cells measured on {s['gpu']}: {s['ok']} candidates correct, "
-              f"{s['not_ok']} not (wrong or failed: never chosen); database {db.path} ({len(db)} records)")
+              f"{s['not_ok']} not (wrong or failed: never chosen); database {db.path} ({len(db)} records"
+              + (f", {s['replaced']} earlier records of these cells replaced)" if args.replace else ")"))
         for cell, rec in s["changed"]:
             base = next((c for c in cell.get("confirm", []) if c["knobs"] == cell["planner"]), None)
             gain = f" ({base['us'] * 1e-6 / rec.time_s:.2f}x the planner's {base['us']:.1f} us)" if base else ""
@@ -235,11 +236,14 @@ def register(sub) -> None:
                         "float16): the tuning key includes it")
     p.add_argument("--import", dest="import_", metavar="RESULTS",
                    help="--target cuda: record scripts/gpu/tune_tiled.py's results.json in the database")
-    p.add_argument("--space", default="default", choices=("default", "wide"),
+    p.add_argument("--space", default="default", choices=("default", "wide", "pdl"),
                    help="--target cuda --emit: 'wide' also tries every single-knob neighbour of the planner's "
-                        "variant (~4x the candidates)")
+                        "variant (~4x the candidates); 'pdl' (after a tuning run) the planner's and the tuned "
+                        "knobs, at one split either side, each launched to overlap the previous kernel (pdl=2)")
     p.add_argument("--decisive-only", action="store_true",
                    help="--import: only the records the choice rests on (re-measured finalists, failed candidates)")
+    p.add_argument("--replace", action="store_true",
+                   help="--import: remove the database's earlier records of the measured cells first (a re-tune)")
     p.add_argument("--budget", help="time budget (90s, 10m, 1h; default 10m unless --trials)")
     p.add_argument("--trials", type=int, help="new measurements in total")
     p.add_argument("--db", help="tuning database (default $SPARSEC_TUNING_DB or <cache>/tuning.jsonl)")

@@ -107,12 +107,14 @@ def partial_sum_src(ws: str, nq: int, nt: int, end: str) -> str:
             f"    }}")
 
 
-def zero_fill(dt: str, n: int, pdl: bool = False):
+def zero_fill(dt: str, n: int, pdl: bool = False, wait: bool = False):
     """Macro ``zero(Y)``: a launch of its own that zeroes the ``n`` elements of ``Y`` (split-K GEMMs add their
     partial tiles into it with atomics): 8 elements per thread, one 16-byte store when ``n % 8 == 0`` (a
     multiple of 8 keeps every thread's chunk 16-byte aligned), else element stores. ``pdl``: first of all it lets
     the next kernel launch (``griddepcontrol.launch_dependents``; the next kernel, launched with programmatic
-    dependent launch, waits with ``griddepcontrol.wait`` before it touches ``Y``)."""
+    dependent launch, waits with ``griddepcontrol.wait`` before it touches ``Y``). ``wait``: this launch itself
+    overlaps the previous one on the stream (programmatic dependent launch): it waits for it to complete
+    (``griddepcontrol.wait``) before it writes ``Y``, which the previous kernel may still read or write."""
     zero = T.Cast(dt, T.float32(0))
 
     @T.macro
@@ -122,6 +124,8 @@ def zero_fill(dt: str, n: int, pdl: bool = False):
             for zt in T.thread_binding(256, thread="threadIdx.x"):
                 if pdl:
                     T.ptx["griddepcontrol.launch_dependents"]()
+                if wait:
+                    T.ptx["griddepcontrol.wait"]()
                 if n % 8 == 0:
                     if (zb * 256 + zt) * 8 < n:
                         for jj in T.vectorized(8):

@@ -92,7 +92,7 @@ KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128, 256), "warps": (1, 2, 4, 8, 16),
          "split": ("k", "rows"), "xpipe": (0, 1), "minb": (0, 2, 3, 4, 5, 6),
          "mma": ("sync", "wg"), "wip": (0, 1), "xd": (1, 2, 3), "wgs": (1, 2, 3, 4), "pf": (1, 2), "pb": (1, 2), "ra": (1, 2, 3),
          "xa": (0, 1), "sp": (0, 1), "rr": (0, 1),
-         "rp": (1, 2, 4, 8), "pdl": (0, 1), "fx": (0, 1)}
+         "rp": (1, 2, 4, 8), "pdl": (0, 1, 2), "fx": (0, 1)}
 WG_TN = (8, 16, 24, 32, 40, 48, 56, 64, 96, 128)   # mma="wg": tokens per block (the wgmma N)
 WG_KSPLIT = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)
 WG_MAX_PER = 24              # mma="wg" default split: at most this many stages per block ...
@@ -353,7 +353,7 @@ def resolve_wg(spec: MatmulSpec, knobs: dict) -> TiledSpec:
     return TiledSpec(spec, 1, sc, 4, ks, tn, code=knobs.get("code") or "pos", minb=knobs.get("minb") or 0,
                      clear=knobs.get("clear") or "zero", mma="wg", wip=wip, xd=xd, wgs=wgs, pf=pf, pb=pb,
                      ra=ra, xa=xa, sp=sp, rr=rr or 0, rp=knobs.get("rp") or 2,
-                     pdl=(knobs.get("pdl") or 0) if ks > 1 and not fx else 0, fx=fx)
+                     pdl=2 if knobs.get("pdl") == 2 else (knobs.get("pdl") or 0) if ks > 1 and not fx else 0, fx=fx)
 
 
 def tiled_args(ts: TiledSpec, dtype: str) -> list[Arg]:
@@ -395,10 +395,12 @@ def generate(ts: TiledSpec):
             kern = drop_param(kern, "bias")
         if ts.minb:
             kern = kern.with_attr("tirx.launch_bounds_min_blocks_per_sm", ts.minb)
-        if ts.pdl and ts.ksplit > 1:
+        if ts.pdl == 2 or (ts.pdl and ts.ksplit > 1):
             from sparsec.backends.cuda.toolchain import PDL_ATTR
 
-            kern = kern.with_attr(PDL_ATTR, True)      # the main kernel overlaps the launch of the zeroing one
+            # pdl=1: the main kernel overlaps the launch of the zeroing one; pdl=2: every launch overlaps the
+            # previous one on the stream
+            kern = kern.with_attr(PDL_ATTR, ts.pdl)
         return kern
     sp = ts.spec
     O, K, TT, dt = sp.out_features, sp.in_features, sp.tokens, sp.dtype

@@ -125,7 +125,8 @@ def generate_wg(ts):
     NATA = NAT // 2 if SP else NAT      # swizzle atoms per A stage buffer (per warpgroup)
     NK = SC // 32                       # sp: k32 steps per stage (metadata words per lane)
     RP = ts.rp                          # sp: residual rows of a stage loaded into registers one stage ahead
-    PDL = bool(ts.pdl) and KS > 1       # the main kernel launched with programmatic dependent launch (toolchain)
+    PDL = ts.pdl == 1 and KS > 1        # the main kernel launched with programmatic dependent launch (toolchain)
+    PDL2 = ts.pdl == 2                  # every launch overlaps the previous one: the weight prologue before the wait
     FX = bool(ts.fx) and KS > 1         # the splits' fp32 partials summed by the last block (no zero launch, atomics)
     NGR, NST = ts.ngroups, ts.nstages   # 16-row strips, stages
     NBX = ceil_div(NGR, NWP)
@@ -464,6 +465,8 @@ def generate_wg(ts):
         fxt = T.alloc_buffer((1,), "int32", scope="shared")    # fx: whether this block sums the tile's splits
         fxl = T.alloc_buffer((1,), "int32", scope="local")
         nb = s_end(bz) - s_first(bz)                    # the block's stages (every warp of the block)
+        if PDL2:
+            T.ptx["griddepcontrol.launch_dependents"]()  # the next kernel's blocks may start their own prologue
         for i in T.unroll(NACC):
             acc[i] = T.float32(0)
         if RR:
@@ -506,6 +509,10 @@ def generate_wg(ts):
                 if PF == 2:
                     if nb > 1 and sv[2] + b * 32 + tx < sv[3]:
                         load_batch(vals, pos, c2v, c2p, sv[2] + b * 32 + tx, b)
+        if PDL2:
+            # everything above read the weight only; X (the previous kernel's output in a model), Y, the split
+            # workspace and its counters are touched once the previous launch on the stream has completed
+            T.ptx["griddepcontrol.wait"]()
         if XA:
             if nb > 0:
                 load_xr(X, xn, by, s_first(bz) * SC, ty, tx)
@@ -590,7 +597,7 @@ def generate_wg(ts):
                                 body(vals, pos, sptr, X, bias, Y, bx, by, bz, ty, tx, tiledwg_smem_bf16, meta, res, rptr)
 
     POS_DT = "int32" if P7 else "int16"
-    zero_y = zero_fill(dt, TT * O, pdl=PDL)
+    zero_y = zero_fill(dt, TT * O, pdl=PDL or PDL2, wait=PDL2)
 
     @T.prim_func
     def kern(a_vals: T.handle, a_pos: T.handle, a_ptr: T.handle, x: T.handle, b: T.handle, y: T.handle):

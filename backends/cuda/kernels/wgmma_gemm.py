@@ -100,6 +100,10 @@ KNOBS = (
     Knob("tail", (1, 2, 3, 4, 5, 6, 8), None, "ks=1: the tiles of the last, partial wave are split along K into "
                                               "this many blocks each (fp16/bf16 atomics into their zeroed Y tiles; "
                                               "no activation); 1: off"),
+    Knob("pdl", (0, 2), None, "2: every launch overlaps the previous kernel on the stream (programmatic dependent "
+                              "launch): the TMA producer loads the weight tiles of the first ring slots, then waits "
+                              "(griddepcontrol.wait) for the previous kernel before the activation tiles and any "
+                              "write of Y (tma=1, the plain grid: no sk, no tail, no ar)"),
 )
 BK = 64                          # 128-byte rows of fp16/bf16: the 128B swizzle atom
 SMEM_LIMIT = 227 * 1024          # H100 dynamic shared memory per block
@@ -129,6 +133,7 @@ class WgmmaSpec:
     sk: int = 0
     ar: int = 0
     ana: int = 0
+    pdl: int = 0
 
     def stage_raw(self) -> int:
         """Elements (halves) a ring slot receives: A tile (bm x 64, or when sparse bm x spk/2 stored values), B tile
@@ -264,6 +269,13 @@ def resolve(O: int, K: int, T: int, knobs: dict | None, spec: MatmulSpec, sparse
 
         # no A tile in a slot: as many slots as fit, up to 8
         ws = replace(ws, stages=max(2, min(8, (SMEM_LIMIT - ALIGN) // (ws.stage_elems() * 2))))
+    if kn.get("pdl"):
+        from dataclasses import replace
+
+        ws = replace(ws, pdl=int(kn["pdl"]))
+        if not (ws.tma and ws.ws) or ws.sk or ws.tail > 1 or ws.ar:
+            raise KernelError(f"cuda wgmma kernel: pdl={ws.pdl} needs the TMA producer (ws=1, tma=1) on the plain "
+                              f"grid (got ws={ws.ws}, tma={ws.tma}, sk={ws.sk}, tail={ws.tail}, ar={ws.ar})")
     if ws.ana and not ws.ar:
         raise KernelError("cuda wgmma kernel: ana=1 is a knob of the register-operand values (ar > 0)")
     if ws.ar and not (sparse and ws.tma and ws.ws and ws.wip == 0 and ws.spk == SP_KMUL):
@@ -324,6 +336,10 @@ def cuda_wgmma_matmul_primfunc(weight, tokens: int, *, bias: bool = False, activ
     ws = resolve(O, K, TT, knobs, spec, sparse)
     sym = name or ("sparsec_cuda_wgmma_nm_matmul" if sparse else "sparsec_cuda_wgmma_dense_matmul")
     func = _generate(ws).with_attr("global_symbol", sym)
+    if ws.pdl:
+        from sparsec.backends.cuda.toolchain import PDL_ATTR
+
+        func = func.with_attr(PDL_ATTR, ws.pdl)       # every launch of it with programmatic dependent launch
     dt = spec.dtype
     if sparse and ws.ar:
         args = [Arg("sp_frag", dt, (ceil_div(O, 16), K // 32, 32, 8)),
@@ -346,7 +362,7 @@ def resolved_knobs(ws: WgmmaSpec) -> dict:
             "stages": ws.stages, "ks": ws.ks, "gm": ws.gm, "wip": ws.wip, "ws": ws.ws,
             **({"tma": 1} if ws.tma else {}), **({"tail": ws.tail} if tail_split(ws) else {}),
             **({"sk": ws.sk} if ws.sk else {}), **({"ar": ws.ar} if ws.ar else {}),
-            **({"ana": 1} if ws.ana else {})}
+            **({"ana": 1} if ws.ana else {}), **({"pdl": ws.pdl} if ws.pdl else {})}
 
 
 def tail_split(ws: WgmmaSpec) -> tuple[int, int] | None:
@@ -569,7 +585,8 @@ def _generate(ws: WgmmaSpec):
     CP = "cp.async.cg.shared.global"
     grid_m, grid_n = ceil_div(O, BM), ceil_div(TT, BN)
     GM = min(ws.gm, grid_m)
-    zero_y = zero_fill(dt, TT * O)
+    PDL2 = ws.pdl == 2                      # the weight's first slots before griddepcontrol.wait (see KNOBS)
+    zero_y = zero_fill(dt, TT * O, pdl=PDL2, wait=PDL2)
 
     def cvt(e):
         return T.Cast(dt, e)
@@ -743,7 +760,28 @@ def _generate(ws: WgmmaSpec):
             if TMA:
                 # one thread: per slot an expect_tx of the slot's bytes, then the TMA boxes complete them
                 if lt == 0:
-                    for i in range(nkz):
+                    if PDL2:
+                        # the weight (and 2:4 metadata) boxes of the first S slots while the previous kernel may
+                        # still run; the activation boxes complete those slots once it has finished
+                        for i in T.unroll(S):
+                            if i < nkz:
+                                mb = T.cuda.cvta_generic_to_shared(T.address_of(Mb[i]))
+                                T.cuda.func_call("sparsec_mbar_expect_tx", mb, T.uint32(RAW * 2),
+                                                 source_code=MBAR_SRC["sparsec_mbar_expect_tx"])
+                                tma2d(sbase, off + i * STG, tW, (k0 + i) * ABK, bx * BM, mb)
+                                if SP:
+                                    tma2d(sbase, off + i * STG + ASZ + BSZ, tM, (k0 + i) * MW, bx * (BM // 16), mb)
+                        T.ptx["griddepcontrol.wait"]()
+                        for i in T.unroll(S):
+                            if i < nkz:
+                                mb = T.cuda.cvta_generic_to_shared(T.address_of(Mb[i]))
+                                if SP:
+                                    for h in T.unroll(BKL // BK):
+                                        tma2d(sbase, off + i * STG + ASZ + h * BN * BK, tX, (k0 + i) * BKL + h * BK,
+                                              by * BN, mb)
+                                else:
+                                    tma2d(sbase, off + i * STG + ASZ, tX, (k0 + i) * BK, by * BN, mb)
+                    for i in range(S if PDL2 else 0, nkz):
                         st = i % S
                         if i >= S:
                             mbar_wait(Mb, S + st, T.Cast("uint32", (i // S - 1) % 2))
@@ -828,12 +866,17 @@ def _generate(ws: WgmmaSpec):
         if SK or HYB or FIX:
             # the previous segment's epilogue read this memory through the generic proxy; TMA writes it next
             T.ptx["fence.proxy.async.shared::cta"]()
+        if PDL2:
+            T.ptx["griddepcontrol.launch_dependents"]()   # the next kernel's blocks may start their own prologue
         for i in T.unroll(NACC):
             acc[i] = T.float32(0)
         if WS:
             mainloop_ws(Sm, Su, W, Wm, X, acc, sbase, off, bx, by, k0, nkz, wg, lt)
         else:
             mainloop_sync(Sm, Su, W, Wm, X, acc, sbase, off, bx, by, k0, nkz, wg, tid)
+        if PDL2:
+            # every thread past the previous kernel's end before Y is written (the producer waited for it)
+            T.ptx["griddepcontrol.wait"]()
         # staged epilogue: d[4j + 2h + e] = (row 16 w + lane/4 + 8h, token 8j + 2 (lane%4) + e)
         if red:
             if wg < NWG:
