@@ -305,7 +305,9 @@ class _CudaPlanner(_Planner):
 
                 hit = lookup(o, k, tokens, 1.0, dtype, self.arch, self.tuning_db, fused=activation is not None,
                              kind="dense")
-                tries = ([hit] if hit else []) + [None]
+                tries = ([hit] if hit else []) + [(S.wgmma_knobs(o, k, tokens), None, None), None]
+            if design == "wgmma" and fmt.name == "nm":
+                tries = [(S.wgmma_knobs(o, k, tokens, sparse=True), None, None), None]
             if design == "tiled":
                 # the tuning database's fastest correct knobs for this key (backends/cuda/tune.py: a layer with a
                 # fused activation has keys of its own), else the planner's; tuned knobs the kernel refuses fall

@@ -131,7 +131,47 @@ def tiled_wg(density: float, tokens: int | None, arch: str | None, activation: b
     return tokens >= 8
 
 
+# pdl=2 (session 15): every launch of a layer overlaps the previous kernel on the stream, the weight's first loads
+# before griddepcontrol.wait. H100, benchmarks/results/dev/pdlpass15 (cold weights, CUDA graphs of 20 calls): the
+# wg tiled kernel faster with it in 29 of 36 LLM-shape cells (1.02-1.21x; slower in 4, by 1-17 %), the dense wgmma
+# GEMM 1.12-1.14x on 4096^2, 1.05-1.07x on 4096x11008, 1.01-1.02x on 11008x4096 and 0.94-0.97x on 9216x36864 (a
+# 680 MB weight: the next launch's early blocks compete with a long kernel). The official run
+# (benchmarks/results/spmm_gpu.json, session 15): 2:4 1.04-1.20x at 1-128 tokens up to 11008x4096, 0.85-0.88x on
+# 9216x36864; at 1024 tokens 0.99-1.01x (0.88x on 9216x36864), dense 0.96-1.00x there: not taken above 128 tokens
+PDL_MAX_WEIGHT_BYTES = 128 << 20
+PDL_MAX_TOKENS = 128
+
+
+def pdl_enabled() -> bool:
+    """The planner's ``pdl=2`` (``SPARSEC_CUDA_PDL=0`` turns it off; tuned records keep theirs)."""
+    import os
+
+    return os.environ.get("SPARSEC_CUDA_PDL", "1") != "0"
+
+
 def tiled_knobs(density: float, tokens: int | None = None, arch: str | None = None, activation: bool = False) -> dict:
+    """``_tiled_knobs``, and on the wg kernel every launch overlapping the previous kernel (``pdl=2``)."""
+    kn = _tiled_knobs(density, tokens, arch, activation)
+    return dict(kn, pdl=2) if kn.get("mma") == "wg" and pdl_enabled() else kn
+
+
+def wgmma_knobs(O: int, K: int, T: int, sparse: bool = False) -> dict:
+    """Knobs the planner gives the wgmma GEMM (dense, or 2:4 on ``wgmma.sp``) beyond its defaults: ``pdl=2`` for a
+    weight of at most ``PDL_MAX_WEIGHT_BYTES`` (fp16 bytes; 2:4 half of them) at up to ``PDL_MAX_TOKENS`` tokens where
+    the default grid takes it (no stream-K)."""
+    from sparsec.backends.cuda.kernels.wgmma_gemm import resolve
+    from sparsec.backends.kernels.common import KernelError, MatmulSpec
+
+    if O * K * (1 if sparse else 2) > PDL_MAX_WEIGHT_BYTES or T > PDL_MAX_TOKENS or not pdl_enabled():
+        return {}
+    try:
+        resolve(O, K, T, {"pdl": 2}, MatmulSpec(T, O, K, False, None, "float16"), sparse)
+    except KernelError:
+        return {}
+    return {"pdl": 2}
+
+
+def _tiled_knobs(density: float, tokens: int | None = None, arch: str | None = None, activation: bool = False) -> dict:
     """Knobs the planner gives the tiled kernel beyond its defaults: ``mma="wg"`` where ``tiled_wg`` says so (up to
     density 1/8 128-column ``pos`` stages, up to 0.25 128-column ``pos7`` stages with a one-buffer A ring, above
     64-column ``pos7`` stages, with the one-buffer ring from 32 tokens; at 33-64 tokens 90 % takes the 0.25 variant); else ``clear="unscatter"`` when a stage holds

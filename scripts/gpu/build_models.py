@@ -56,7 +56,11 @@ CASES = {
     "bert_base_b1": ("bert_base", "float16", 1),
     # BERT-base with 2:4 weights (--arch sm_90a: the FFN linears at 1024 tokens run wgmma.mma_async.sp)
     "bert_base_b8_24": ("bert_base@2:4", "float16", 8),
+    # the same models with the planner's pdl=2 off (SPARSEC_CUDA_PDL=0): benchmarks/pair_models_gpu.py times the pair
+    "decode_mlp16_70_nopdl": ("decode_mlp16@70", "float16", None),
+    "llm_mlp60_nopdl": ("llm_mlp@60", "float16", None),
 }
+NO_PDL = ("decode_mlp16_70_nopdl", "llm_mlp60_nopdl")
 
 
 # cases compiled with a tuning database (the format decided by measurement where it has both sides); the others
@@ -106,6 +110,10 @@ def main() -> int:
         if batch is not None:
             inputs = M.bert_base_inputs(batch)
         dispatch = isinstance(inputs, list)     # one variant per input tuple (shape-aware dispatch)
+        if name in NO_PDL:
+            os.environ["SPARSEC_CUDA_PDL"] = "0"
+        else:
+            os.environ.pop("SPARSEC_CUDA_PDL", None)
         try:
             if dispatch:
                 c = sparsec.compile_dispatch(model, inputs, target="cuda", arch=args.arch, dtype=dtype)
@@ -136,6 +144,8 @@ def main() -> int:
             entry["dispatch"] = len(variants)
         if name in TUNING_DB:
             entry["tuning_db"] = TUNING_DB[name]
+        if name in NO_PDL:
+            entry["pdl"] = False
         if key.partition("@")[0] in WEIGHTS_FROM_CODE or dispatch:
             # ship it without weights/ (BERT-base: 30 MB): check here that packing the model rebuilt from code
             # reproduces every file bit for bit, then drop them (check_models/e2e_gpu repack them)

@@ -17,6 +17,11 @@ def main():
             "rotated past the L2), as a layer of a whole model does." if m.get("l2") == "cold" else
             "Weights **warm** (one copy replayed: a weight buffer under ~50 MB, e.g. 4096x4096 fp16 or a 90 %-sparse "
             "layout of 11008x4096, is read from the L2; it flatters the smaller operand)."), ""]
+    if any(r.get("dense_wgmma_pdl_ms") or r.get("wgmma_sp_pdl_ms") for r in rows):
+        out += ["Kernels with `pdl=2` (the tuned records that chose it; the planner's wg tiled kernel, and its wgmma "
+                "GEMM up to 128 MB and 128 tokens) start each call of the graph while the call before it finishes: "
+                "their first weight loads come before `griddepcontrol.wait`, as when a layer follows another such "
+                "layer in a model. torch launches cuBLAS, cuSPARSE and cuSPARSELt without it.", ""]
     if chk:
         out += [f"Kernel correctness on the GPU: **{chk['cases'] - chk['failed']}/{chk['cases']}** cases within "
                 f"tolerance {chk.get('tolerance')}.", ""]
@@ -67,6 +72,16 @@ def main():
         out.append("- dense layers as `compile` runs them (wgmma, the shipped tuning record where there is one) vs "
                    f"cuBLAS, T ≤ 32: {min(x[3] for x in cd):.2f}–{max(x[3] for x in cd):.2f}; tuned cells: "
                    + (", ".join(f"{O}x{K} T={T} {v:.2f}" for O, K, T, v, t in cd if t) or "none"))
+    dp = sorted({(r["O"], r["K"], r["T"], r["dense_pdl_vs_cublas"], r["dense_vs_cublas_wgmma"]) for r in rows
+                 if r.get("dense_pdl_vs_cublas") and r.get("dense_vs_cublas_wgmma")})
+    if dp:
+        out.append("- dense wgmma with every launch overlapping the previous one (`pdl=2`) vs cuBLAS (without): "
+                   + ", ".join(f"{O}x{K} T={T} {p:.2f} ({q:.2f})" for O, K, T, p, q in dp))
+    sp = [r for r in rows if r["pattern"] == "2:4" and r.get("wgmma_sp_pdl_ms") and r.get("wgmma_sp_ms")]
+    if sp:
+        out.append("- 2:4 wgmma.sp with `pdl=2` / without, time ratio (>1: pdl faster): "
+                   + ", ".join(f"{r['O']}x{r['K']} T={r['T']} {r['wgmma_sp_ms'] / r['wgmma_sp_pdl_ms']:.2f}"
+                               for r in sp))
     comp = [r for r in rows if r.get("compiled_tiled_ms") and r["T"] <= 32 and r["pattern"] != "unstructured50"]
     if comp:
         out += ["", "## The tiled kernel `sparsec compile --target cuda --arch sm_90a` runs (x cuBLAS)", "",
