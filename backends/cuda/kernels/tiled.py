@@ -71,7 +71,9 @@ of 8 values, one of 8 positions, 8 shared stores), plus a fixed cost per stage (
   session 10 knobs (H100, docs/cuda.md): ``sp=1`` the stage decoded into the 2:4 sparse wgmma operand (``rr``:
   its residual during the wgmma, ``rp``: residual rows prefetched; the planner's variant at 90 % below 32 tokens),
   ``pdl=1`` (opt-in, measured neutral) split-K's main kernel launched with programmatic dependent launch so the
-  zeroing launch overlaps it, ``wgs`` 3 / 4 (opt-in, slower except 70 % on 9216x36864);
+  zeroing launch overlaps it, ``wgs`` 3 / 4 (opt-in, slower except 70 % on 9216x36864); session 15: ``pdl=2``
+  (the planner's) every launch of the layer overlaps the previous kernel on the stream, the weight read before
+  ``griddepcontrol.wait`` and X, Y and the split workspace after it (``tiled_wg.py``);
 - the warps' partial sums meet in shared memory (fp32 ``atomicAdd``); with one k split the block
   applies bias + activation and stores Y; with ``ksplit > 1`` (no activation) a first kernel zeroes
   Y and every block adds its partial result with fp16/bf16 ``atomicAdd`` (bias by split 0).

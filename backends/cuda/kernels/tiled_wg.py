@@ -50,6 +50,13 @@ accumulators after it. 256-column stages (two atoms) halve the stages and barrie
 already).
 ``wip=1`` is refused: it gave wrong results on 9216x36864 (likely, not proven: the next stage rewrites the metadata
 registers while the previous wgmma may still read them).
+
+Session 15: ``pdl=2`` (the planner's default) launches every kernel of the layer with programmatic dependent launch.
+The main kernel runs ``griddepcontrol.launch_dependents`` first, then its prologue reads only the weight (stage
+pointers, the first batches, the 2:4 metadata and residual rows), then ``griddepcontrol.wait`` (the previous kernel
+on the stream has completed, its writes visible) before the activation copies; Y, the fixup's workspace and
+counters are written later still. The zeroing launch of a split waits before it writes Y. H100: 1.02-1.21x in 29
+of 36 LLM-shape cells (docs/cuda.md, "A layer's launch overlaps the previous kernel").
 """
 from __future__ import annotations
 
