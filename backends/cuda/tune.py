@@ -267,19 +267,24 @@ def dense_candidates(c: Cell) -> list[dict]:
     spec = _spec(c)
     out, seen = [planner_knobs(c)], set()
     seen.add(json.dumps(out[0], sort_keys=True))
+
+    def add(knobs):
+        """Resolve ``knobs`` (a kernel that refuses them is left out) and keep them when new."""
+        try:
+            kn = _wgmma_knobs(wg_resolve(c.O, c.K, c.T, knobs, spec))
+        except KernelError:
+            return
+        key = json.dumps(kn, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(kn)
+
     if c.space == "pdl":
         # the planner's and the tuned record's knobs, each as they are and overlapping the previous kernel (pdl=2)
         hit = lookup(c.O, c.K, c.T, 1.0, c.dtype, c.arch, fused=c.fused, kind="dense")
         for kn in [dict(out[0])] + ([hit[0]] if hit else []):
             for p in (0, 2):
-                try:
-                    kn2 = _wgmma_knobs(wg_resolve(c.O, c.K, c.T, dict(kn, pdl=p), spec))
-                except KernelError:
-                    continue
-                key = json.dumps(kn2, sort_keys=True)
-                if key not in seen:
-                    seen.add(key)
-                    out.append(kn2)
+                add(dict(kn, pdl=p))
         return out
     base = default_knobs(c.O, c.K, c.T, spec.activation)
     for bn in sorted({base["bn"], min(128, base["bn"])}, reverse=True):
@@ -290,14 +295,7 @@ def dense_candidates(c: Cell) -> list[dict]:
             for ks in (DENSE_SPLITS if sk == 0 else (1,)):
                 if ks > 1 and ks * tiles > 2 * SMS:
                     break
-                try:
-                    kn = _wgmma_knobs(wg_resolve(c.O, c.K, c.T, dict(bn=bn, ks=ks, sk=sk), spec))
-                except KernelError:
-                    continue
-                key = json.dumps(kn, sort_keys=True)
-                if key not in seen:
-                    seen.add(key)
-                    out.append(kn)
+                add(dict(bn=bn, ks=ks, sk=sk))
     if c.space == "wide":
         # also 64-row tiles (twice the blocks: more loads in flight on a grid under a wave) and the pipeline depth,
         # each at every split of K that keeps the grid within four waves
@@ -306,14 +304,7 @@ def dense_candidates(c: Cell) -> list[dict]:
             for ks in DENSE_SPLITS:
                 if ks > 1 and (spec.activation or ks * tiles > 4 * SMS):
                     break
-                try:
-                    kn = _wgmma_knobs(wg_resolve(c.O, c.K, c.T, dict(bm=bm, stages=stages, ks=ks), spec))
-                except KernelError:
-                    continue
-                key = json.dumps(kn, sort_keys=True)
-                if key not in seen:
-                    seen.add(key)
-                    out.append(kn)
+                add(dict(bm=bm, stages=stages, ks=ks))
     elif c.space not in SPACES:
         raise ParameterError(f"tuning space {c.space!r}: one of {', '.join(SPACES)}")
     return out
