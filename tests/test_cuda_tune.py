@@ -300,6 +300,8 @@ def test_cli_cuda_errors(tmp_path, capsys):
     assert "not a tuning result file" in capsys.readouterr().err
     assert main(["autotune", "m.py", "--emit", str(tmp_path / "x")]) == 1
     assert "--target cuda only" in capsys.readouterr().err
+    assert main(["autotune", "--target", "cuda", "m.py", "--emit", str(tmp_path / "x"), "--replace"]) == 1
+    assert "apply to --import" in capsys.readouterr().err
     model = tmp_path / "tiny.py"
     model.write_text("import torch\nimport torch.nn as nn\nmodel = nn.Linear(64, 64)\n"
                      "def example_inputs():\n    return (torch.randn(4, 64),)\n")

@@ -67,6 +67,8 @@ def run(args) -> int:
         print(f"merged {len(args.merge) - 1} database(s) into {out.path}: {len(out)} records"
               + (f", {out.skipped} damaged lines dropped" if out.skipped else ""))
         return 0
+    if (args.replace or args.decisive_only) and not args.import_:
+        raise ParameterError("--replace and --decisive-only apply to --import RESULTS (--target cuda)")
     if args.target == "cuda":
         return run_cuda(args)
     if args.emit or args.import_ or args.arch or args.dtype or args.space != "default":
