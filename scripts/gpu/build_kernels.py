@@ -3,7 +3,8 @@
 usage: python scripts/gpu/build_kernels.py OUTDIR [--arch sm_90a] [--quick]
 writes OUTDIR/check.so, OUTDIR/bench.so (fatbin embedded) and OUTDIR/cases.json.
 ``--design tiled --max-tokens 128``: a focused build (the tiled kernels + sparsec dense) for a short GPU run;
-``--only NAME``: just the check cases whose name contains NAME (e.g. ``tiledpdl``).
+``--only NAME``: just the check cases whose name contains NAME (e.g. ``tiledpdl``); ``--shapes OxK,...``: just the
+benchmark kernels of those shapes (e.g. with ``--max-tokens 32``, for ``spmm_gpu.py --shapes``).
 """
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ def main():
                                      "for a focused run")
     ap.add_argument("--max-tokens", type=int, help="only benchmark kernels with T <= this")
     ap.add_argument("--only", help="only the check cases whose name contains this (no benchmark kernels)")
+    ap.add_argument("--shapes", help="only benchmark kernels of these OxK shapes (comma-separated), no check cases")
     a = ap.parse_args()
     os.makedirs(a.outdir, exist_ok=True)
     chk = C.check_cases()
@@ -73,7 +75,13 @@ def main():
         chk, bench = [c for c in chk if a.only in c["name"]], []
         if not chk:
             raise SystemExit(f"--only {a.only!r}: no check case's name contains it")
-    build(chk, os.path.join(a.outdir, "check.so"), a.arch)
+    if a.shapes:
+        want = {tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")}
+        chk, bench = [], [c for c in bench if (c["O"], c["K"]) in want]
+        if not bench:
+            raise SystemExit(f"--shapes {a.shapes}: no benchmark kernel of these shapes")
+    if chk:
+        build(chk, os.path.join(a.outdir, "check.so"), a.arch)
     if bench:
         build(bench, os.path.join(a.outdir, "bench.so"), a.arch)
     with open(os.path.join(a.outdir, "cases.json"), "w") as f:
