@@ -155,20 +155,25 @@ def tiled_knobs(density: float, tokens: int | None = None, arch: str | None = No
     return dict(kn, pdl=2) if kn.get("mma") == "wg" and pdl_enabled() else kn
 
 
-def wgmma_knobs(O: int, K: int, T: int, sparse: bool = False) -> dict:
-    """Knobs the planner gives the wgmma GEMM (dense, or 2:4 on ``wgmma.sp``) beyond its defaults: ``pdl=2`` for a
-    weight of at most ``PDL_MAX_WEIGHT_BYTES`` (fp16 bytes; 2:4 half of them) at up to ``PDL_MAX_TOKENS`` tokens where
-    the default grid takes it (no stream-K)."""
+def wgmma_takes_pdl(O: int, K: int, T: int, sparse: bool = False) -> bool:
+    """Whether the wgmma GEMM's default grid for this layer takes ``pdl=2`` (not where it runs stream-K)."""
     from sparsec.backends.cuda.kernels.wgmma_gemm import resolve
     from sparsec.backends.kernels.common import KernelError, MatmulSpec
 
-    if O * K * (1 if sparse else 2) > PDL_MAX_WEIGHT_BYTES or T > PDL_MAX_TOKENS or not pdl_enabled():
-        return {}
     try:
         resolve(O, K, T, {"pdl": 2}, MatmulSpec(T, O, K, False, None, "float16"), sparse)
     except KernelError:
+        return False
+    return True
+
+
+def wgmma_knobs(O: int, K: int, T: int, sparse: bool = False) -> dict:
+    """Knobs the planner gives the wgmma GEMM (dense, or 2:4 on ``wgmma.sp``) beyond its defaults: ``pdl=2`` for a
+    weight of at most ``PDL_MAX_WEIGHT_BYTES`` (fp16 bytes; 2:4 half of them) at up to ``PDL_MAX_TOKENS`` tokens where
+    the default grid takes it (``wgmma_takes_pdl``)."""
+    if O * K * (1 if sparse else 2) > PDL_MAX_WEIGHT_BYTES or T > PDL_MAX_TOKENS or not pdl_enabled():
         return {}
-    return {"pdl": 2}
+    return {"pdl": 2} if wgmma_takes_pdl(O, K, T, sparse) else {}
 
 
 def _tiled_knobs(density: float, tokens: int | None = None, arch: str | None = None, activation: bool = False) -> dict:

@@ -434,18 +434,6 @@ def tiled_variants(O, K, T, roles: dict | None = None) -> list[dict]:
     return out
 
 
-def wgmma_takes_pdl(O: int, K: int, T: int, sparse: bool) -> bool:
-    """Whether the wgmma GEMM's default grid for this layer takes ``pdl=2`` (not where it runs stream-K)."""
-    from sparsec.backends.cuda.kernels.wgmma_gemm import resolve
-    from sparsec.backends.kernels.common import KernelError, MatmulSpec
-
-    try:
-        resolve(O, K, T, {"pdl": 2}, MatmulSpec(T, O, K, False, None, "float16"), sparse)
-        return True
-    except KernelError:
-        return False
-
-
 def tuned_dense_knobs(O: int, K: int, T: int) -> dict | None:
     """The shipped H100 tuning record's knobs for a dense fp16 layer on the wgmma GEMM (``sparsec autotune``,
     ``backends/cuda/tuned_h100.jsonl``) where they differ from the kernel's defaults, else None."""
@@ -468,6 +456,8 @@ def tuned_dense_knobs(O: int, K: int, T: int) -> dict | None:
 
 def bench_cases() -> list[dict]:
     """One kernel per (format, shape, tokens); sparsity levels share the kernel."""
+    from sparsec.backends.cuda import select as S
+
     out = []
     for (O, K) in BENCH_SHAPES:
         for T in BENCH_TOKENS:
@@ -486,7 +476,7 @@ def bench_cases() -> list[dict]:
             # the same with every launch overlapping the previous one (pdl=2, session 15) where the default grid
             # takes it (not stream-K)
             for nm, fmt, params in (("b_wgdensepdl", "dense", {}), ("b_wgnm24pdl", "nm", {"n": 2, "m": 4})):
-                if wgmma_takes_pdl(O, K, T, fmt == "nm"):
+                if S.wgmma_takes_pdl(O, K, T, fmt == "nm"):
                     out.append(case(f"{nm}_{O}x{K}x{T}", fmt, params, O, K, T, knobs={"pdl": 2}, design="wgmma"))
             if T in TILED_TOKENS:
                 roles: dict = {}
