@@ -211,10 +211,20 @@ def test_wg_resolve_defaults_and_refusals():
            ({"mma": "wg", "rt": 2}, "rt"), ({"mma": "wg", "sc": 32}, "sc"), ({"mma": "wg", "clear": "none"}, "clear"),
            ({"mma": "wg", "wip": 1, "pf": 2}, "wip=1"), ({"mma": "wg", "code": "bitmap"}, "code"),
            ({"mma": "wg", "tn": 72}, "tn"), ({"wgs": 2}, "mma='wg'"), ({"tn": 64}, "mma='wg'"),
-           ({"fx": 1}, "mma='wg'"), ({"mma": "wg", "xa": 1, "fx": 1, "ksplit": 2}, "xa=0")]
+           ({"fx": 1}, "mma='wg'"), ({"mma": "wg", "xa": 1, "fx": 1, "ksplit": 2}, "xa=0"),
+           ({"fx": 2}, "mma='wg'"), ({"mma": "wg", "xa": 1, "fx": 2, "ksplit": 2}, "xa=0"),
+           ({"mma": "wg", "fx": 2, "ksplit": 9}, "at most 8")]
     for kn_, msg in bad:
         with pytest.raises(KernelError, match=msg):
             resolve(_spec(), kn_)
+    # fx=2: the splits of a tile are one thread-block cluster (at most 8 blocks, the default split capped there); the
+    # shared memory holds the block's fp32 partials
+    from sparsec.backends.cuda.kernels.tiled_wg import smem_elems
+
+    cl = resolve(_spec(O=4096, K=4096, T=8), {"mma": "wg", "fx": 2})
+    assert cl.fx == 2 and 1 < cl.ksplit <= 8 and cl.knobs()["fx"] == 2
+    assert resolve(_spec(O=4096, K=4096, T=8), {"mma": "wg", "fx": 2, "ksplit": 1}).fx == 0      # nothing to sum
+    assert smem_elems(64, 128, 0, 1, 3, 1, fx=2) == 128 * 3 * 128 + 512 > smem_elems(64, 128, 0, 1, 3, 1)
     with pytest.raises(KernelError, match="K % 8"):
         resolve(_spec(K=4100), {"mma": "wg"})
     with pytest.raises(KernelError, match="activation"):
@@ -239,6 +249,8 @@ def built_wg():
         "wg_ra1_us": (w, 24, True, None, {"mma": "wg", "sc": 128, "ra": 1, "xd": 1, "clear": "unscatter"}),
         "wg_xa": (w, 20, True, None, {"mma": "wg", "code": "pos7", "xa": 1, "ksplit": 2}),
         "wg_fx_gelu": (w, 16, True, "gelu", {"mma": "wg", "code": "pos7", "ksplit": 4}),    # fx=1: the default
+        "wg_cl_gelu": (w[:300], 24, True, "gelu", {"mma": "wg", "ksplit": 4, "fx": 2, "pdl": 2}),
+        "wg_cl_bf16_t1": (w.bfloat16(), 1, False, None, {"mma": "wg", "ksplit": 8, "fx": 2, "wgs": 1}),
     }
     funcs, knobs = {}, {}
     for sym, (wt, T, bias, act, kn) in confs.items():
@@ -247,12 +259,12 @@ def built_wg():
     lib = tc.build(tvm.IRModule(funcs), "sm_90a")
     ptx = tc.ptx(lib, "sm_90a")
     bodies = tc.ptx_entries(ptx)
-    return knobs, bodies, tc.ptxas_spills(lib, "sm_90a"), tc.device_source(lib)
+    return knobs, bodies, tc.ptxas_spills(lib, "sm_90a"), tc.device_source(lib), ptx
 
 
 @pytest.mark.skipif(not HAS_NVCC, reason="nvcc not installed")
 def test_wg_kernels_use_warpgroup_mma_and_vector_reductions(built_wg):
-    knobs, bodies, spills, src = built_wg
+    knobs, bodies, spills, src, ptx_text = built_wg
     for sym, kn in knobs.items():
         main = [b for n, b in bodies.items() if n.startswith(sym + "_kernel") and "wgmma" in b]
         assert len(main) == 1, sym
@@ -268,7 +280,18 @@ def test_wg_kernels_use_warpgroup_mma_and_vector_reductions(built_wg):
             assert "cp.async.cg.shared.global" in body, sym
         assert "fence.proxy.async.shared::cta" in body, sym
         assert re.search(r"st\.shared\.v4\.(u32|b32)", body), sym                 # zeroing a strip
-        if kn.get("fx"):
+        if kn.get("fx") == 2:
+            # the splits are one cluster of ksplit blocks (compiled in); each puts its fp32 partials in its shared
+            # memory, a cluster barrier, each sums its share of the tile from every block's (mapa +
+            # ld.shared::cluster), a last cluster barrier; no atomics, no workspace, no zeroing launch
+            head = re.search(rf"\.entry {sym}_kernel\([^{{]*", ptx_text).group(0)
+            assert re.search(rf"\.reqnctapercluster 1, 1, {kn['ksplit']}\b", head), sym
+            assert "mapa.shared::cluster.u32" in body and "ld.shared::cluster.v4.f32" in body, sym
+            assert body.count("barrier.cluster.arrive.release.aligned") == 2, sym
+            assert body.count("barrier.cluster.wait.acquire.aligned") == 2, sym
+            assert not re.search(r"(?<![a-z])red\.global|atom\.global|st\.global\.cg", body), sym   # not shared.global
+            assert [n for n in bodies if n.startswith(sym + "_kernel")] == [sym + "_kernel"], sym
+        elif kn.get("fx"):
             # the splits' fp32 partials through a workspace (st.cg / ld.cg), an arrival count per output tile; no
             # atomics into Y and no zeroing launch
             assert "red.global.add" not in body and "st.global.cg.v4.f32" in body and "ld.global.cg.v4.f32" in body

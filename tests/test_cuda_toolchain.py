@@ -173,3 +173,29 @@ def test_wgmma_pdl2_loads_the_weight_slots_before_the_wait(tmp_path):
     for bad in ({"pdl": 2, "tma": 0}, {"pdl": 2, "sk": 3}, {"pdl": 2, "ws": 0}):
         with pytest.raises(KernelError, match="pdl=2"):
             cuda_wgmma_matmul_primfunc(dense, 256, knobs=bad)
+
+
+def test_cluster_dims_are_compiled_into_the_asking_kernels_only():
+    """``CLUSTER_ATTR``: the kernels of a PrimFunc that asks get ``__cluster_dims__`` (PTX ``.reqnctapercluster``), the
+    others none; more than the portable 8 blocks is refused before anything is built."""
+    import re
+
+    import tvm
+    from tvm.script import tirx as T
+
+    from sparsec.backends.cuda import toolchain as tc
+
+    @T.prim_func
+    def f(a: T.Buffer((64,), "float32")):
+        for b in T.thread_binding(4, thread="blockIdx.x"):
+            for i in T.thread_binding(16, thread="threadIdx.x"):
+                a[b * 16 + i] = T.float32(1)
+
+    mod = tvm.IRModule({"c": f.with_attr("global_symbol", "c").with_attr(tc.CLUSTER_ATTR, "2,1,1"),
+                        "d": f.with_attr("global_symbol", "d")})
+    ptx = tc.ptx(tc.build(mod, "sm_90a"), "sm_90a")
+    heads = dict(re.findall(r"\.entry (\w+)\(([^{]*)", ptx))
+    assert re.search(r"\.reqnctapercluster 2, 1, 1", heads["c_kernel"])
+    assert "cluster" not in heads["d_kernel"]
+    with pytest.raises(ValueError, match="at most 8 blocks"):
+        tc.build(tvm.IRModule({"c": f.with_attr("global_symbol", "c").with_attr(tc.CLUSTER_ATTR, "1,1,9")}), "sm_90a")

@@ -460,6 +460,31 @@ def test_wide_space_adds_single_knob_neighbours():
         assert r == kn
 
 
+def test_cluster_space_sums_the_splits_of_the_planner_and_tuned_knobs_across_a_cluster(monkeypatch):
+    """space="cluster": the planner's and the tuned record's knobs as they are, then each with fx=2 at splits 2-8 (a
+    tile's splits are one thread-block cluster, at most 8 blocks); a dense cell keeps its two knob sets."""
+    tuned = {"mma": "wg", "code": "pos7", "sc": 128, "ra": 1, "xd": 1, "wgs": 2, "ksplit": 11, "pdl": 2, "tn": 32}
+    monkeypatch.setattr(tune, "lookup", lambda *a, **k: None if k.get("kind") == "dense" else (tuned, None))
+    c = tune.Cell(4096, 4096, 32, 0.1, space="cluster")
+    cands = tune.candidates(c)
+    planner = tune.candidates(tune.Cell(4096, 4096, 32, 0.1))[0]
+    assert cands[0] == planner
+    plain = [k for k in cands if k.get("fx") != 2]
+    assert [k["ksplit"] for k in plain] == [planner["ksplit"], 11]
+    for base in (planner, plain[1]):
+        cl = [k for k in cands if k.get("fx") == 2
+              and all(k[a] == base[a] for a in base if a not in ("ksplit", "fx"))]
+        assert sorted(k["ksplit"] for k in cl) == list(range(2, 9)), base
+    assert len({json.dumps(k, sort_keys=True) for k in cands}) == len(cands)
+    spec = MatmulSpec(32, 4096, 4096, False, None, "float16")
+    for kn in cands:
+        r = resolve(spec, kn).knobs()
+        r.pop("design")
+        assert r == kn
+    dense = tune.candidates(tune.Cell(4096, 4096, 8, 1.0, kind="dense", space="cluster"))
+    assert 1 <= len(dense) <= 2 and not any(k.get("fx") for k in dense)
+
+
 def test_dense_wide_space_adds_row_tiles_and_pipeline_depths():
     """A dense cell's wide space: 64-row tiles (twice the blocks) and 4-8 stages at every split within four waves."""
     from sparsec.backends.cuda.kernels.wgmma_gemm import SMS

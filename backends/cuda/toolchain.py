@@ -138,6 +138,9 @@ def _current_arch() -> str:
 
 
 MIN_BLOCKS_ATTR = "tirx.launch_bounds_min_blocks_per_sm"
+# PrimFunc attribute (sparsec's): "x,y,z", the thread-block cluster of its kernels, compiled in
+# (``__cluster_dims__``: the launch needs no cluster attribute; the grid must be a multiple of it)
+CLUSTER_ATTR = "sparsec.cluster_dims"
 # PrimFunc attribute (sparsec's): the device kernels it splits into after the first (value 1), or all of them (value 2:
 # the first overlaps the previous launch on the stream too), are launched with programmatic dependent launch (TVM
 # 0.27's runtime launch tag, which its passes do not carry from the PrimFunc to the kernels)
@@ -147,12 +150,19 @@ PDL_TAG = "tirx.use_programtic_dependent_launch"     # (sic: TVM's spelling)
 
 def _postproc_callback(code: str, target=None):
     """The generated CUDA source before nvcc: kernels whose PrimFunc carries ``MIN_BLOCKS_ATTR`` (TVM 0.27 does not
-    carry it to the device kernels it splits off) get ``__launch_bounds__(threads, min blocks per SM)``."""
+    carry it to the device kernels it splits off) get ``__launch_bounds__(threads, min blocks per SM)``; those whose
+    PrimFunc carries ``CLUSTER_ATTR`` get ``__cluster_dims__(x, y, z)``."""
     import re
 
     for sym, minb in _state.get("min_blocks", {}).items():
         code = re.sub(rf"__launch_bounds__\((\d+)\) ({re.escape(sym)}_kernel(_\d+)?)\(",
                       rf"__launch_bounds__(\1, {int(minb)}) \2(", code)
+    for sym, dims in _state.get("clusters", {}).items():
+        code, n = re.subn(rf"(__launch_bounds__\([\d, ]+\)) ({re.escape(sym)}_kernel(_\d+)?)\(",
+                          rf"\1 __cluster_dims__({dims}) \2(", code)
+        if n == 0:
+            raise RuntimeError(f"toolchain: {sym} asks for a thread-block cluster ({dims}) but has no kernel with "
+                               f"launch bounds in the generated source")
     return code
 
 
@@ -177,20 +187,28 @@ def build(mod, arch: str = DEFAULT_ARCH):
     ensure_cuda_codegen()
     nvcc_path()
     target = cuda_target(arch)
-    mins, pdl = {}, {}
+    mins, pdl, clusters = {}, {}, {}
     for gv, f in mod.functions.items():
         sym = str(f.attrs.get("global_symbol", gv.name_hint)) if f.attrs is not None else gv.name_hint
         if f.attrs is not None and MIN_BLOCKS_ATTR in f.attrs:
             mins[sym] = int(f.attrs[MIN_BLOCKS_ATTR])
+        if f.attrs is not None and CLUSTER_ATTR in f.attrs:
+            dims = [int(d) for d in str(f.attrs[CLUSTER_ATTR]).split(",")]
+            if len(dims) != 3 or min(dims) < 1 or dims[0] * dims[1] * dims[2] > 8:
+                raise ValueError(f"toolchain: {sym}: cluster dims {f.attrs[CLUSTER_ATTR]!s} must be 'x,y,z' of at "
+                                 f"most 8 blocks (the portable cluster size)")
+            clusters[sym] = ", ".join(map(str, dims))
         if f.attrs is not None and f.attrs.get(PDL_ATTR):
             pdl[sym] = int(f.attrs[PDL_ATTR])
     with _build_lock:
         _state["min_blocks"] = mins
+        _state["clusters"] = clusters
         try:
             with target:
                 return _build_pdl(mod, target, pdl) if pdl else tvm.tirx.build(mod, target=target)
         finally:
             _state["min_blocks"] = {}
+            _state["clusters"] = {}
 
 
 def _build_pdl(mod, target, pdl: dict):

@@ -53,7 +53,9 @@ WIDE_KNOBS = {"wg": {"wgs": (1, 2, 3), "xd": (1, 2, 3), "pb": (1, 2), "pf": (1, 
 # space="pdl" (a pass after a tuning run): the planner's variant and the tuned record's (the user's database, else the
 # shipped one), each at its split and one either side, as it is and launched to overlap the previous kernel on the
 # stream (pdl=2). (The fixup with pdl=2 was slower than pdl=2 alone in all 15 cells of dev/pdl15.)
-SPACES = ("default", "wide", "pdl")
+# space="cluster" (a pass after a tuning run): the planner's variant and the tuned record's as they are, and each with
+# its splits summed across a thread-block cluster (fx=2) at every split from 2 to the cluster limit
+SPACES = ("default", "wide", "pdl", "cluster")
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tuned_h100.jsonl")
 SCHEMA = "sparsec-cuda-tune/1"
 
@@ -206,6 +208,16 @@ def candidates(c: Cell) -> list[dict]:
     add(S.tiled_knobs(c.density, c.T, c.arch, c.fused))
     if not out:
         raise ParameterError(f"{c.where}: {c.label}: the tiled kernel does not take this shape")
+    if c.space == "cluster":
+        from sparsec.backends.cuda.kernels.tiled import WG_CLUSTER_MAX
+
+        hit = lookup(c.O, c.K, c.T, c.density, c.dtype, c.arch, fused=c.fused)
+        for kn in [dict(out[0])] + ([hit[0]] if hit else []):
+            add(dict(kn))
+            if kn.get("mma") == "wg":
+                for split in range(2, WG_CLUSTER_MAX + 1):
+                    add(dict(kn, ksplit=split, fx=2))
+        return out
     if c.space == "pdl":
         hit = lookup(c.O, c.K, c.T, c.density, c.dtype, c.arch, fused=c.fused)
         for kn in [dict(out[0])] + ([hit[0]] if hit else []):
@@ -279,6 +291,12 @@ def dense_candidates(c: Cell) -> list[dict]:
             seen.add(key)
             out.append(kn)
 
+    if c.space == "cluster":
+        # the cluster sum is the tiled kernel's: a dense cell keeps the planner's and the tuned record's knobs
+        hit = lookup(c.O, c.K, c.T, 1.0, c.dtype, c.arch, fused=c.fused, kind="dense")
+        for kn in [dict(out[0])] + ([hit[0]] if hit else []):
+            add(dict(kn))
+        return out
     if c.space == "pdl":
         # the planner's and the tuned record's knobs, each as they are and overlapping the previous kernel (pdl=2)
         hit = lookup(c.O, c.K, c.T, 1.0, c.dtype, c.arch, fused=c.fused, kind="dense")

@@ -66,7 +66,7 @@ def check_cases() -> list[dict]:
                 out.append(case(f"chk{i}_{fmt}{tag}_{dtype}_{O}x{K}x{T}", fmt, params, O, K, T, dtype, bias, act,
                                 pat))
     return (out + tiled_check_cases() + tiled_pos7_check_cases() + tiled_wg_check_cases() + tiled_wsp_check_cases()
-            + tiled_pdl_check_cases()
+            + tiled_pdl_check_cases() + tiled_cl_check_cases()
             + dlight_check_cases()
             + mma_check_cases()
             + wgmma_check_cases())
@@ -349,6 +349,38 @@ def tiled_pdl_check_cases() -> list[dict]:
                 continue
             out.append(dict(case(f"chk_tiledpdl{i}_{dtype}_{O}x{K}x{T}", "bitmap", {"tile": [8, 32]}, O, K, T, dtype,
                                  bias, act, pat, dict(knobs, mma="wg", pdl=2), design="tiled"), chain=6))
+    return out
+
+
+# fx=2 (session 16): a tile's k splits are one thread-block cluster and sum their fp32 partials through distributed
+# shared memory (no zeroing launch, no atomics, no workspace): splits 2-8, odd O and T (a tile's tail rows and tokens),
+# bias + every activation, one to three warpgroups, 8-64 tokens, the 2:4 operand, code pos / pos7, bf16, more splits
+# than stages (blocks with no stage still take part), and chains of 6 dependent calls with pdl=2
+CL_CHECK = [
+    (1000, 4104, 16, "csr", ["unstructured", 0.7, False], True, "gelu", {"ksplit": 6, "code": "pos7"}, 0),
+    (520, 2048, 33, "bitmap", ["unstructured", 0.9, True], False, "silu", {"ksplit": 4, "sc": 128, "wgs": 1}, 0),
+    (300, 1000, 64, "csr", ["unstructured", 0.8, False], True, None, {"ksplit": 3}, 0),
+    (2000, 3000, 8, "bitmap", ["unstructured", 0.7, True], True, "relu", {"ksplit": 8, "wgs": 3}, 0),
+    (100, 200, 5, "bitmap", ["unstructured", 0.9, True], True, None, {"ksplit": 8}, 0),
+    (4096, 4096, 8, "bitmap", ["unstructured", 0.9, False], False, None,
+     {"ksplit": 8, "sp": 1, "sc": 256, "code": "pos7", "pb": 2, "wgs": 1, "rr": 1, "ra": 1, "xd": 1}, 0),
+    (2048, 2048, 32, "bitmap", ["unstructured", 0.8, True], True, "gelu", {"ksplit": 5, "code": "pos7", "ra": 1}, 6),
+    (2048, 2048, 16, "bitmap", ["unstructured", 0.9, False], False, None,
+     {"ksplit": 7, "sp": 1, "sc": 128, "code": "pos7", "wgs": 3, "rr": 0}, 6),
+    (1000, 1000, 1, "csr", ["unstructured", 0.7, True], True, "relu", {"ksplit": 2}, 6),
+]
+
+
+def tiled_cl_check_cases() -> list[dict]:
+    out = []
+    for dtype in ("float16", "bfloat16"):
+        for i, (O, K, T, fmt, pat, bias, act, knobs, chain) in enumerate(CL_CHECK):
+            if dtype == "bfloat16" and i % 3 != 1:
+                continue
+            kn = dict(knobs, mma="wg", fx=2, **({"pdl": 2} if chain else {}))
+            c = case(f"chk_tiledcl{i}_{dtype}_{O}x{K}x{T}", fmt, {"tile": [8, 32]} if fmt == "bitmap" else {}, O, K, T,
+                     dtype, bias, act, pat, kn, design="tiled")
+            out.append(dict(c, chain=chain) if chain else c)
     return out
 
 

@@ -94,9 +94,10 @@ KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128, 256), "warps": (1, 2, 4, 8, 16),
          "split": ("k", "rows"), "xpipe": (0, 1), "minb": (0, 2, 3, 4, 5, 6),
          "mma": ("sync", "wg"), "wip": (0, 1), "xd": (1, 2, 3), "wgs": (1, 2, 3, 4), "pf": (1, 2), "pb": (1, 2), "ra": (1, 2, 3),
          "xa": (0, 1), "sp": (0, 1), "rr": (0, 1),
-         "rp": (1, 2, 4, 8), "pdl": (0, 1, 2), "fx": (0, 1)}
+         "rp": (1, 2, 4, 8), "pdl": (0, 1, 2), "fx": (0, 1, 2)}
 WG_TN = (8, 16, 24, 32, 40, 48, 56, 64, 96, 128)   # mma="wg": tokens per block (the wgmma N)
 WG_KSPLIT = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)
+WG_CLUSTER_MAX = 8           # mma="wg", fx=2: the splits of a tile are one thread-block cluster (portable size)
 WG_MAX_PER = 24              # mma="wg" default split: at most this many stages per block ...
 WG_MIN_BLOCKS = 3 * 132      # ... and about 3 blocks (12 warps) per H100 SM
 KSPLIT_K = (1, 2, 3, 4, 6, 8, 12, 16)   # split="k": the default split's candidates
@@ -134,7 +135,8 @@ class TiledSpec:
     rr: int = 0
     rp: int = 2
     pdl: int = 0
-    fx: int = 0          # mma="wg", ksplit > 1: the splits' fp32 partials summed by the last block (no atomics)
+    fx: int = 0          # mma="wg", ksplit > 1: the splits' fp32 partials summed by the last block (1) or across
+    #                      the thread-block cluster of the splits, through distributed shared memory (2); no atomics
 
     @property
     def ngroups(self) -> int:
@@ -189,7 +191,7 @@ def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
     if (knobs.get("mma") or "sync") == "wg":
         return resolve_wg(spec, knobs)
     if knobs.get("fx"):
-        raise KernelError("cuda tiled kernel: fx=1 (the splits summed by the last block) needs mma='wg'")
+        raise KernelError(f"cuda tiled kernel: fx={knobs['fx']} (the splits summed without atomics) needs mma='wg'")
     if knobs.get("sc") == 256:
         raise KernelError("cuda tiled kernel: sc=256 needs mma='wg' with sp=1")
     for k in ("wip", "xd", "wgs", "pf", "pb", "ra", "xa", "sp", "rr", "rp", "pdl"):
@@ -339,7 +341,7 @@ def resolve_wg(spec: MatmulSpec, knobs: dict) -> TiledSpec:
         ks = 1
         if spec.activation is None or fx:
             for cand in WG_KSPLIT:
-                if cand > nst:
+                if cand > nst or (fx == 2 and cand > WG_CLUSTER_MAX):
                     break
                 ks = cand
                 if ceil_div(nst, cand) <= WG_MAX_PER and nblk * cand >= WG_MIN_BLOCKS:
@@ -347,11 +349,14 @@ def resolve_wg(spec: MatmulSpec, knobs: dict) -> TiledSpec:
     if spec.activation is not None and ks > 1 and not fx:
         raise KernelError("cuda tiled kernel: ksplit > 1 sums partial results with atomics, which an "
                           "activation cannot follow; use ksplit=1 or fx=1")
-    if smem_elems(sc, tn, wip, xd, wgs, ra, xa, sp) * 2 > SMEM_LIMIT:
+    if smem_elems(sc, tn, wip, xd, wgs, ra, xa, sp, fx=fx if ks > 1 else 0) * 2 > SMEM_LIMIT:
         raise KernelError(f"cuda tiled kernel: mma='wg' with sc={sc}, tn={tn}: too much shared memory")
     fx = fx if ks > 1 else 0
     if fx and xa:
-        raise KernelError("cuda tiled kernel: fx=1 needs xa=0 (the partials are in the wgmma accumulator order)")
+        raise KernelError(f"cuda tiled kernel: fx={fx} needs xa=0 (the partials are in the wgmma accumulator order)")
+    if fx == 2 and ks > WG_CLUSTER_MAX:
+        raise KernelError(f"cuda tiled kernel: fx=2 sums the splits across a thread-block cluster of ksplit blocks, "
+                          f"at most {WG_CLUSTER_MAX} (the portable cluster size); got ksplit={ks}")
     return TiledSpec(spec, 1, sc, 4, ks, tn, code=knobs.get("code") or "pos", minb=knobs.get("minb") or 0,
                      clear=knobs.get("clear") or "zero", mma="wg", wip=wip, xd=xd, wgs=wgs, pf=pf, pb=pb,
                      ra=ra, xa=xa, sp=sp, rr=rr or 0, rp=knobs.get("rp") or 2,
@@ -403,6 +408,10 @@ def generate(ts: TiledSpec):
             # pdl=1: the main kernel overlaps the launch of the zeroing one; pdl=2: every launch overlaps the
             # previous one on the stream
             kern = kern.with_attr(PDL_ATTR, ts.pdl)
+        if ts.fx == 2:
+            from sparsec.backends.cuda.toolchain import CLUSTER_ATTR
+
+            kern = kern.with_attr(CLUSTER_ATTR, f"1,1,{ts.ksplit}")    # the splits of a tile: grid z = ksplit
         return kern
     sp = ts.spec
     O, K, TT, dt = sp.out_features, sp.in_features, sp.tokens, sp.dtype

@@ -70,13 +70,15 @@ ATOM = 4096                  # halves per 64-row x 64-column atom (8 KB)
 SMEM_LIMIT = 227 * 1024
 
 
-def smem_elems(sc: int, tn: int, wip: int, xd: int, wgs: int = 1, ra: int = 0, xa: int = 0, sp: int = 0) -> int:
+def smem_elems(sc: int, tn: int, wip: int, xd: int, wgs: int = 1, ra: int = 0, xa: int = 0, sp: int = 0,
+               fx: int = 0) -> int:
     """Halves of dynamic shared memory: the A ring (``ra`` buffers, default ``2 + wip``; with ``sp=1`` a stage is
     ``sc/2`` compressed columns), the activation ring (none with ``xa=1``: the activations go to registers) and the
-    alignment slack (the staged epilogue reuses the rings: at least its ``tn x (64 wgs + 8)`` tile)."""
+    alignment slack (the staged epilogue reuses the rings: at least its ``tn x (64 wgs + 8)`` tile; with ``fx=2`` the
+    block's fp32 partials, ``128 wgs`` threads x ``tn / 2``)."""
     rings = ((ra or 2 + wip) * wgs * (sc // (128 if sp else 64)) * ATOM
              + (0 if xa else (xd + 2) * (sc // 64) * tn * 64))
-    return max(rings, tn * (64 * wgs + 8)) + ALIGN // 2
+    return max(rings, tn * (64 * wgs + 8), 128 * wgs * tn if fx == 2 else 0) + ALIGN // 2
 
 
 def split_fixup_source(ts, ws_vec4: int, tiles: int, nacc: int, nt: int, ks: int) -> tuple[str, str]:
@@ -115,6 +117,51 @@ __forceinline__ __device__ int {name}_last(int t) {{
     return name, src
 
 
+def cluster_sum_source(ts, nacc: int, nt: int, ks: int) -> tuple[str, str]:
+    """``(name, CUDA source)`` of ``fx=2``'s helper. The ``ks`` blocks of a tile's k splits are one thread-block
+    cluster (``toolchain.CLUSTER_ATTR``, rank = split); ``sm`` is the block's 16-byte aligned shared scratch.
+    ``name(0, acc, sm, tid)``: thread ``tid`` stores its ``nacc`` fp32 accumulators there (float4 ``i`` at
+    ``i * nt + tid``), then a cluster barrier (release / acquire: every block's partials visible to the cluster).
+    ``name(1, out, sm, q)``: ``out[0..3]`` = float4 ``q`` summed over the cluster's blocks in rank order
+    (``mapa`` + ``ld.shared::cluster``; the same order on every run). ``name(2, 0, sm, 0)``: a cluster barrier, so
+    that no block exits while another still reads its shared memory."""
+    import hashlib
+
+    name = "sparsec_tcl_" + hashlib.sha1(repr(ts).encode()).hexdigest()[:12]
+    nq = nacc // 4
+    src = f"""
+__forceinline__ __device__ void {name}(int op, float* acc, void* sm, int a) {{
+  if (op == 0) {{
+    float4* p = reinterpret_cast<float4*>(sm);
+#pragma unroll
+    for (int i = 0; i < {nq}; ++i)
+      p[i * {nt} + a] = make_float4(acc[4 * i], acc[4 * i + 1], acc[4 * i + 2], acc[4 * i + 3]);
+  }}
+  if (op == 1) {{
+    unsigned int s = (unsigned int)__cvta_generic_to_shared(sm) + (unsigned int)a * 16u;
+    float v[{ks}][4];
+#pragma unroll
+    for (int r = 0; r < {ks}; ++r) {{
+      unsigned int ra;
+      asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(ra) : "r"(s), "r"(r));
+      asm volatile("ld.shared::cluster.v4.f32 {{%0, %1, %2, %3}}, [%4];"
+                   : "=f"(v[r][0]), "=f"(v[r][1]), "=f"(v[r][2]), "=f"(v[r][3]) : "r"(ra));
+    }}
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[e] = 0.f;
+#pragma unroll
+    for (int r = 0; r < {ks}; ++r) {{
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[e] += v[r][e];
+    }}
+  }} else {{
+    asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+  }}
+}}"""
+    return name, src
+
+
 def generate_wg(ts):
     from sparsec.backends.cuda.kernels.staged import staged_epilogue
     from sparsec.backends.cuda.kernels.wgmma_gemm import smem_descriptor, wgmma_sp_source
@@ -134,7 +181,8 @@ def generate_wg(ts):
     RP = ts.rp                          # sp: residual rows of a stage loaded into registers one stage ahead
     PDL = ts.pdl == 1 and KS > 1        # the main kernel launched with programmatic dependent launch (toolchain)
     PDL2 = ts.pdl == 2                  # every launch overlaps the previous one: the weight prologue before the wait
-    FX = bool(ts.fx) and KS > 1         # the splits' fp32 partials summed by the last block (no zero launch, atomics)
+    FX = ts.fx == 1 and KS > 1          # the splits' fp32 partials summed by the last block (no zero launch, atomics)
+    CL = ts.fx == 2 and KS > 1          # ... summed across the cluster of the tile's KS blocks (distributed smem)
     NGR, NST = ts.ngroups, ts.nstages   # 16-row strips, stages
     NBX = ceil_div(NGR, NWP)
     NTT = ceil_div(TT, BN)
@@ -150,7 +198,7 @@ def generate_wg(ts):
     ASZ = NWG * NATA * ATOM             # halves per A stage buffer: [warpgroup][atom][64 rows][64 columns]
     XSZ = NAT * BN * 64
     XA = bool(ts.xa)                    # activations as the wgmma A operand, from registers; the weight as B
-    SMN = smem_elems(SC, BN, WIP, XD, NWG, RA, ts.xa, ts.sp)
+    SMN = smem_elems(SC, BN, WIP, XD, NWG, RA, ts.xa, ts.sp, fx=2 if CL else 0)
     NQ = SC // 32                       # xa: 16-byte activation chunks per token row and stage (per lane)
     P7 = ts.code == "pos7"
     PL = 2 if P7 else 8
@@ -170,8 +218,13 @@ def generate_wg(ts):
     # accumulators -> a [BN, BM + 8] tile in shared memory -> 16-byte rows of Y (red.global.add.v4 with a split)
     stage_acc, store_acc = staged_epilogue(dt=dt, BM=BM, BN=BN, CST=CST, O=O, TT=TT, KS=1 if FX else KS, NT=NT,
                                            has_bias=sp.bias, epi=epilogue(sp.activation))
+    epi = epilogue(sp.activation)
     if FX:
         FXN, FXSRC = split_fixup_source(ts, NBX * NTT * KS * NT * NACC // 4, NBX * NTT, NACC, NT, KS)
+    if CL:
+        CLN, CLSRC = cluster_sum_source(ts, NACC, NT, KS)
+    CLQ = NT * NACC // 4                # fx=2: the tile's float4 partials (chunk-major: q = chunk * NT + thread)
+    CLP = ceil_div(CLQ, KS)             # ... of which the block of cluster rank r sums [r CLP, (r + 1) CLP)
 
     def s_first(bz):
         return T.min(bz * PER, NST)
@@ -435,6 +488,26 @@ def generate_wg(ts):
             # after it (wip=0): into the accumulators (the next wgmma.fence orders them before the next wgmma)
             residual(st, res, rq, rw, acc, off + RA * ASZ + (si % RX) * XSZ, tx)
 
+    def cl_row(q, h):
+        # fx=2: row of the tile of component (h, e) of float4 q (chunk q // NT of thread q % NT: warp w, lane l)
+        w, ln = (q % NT) // 32, q % 32
+        return (w // 4) * 64 + (w % 4) * 16 + ln // 4 + 8 * h
+
+    def cl_tok(q, e):
+        return (q // NT) * 8 + (q % 4) * 2 + e
+
+    @T.macro
+    def cl_store(cls, bias, Y, bx, by, q):
+        # fx=2: the summed float4 q (bias, activation) to its four outputs of Y, one split's plain stores
+        for h in T.unroll(2):
+            for e in T.unroll(2):
+                if bx * BM + cl_row(q, h) < O and by * BN + cl_tok(q, e) < TT:
+                    if sp.bias:
+                        Y[by * BN + cl_tok(q, e), bx * BM + cl_row(q, h)] = T.Cast(dt, epi(
+                            cls[h * 2 + e] + T.Cast("float32", bias[bx * BM + cl_row(q, h)])))
+                    else:
+                        Y[by * BN + cl_tok(q, e), bx * BM + cl_row(q, h)] = T.Cast(dt, epi(cls[h * 2 + e]))
+
     @T.macro
     def body(vals, pos, sptr, X, bias, Y, bx, by, bz, ty, tx, Sm, meta, res, rptr):
         tid = ty * 32 + tx
@@ -471,6 +544,7 @@ def generate_wg(ts):
         racc = T.alloc_buffer((NACC if RR else 1,), "float32", scope="local")   # sp, rr=1: residual sums
         fxt = T.alloc_buffer((1,), "int32", scope="shared")    # fx: whether this block sums the tile's splits
         fxl = T.alloc_buffer((1,), "int32", scope="local")
+        cls = T.alloc_buffer((4,), "float32", scope="local")      # fx=2: one float4 of the tile, summed
         nb = s_end(bz) - s_first(bz)                    # the block's stages (every warp of the block)
         if PDL2:
             T.ptx["griddepcontrol.launch_dependents"]()  # the next kernel's blocks may start their own prologue
@@ -549,7 +623,19 @@ def generate_wg(ts):
                 acc[i] = acc[i] + racc[i]
         # staged epilogue: d[4j + 2h + e] = (row 16 (w % 4) + lane/4 + 8h of warpgroup w / 4, token 8j + 2 (lane % 4) + e)
         # (xa: the other way round: token 16 (w % 4) + lane/4 + 8h, row 8j + 2 (lane % 4) + e of warpgroup w / 4)
-        if FX:
+        if CL:
+            # the tile's KS splits are one cluster: every block puts its fp32 partial in its shared memory, then
+            # block r sums float4s [r CLP, (r + 1) CLP) of the tile over the cluster in split order (deterministic)
+            # and stores them as one split would (bias, activation); a last cluster barrier keeps every block's
+            # shared memory alive until the others have read it
+            T.cuda.func_call(CLN, 0, T.address_of(acc[0]), T.address_of(Sm[off]), tid, source_code=CLSRC)
+            for m in T.unroll(ceil_div(CLP, NT)):
+                if m * NT + tid < CLP and bz * CLP + m * NT + tid < CLQ:
+                    T.cuda.func_call(CLN, 1, T.address_of(cls[0]), T.address_of(Sm[off]), bz * CLP + m * NT + tid,
+                                     source_code=CLSRC)
+                    cl_store(cls, bias, Y, bx, by, bz * CLP + m * NT + tid)
+            T.cuda.func_call(CLN, 2, T.address_of(cls[0]), T.address_of(Sm[off]), 0, source_code=CLSRC)
+        elif FX:
             # every split writes its fp32 partial (slot (bx, by, bz)); the last block of the tile to raise its counter
             # sums the KS partials in split order (deterministic) and stores as one split would (bias, activation)
             T.cuda.func_call(FXN, 0, T.address_of(acc[0]), (bx * NTT + by) * KS + bz, tid, source_code=FXSRC)
@@ -617,7 +703,7 @@ def generate_wg(ts):
         X = T.match_buffer(x, (TT, K), dt)
         bias = T.match_buffer(b, (O,), dt)
         Y = T.match_buffer(y, (TT, O), dt)
-        if KS > 1 and not FX:
+        if KS > 1 and not FX and not CL:
             zero_y(Y)       # the splits add into Y with atomics: zero it first (a launch of its own)
         blocks(vals, pos, sptr, X, bias, Y, sptr, sptr, sptr)
 
@@ -637,7 +723,7 @@ def generate_wg(ts):
         X = T.match_buffer(x, (TT, K), dt)
         bias = T.match_buffer(b, (O,), dt)
         Y = T.match_buffer(y, (TT, O), dt)
-        if KS > 1 and not FX:
+        if KS > 1 and not FX and not CL:
             zero_y(Y)
         blocks(vals, pos, sptr, X, bias, Y, meta, res, rptr)
 
