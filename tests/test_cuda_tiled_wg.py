@@ -213,7 +213,7 @@ def test_wg_resolve_defaults_and_refusals():
            ({"mma": "wg", "tn": 72}, "tn"), ({"wgs": 2}, "mma='wg'"), ({"tn": 64}, "mma='wg'"),
            ({"fx": 1}, "mma='wg'"), ({"mma": "wg", "xa": 1, "fx": 1, "ksplit": 2}, "xa=0"),
            ({"fx": 2}, "mma='wg'"), ({"mma": "wg", "xa": 1, "fx": 2, "ksplit": 2}, "xa=0"),
-           ({"mma": "wg", "fx": 2, "ksplit": 9}, "at most 8")]
+           ({"mma": "wg", "fx": 2, "ksplit": 9}, "at most 8"), ({"mma": "wg", "wgs": 2, "minb": 6}, "64 registers")]
     for kn_, msg in bad:
         with pytest.raises(KernelError, match=msg):
             resolve(_spec(), kn_)

@@ -485,6 +485,28 @@ def test_cluster_space_sums_the_splits_of_the_planner_and_tuned_knobs_across_a_c
     assert 1 <= len(dense) <= 2 and not any(k.get("fx") for k in dense)
 
 
+def test_refine_space_walks_one_knob_from_the_tuned_record(monkeypatch):
+    """space="refine": the tuned record, each single-knob neighbour of it at its split (minb: register caps for more
+    blocks per SM, at its split and one either side), and the record at more splits; all resolvable."""
+    tuned = {"mma": "wg", "code": "pos7", "sc": 128, "ra": 1, "xd": 1, "wgs": 2, "ksplit": 11, "pdl": 2, "tn": 32}
+    monkeypatch.setattr(tune, "lookup", lambda *a, **k: (tuned, None))
+    cands = tune.candidates(tune.Cell(4096, 4096, 32, 0.1, space="refine"))
+    spec = MatmulSpec(32, 4096, 4096, False, None, "float16")
+    base = {k: v for k, v in resolve(spec, tuned).knobs().items() if k != "design"}
+    assert cands[1] == base
+    diff = (lambda k: {a for a in set(k) | set(base) if k.get(a) != base.get(a)})  # noqa: E731
+    one = [k for k in cands[2:] if k["ksplit"] == 11 and len(diff(k)) == 1]
+    assert {a for k in one for a in diff(k)} >= {"wgs", "xd", "code", "sc", "pdl", "minb", "fx"}
+    assert {k["ksplit"] for k in cands if diff(k) == {"ksplit"}} >= {6, 8, 10, 12, 16}
+    assert {(k["minb"], k["ksplit"]) for k in cands if k.get("minb") == 4} == {(4, 10), (4, 11), (4, 12)}
+    assert not any(k.get("minb", 0) > 4 for k in cands)     # 256 threads x 5 blocks: under 64 registers
+    assert len({json.dumps(k, sort_keys=True) for k in cands}) == len(cands)
+    for kn in cands:
+        r = resolve(spec, kn).knobs()
+        r.pop("design")
+        assert r == kn
+
+
 def test_dense_wide_space_adds_row_tiles_and_pipeline_depths():
     """A dense cell's wide space: 64-row tiles (twice the blocks) and 4-8 stages at every split within four waves."""
     from sparsec.backends.cuda.kernels.wgmma_gemm import SMS

@@ -55,7 +55,12 @@ WIDE_KNOBS = {"wg": {"wgs": (1, 2, 3), "xd": (1, 2, 3), "pb": (1, 2), "pf": (1, 
 # stream (pdl=2). (The fixup with pdl=2 was slower than pdl=2 alone in all 15 cells of dev/pdl15.)
 # space="cluster" (a pass after a tuning run): the planner's variant and the tuned record's as they are, and each with
 # its splits summed across a thread-block cluster (fx=2) at every split from 2 to the cluster limit
-SPACES = ("default", "wide", "pdl", "cluster")
+# space="refine" (a pass after a tuning run): single-knob neighbours of the cell's tuned record (else the planner's
+# variant), each at the record's split, the record at more splits, and the record with its registers capped for more
+# blocks per SM (minb) at its split and one either side
+REFINE_KNOBS = {"wg": dict(WIDE_KNOBS["wg"], pdl=(0, 2), sp=(0, 1)), "sync": WIDE_KNOBS["sync"]}
+REFINE_MINB = (3, 4, 5, 6)
+SPACES = ("default", "wide", "pdl", "cluster", "refine")
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tuned_h100.jsonl")
 SCHEMA = "sparsec-cuda-tune/1"
 
@@ -208,6 +213,20 @@ def candidates(c: Cell) -> list[dict]:
     add(S.tiled_knobs(c.density, c.T, c.arch, c.fused))
     if not out:
         raise ParameterError(f"{c.where}: {c.label}: the tiled kernel does not take this shape")
+    if c.space == "refine":
+        hit = lookup(c.O, c.K, c.T, c.density, c.dtype, c.arch, fused=c.fused)
+        base = {k: v for k, v in (hit[0] if hit else out[0]).items() if k != "design"}
+        add(base)
+        for knob, values in REFINE_KNOBS[base.get("mma", "sync")].items():
+            for v in values:
+                if base.get(knob) != v:
+                    add(dict(base, **{knob: v}))
+        for split in split_candidates(base["ksplit"]):
+            add(dict(base, ksplit=split))
+        for minb in REFINE_MINB:
+            for split in sorted({max(1, base["ksplit"] - 1), base["ksplit"], base["ksplit"] + 1}):
+                add(dict(base, minb=minb, ksplit=split))
+        return out
     if c.space == "cluster":
         from sparsec.backends.cuda.kernels.tiled import WG_CLUSTER_MAX
 

@@ -1,3 +1,13 @@
+"""Dev measurement (session 16): what a synchronize before each timed graph replay adds to the time per call.
+
+    python scripts/gpu/dev_gap.py        (GPU machine, torch only)
+
+cuBLAS (``F.linear``, 8 weight copies cycled) and a tiny kernel (``zero_``) on three LLM shapes, each a CUDA graph of
+20 calls timed two ways: ``single`` = event, replay, event, synchronize (``env.bench_graph`` before session 16: the GPU
+waits for the graph's launch inside the timed span); ``busy`` = the replays queued back to back behind an untimed one.
+H100, 2026-11-25: busy is 0.25-0.7 us per call faster (cuBLAS 4096x4096 T=8 14.35 -> 13.81 us, ``zero_`` 1.25 ->
+1.00 us); ``env.bench_graph`` and ``env.replay_interleaved`` now time the busy way.
+"""
 import sys, statistics, torch, torch.nn.functional as F
 sys.path.insert(0, "scripts/gpu")
 import env

@@ -97,6 +97,7 @@ KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128, 256), "warps": (1, 2, 4, 8, 16),
          "rp": (1, 2, 4, 8), "pdl": (0, 1, 2), "fx": (0, 1, 2)}
 WG_TN = (8, 16, 24, 32, 40, 48, 56, 64, 96, 128)   # mma="wg": tokens per block (the wgmma N)
 WG_KSPLIT = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)
+WG_MINB_THREADS = 1024       # mma="wg": minb x threads per block at most this (>= 64 registers per thread)
 WG_CLUSTER_MAX = 8           # mma="wg", fx=2: the splits of a tile are one thread-block cluster (portable size)
 WG_MAX_PER = 24              # mma="wg" default split: at most this many stages per block ...
 WG_MIN_BLOCKS = 3 * 132      # ... and about 3 blocks (12 warps) per H100 SM
@@ -351,6 +352,12 @@ def resolve_wg(spec: MatmulSpec, knobs: dict) -> TiledSpec:
                           "activation cannot follow; use ksplit=1 or fx=1")
     if smem_elems(sc, tn, wip, xd, wgs, ra, xa, sp, fx=fx if ks > 1 else 0) * 2 > SMEM_LIMIT:
         raise KernelError(f"cuda tiled kernel: mma='wg' with sc={sc}, tn={tn}: too much shared memory")
+    minb = knobs.get("minb") or 0
+    if minb and minb * 128 * wgs > WG_MINB_THREADS:
+        # __launch_bounds__(threads, minb) caps the registers at 65536 / (threads x minb); under 64 ptxas cannot
+        # allocate the wgmma accumulators and descriptors (it failed at a cap of 40: 256 threads x 6 blocks)
+        raise KernelError(f"cuda tiled kernel: mma='wg' with minb={minb} and wgs={wgs} ({128 * wgs} threads) leaves "
+                          f"under 64 registers per thread; minb x threads must be <= {WG_MINB_THREADS}")
     fx = fx if ks > 1 else 0
     if fx and xa:
         raise KernelError(f"cuda tiled kernel: fx={fx} needs xa=0 (the partials are in the wgmma accumulator order)")

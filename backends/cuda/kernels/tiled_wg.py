@@ -57,6 +57,13 @@ pointers, the first batches, the 2:4 metadata and residual rows), then ``griddep
 on the stream has completed, its writes visible) before the activation copies; Y, the fixup's workspace and
 counters are written later still. The zeroing launch of a split waits before it writes Y. H100: 1.02-1.21x in 29
 of 36 LLM-shape cells (docs/cuda.md, "A layer's launch overlaps the previous kernel").
+
+Session 16: ``fx=2`` (``ksplit`` 2-8) makes a tile's k splits one thread-block cluster (``toolchain.CLUSTER_ATTR``,
+compiled in): every block puts its fp32 accumulators in its shared memory, a cluster barrier, block ``r`` sums its
+share of the tile over the cluster (``mapa`` + ``ld.shared::cluster``, split order) and stores it with bias and
+activation, a last cluster barrier (``cluster_sum_source``). One launch, no atomics, no workspace. Correct on the
+H100 and slower in every measured cell: a cluster's blocks must share a GPC, which costs the near-one-wave grids the
+tuner picks a second wave (docs/cuda.md, "The splits of a tile summed across a thread-block cluster").
 """
 from __future__ import annotations
 
