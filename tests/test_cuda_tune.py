@@ -500,6 +500,9 @@ def test_refine_space_walks_one_knob_from_the_tuned_record(monkeypatch):
     assert {k["ksplit"] for k in cands if diff(k) == {"ksplit"}} >= {6, 8, 10, 12, 16}
     assert {(k["minb"], k["ksplit"]) for k in cands if k.get("minb") == 4} == {(4, 10), (4, 11), (4, 12)}
     assert not any(k.get("minb", 0) > 4 for k in cands)     # 256 threads x 5 blocks: under 64 registers
+    monkeypatch.setattr(tune, "lookup", lambda *a, **k: None)
+    dense = tune.candidates(tune.Cell(4096, 4096, 8, 1.0, kind="dense", space="refine"))
+    assert dense == tune.candidates(tune.Cell(4096, 4096, 8, 1.0, kind="dense"))[:1]     # the planner's knobs
     assert len({json.dumps(k, sort_keys=True) for k in cands}) == len(cands)
     for kn in cands:
         r = resolve(spec, kn).knobs()

@@ -310,8 +310,9 @@ def dense_candidates(c: Cell) -> list[dict]:
             seen.add(key)
             out.append(kn)
 
-    if c.space == "cluster":
-        # the cluster sum is the tiled kernel's: a dense cell keeps the planner's and the tuned record's knobs
+    if c.space in ("cluster", "refine"):
+        # the cluster sum and the refine walk are the tiled kernel's: a dense cell keeps the planner's and the tuned
+        # record's knobs
         hit = lookup(c.O, c.K, c.T, 1.0, c.dtype, c.arch, fused=c.fused, kind="dense")
         for kn in [dict(out[0])] + ([hit[0]] if hit else []):
             add(dict(kn))

@@ -223,9 +223,9 @@ def generate_wg(ts):
     FULL = T.uint32(0xFFFFFFFF)
     zero = T.Cast(dt, T.float32(0))
     # accumulators -> a [BN, BM + 8] tile in shared memory -> 16-byte rows of Y (red.global.add.v4 with a split)
-    stage_acc, store_acc = staged_epilogue(dt=dt, BM=BM, BN=BN, CST=CST, O=O, TT=TT, KS=1 if FX else KS, NT=NT,
-                                           has_bias=sp.bias, epi=epilogue(sp.activation))
     epi = epilogue(sp.activation)
+    stage_acc, store_acc = staged_epilogue(dt=dt, BM=BM, BN=BN, CST=CST, O=O, TT=TT, KS=1 if FX else KS, NT=NT,
+                                           has_bias=sp.bias, epi=epi)
     if FX:
         FXN, FXSRC = split_fixup_source(ts, NBX * NTT * KS * NT * NACC // 4, NBX * NTT, NACC, NT, KS)
     if CL:
