@@ -30,7 +30,6 @@ import argparse
 import dataclasses
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -187,10 +186,9 @@ def main():
             comp_dense_il = None
             if t_comp and T <= 32:
                 # the dense goal's ratio, timed again with cuBLAS replay by replay
-                il = env.replay_interleaved({"cublas": env.capture_graph(
-                    env.cycling(lambda w: F.linear(x, w), full_sets)), "dense": env.capture_graph(
-                    kernel(nm_wgt if t_wgt else nm_wg, full_sets, x, y))}, IL_ROUNDS)
-                comp_dense_il = {k: statistics.median(v) for k, v in il.items()}
+                comp_dense_il = env.interleaved_medians({
+                    "cublas": env.cycling(lambda w: F.linear(x, w), full_sets),
+                    "dense": kernel(nm_wgt if t_wgt else nm_wg, full_sets, x, y)}, IL_ROUNDS)
             base = {"O": O, "K": K, "T": T, "cublas_ms": t_cublas, "sparsec_dense_ms": t_dense,
                     "dense_fragment_ms": t_frag, "dense_dlight_ms": t_dl, "dense_mma_ms": t_mma,
                     "dense_wgmma_ms": t_wg,
@@ -248,10 +246,8 @@ def main():
                         r["compiled_tiled_vs_cublas"] = t_cublas / comp
                         # the goal's ratio, timed again with cuBLAS replay by replay (IL_ROUNDS rounds, medians)
                         fc = role_fns["tuned" if r.get("tuned_ms") else "planner"]
-                        il = env.replay_interleaved({"cublas": env.capture_graph(
-                            env.cycling(lambda w: F.linear(x, w), full_sets)), "tiled": env.capture_graph(fc)},
-                            IL_ROUNDS)
-                        il = {k: statistics.median(v) for k, v in il.items()}
+                        il = env.interleaved_medians({"cublas": env.cycling(lambda w: F.linear(x, w), full_sets),
+                                                      "tiled": fc}, IL_ROUNDS)
                         r["compiled_il_us"] = il
                         r["compiled_tiled_vs_cublas_il"] = il["cublas"] / il["tiled"]
                     if r.get("tiled_ms"):
@@ -322,10 +318,8 @@ def main():
                                 lt = env.cycling((lambda m_: torch.mm(m_, xt)) if mm else (lambda m_: F.linear(x, m_)),
                                                  wsss)
                                 kn24 = f"b_wgnm24{'pdl' if best == 'wgmma_sp_pdl' else ''}_{O}x{K}x{T}"
-                                il = env.replay_interleaved({"cusparselt": env.capture_graph(lt), "sparsec":
-                                                             env.capture_graph(kernel(kn24, gpu_lay[pat, "sets"], x,
-                                                                                      y))}, IL_ROUNDS)
-                                il = {k: statistics.median(v) for k, v in il.items()}
+                                il = env.interleaved_medians(
+                                    {"cusparselt": lt, "sparsec": kernel(kn24, gpu_lay[pat, "sets"], x, y)}, IL_ROUNDS)
                                 r["nm24_il_us"] = il
                                 r["nm24_vs_cusparselt_il"] = il["cusparselt"] / il["sparsec"]
                         except Exception as exc:  # noqa: BLE001

@@ -203,6 +203,15 @@ def replay_interleaved(graphs: dict, rounds: int, iters: int = 20) -> dict:
     return times
 
 
+def interleaved_medians(fns: dict, rounds: int, iters: int = 20) -> dict:
+    """Per key, the median µs per call of ``fns[key]()``: each captured in a graph of ``iters`` calls, the graphs
+    replayed in turn ``rounds`` times (``replay_interleaved``)."""
+    import statistics
+
+    times = replay_interleaved({k: capture_graph(f, iters) for k, f in fns.items()}, rounds, iters)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def bench_graph(fn, iters: int = 20, reps: int = 5):
     """Median GPU time (ms) of one ``fn()``: ``iters`` calls captured in a CUDA graph, replayed ``reps``
     times back to back (no launch gaps, the GPU never idle inside the timed span); falls back to a plain loop timed
