@@ -168,6 +168,8 @@ def main():
             t_wgt, _ = env.bench_graph(kernel(nm_wgt, full_sets, x, y)) if nm_wgt in names else (None, None)
             nm_wgp = f"b_wgdensepdl_{O}x{K}x{T}"
             t_wgp, _ = env.bench_graph(kernel(nm_wgp, full_sets, x, y)) if nm_wgp in names else (None, None)
+            nm_wgl = f"b_wgdenseplan_{O}x{K}x{T}"
+            t_wgl, _ = env.bench_graph(kernel(nm_wgl, full_sets, x, y)) if nm_wgl in names else (None, None)
             t_frag = t_dense
             dense_kernel = "fragment"
             if t_dl and (t_dense is None or t_dl < t_dense):
@@ -180,20 +182,24 @@ def main():
                 t_dense, dense_kernel = t_wgt, "wgmma tuned"
             if t_wgp and (t_dense is None or t_wgp < t_dense):
                 t_dense, dense_kernel = t_wgp, "wgmma pdl"
+            if t_wgl and (t_dense is None or t_wgl < t_dense):
+                t_dense, dense_kernel = t_wgl, "wgmma planner"
             # what compile runs for a dense layer (select.py picks wgmma on sm_90a at these shapes): the shipped
-            # tuning record's knobs where there is one, else the defaults
-            t_comp = t_wgt or t_wg
+            # tuning record's knobs where there is one, else the defaults with the planner's knobs (pdl, l2p; before
+            # session 17 the benchmark took the bare defaults here)
+            t_comp, nm_comp = next(((t, n) for t, n in ((t_wgt, nm_wgt), (t_wgl, nm_wgl), (t_wg, nm_wg)) if t),
+                                   (None, None))
             comp_dense_il = None
             if t_comp and T <= 32:
                 # the dense goal's ratio, timed again with cuBLAS replay by replay
                 comp_dense_il = env.interleaved_medians({
                     "cublas": env.cycling(lambda w: F.linear(x, w), full_sets),
-                    "dense": kernel(nm_wgt if t_wgt else nm_wg, full_sets, x, y)}, IL_ROUNDS)
+                    "dense": kernel(nm_comp, full_sets, x, y)}, IL_ROUNDS)
             base = {"O": O, "K": K, "T": T, "cublas_ms": t_cublas, "sparsec_dense_ms": t_dense,
                     "dense_fragment_ms": t_frag, "dense_dlight_ms": t_dl, "dense_mma_ms": t_mma,
                     "dense_wgmma_ms": t_wg,
                     "dense_vs_cublas_wgmma": t_cublas / t_wg if t_wg else None,
-                    "dense_wgmma_tuned_ms": t_wgt, "dense_wgmma_pdl_ms": t_wgp,
+                    "dense_wgmma_tuned_ms": t_wgt, "dense_wgmma_pdl_ms": t_wgp, "dense_wgmma_planner_ms": t_wgl,
                     "dense_pdl_vs_cublas": t_cublas / t_wgp if t_wgp else None,
                     "compiled_dense_vs_cublas": t_cublas / t_comp if t_comp else None,
                     "compiled_dense_il_us": comp_dense_il,

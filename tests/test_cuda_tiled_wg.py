@@ -229,6 +229,12 @@ def test_wg_resolve_defaults_and_refusals():
         resolve(_spec(K=4100), {"mma": "wg"})
     with pytest.raises(KernelError, match="activation"):
         resolve(_spec(act="relu"), {"mma": "wg", "ksplit": 2, "fx": 0})
+    assert resolve(_spec(), {"mma": "wg", "ldw": 2}).knobs()["ldw"] == 2
+    assert "ldw" not in resolve(_spec(), {"mma": "wg", "ldw": 0}).knobs()
+    with pytest.raises(KernelError, match="ldw needs mma='wg'"):
+        resolve(_spec(), {"mma": "sync", "ldw": 1})
+    with pytest.raises(KernelError, match="ldw=4 is not one of"):
+        resolve(_spec(), {"mma": "wg", "ldw": 4})
 
 
 @pytest.fixture(scope="module")
@@ -251,6 +257,9 @@ def built_wg():
         "wg_fx_gelu": (w, 16, True, "gelu", {"mma": "wg", "code": "pos7", "ksplit": 4}),    # fx=1: the default
         "wg_cl_gelu": (w[:300], 24, True, "gelu", {"mma": "wg", "ksplit": 4, "fx": 2, "pdl": 2}),
         "wg_cl_bf16_t1": (w.bfloat16(), 1, False, None, {"mma": "wg", "ksplit": 8, "fx": 2, "wgs": 1}),
+        "wg_ldw2_p7": (w, 32, False, None, {"mma": "wg", "code": "pos7", "ksplit": 4, "ldw": 2}),   # wg_p7_split
+        "wg_ldw1_sp": (w, 8, False, None, {"mma": "wg", "code": "pos", "ksplit": 2, "sp": 1, "sc": 256, "ldw": 1}),
+        "wg_l2f_p7": (w, 16, False, None, {"mma": "wg", "code": "pos7", "ksplit": 3, "l2f": 1, "pdl": 2}),
     }
     funcs, knobs = {}, {}
     for sym, (wt, T, bias, act, kn) in confs.items():
@@ -263,6 +272,54 @@ def built_wg():
 
 
 @pytest.mark.skipif(not HAS_NVCC, reason="nvcc not installed")
+def test_wg_ldw_puts_the_cache_qualifiers_on_every_weight_load(built_wg):
+    """``ldw``: the weight stream's 16-byte value loads, its positions (16 bytes with code pos, 8 with pos7) and the
+    2:4 operand's metadata words carry ``LDW_HINTS[ldw]``; without the knob no load does."""
+    from sparsec.backends.cuda.kernels.tiled_wg import LDW_HINTS
+
+    knobs, bodies, _, _, _ = built_wg
+    for sym, kn in knobs.items():
+        main = next(b for n, b in bodies.items() if n.startswith(sym + "_kernel") and "wgmma" in b)
+        hinted = re.findall(r"ld\.global\.nc(\.L[12]::[\w:.]+?)?\.(v[24])\.u32", main)
+        if not kn.get("ldw"):
+            assert "L2::256B" not in main and "L1::no_allocate" not in main, sym
+            continue
+        want = LDW_HINTS[kn["ldw"]]
+        vec = {v for h, v in hinted if h == want}
+        assert vec == ({"v4", "v2"} if kn["code"] == "pos7" else {"v4"}), (sym, hinted)
+        # every vector load of the kernel is the weight's (the activations go to shared memory by cp.async)
+        assert all(h == want for h, _ in hinted), (sym, hinted)
+        n = len([1 for h, _ in hinted])
+        assert n >= (6 if kn.get("sp") else 4), (sym, n)
+
+    # the loads write their register arrays through helper calls, which TVM must see as writing the whole batch: it
+    # sizes local arrays by the regions it sees accessed (an address_of showed it one element; the arrays came out
+    # cut short and the kernel read past them: wrong results on the H100). Same knobs, with and without ldw:
+    def locals_of(kernel):
+        # the definition (not the forward declaration): header "...) {", body to the closing brace at column 0
+        body = re.search(rf"__global__ void(?: __launch_bounds__\([^)]*\))? {kernel}\([^)]*\) {{\n.*?\n}}\n", src,
+                         re.S).group(0)
+        return dict(re.findall(r"alignas\(\d+\) \w+ (\w+)\[(\d+)\];", body))
+
+    _, _, _, src, _ = built_wg
+    plain, hinted_kernel = locals_of("wg_p7_split_kernel_1"), locals_of("wg_ldw2_p7_kernel_1")
+    assert plain and plain == hinted_kernel, (plain, hinted_kernel)
+
+
+def test_wg_l2f_prefetches_the_blocks_weight_into_l2_before_the_wait(built_wg):
+    """``l2f=1``: two bulk L2 prefetches per warp (values, positions), issued by one lane before the kernel waits for
+    the previous one (``pdl=2``); no kernel without the knob has one."""
+    knobs, bodies, _, _, _ = built_wg
+    for sym, kn in knobs.items():
+        main = next(b for n, b in bodies.items() if n.startswith(sym + "_kernel") and "wgmma" in b)
+        n = main.count("cp.async.bulk.prefetch.L2.global")
+        if not kn.get("l2f"):
+            assert n == 0, sym
+            continue
+        assert n == 2, (sym, n)
+        assert main.index("cp.async.bulk.prefetch.L2.global") < main.index("griddepcontrol.wait"), sym
+
+
 def test_wg_kernels_use_warpgroup_mma_and_vector_reductions(built_wg):
     knobs, bodies, spills, src, ptx_text = built_wg
     for sym, kn in knobs.items():
@@ -276,7 +333,9 @@ def test_wg_kernels_use_warpgroup_mma_and_vector_reductions(built_wg):
                              r"\{%r\d+, %r\d+, %r\d+, %r\d+\}, %rd\d+", body), sym
             assert "cp.async" not in body and "ld.global.nc.v4" in body, sym
         else:
-            assert re.search(rf"wgmma\.mma_async\.sync\.aligned\.m64n{kn['tn']}k16\.f32\.{pt}\.{pt}", body), sym
+            mma = (rf"wgmma\.mma_async\.sp\.sync\.aligned\.m64n{kn['tn']}k32\.f32\.{pt}\.{pt}" if kn.get("sp") else
+                   rf"wgmma\.mma_async\.sync\.aligned\.m64n{kn['tn']}k16\.f32\.{pt}\.{pt}")
+            assert re.search(mma, body), sym
             assert "cp.async.cg.shared.global" in body, sym
         assert "fence.proxy.async.shared::cta" in body, sym
         assert re.search(r"st\.shared\.v4\.(u32|b32)", body), sym                 # zeroing a strip
@@ -312,7 +371,9 @@ def test_planner_knobs_pick_wg_on_sm_90a_at_16_tokens_and_more():
         assert S.tiled_knobs(d, t, "sm_90a") == dict(S._tiled_knobs(d, t, "sm_90a"), pdl=2)
     assert "pdl" not in S.tiled_knobs(0.3, 1, "sm_90a") and "pdl" not in S.tiled_knobs(0.3, 32, "sm_90")
     assert S.wgmma_knobs(4096, 4096, 16) == {"pdl": 2} and S.wgmma_knobs(4096, 4096, 16, sparse=True) == {"pdl": 2}
-    assert S.wgmma_knobs(9216, 36864, 16) == {}                     # 680 MB: slower with it (dev/pdlpass15)
+    assert S.wgmma_knobs(9216, 36864, 16) == {"l2p": 3}             # 680 MB: slower with pdl (dev/pdlpass15)
+    assert S.wgmma_knobs(11008, 4096, 32) == {"l2p": 3, "pdl": 2}   # over the L2: the 256-byte L2 promotion
+    assert S.wgmma_knobs(9216, 36864, 1024) == {} and S.wgmma_knobs(11008, 4096, 32, sparse=True) == {"pdl": 2}
     assert S._tiled_knobs(0.3, 32, "sm_90a") == {"mma": "wg", "code": "pos7", "ra": 1}   # one-buffer A ring from 32
     assert S._tiled_knobs(0.3, 16, "sm_90a") == {"mma": "wg", "code": "pos7"}
     assert S._tiled_knobs(0.45, 8, "sm_90a") == {"mma": "wg", "code": "pos7"}

@@ -140,6 +140,28 @@ def test_pdl2_overlaps_the_weight_prologue_with_the_previous_kernel(tmp_path):
     assert "fixup_kernel_1" not in bodies                          # the fixup: one launch
 
 
+def test_wgmma_l2p_is_the_weight_tensor_maps_l2_promotion():
+    """``l2p``: the weight's tensor maps (dense values; 2:4 values and metadata) are encoded with that
+    ``CUtensorMapL2promotion``, the activations' without one; refused without the TMA producer."""
+    import re
+
+    from sparsec.backends.cuda.kernels.wgmma_gemm import cuda_wgmma_matmul_primfunc
+    from sparsec.backends.kernels.common import KernelError, WeightMeta
+
+    dense = WeightMeta("dense", 1024, 1024, "float16", (), (("values", "float16"),))
+    nm = WeightMeta("nm", 1024, 1024, "float16", (("n", 2), ("m", 4)), (("values", "float16"), ("indices", "uint8")))
+    for meta, maps in ((dense, {"w_tmap": 3, "x_tmap": 0}), (nm, {"w_tmap": 3, "m_tmap": 3, "x_tmap": 0})):
+        f, _, knobs = cuda_wgmma_matmul_primfunc(meta, 32, knobs={"l2p": 3}, name="g")
+        assert knobs["l2p"] == 3
+        enc = {m.group(1): int(m.group(2)) for m in
+               re.finditer(r"tensormap_encode_tiled\((\w+),.*?l2_promotion=(\d)", f.script())}
+        assert enc == maps, enc
+        _, _, plain = cuda_wgmma_matmul_primfunc(meta, 32, knobs={"l2p": 0}, name="g")
+        assert "l2p" not in plain
+    with pytest.raises(KernelError, match="l2p=2 .* needs tma=1"):
+        cuda_wgmma_matmul_primfunc(dense, 32, knobs={"l2p": 2, "ws": 0}, name="g")
+
+
 def test_wgmma_pdl2_loads_the_weight_slots_before_the_wait(tmp_path):
     """``pdl=2`` on the wgmma GEMM (dense and 2:4): both launches of a split tagged, the producer's weight boxes of
     the first ring slots before ``griddepcontrol.wait`` and the activation boxes after it, every thread waiting again

@@ -510,6 +510,34 @@ def test_refine_space_walks_one_knob_from_the_tuned_record(monkeypatch):
         assert r == kn
 
 
+def test_hint_space_tries_each_cache_hint_on_the_tuned_and_planner_knobs(monkeypatch):
+    """space="hint": the planner's variant and the tuned record's, each at its split and one either side with every
+    ``ldw`` and with the bulk L2 prefetch (``l2f``); a dense cell: the planner's and the tuned knobs with and without pdl=2, with every ``l2p``."""
+    tuned = {"mma": "wg", "code": "pos7", "sc": 128, "ra": 1, "xd": 1, "wgs": 2, "ksplit": 11, "pdl": 2, "tn": 32}
+    monkeypatch.setattr(tune, "lookup", lambda *a, **k: (tuned, None))
+    cands = tune.candidates(tune.Cell(4096, 4096, 32, 0.1, space="hint"))
+    spec = MatmulSpec(32, 4096, 4096, False, None, "float16")
+    base = {k: v for k, v in resolve(spec, tuned).knobs().items() if k != "design"}
+    got = {(k["ksplit"], k.get("ldw", 0), k.get("l2f", 0)) for k in cands
+           if {a: v for a, v in k.items() if a not in ("ksplit", "ldw", "l2f")} == {a: v for a, v in base.items()
+                                                                                      if a not in ("ksplit", "ldw")}}
+    assert got == {(s, h, 0) for s in (10, 11, 12) for h in tune.HINT_LDW} | {(s, 0, 1) for s in (10, 11, 12)}
+    assert len({json.dumps(k, sort_keys=True) for k in cands}) == len(cands)
+    assert cands[0] == tune.candidates(tune.Cell(4096, 4096, 32, 0.1))[0]            # the planner's first
+    for kn in cands:
+        r = resolve(spec, kn).knobs()
+        r.pop("design")
+        assert r == kn
+    dtuned = {"bm": 128, "bn": 32, "stages": 5, "ks": 4, "gm": 1, "wip": 1, "ws": 1, "tma": 1, "sk": 0}
+    monkeypatch.setattr(tune, "lookup", lambda *a, **k: (dtuned, None))
+    dense = tune.candidates(tune.Cell(4096, 4096, 32, 1.0, kind="dense", space="hint"))
+    for kn in (tune.planner_knobs(tune.Cell(4096, 4096, 32, 1.0, kind="dense")), dtuned):
+        core = {a: v for a, v in kn.items() if a not in ("pdl", "l2p")}
+        variants = {(k.get("pdl", 0), k.get("l2p", 0)) for k in dense
+                    if {a: v for a, v in k.items() if a not in ("pdl", "l2p")} == core}
+        assert variants == {(p, h) for p in (0, 2) for h in tune.HINT_L2P}, kn
+
+
 def test_dense_wide_space_adds_row_tiles_and_pipeline_depths():
     """A dense cell's wide space: 64-row tiles (twice the blocks) and 4-8 stages at every split within four waves."""
     from sparsec.backends.cuda.kernels.wgmma_gemm import SMS

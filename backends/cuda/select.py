@@ -167,13 +167,26 @@ def wgmma_takes_pdl(O: int, K: int, T: int, sparse: bool = False) -> bool:
     return True
 
 
+# l2p=3 (session 17): the weight's TMA boxes promote each L2 miss to 256 bytes (the next k-tile of the same rows).
+# H100, benchmarks/results/dev/hint17 (dense wgmma, weights cold in the tuner, warm in dev_wgsp): on the weights larger
+# than the L2 (11008x4096, 4096x11008, 9216x36864) 1.02-1.03x at 1-32 tokens and 1.02-1.03x at 128 (9216x36864 with
+# pdl=2 0.98-1.00x: the planner gives that 680 MB weight no pdl); on 4096^2 (33.5 MB) 0.97-1.02x; at 1024 tokens
+# 0.94-0.98x. Taken for a dense weight over L2P_MIN_WEIGHT_BYTES at up to L2P_MAX_TOKENS tokens
+L2P_MAX_TOKENS = 128
+L2P_MIN_WEIGHT_BYTES = 64 << 20
+
+
 def wgmma_knobs(O: int, K: int, T: int, sparse: bool = False) -> dict:
     """Knobs the planner gives the wgmma GEMM (dense, or 2:4 on ``wgmma.sp``) beyond its defaults: ``pdl=2`` for a
     weight of at most ``PDL_MAX_WEIGHT_BYTES`` (fp16 bytes; 2:4 half of them) at up to ``PDL_MAX_TOKENS`` tokens where
-    the default grid takes it (``wgmma_takes_pdl``)."""
+    the default grid takes it (``wgmma_takes_pdl``); the 256-byte L2 promotion of the weight's boxes (``l2p=3``) for a
+    dense weight of over ``L2P_MIN_WEIGHT_BYTES`` at up to ``L2P_MAX_TOKENS`` tokens."""
+    kn = {}
+    if not sparse and T <= L2P_MAX_TOKENS and O * K * 2 > L2P_MIN_WEIGHT_BYTES:
+        kn["l2p"] = 3
     if O * K * (1 if sparse else 2) > PDL_MAX_WEIGHT_BYTES or T > PDL_MAX_TOKENS or not pdl_enabled():
-        return {}
-    return {"pdl": 2} if wgmma_takes_pdl(O, K, T, sparse) else {}
+        return kn
+    return dict(kn, pdl=2) if wgmma_takes_pdl(O, K, T, sparse) else kn
 
 
 def _tiled_knobs(density: float, tokens: int | None = None, arch: str | None = None, activation: bool = False) -> dict:

@@ -58,9 +58,15 @@ WIDE_KNOBS = {"wg": {"wgs": (1, 2, 3), "xd": (1, 2, 3), "pb": (1, 2), "pf": (1, 
 # space="refine" (a pass after a tuning run): single-knob neighbours of the cell's tuned record (else the planner's
 # variant), each at the record's split, the record at more splits, and the record with its registers capped for more
 # blocks per SM (minb) at its split and one either side
-REFINE_KNOBS = {"wg": dict(WIDE_KNOBS["wg"], pdl=(0, 2), sp=(0, 1)), "sync": WIDE_KNOBS["sync"]}
+REFINE_KNOBS = {"wg": dict(WIDE_KNOBS["wg"], pdl=(0, 2), sp=(0, 1), ldw=(0, 1, 2, 3), l2f=(0, 1)),
+                "sync": WIDE_KNOBS["sync"]}
 REFINE_MINB = (3, 4, 5, 6)
-SPACES = ("default", "wide", "pdl", "cluster", "refine")
+# space="hint" (a pass after a tuning run): the planner's variant and the tuned record's with each cache hint on the
+# weight's loads (the wg kernel's ldw, and its bulk L2 prefetch l2f, at the split and one either side; the dense wgmma
+# GEMM's TMA L2 promotion l2p)
+HINT_LDW = (0, 1, 2, 3)
+HINT_L2P = (0, 1, 2, 3)
+SPACES = ("default", "wide", "pdl", "cluster", "refine", "hint")
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tuned_h100.jsonl")
 SCHEMA = "sparsec-cuda-tune/1"
 
@@ -237,6 +243,19 @@ def candidates(c: Cell) -> list[dict]:
                 for split in range(2, WG_CLUSTER_MAX + 1):
                     add(dict(kn, ksplit=split, fx=2))
         return out
+    if c.space == "hint":
+        hit = lookup(c.O, c.K, c.T, c.density, c.dtype, c.arch, fused=c.fused)
+        for kn in [dict(out[0])] + ([hit[0]] if hit else []):
+            kn = {k: v for k, v in kn.items() if k not in ("ldw", "design")}
+            if kn.get("mma") != "wg":
+                add(kn)
+                continue
+            kn.pop("l2f", None)
+            for split in sorted({max(1, kn["ksplit"] - 1), kn["ksplit"], kn["ksplit"] + 1}):
+                for ldw in HINT_LDW:
+                    add(dict(kn, ksplit=split, ldw=ldw))
+                add(dict(kn, ksplit=split, l2f=1))
+        return out
     if c.space == "pdl":
         hit = lookup(c.O, c.K, c.T, c.density, c.dtype, c.arch, fused=c.fused)
         for kn in [dict(out[0])] + ([hit[0]] if hit else []):
@@ -316,6 +335,15 @@ def dense_candidates(c: Cell) -> list[dict]:
         hit = lookup(c.O, c.K, c.T, 1.0, c.dtype, c.arch, fused=c.fused, kind="dense")
         for kn in [dict(out[0])] + ([hit[0]] if hit else []):
             add(dict(kn))
+        return out
+    if c.space == "hint":
+        # the planner's and the tuned record's knobs, as they are and overlapping the previous kernel (pdl=2), with
+        # each L2 promotion of the weight's TMA boxes
+        hit = lookup(c.O, c.K, c.T, 1.0, c.dtype, c.arch, fused=c.fused, kind="dense")
+        for kn in [dict(out[0])] + ([hit[0]] if hit else []):
+            for pdl in (0, 2):
+                for p in HINT_L2P:
+                    add(dict(kn, pdl=pdl, l2p=p))
         return out
     if c.space == "pdl":
         # the planner's and the tuned record's knobs, each as they are and overlapping the previous kernel (pdl=2)

@@ -56,7 +56,8 @@ def main():
     ap.add_argument("--design", help="only kernels of these designs (comma-separated: fragment, tiled, dlight, mma, wgmma, bmtc), "
                                      "for a focused run")
     ap.add_argument("--max-tokens", type=int, help="only benchmark kernels with T <= this")
-    ap.add_argument("--only", help="only the check cases whose name contains this (no benchmark kernels)")
+    ap.add_argument("--only", help="only the check cases whose name contains this, or one of these (comma-separated; "
+                                   "no benchmark kernels)")
     ap.add_argument("--shapes", help="only benchmark kernels of these OxK shapes (comma-separated), no check cases")
     a = ap.parse_args()
     os.makedirs(a.outdir, exist_ok=True)
@@ -72,9 +73,10 @@ def main():
     if a.max_tokens:
         bench = [c for c in bench if c["T"] <= a.max_tokens]
     if a.only:
-        chk, bench = [c for c in chk if a.only in c["name"]], []
+        parts = [p for p in a.only.split(",") if p]
+        chk, bench = [c for c in chk if any(p in c["name"] for p in parts)], []
         if not chk:
-            raise SystemExit(f"--only {a.only!r}: no check case's name contains it")
+            raise SystemExit(f"--only {a.only!r}: no check case's name contains any of {parts}")
     if a.shapes:
         want = {tuple(int(v) for v in s.split("x")) for s in a.shapes.split(",")}
         chk, bench = [], [c for c in bench if (c["O"], c["K"]) in want]

@@ -66,7 +66,7 @@ def check_cases() -> list[dict]:
                 out.append(case(f"chk{i}_{fmt}{tag}_{dtype}_{O}x{K}x{T}", fmt, params, O, K, T, dtype, bias, act,
                                 pat))
     return (out + tiled_check_cases() + tiled_pos7_check_cases() + tiled_wg_check_cases() + tiled_wsp_check_cases()
-            + tiled_pdl_check_cases() + tiled_cl_check_cases()
+            + tiled_pdl_check_cases() + tiled_cl_check_cases() + tiled_hint_check_cases()
             + dlight_check_cases()
             + mma_check_cases()
             + wgmma_check_cases())
@@ -151,7 +151,11 @@ def wgmma_check_cases() -> list[dict]:
             ("dense", 1024, 1024, 128, "float16", True, "gelu", dict(ks=1, stages=4)),
             ("dense", 512, 512, 8, "float16", False, None, dict(ks=2, stages=6)),
             ("nm", 2048, 2048, 8, "float16", False, None, dict(ks=2)),
-            ("nm", 1024, 1024, 64, "bfloat16", True, "relu", dict(ks=1))]
+            ("nm", 1024, 1024, 64, "bfloat16", True, "relu", dict(ks=1)),
+            # l2p (session 17): the weight's tensor maps with an L2 promotion (256 / 128 / 64 bytes)
+            ("dense", 1032, 1032, 32, "float16", True, None, dict(ks=1, l2p=3)),
+            ("nm", 1024, 1024, 130, "bfloat16", True, "gelu", dict(ks=1, l2p=2)),
+            ("dense", 2048, 2048, 8, "float16", False, None, dict(ks=4, l2p=1))]
     for i, (fmt, O, K, T, dt, bias, act, kn) in enumerate(grid):
         nm = fmt == "nm"
         out.append(dict(case(f"chk_wgpdl{i}_{fmt}_{dt}_{O}x{K}x{T}", fmt, {"n": 2, "m": 4} if nm else {}, O, K, T, dt,
@@ -384,6 +388,38 @@ def tiled_cl_check_cases() -> list[dict]:
     return out
 
 
+# ldw (session 17): cache qualifiers on the weight stream's loads (.L2::256B, .L1::no_allocate): code pos (16-byte
+# positions) and pos7 (8-byte), the 2:4 operand's metadata loads, split-K and a single split, bias + activation, bf16;
+# l2f: the block's weight bytes bulk-prefetched into L2 first
+HINT_CHECK = [
+    (1000, 4104, 16, "csr", ["unstructured", 0.7, False], True, "gelu", {"ksplit": 3, "code": "pos7", "ldw": 1}),
+    (520, 2048, 33, "bitmap", ["unstructured", 0.9, True], False, None, {"ksplit": 4, "code": "pos", "ldw": 2}),
+    (300, 1000, 5, "bitmap", ["unstructured", 0.8, False], True, "relu", {"ksplit": 1, "code": "pos7", "ldw": 3}),
+    (2048, 2048, 8, "bitmap", ["unstructured", 0.9, False], False, None,
+     {"ksplit": 4, "sp": 1, "sc": 256, "code": "pos7", "pb": 2, "wgs": 1, "rr": 1, "ra": 1, "xd": 1, "ldw": 2}),
+    (2000, 3000, 32, "csr", ["unstructured", 0.8, True], True, None, {"ksplit": 5, "code": "pos", "ra": 1, "ldw": 2,
+                                                                        "pdl": 2}),
+    # l2f (pos7's range cut to whole 16-byte units, odd first chunks), with pdl=2 before the wait, one split and many
+    (1000, 4104, 16, "csr", ["unstructured", 0.7, True], True, "gelu", {"ksplit": 3, "code": "pos7", "l2f": 1}),
+    (520, 2048, 33, "bitmap", ["unstructured", 0.9, False], False, None, {"ksplit": 6, "code": "pos", "l2f": 1,
+                                                                         "pdl": 2}),
+    (2048, 2048, 8, "bitmap", ["unstructured", 0.9, True], False, None,
+     {"ksplit": 4, "sp": 1, "sc": 256, "code": "pos7", "pb": 2, "wgs": 1, "rr": 1, "ra": 1, "xd": 1, "l2f": 1}),
+    (300, 1000, 5, "bitmap", ["unstructured", 0.8, False], True, "relu", {"ksplit": 1, "code": "pos7", "l2f": 1}),
+]
+
+
+def tiled_hint_check_cases() -> list[dict]:
+    out = []
+    for dtype in ("float16", "bfloat16"):
+        for i, (O, K, T, fmt, pat, bias, act, knobs) in enumerate(HINT_CHECK):
+            if dtype == "bfloat16" and i % 2:
+                continue
+            out.append(case(f"chk_tiledldw{i}_{dtype}_{O}x{K}x{T}", fmt, {"tile": [8, 32]} if fmt == "bitmap" else {},
+                            O, K, T, dtype, bias, act, pat, dict(knobs, mma="wg"), design="tiled"))
+    return out
+
+
 BENCH_SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (9216, 36864)]
 BENCH_TOKENS = [1, 8, 16, 32, 128, 1024]
 BENCH_SPARSITY = [0.5, 0.7, 0.8, 0.9]
@@ -504,6 +540,9 @@ def bench_cases() -> list[dict]:
             tuned = tuned_dense_knobs(O, K, T)
             if tuned is not None:       # what compile runs for a dense layer of this shape: the shipped record's
                 out.append(case(f"b_wgdensetuned_{O}x{K}x{T}", "dense", {}, O, K, T, knobs=tuned, design="wgmma"))
+            # without a record, compile runs the defaults with the planner's knobs (select.wgmma_knobs: pdl, l2p)
+            out.append(case(f"b_wgdenseplan_{O}x{K}x{T}", "dense", {}, O, K, T, knobs=S.wgmma_knobs(O, K, T),
+                            design="wgmma"))
             out.append(case(f"b_wgnm24_{O}x{K}x{T}", "nm", {"n": 2, "m": 4}, O, K, T, design="wgmma"))
             # the same with every launch overlapping the previous one (pdl=2, session 15) where the default grid
             # takes it (not stream-K)

@@ -40,6 +40,8 @@ elif MODE == "mid2":                               # the session-13 dense rule o
     TOKENS = [160, 320, 448, 640]
 elif MODE == "bert":                               # sparsec's dense (and 2:4) wgmma on BERT-base's shapes, 8-128 tokens
     SHAPES, TOKENS = [(768, 768), (3072, 768), (768, 3072), (4096, 4096)], [8, 16, 32, 64, 128]
+elif MODE == "l2p":                                # the weight's TMA L2 promotion (l2p, session 17), 2:4 and dense
+    TOKENS = [32, 128, 1024]
 elif MODE == "bert1":                              # the same below 8 tokens
     SHAPES, TOKENS = [(768, 768), (3072, 768), (768, 3072), (4096, 4096)], [1, 2, 4]
 
@@ -60,6 +62,9 @@ def check_cases() -> list[dict]:
         return base + extra
     if MODE == "mid2":
         return [c for c in C.wgmma_check_cases() if c["format"] == "dense"]
+    if MODE == "l2p":       # the TMA checks (dense and 2:4) with the 256-byte L2 promotion
+        return [dict(c, name=c["name"] + "_l2p", knobs=dict(c["knobs"], l2p=3)) for c in C.wgmma_check_cases()
+                if c["knobs"].get("ws", 1) == 1 and not c.get("chain")]
     if MODE == "mid":
         return [c for c in C.wgmma_check_cases()] + [
             C.case(f"chk_wgmid_{i}_{fmt}_{dt}_{O}x{K}x{T}", fmt, NM24 if fmt == "nm" else {}, O, K, T, dt, bias,
@@ -132,6 +137,10 @@ BIG_CHECKS = [(1160, 1024, 1030, "float16", True, "silu", dict(bm=128, bn=256, s
 def sparse_variants(O, K, T):
     if MODE in ("bert", "bert1"):
         return [{}]
+    if MODE == "l2p":
+        if T > 128:
+            return [{}, dict(l2p=3), dict(l2p=2)]
+        return [{}, dict(l2p=3), dict(pdl=2), dict(pdl=2, l2p=3)]
     if MODE == "ar":
         if os.environ.get("DEV_WGSP_AR") == "1":      # run 1 (ar_run1): register sets, tiles, ring depth
             if T > 128:
@@ -198,6 +207,8 @@ def sparse_variants(O, K, T):
 def dense_variants(O, K, T):
     if MODE in ("bert", "bert1"):
         return [{}]
+    if MODE == "l2p":
+        return [{}, dict(l2p=3)] + ([dict(pdl=2), dict(pdl=2, l2p=3)] if T <= 128 else [])
     if MODE == "ar":
         return [{}] if T > 128 else []
     if MODE == "big":
@@ -232,7 +243,7 @@ def bench_cases():
         for T in TOKENS:
             for v, kn in enumerate(sparse_variants(O, K, T)):
                 out.append(C.case(f"b_wgsp{v}_{O}x{K}x{T}", "nm", NM24, O, K, T, knobs=kn, design="wgmma"))
-            if T <= 32 or MODE in ("tma", "big", "bert", "bert1", "sk3", "mid", "mid2"):
+            if T <= 32 or MODE in ("tma", "big", "bert", "bert1", "sk3", "mid", "mid2", "l2p"):
                 for v, kn in enumerate(dense_variants(O, K, T)):
                     out.append(C.case(f"b_wgd{v}_{O}x{K}x{T}", "dense", {}, O, K, T, knobs=kn, design="wgmma"))
     return out

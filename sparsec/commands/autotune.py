@@ -238,13 +238,15 @@ def register(sub) -> None:
                         "float16): the tuning key includes it")
     p.add_argument("--import", dest="import_", metavar="RESULTS",
                    help="--target cuda: record scripts/gpu/tune_tiled.py's results.json in the database")
-    p.add_argument("--space", default="default", choices=("default", "wide", "pdl", "cluster", "refine"),
+    p.add_argument("--space", default="default", choices=("default", "wide", "pdl", "cluster", "refine", "hint"),
                    help="--target cuda --emit: 'wide' also tries every single-knob neighbour of the planner's "
                         "variant (~4x the candidates); 'pdl' (after a tuning run) the planner's and the tuned "
                         "knobs, at one split either side, each launched to overlap the previous kernel (pdl=2); "
                         "'cluster' (after a tuning run) those knobs with the splits summed across a thread-block "
                         "cluster (fx=2) at splits 2-8; 'refine' (after a tuning run) every single-knob neighbour of "
-                        "the tuned knobs, more splits, and register caps for more blocks per SM (minb)")
+                        "the tuned knobs, more splits, and register caps for more blocks per SM (minb); 'hint' "
+                        "(after a tuning run) the planner's and the tuned knobs with each cache hint on the weight's "
+                        "loads (ldw; a dense layer's TMA L2 promotion, l2p)")
     p.add_argument("--decisive-only", action="store_true",
                    help="--import: only the records the choice rests on (re-measured finalists, failed candidates)")
     p.add_argument("--replace", action="store_true",

@@ -73,7 +73,9 @@ of 8 values, one of 8 positions, 8 shared stores), plus a fixed cost per stage (
   ``pdl=1`` (opt-in, measured neutral) split-K's main kernel launched with programmatic dependent launch so the
   zeroing launch overlaps it, ``wgs`` 3 / 4 (opt-in, slower except 70 % on 9216x36864); session 15: ``pdl=2``
   (the planner's) every launch of the layer overlaps the previous kernel on the stream, the weight read before
-  ``griddepcontrol.wait`` and X, Y and the split workspace after it (``tiled_wg.py``);
+  ``griddepcontrol.wait`` and X, Y and the split workspace after it (``tiled_wg.py``); session 17 (opt-in, H100 in
+  docs/cuda.md "Cache hints on the weight"): ``ldw`` PTX cache qualifiers on the weight stream's loads
+  (``tiled_wg.LDW_HINTS``), ``l2f=1`` one bulk L2 prefetch per warp of its strip's bytes for the block, issued first;
 - the warps' partial sums meet in shared memory (fp32 ``atomicAdd``); with one k split the block
   applies bias + activation and stores Y; with ``ksplit > 1`` (no activation) a first kernel zeroes
   Y and every block adds its partial result with fp16/bf16 ``atomicAdd`` (bias by split 0).
@@ -94,7 +96,7 @@ KNOBS = {"rt": (1, 2, 4), "sc": (32, 64, 128, 256), "warps": (1, 2, 4, 8, 16),
          "split": ("k", "rows"), "xpipe": (0, 1), "minb": (0, 2, 3, 4, 5, 6),
          "mma": ("sync", "wg"), "wip": (0, 1), "xd": (1, 2, 3), "wgs": (1, 2, 3, 4), "pf": (1, 2), "pb": (1, 2), "ra": (1, 2, 3),
          "xa": (0, 1), "sp": (0, 1), "rr": (0, 1),
-         "rp": (1, 2, 4, 8), "pdl": (0, 1, 2), "fx": (0, 1, 2)}
+         "rp": (1, 2, 4, 8), "pdl": (0, 1, 2), "fx": (0, 1, 2), "ldw": (0, 1, 2, 3), "l2f": (0, 1)}
 WG_TN = (8, 16, 24, 32, 40, 48, 56, 64, 96, 128)   # mma="wg": tokens per block (the wgmma N)
 WG_KSPLIT = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48)
 WG_MINB_THREADS = 1024       # mma="wg": minb x threads per block at most this (>= 64 registers per thread)
@@ -138,6 +140,8 @@ class TiledSpec:
     pdl: int = 0
     fx: int = 0          # mma="wg", ksplit > 1: the splits' fp32 partials summed by the last block (1) or across
     #                      the thread-block cluster of the splits, through distributed shared memory (2); no atomics
+    ldw: int = 0         # mma="wg": cache hints on the weight stream's loads (tiled_wg.LDW_HINTS)
+    l2f: int = 0         # mma="wg": each warp bulk-prefetches its strip's weight bytes for the block into L2 first
 
     @property
     def ngroups(self) -> int:
@@ -158,6 +162,8 @@ class TiledSpec:
                     **({"sp": self.sp, "rr": self.rr, "rp": self.rp} if self.sp else {}),
                     **({"pdl": self.pdl} if self.pdl else {}),
                     **({"fx": self.fx} if self.fx else {}),
+                    **({"ldw": self.ldw} if self.ldw else {}),
+                    **({"l2f": self.l2f} if self.l2f else {}),
                     **({"minb": self.minb} if self.minb else {})}
         return {"design": "tiled", "rt": self.rt, "sc": self.sc, "warps": self.warps, "ksplit": self.ksplit,
                 "tn": self.tn, "pipe": self.pipe, "sync": self.sync, "clear": self.clear,
@@ -195,7 +201,7 @@ def resolve(spec: MatmulSpec, knobs: dict | None) -> TiledSpec:
         raise KernelError(f"cuda tiled kernel: fx={knobs['fx']} (the splits summed without atomics) needs mma='wg'")
     if knobs.get("sc") == 256:
         raise KernelError("cuda tiled kernel: sc=256 needs mma='wg' with sp=1")
-    for k in ("wip", "xd", "wgs", "pf", "pb", "ra", "xa", "sp", "rr", "rp", "pdl"):
+    for k in ("wip", "xd", "wgs", "pf", "pb", "ra", "xa", "sp", "rr", "rp", "pdl", "ldw", "l2f"):
         if knobs.get(k) is not None:
             raise KernelError(f"cuda tiled kernel: knob {k} needs mma='wg'")
     Tt = spec.tokens
@@ -367,7 +373,8 @@ def resolve_wg(spec: MatmulSpec, knobs: dict) -> TiledSpec:
     return TiledSpec(spec, 1, sc, 4, ks, tn, code=knobs.get("code") or "pos", minb=knobs.get("minb") or 0,
                      clear=knobs.get("clear") or "zero", mma="wg", wip=wip, xd=xd, wgs=wgs, pf=pf, pb=pb,
                      ra=ra, xa=xa, sp=sp, rr=rr or 0, rp=knobs.get("rp") or 2,
-                     pdl=2 if knobs.get("pdl") == 2 else (knobs.get("pdl") or 0) if ks > 1 and not fx else 0, fx=fx)
+                     pdl=2 if knobs.get("pdl") == 2 else (knobs.get("pdl") or 0) if ks > 1 and not fx else 0, fx=fx,
+                     ldw=knobs.get("ldw") or 0, l2f=knobs.get("l2f") or 0)
 
 
 def tiled_args(ts: TiledSpec, dtype: str) -> list[Arg]:

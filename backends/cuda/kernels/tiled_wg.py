@@ -73,6 +73,16 @@ from sparsec.backends.cuda.kernels.staged import zero_fill
 from sparsec.backends.kernels.common import ceil_div, epilogue
 
 ALIGN = 1024                 # 128B-swizzle atoms start 1024-byte aligned
+# ldw: PTX cache qualifiers of the weight stream's loads (values, positions, 2:4 metadata): 0 = as TVM emits them
+# (ld.global.nc); .L2::256B asks the L2 to fetch the whole 256-byte block around each miss (a strip's next bytes,
+# which its next batch or stage reads); .L1::no_allocate keeps the streamed weight out of L1
+LDW_HINTS = {1: ".L2::256B", 2: ".L1::no_allocate.L2::256B", 3: ".L1::no_allocate"}
+# l2f: one bulk prefetch into L2 per warp and weight array (cp.async.bulk.prefetch.L2, sm_90) of its strip's bytes for
+# the block's stages, issued first (with pdl=2 before griddepcontrol.wait: while the previous kernel runs)
+L2F_SRC = r"""
+__forceinline__ __device__ void sparsec_l2_prefetch(const void* p, unsigned int bytes) {
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" :: "l"(p), "r"(bytes) : "memory");
+}"""
 ATOM = 4096                  # halves per 64-row x 64-column atom (8 KB)
 SMEM_LIMIT = 227 * 1024
 
@@ -86,6 +96,29 @@ def smem_elems(sc: int, tn: int, wip: int, xd: int, wgs: int = 1, ra: int = 0, x
     rings = ((ra or 2 + wip) * wgs * (sc // (128 if sp else 64)) * ATOM
              + (0 if xa else (xd + 2) * (sc // 64) * tn * 64))
     return max(rings, tn * (64 * wgs + 8), 128 * wgs * tn if fx == 2 else 0) + ALIGN // 2
+
+
+def ldw_source(ldw: int, nbytes: int) -> tuple[str, str]:
+    """``(name, CUDA source)`` of a ``nbytes``-byte (16 or 8) read-only global load with the cache qualifiers
+    ``LDW_HINTS[ldw]``: ``name(dst, src)`` copies ``nbytes`` from ``src`` (global, aligned) to the registers at
+    ``dst``."""
+    hint = LDW_HINTS[ldw]
+    name = f"sparsec_ldw{ldw}_b{nbytes}"
+    if nbytes == 16:
+        body = (f'uint4 r;\n  asm("ld.global.nc{hint}.v4.u32 {{%0, %1, %2, %3}}, [%4];" : "=r"(r.x), "=r"(r.y), '
+                f'"=r"(r.z), "=r"(r.w) : "l"(s));')
+    elif nbytes == 8:
+        body = f'uint2 r;\n  asm("ld.global.nc{hint}.v2.u32 {{%0, %1}}, [%2];" : "=r"(r.x), "=r"(r.y) : "l"(s));'
+    else:
+        raise ValueError(f"ldw_source: {nbytes}-byte loads (16 or 8)")
+    # the registers reach the caller's array (halves, int16 or int32) by memcpy: a store through another type's
+    # pointer breaks C++'s aliasing rules, and nvcc then reorders it past the reads of the array (wrong results on
+    # the H100 in session 17's first run)
+    return name, f"""
+__forceinline__ __device__ void {name}(void* d, const void* s) {{
+  {body}
+  __builtin_memcpy(d, &r, {nbytes});
+}}"""
 
 
 def split_fixup_source(ts, ws_vec4: int, tiles: int, nacc: int, nt: int, ks: int) -> tuple[str, str]:
@@ -216,6 +249,10 @@ def generate_wg(ts):
     ZIT = 1024 // 8 // 32               # 16-byte zero stores per lane and atom of a strip (4)
     XIT = ceil_div(BN * 8, NT)          # 16-byte activation copies per thread and atom
     CST = BM + 8
+    LDW = bool(ts.ldw)                  # cache qualifiers on the weight stream's loads (LDW_HINTS[ts.ldw])
+    L2F = bool(ts.l2f)                  # the block's weight bytes prefetched into L2 first (one bulk prefetch per warp)
+    LD16 = ldw_source(ts.ldw, 16) if LDW else None
+    LD8 = ldw_source(ts.ldw, 8) if LDW else None
     pt = {"float16": "f16", "bfloat16": "bf16"}[dt]
     WG = f"wgmma.mma_async.sync.aligned.m64n{64 if XA else BN}k16.f32.{pt}.{pt}"
     CP = "cp.async.cg.shared.global"
@@ -261,14 +298,27 @@ def generate_wg(ts):
     @T.macro
     def load_batch(vals, pos, v, p, chunk, b):
         # batch b of a register set: 8 values (16 bytes) and their positions from chunk `chunk`
-        for j in T.vectorized(8):
-            v[b * 8 + j] = vals[chunk * 8 + j]
-        if P7:
-            for j in T.vectorized(2):
-                p[b * 2 + j] = pos[chunk * 2 + j]
+        if LDW:
+            # the destinations as access pointers with their extents (write): TVM sizes the register arrays by the
+            # regions it sees accessed, and an address_of would show it one element (session 17: cut-down arrays,
+            # wrong results on the H100)
+            T.cuda.func_call(LD16[0], T.tvm_access_ptr(T.type_annotation(dt), v.data, b * 8, 8, 2),
+                             T.address_of(vals[chunk * 8]), source_code=LD16[1])
+            if P7:
+                T.cuda.func_call(LD8[0], T.tvm_access_ptr(T.type_annotation(PR_DT), p.data, b * 2, 2, 2),
+                                 T.address_of(pos[chunk * 2]), source_code=LD8[1])
+            else:
+                T.cuda.func_call(LD16[0], T.tvm_access_ptr(T.type_annotation(PR_DT), p.data, b * 8, 8, 2),
+                                 T.address_of(pos[chunk * 8]), source_code=LD16[1])
         else:
             for j in T.vectorized(8):
-                p[b * 8 + j] = pos[chunk * 8 + j]
+                v[b * 8 + j] = vals[chunk * 8 + j]
+            if P7:
+                for j in T.vectorized(2):
+                    p[b * 2 + j] = pos[chunk * 2 + j]
+            else:
+                for j in T.vectorized(8):
+                    p[b * 8 + j] = pos[chunk * 8 + j]
 
     def slot7b(p, b, j, o=0):
         return (T.shift_right(p[o + b * 2], 21) & 0x780) + (T.shift_right(p[o + b * 2 + j // 4], (j % 4) * 7) & 127)
@@ -335,9 +385,14 @@ def generate_wg(ts):
         # block 2 kk + e), sparsity selector 0; lanes 4g + 2, 4g + 3 supply none
         if tx % 4 < 2:
             for h in T.unroll(NK // 4):
-                for e in T.vectorized(4):
-                    mn[h * 4 + e] = meta[((T.min(bx * NWP + ty, NGR - 1) * NST + s) * 16 + (tx // 4) * 2 + tx % 2) * NK
-                                         + h * 4 + e]
+                if LDW:
+                    T.cuda.func_call(LD16[0], T.tvm_access_ptr(T.type_annotation("int32"), mn.data, h * 4, 4, 2),
+                                     T.address_of(meta[((T.min(bx * NWP + ty, NGR - 1) * NST + s) * 16 + (tx // 4) * 2
+                                                        + tx % 2) * NK + h * 4]), source_code=LD16[1])
+                else:
+                    for e in T.vectorized(4):
+                        mn[h * 4 + e] = meta[((T.min(bx * NWP + ty, NGR - 1) * NST + s) * 16 + (tx // 4) * 2
+                                              + tx % 2) * NK + h * 4 + e]
 
     @T.macro
     def res_row(st, rw, ra_, xb, tx):
@@ -552,6 +607,7 @@ def generate_wg(ts):
         fxt = T.alloc_buffer((1,), "int32", scope="shared")    # fx: whether this block sums the tile's splits
         fxl = T.alloc_buffer((1,), "int32", scope="local")
         cls = T.alloc_buffer((4,), "float32", scope="local")      # fx=2: one float4 of the tile, summed
+        pe = T.alloc_buffer((1,), "int32", scope="local")        # l2f: the strip's end chunk for the block
         nb = s_end(bz) - s_first(bz)                    # the block's stages (every warp of the block)
         if PDL2:
             T.ptx["griddepcontrol.launch_dependents"]()  # the next kernel's blocks may start their own prologue
@@ -590,6 +646,23 @@ def generate_wg(ts):
             sv[1] = sptr[gbase(bx, ty) + s_first(bz)]
             sv[2] = sptr[gbase(bx, ty) + T.min(s_first(bz) + 1, s_end(bz))]
             sv[3] = sptr[gbase(bx, ty) + T.min(s_first(bz) + 2, s_end(bz))]
+        if L2F:
+            # the strip's chunks of the block's stages [sv[1], end) are contiguous: values 16 bytes a chunk, positions
+            # 16 (pos) or 8 (pos7, the range cut to whole 16-byte units inside it)
+            if SHFL:
+                pe[0] = T.tvm_warp_shuffle(FULL, sv[0], nb, 32, 32)
+            else:
+                pe[0] = sptr[gbase(bx, ty) + s_end(bz)]
+            if bx * NWP + ty < NGR and tx == 0 and pe[0] > sv[1]:
+                T.cuda.func_call("sparsec_l2_prefetch", T.address_of(vals[sv[1] * 8]),
+                                 T.Cast("uint32", (pe[0] - sv[1]) * 16), source_code=L2F_SRC)
+                if P7:
+                    if pe[0] // 2 > (sv[1] + 1) // 2:
+                        T.cuda.func_call("sparsec_l2_prefetch", T.address_of(pos[((sv[1] + 1) // 2) * 4]),
+                                         T.Cast("uint32", (pe[0] // 2 - (sv[1] + 1) // 2) * 16), source_code=L2F_SRC)
+                else:
+                    T.cuda.func_call("sparsec_l2_prefetch", T.address_of(pos[sv[1] * 8]),
+                                     T.Cast("uint32", (pe[0] - sv[1]) * 16), source_code=L2F_SRC)
         if bx * NWP + ty < NGR:
             for b in T.unroll(PB):
                 if nb > 0 and sv[1] + b * 32 + tx < sv[2]:

@@ -55,6 +55,11 @@ consumers load ``mma_layout``'s ``sp_frag`` (the stored values in the A-fragment
 into ``ar`` register sets, ``wgmma.mma_async.sp`` takes A from registers (``wgmma_sp_rs_source``). Correct on the
 H100 and 1.1-1.5x slower at T=1024 (``benchmarks/results/dev/ar_run{1,2}.*``, docs/cuda.md).
 
+**L2 promotion (``l2p``, session 17)**: the weight's tensor maps (values, 2:4 metadata) are encoded with
+``CU_TENSOR_MAP_L2_PROMOTION`` 64/128/256 B (``l2p`` 1/2/3; 0, none, the default): a miss of a box row (128 bytes)
+brings the next k-tile's bytes of the row into L2 with it. ``select.wgmma_knobs`` gives a dense weight larger than the
+L2 ``l2p=3`` up to 128 tokens (H100: 1.02-1.03x; docs/cuda.md "Cache hints on the weight").
+
 Must be compiled for ``sm_90a`` (``toolchain.build(mod, "sm_90a")``): wgmma has no ``sm_90`` encoding.
 A wrong descriptor (layout, offsets, swizzle) reads the wrong elements and shows up as a wrong result in
 the GPU check (``scripts/gpu/dev_wgmma.py``), not as a crash.
@@ -104,6 +109,8 @@ KNOBS = (
                               "launch): the TMA producer loads the weight tiles of the first ring slots, then waits "
                               "(griddepcontrol.wait) for the previous kernel before the activation tiles and any "
                               "write of Y (tma=1, the plain grid: no sk, no tail, no ar)"),
+    Knob("l2p", (0, 1, 2, 3), None, "tma=1: the L2 promotion of the weight's tensor maps (values, 2:4 metadata): 0 none, "
+                                    "1/2/3 = the L2 fetches 64/128/256 bytes around each miss of a TMA box"),
 )
 BK = 64                          # 128-byte rows of fp16/bf16: the 128B swizzle atom
 SMEM_LIMIT = 227 * 1024          # H100 dynamic shared memory per block
@@ -134,6 +141,7 @@ class WgmmaSpec:
     ar: int = 0
     ana: int = 0
     pdl: int = 0
+    l2p: int = 0
 
     def stage_raw(self) -> int:
         """Elements (halves) a ring slot receives: A tile (bm x 64, or when sparse bm x spk/2 stored values), B tile
@@ -278,6 +286,12 @@ def resolve(O: int, K: int, T: int, knobs: dict | None, spec: MatmulSpec, sparse
                               f"grid (got ws={ws.ws}, tma={ws.tma}, sk={ws.sk}, tail={ws.tail}, ar={ws.ar})")
     if ws.ana and not ws.ar:
         raise KernelError("cuda wgmma kernel: ana=1 is a knob of the register-operand values (ar > 0)")
+    if kn.get("l2p"):
+        from dataclasses import replace
+
+        ws = replace(ws, l2p=int(kn["l2p"]))
+        if not ws.tma:
+            raise KernelError(f"cuda wgmma kernel: l2p={ws.l2p} is the TMA tensor map's L2 promotion: it needs tma=1")
     if ws.ar and not (sparse and ws.tma and ws.ws and ws.wip == 0 and ws.spk == SP_KMUL):
         raise KernelError(f"cuda wgmma kernel: ar={ws.ar} (the stored values in registers) needs 2:4 weights, ws=1, "
                           f"tma=1, wip=0 and spk={SP_KMUL} (got ws={ws.ws}, tma={ws.tma}, wip={ws.wip}, spk={ws.spk}"
@@ -362,7 +376,8 @@ def resolved_knobs(ws: WgmmaSpec) -> dict:
             "stages": ws.stages, "ks": ws.ks, "gm": ws.gm, "wip": ws.wip, "ws": ws.ws,
             **({"tma": 1} if ws.tma else {}), **({"tail": ws.tail} if tail_split(ws) else {}),
             **({"sk": ws.sk} if ws.sk else {}), **({"ar": ws.ar} if ws.ar else {}),
-            **({"ana": 1} if ws.ana else {}), **({"pdl": ws.pdl} if ws.pdl else {})}
+            **({"ana": 1} if ws.ana else {}), **({"pdl": ws.pdl} if ws.pdl else {}),
+            **({"l2p": ws.l2p} if ws.l2p else {})}
 
 
 def tail_split(ws: WgmmaSpec) -> tuple[int, int] | None:
@@ -566,6 +581,7 @@ def _generate(ws: WgmmaSpec):
     AR = ws.ar                              # register sets of stored values (k-tiles loaded ahead); 0: A in the slot
     ARS = bool(AR)
     ANA = bool(ws.ana)                      # ar: the values' loads not allocated in L1
+    L2P = ws.l2p                            # the weight's tensor maps: L2 promotion (CUtensorMapL2promotion)
     ASZ = 0 if AR else BM * ABK             # elements per A stage
     BSZ = BN * BKL                          # B: one bn x 64 tile, or BKL/64 when sparse
     MSZ = BM * BKL // 16 if SP else 0       # sparse: metadata words [BM/16 blocks][BKL/16 col blocks][8] (as halves)
@@ -736,13 +752,13 @@ def _generate(ws: WgmmaSpec):
         if not ARS:
             T.Bind(T.tvm_stack_alloca("tensormap", 1), var=tW)
             T.tensormap_encode_tiled(tW, W.data, KA, O, KA * 2, ABK, BM, 1, 1, descriptor_dtype=dt, rank=2,
-                                     swizzle=3 if ASW == 128 else 2)
+                                     swizzle=3 if ASW == 128 else 2, l2_promotion=L2P)
         T.Bind(T.tvm_stack_alloca("tensormap", 1), var=tX)
         T.tensormap_encode_tiled(tX, X.data, K, TT, K * 2, BK, BN, 1, 1, descriptor_dtype=dt, rank=2, swizzle=3)
         if SP:
             T.Bind(T.tvm_stack_alloca("tensormap", 1), var=tM)
             T.tensormap_encode_tiled(tM, Wm.data, K // 2, RB, K * 2, MW, BM // 16, 1, 1, descriptor_dtype="int32",
-                                     rank=2, swizzle=0)
+                                     rank=2, swizzle=0, l2_promotion=L2P)
 
     @T.macro
     def mainloop_ws(Sm, Su, W, Wm, X, acc, sbase, off, bx, by, k0, nkz, wg, lt):
