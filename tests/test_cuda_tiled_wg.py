@@ -373,6 +373,7 @@ def test_planner_knobs_pick_wg_on_sm_90a_at_16_tokens_and_more():
     assert S.wgmma_knobs(4096, 4096, 16) == {"pdl": 2} and S.wgmma_knobs(4096, 4096, 16, sparse=True) == {"pdl": 2}
     assert S.wgmma_knobs(9216, 36864, 16) == {"l2p": 3}             # 680 MB: slower with pdl (dev/pdlpass15)
     assert S.wgmma_knobs(11008, 4096, 32) == {"l2p": 3, "pdl": 2}   # over the L2: the 256-byte L2 promotion
+    assert S.wgmma_knobs(11008, 4096, 128) == {"pdl": 2}            # not at 128 tokens (0.95x on 9216x36864)
     assert S.wgmma_knobs(9216, 36864, 1024) == {} and S.wgmma_knobs(11008, 4096, 32, sparse=True) == {"pdl": 2}
     assert S._tiled_knobs(0.3, 32, "sm_90a") == {"mma": "wg", "code": "pos7", "ra": 1}   # one-buffer A ring from 32
     assert S._tiled_knobs(0.3, 16, "sm_90a") == {"mma": "wg", "code": "pos7"}

@@ -168,11 +168,12 @@ def wgmma_takes_pdl(O: int, K: int, T: int, sparse: bool = False) -> bool:
 
 
 # l2p=3 (session 17): the weight's TMA boxes promote each L2 miss to 256 bytes (the next k-tile of the same rows).
-# H100, benchmarks/results/dev/hint17 (dense wgmma, weights cold in the tuner, warm in dev_wgsp): on the weights larger
-# than the L2 (11008x4096, 4096x11008, 9216x36864) 1.02-1.03x at 1-32 tokens and 1.02-1.03x at 128 (9216x36864 with
-# pdl=2 0.98-1.00x: the planner gives that 680 MB weight no pdl); on 4096^2 (33.5 MB) 0.97-1.02x; at 1024 tokens
-# 0.94-0.98x. Taken for a dense weight over L2P_MIN_WEIGHT_BYTES at up to L2P_MAX_TOKENS tokens
-L2P_MAX_TOKENS = 128
+# H100, benchmarks/results/dev/hint17 (dense wgmma, weights cold in the tuner, warm in dev_wgsp) and the official run
+# (benchmarks/results/spmm_gpu.json, cold): on the weights larger than the L2 (11008x4096, 4096x11008, 9216x36864)
+# 1.02-1.03x at 1-32 tokens (11008x4096 T=32 with pdl=2 34.1 -> 33.3 us, 9216x36864 T=1 239.5 -> 232.6 us); at 128
+# tokens 1.02-1.03x on the two 4096/11008 shapes but 0.95x on 9216x36864 (cold; 1.02x warm); on 4096^2 (33.5 MB)
+# 0.97-1.02x; at 1024 tokens 0.94-0.98x. Taken for a dense weight over L2P_MIN_WEIGHT_BYTES up to L2P_MAX_TOKENS
+L2P_MAX_TOKENS = 32
 L2P_MIN_WEIGHT_BYTES = 64 << 20
 
 

@@ -75,7 +75,8 @@ def main():
     cd = sorted({(r["O"], r["K"], r["T"], r["compiled_dense_vs_cublas"], bool(r.get("dense_wgmma_tuned_ms")))
                  for r in rows if r.get("compiled_dense_vs_cublas") and r["T"] <= 32})
     if cd:
-        out.append("- dense layers as `compile` runs them (wgmma, the shipped tuning record where there is one) vs "
+        out.append("- dense layers as `compile` runs them (wgmma, the shipped tuning record where there is one, else "
+                   "the planner's knobs) vs "
                    f"cuBLAS, T ≤ 32: {min(x[3] for x in cd):.2f}–{max(x[3] for x in cd):.2f}; tuned cells: "
                    + (", ".join(f"{O}x{K} T={T} {v:.2f}" for O, K, T, v, t in cd if t) or "none"))
     cdi = sorted({(r["O"], r["K"], r["T"], r["compiled_dense_vs_cublas_il"]) for r in rows

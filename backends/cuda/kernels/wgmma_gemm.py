@@ -58,7 +58,7 @@ H100 and 1.1-1.5x slower at T=1024 (``benchmarks/results/dev/ar_run{1,2}.*``, do
 **L2 promotion (``l2p``, session 17)**: the weight's tensor maps (values, 2:4 metadata) are encoded with
 ``CU_TENSOR_MAP_L2_PROMOTION`` 64/128/256 B (``l2p`` 1/2/3; 0, none, the default): a miss of a box row (128 bytes)
 brings the next k-tile's bytes of the row into L2 with it. ``select.wgmma_knobs`` gives a dense weight larger than the
-L2 ``l2p=3`` up to 128 tokens (H100: 1.02-1.03x; docs/cuda.md "Cache hints on the weight").
+L2 ``l2p=3`` up to 32 tokens (H100: 1.02-1.03x; docs/cuda.md "Cache hints on the weight").
 
 Must be compiled for ``sm_90a`` (``toolchain.build(mod, "sm_90a")``): wgmma has no ``sm_90`` encoding.
 A wrong descriptor (layout, offsets, swizzle) reads the wrong elements and shows up as a wrong result in
