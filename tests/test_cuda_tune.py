@@ -538,6 +538,35 @@ def test_hint_space_tries_each_cache_hint_on_the_tuned_and_planner_knobs(monkeyp
         assert variants == {(p, h) for p in (0, 2) for h in tune.HINT_L2P}, kn
 
 
+def test_cross_space_tries_the_records_of_other_token_counts_and_densities(monkeypatch):
+    """space="cross": the tuned records of the same layer at the other token counts and density classes, retiled to
+    this token count (their ``tn`` dropped), each at its split and one either side; a dense cell keeps the planner's
+    and the tuned knobs."""
+    recs = {(8, 0.1): {"mma": "wg", "code": "pos7", "sc": 256, "sp": 1, "wgs": 1, "ksplit": 9, "tn": 8, "pdl": 2},
+            (32, 0.2): {"mma": "wg", "code": "pos7", "sc": 128, "wgs": 2, "ksplit": 9, "tn": 32, "pdl": 2}}
+    seen = []
+
+    def lookup(O, K, T, d, *a, **k):
+        seen.append((T, d))
+        return (recs[(T, d)], None) if (T, d) in recs else None
+
+    monkeypatch.setattr(tune, "lookup", lookup)
+    cands = tune.candidates(tune.Cell(4096, 4096, 32, 0.1, space="cross"))
+    assert {(t, d) for t in tune.CROSS_TOKENS for d in tune.VARIANT_DENSITIES} <= set(seen)
+    spec = MatmulSpec(32, 4096, 4096, False, None, "float16")
+    for (t, d), rec in recs.items():
+        want = {k: v for k, v in resolve(spec, {k: v for k, v in rec.items() if k != "tn" or t == 32}).knobs().items()
+                if k != "design"}
+        got = [k for k in cands if {a: v for a, v in k.items() if a != "ksplit"}
+               == {a: v for a, v in want.items() if a != "ksplit"}]
+        assert sorted(k["ksplit"] for k in got) == [8, 9, 10], (t, d)
+        assert all(k["tn"] == 32 for k in got)                    # retiled to this token count
+    assert cands[0] == tune.candidates(tune.Cell(4096, 4096, 32, 0.1))[0]
+    monkeypatch.setattr(tune, "lookup", lambda *a, **k: None)
+    dense = tune.candidates(tune.Cell(4096, 4096, 8, 1.0, kind="dense", space="cross"))
+    assert dense == tune.candidates(tune.Cell(4096, 4096, 8, 1.0, kind="dense"))[:1]
+
+
 def test_dense_wide_space_adds_row_tiles_and_pipeline_depths():
     """A dense cell's wide space: 64-row tiles (twice the blocks) and 4-8 stages at every split within four waves."""
     from sparsec.backends.cuda.kernels.wgmma_gemm import SMS

@@ -66,7 +66,11 @@ REFINE_MINB = (3, 4, 5, 6)
 # GEMM's TMA L2 promotion l2p)
 HINT_LDW = (0, 1, 2, 3)
 HINT_L2P = (0, 1, 2, 3)
-SPACES = ("default", "wide", "pdl", "cluster", "refine", "hint")
+# space="cross" (a pass after a tuning run): the tuned records of the layer's other token counts (CROSS_TOKENS) and
+# other density classes (VARIANT_DENSITIES), tiled to this token count, each at its split and one either side (session
+# 17: at 4096^2, 32 tokens, 90 %, the 80 % record's knobs ran 1.03x faster than the 90 % record's)
+CROSS_TOKENS = (1, 8, 16, 32, 64, 128)
+SPACES = ("default", "wide", "pdl", "cluster", "refine", "hint", "cross")
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tuned_h100.jsonl")
 SCHEMA = "sparsec-cuda-tune/1"
 
@@ -243,6 +247,16 @@ def candidates(c: Cell) -> list[dict]:
                 for split in range(2, WG_CLUSTER_MAX + 1):
                     add(dict(kn, ksplit=split, fx=2))
         return out
+    if c.space == "cross":
+        for t in sorted(set(CROSS_TOKENS) | {c.T}):
+            for d in sorted(set(VARIANT_DENSITIES) | {round(c.density, 4)}):
+                hit = lookup(c.O, c.K, t, d, c.dtype, c.arch, fused=c.fused)
+                if hit is None:
+                    continue
+                kn = {k: v for k, v in hit[0].items() if k != "design" and not (k == "tn" and t != c.T)}
+                for split in sorted({max(1, kn["ksplit"] - 1), kn["ksplit"], kn["ksplit"] + 1}):
+                    add(dict(kn, ksplit=split))
+        return out
     if c.space == "hint":
         hit = lookup(c.O, c.K, c.T, c.density, c.dtype, c.arch, fused=c.fused)
         for kn in [dict(out[0])] + ([hit[0]] if hit else []):
@@ -329,9 +343,9 @@ def dense_candidates(c: Cell) -> list[dict]:
             seen.add(key)
             out.append(kn)
 
-    if c.space in ("cluster", "refine"):
-        # the cluster sum and the refine walk are the tiled kernel's: a dense cell keeps the planner's and the tuned
-        # record's knobs
+    if c.space in ("cluster", "refine", "cross"):
+        # the cluster sum, the refine walk and the cross pass are the tiled kernel's: a dense cell keeps the planner's
+        # and the tuned record's knobs
         hit = lookup(c.O, c.K, c.T, 1.0, c.dtype, c.arch, fused=c.fused, kind="dense")
         for kn in [dict(out[0])] + ([hit[0]] if hit else []):
             add(dict(kn))

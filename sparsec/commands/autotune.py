@@ -238,7 +238,7 @@ def register(sub) -> None:
                         "float16): the tuning key includes it")
     p.add_argument("--import", dest="import_", metavar="RESULTS",
                    help="--target cuda: record scripts/gpu/tune_tiled.py's results.json in the database")
-    p.add_argument("--space", default="default", choices=("default", "wide", "pdl", "cluster", "refine", "hint"),
+    p.add_argument("--space", default="default", choices=("default", "wide", "pdl", "cluster", "refine", "hint", "cross"),
                    help="--target cuda --emit: 'wide' also tries every single-knob neighbour of the planner's "
                         "variant (~4x the candidates); 'pdl' (after a tuning run) the planner's and the tuned "
                         "knobs, at one split either side, each launched to overlap the previous kernel (pdl=2); "
@@ -246,7 +246,8 @@ def register(sub) -> None:
                         "cluster (fx=2) at splits 2-8; 'refine' (after a tuning run) every single-knob neighbour of "
                         "the tuned knobs, more splits, and register caps for more blocks per SM (minb); 'hint' "
                         "(after a tuning run) the planner's and the tuned knobs with each cache hint on the weight's "
-                        "loads (ldw; a dense layer's TMA L2 promotion, l2p)")
+                        "loads (ldw; a dense layer's TMA L2 promotion, l2p); 'cross' (after a tuning run) the tuned "
+                        "knobs of the layer's other token counts and density classes")
     p.add_argument("--decisive-only", action="store_true",
                    help="--import: only the records the choice rests on (re-measured finalists, failed candidates)")
     p.add_argument("--replace", action="store_true",
