@@ -58,8 +58,7 @@ WIDE_KNOBS = {"wg": {"wgs": (1, 2, 3), "xd": (1, 2, 3), "pb": (1, 2), "pf": (1, 
 # space="refine" (a pass after a tuning run): single-knob neighbours of the cell's tuned record (else the planner's
 # variant), each at the record's split, the record at more splits, and the record with its registers capped for more
 # blocks per SM (minb) at its split and one either side
-REFINE_KNOBS = {"wg": dict(WIDE_KNOBS["wg"], pdl=(0, 2), sp=(0, 1), ldw=(0, 1, 2, 3), l2f=(0, 1)),
-                "sync": WIDE_KNOBS["sync"]}
+REFINE_KNOBS = {"wg": dict(WIDE_KNOBS["wg"], pdl=(0, 2), sp=(0, 1)), "sync": WIDE_KNOBS["sync"]}
 REFINE_MINB = (3, 4, 5, 6)
 # space="hint" (a pass after a tuning run): the planner's variant and the tuned record's with each cache hint on the
 # weight's loads (the wg kernel's ldw, and its bulk L2 prefetch l2f, at the split and one either side; the dense wgmma

@@ -111,9 +111,8 @@ def ldw_source(ldw: int, nbytes: int) -> tuple[str, str]:
         body = f'uint2 r;\n  asm("ld.global.nc{hint}.v2.u32 {{%0, %1}}, [%2];" : "=r"(r.x), "=r"(r.y) : "l"(s));'
     else:
         raise ValueError(f"ldw_source: {nbytes}-byte loads (16 or 8)")
-    # the registers reach the caller's array (halves, int16 or int32) by memcpy: a store through another type's
-    # pointer breaks C++'s aliasing rules, and nvcc then reorders it past the reads of the array (wrong results on
-    # the H100 in session 17's first run)
+    # the registers reach the caller's array (halves, int16 or int32) by memcpy, not a store through another type's
+    # pointer (C++'s aliasing rules); the caller passes the array as a tvm_access_ptr with its extent (load_batch)
     return name, f"""
 __forceinline__ __device__ void {name}(void* d, const void* s) {{
   {body}
